@@ -1,0 +1,48 @@
+# meshwg: `make demo` and `make test` install everything they need (Debian packages with
+# apt, Python packages into .venv) and are safe to run again.
+
+VENV        ?= .venv
+PYTHON      ?= python3
+PY          := $(VENV)/bin/python
+APT_PACKAGES := wireguard-go wireguard-tools iperf3 iputils-ping iproute2 iptables \
+                conntrack bind9-dnsutils avahi-utils avahi-daemon dbus dnsperf \
+                netcat-openbsd procps kmod
+PYTEST_ARGS ?=
+
+.PHONY: all deps apt venv test test-fast demo bench lab clean
+
+all: test
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+deps: apt venv
+
+test: deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(VENV)/bin/pytest -m "not netns" $(PYTEST_ARGS)
+
+demo: deps
+	$(PY) -m meshwg.demo
+
+bench: deps
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

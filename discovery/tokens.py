@@ -1,0 +1,159 @@
+"""Invite tokens: one copy-pasteable string that lets a machine join a mesh.
+
+Layout: ``mwg1.`` + unpadded base64url of a packed binary record::
+
+    version u8 (=1)
+    rendezvous WireGuard public key   32 bytes
+    mesh id                           16 bytes
+    invite id                         16 bytes
+    invite secret                     32 bytes
+    expiry, unix seconds, 0 = never   u64
+    enrollment TCP port               u16
+    endpoint length                   u8, then the endpoint "HOST:PORT" in UTF-8
+    checksum                          first 4 bytes of SHA-256 of everything above
+
+The checksum only catches copy-paste damage; authenticity comes from the invite
+secret, which the rendezvous checks (see discovery.enroll).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+TOKEN_PREFIX = "mwg1."
+TOKEN_VERSION = 1
+SECRET_SIZE = 32
+ID_SIZE = 16
+KEY_SIZE = 32
+_HEADER = struct.Struct(f">B{KEY_SIZE}s{ID_SIZE}s{ID_SIZE}s{SECRET_SIZE}sQHB")
+_CHECKSUM_SIZE = 4
+_MAX_ENDPOINT = 255
+
+
+class TokenError(ValueError):
+    """A token string could not be decoded; the message is one line for the user."""
+
+
+class EndpointError(ValueError):
+    """A "HOST:PORT" string is malformed."""
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """Split "HOST:PORT" (IPv6 as "[ADDR]:PORT") into host and port."""
+    if not isinstance(text, str) or not text:
+        raise EndpointError(f"endpoint {text!r}: expected HOST:PORT")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise EndpointError(f"endpoint {text!r}: expected [IPV6]:PORT")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise EndpointError(f"endpoint {text!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise EndpointError(f"endpoint {text!r}: expected HOST:PORT")
+        if ":" in host:
+            raise EndpointError(f"endpoint {text!r}: write an IPv6 address as [ADDR]:PORT")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise EndpointError(f"endpoint {text!r}: port {port_text!r} is not in 1..65535")
+    if any(c.isspace() for c in host) or "/" in host:
+        raise EndpointError(f"endpoint {text!r}: host {host!r} is not a valid name or address")
+    return host, int(port_text)
+
+
+def format_endpoint(host: str, port: int) -> str:
+    """Inverse of parse_endpoint."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Token:
+    """What a joiner needs to find the rendezvous and prove it was invited."""
+
+    endpoint: str                 # rendezvous public "HOST:PORT" (WireGuard UDP)
+    rendezvous_public_key: bytes  # 32 bytes
+    invite_id: str                # 32 hex digits
+    secret: bytes                 # 32 random bytes; never sent over the network
+    expires_at: int | None        # unix seconds, None = never
+    mesh_id: str                  # 32 hex digits
+    enroll_port: int              # TCP port of the enrollment service
+
+    @property
+    def enroll_address(self) -> tuple[str, int]:
+        """(host, port) of the enrollment service."""
+        return parse_endpoint(self.endpoint)[0], self.enroll_port
+
+    def __repr__(self) -> str:  # keep the secret out of logs and tracebacks
+        return (f"Token(endpoint={self.endpoint!r}, invite_id={self.invite_id!r}, "
+                f"mesh_id={self.mesh_id!r}, expires_at={self.expires_at!r}, "
+                f"enroll_port={self.enroll_port!r})")
+
+
+def encode_token(token: Token) -> str:
+    """Pack a Token into its "mwg1.…" string."""
+    endpoint = token.endpoint.encode("utf-8")
+    parse_endpoint(token.endpoint)
+    if len(endpoint) > _MAX_ENDPOINT:
+        raise ValueError(f"endpoint {token.endpoint!r} is longer than {_MAX_ENDPOINT} bytes")
+    if len(token.rendezvous_public_key) != KEY_SIZE or len(token.secret) != SECRET_SIZE:
+        raise ValueError("rendezvous public key and invite secret must be 32 bytes each")
+    body = _HEADER.pack(
+        TOKEN_VERSION,
+        token.rendezvous_public_key,
+        bytes.fromhex(token.mesh_id),
+        bytes.fromhex(token.invite_id),
+        token.secret,
+        token.expires_at or 0,
+        token.enroll_port,
+        len(endpoint),
+    ) + endpoint
+    packed = body + hashlib.sha256(body).digest()[:_CHECKSUM_SIZE]
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(packed).rstrip(b"=").decode("ascii")
+
+
+def decode_token(text: str) -> Token:
+    """Parse a token string; raise TokenError with a one-line reason when it is not valid."""
+    if not isinstance(text, str):
+        raise TokenError("invite token must be text")
+    text = "".join(text.split())  # tolerate line breaks from copy-paste
+    if not text.startswith(TOKEN_PREFIX):
+        if text.startswith("mwg") and "." in text:
+            raise TokenError(f"invite token version {text.split('.', 1)[0]!r} is not supported "
+                             f"(expected {TOKEN_PREFIX!r})")
+        raise TokenError(f"not a meshwg invite token (it should start with {TOKEN_PREFIX!r})")
+    payload = text[len(TOKEN_PREFIX):]
+    try:
+        raw = base64.b64decode(payload + "=" * (-len(payload) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise TokenError("invite token is damaged: it contains characters outside base64url") from None
+    if len(raw) < _HEADER.size + _CHECKSUM_SIZE:
+        raise TokenError(f"invite token is truncated ({len(raw)} bytes decoded, "
+                         f"at least {_HEADER.size + _CHECKSUM_SIZE} expected): copy it again")
+    body, checksum = raw[:-_CHECKSUM_SIZE], raw[-_CHECKSUM_SIZE:]
+    if hashlib.sha256(body).digest()[:_CHECKSUM_SIZE] != checksum:
+        raise TokenError("invite token is damaged (checksum mismatch): copy it again")
+    (version, key, mesh_id, invite_id, secret, expires, port,
+     endpoint_len) = _HEADER.unpack_from(body)
+    if version != TOKEN_VERSION:
+        raise TokenError(f"invite token format {version} is not supported (expected {TOKEN_VERSION})")
+    endpoint_raw = body[_HEADER.size:]
+    if len(endpoint_raw) != endpoint_len:
+        raise TokenError("invite token is damaged: endpoint length does not match")
+    try:
+        endpoint = endpoint_raw.decode("utf-8")
+        parse_endpoint(endpoint)
+    except (UnicodeDecodeError, EndpointError) as exc:
+        raise TokenError(f"invite token carries an invalid rendezvous endpoint: {exc}") from None
+    if port == 0:
+        raise TokenError("invite token carries enrollment port 0")
+    return Token(endpoint=endpoint, rendezvous_public_key=key, invite_id=invite_id.hex(),
+                 secret=secret, expires_at=expires or None, mesh_id=mesh_id.hex(),
+                 enroll_port=port)

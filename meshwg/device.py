@@ -1,0 +1,364 @@
+"""The I/O layer around WireGuardProtocol: TUN device, UDP socket, threads, clock, control socket.
+
+Threads, one job each:
+- tun-reader: batches of packets from the TUN device -> encrypt -> UDP
+- udp-reader: batches of datagrams -> transport data opened and written to the TUN device;
+  handshake messages queued for the handshake worker (the queue's length is the backlog
+  that puts the protocol "under load")
+- handshake-worker: handshake messages -> protocol (the expensive Diffie-Hellman work)
+- timers: fires the protocol's timers at their deadlines
+- the control socket (meshwg.uapi.UapiServer) serves `wg` and discovery
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from typing import Iterable
+
+from . import netconfig
+from .conn import BindError, UdpSocket
+from .constants import DEFAULT_MTU, MESSAGE_TRANSPORT
+from .keys import encode_key
+from .protocol import EndpointChanged, HandshakeCompleted, WireGuardProtocol
+from .timers import Timers
+from .tun import TunDevice
+from .uapi import (ERR_PORT_IN_USE, DeviceStatus, DeviceUpdate, PeerStatus, UapiError,
+                   UapiServer)
+
+log = logging.getLogger("meshwg.device")
+
+BATCH = 64
+HANDSHAKE_QUEUE_MAX = 4096
+_ZERO_KEY = bytes(32)
+
+
+def _address_bytes(endpoint: tuple[str, int]) -> tuple[bytes, bytes]:
+    host, port = endpoint
+    try:
+        ip = ipaddress.ip_address(host).packed
+    except ValueError:
+        ip = host.encode()
+    return ip, ip + port.to_bytes(2, "big")
+
+
+def _normalize_endpoint(endpoint: tuple[str, int]) -> tuple[str, int]:
+    host, port = endpoint
+    host = host.strip("[]")
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return (str(ipaddress.ip_address(host)), int(port))
+
+
+class Device:
+    """A running meshwg interface."""
+
+    def __init__(self, name: str, *, private_key: bytes | None = None, listen_port: int = 0,
+                 fwmark: int = 0, mtu: int = DEFAULT_MTU, addresses: Iterable = (),
+                 timers: Timers | None = None, manage_routes: bool = True,
+                 uapi_directory: str = "/var/run/wireguard"):
+        self.name = name
+        self.mtu = mtu
+        self.addresses = list(addresses)
+        self.manage_routes = manage_routes
+        self.uapi_directory = uapi_directory
+        self.protocol = WireGuardProtocol(private_key, timers=timers, mtu=mtu,
+                                          wall_offset=time.time() - time.monotonic(),
+                                          address_bytes=_address_bytes)
+        self._initial_port = listen_port
+        self._initial_fwmark = fwmark
+        self.tun: TunDevice | None = None
+        self.udp: UdpSocket | None = None
+        self.uapi: UapiServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._handshakes: deque = deque()
+        self._handshake_ready = threading.Condition()
+        self._timer_wake = threading.Event()
+        self._routed: set = set()
+        self._send_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Create the interface and the socket, configure them, start serving.
+
+        On any failure everything already created is removed again."""
+        try:
+            self.tun = TunDevice(self.name)
+            self.name = self.tun.name
+            self.udp = UdpSocket(self._initial_port, self._initial_fwmark)
+            netconfig.configure_link(self.name, self.addresses, self.mtu)
+            self._sync_routes()
+            self.uapi = UapiServer(self.name, self.status, self.apply, directory=self.uapi_directory)
+            self.uapi.start()
+        except BaseException:
+            self.stop()
+            raise
+        for target, label in ((self._tun_loop, "tun-reader"), (self._udp_loop, "udp-reader"),
+                              (self._handshake_loop, "handshake-worker"),
+                              (self._timer_loop, "timers")):
+            t = threading.Thread(target=target, name=f"{self.name}-{label}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        # peers configured before start with persistent keepalive: say hello now
+        now = time.monotonic()
+        for peer in list(self.protocol.peers.values()):
+            if peer.persistent_keepalive and peer.endpoint is not None:
+                self.protocol.send_keepalive(peer, now)
+        self._flush()
+        log.info("%s up: listening on UDP port %d", self.name, self.udp.port)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+        with self._handshake_ready:
+            self._handshake_ready.notify_all()
+        self._timer_wake.set()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._threads.clear()
+        if self.uapi is not None:
+            self.uapi.close()
+            self.uapi = None
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
+        if self.tun is not None:
+            self.tun.close()       # the kernel removes the interface with its last descriptor
+            self.tun = None
+
+    @property
+    def listen_port(self) -> int:
+        return self.udp.port if self.udp else 0
+
+    # ------------------------------------------------------------------ output
+    def _flush(self) -> None:
+        """Send what the protocol queued (handshakes, keepalives, staged packets)."""
+        udp = self.udp
+        if udp is None:
+            return
+        for datagram, endpoint in self.protocol.take_datagrams():
+            udp.send(datagram, endpoint)
+
+    # ------------------------------------------------------------------ threads
+    def _tun_loop(self) -> None:
+        poller = select.poll()
+        poller.register(self.tun.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        protocol = self.protocol
+        monotonic = time.monotonic
+        while not self._stopping.is_set():
+            packets = self.tun.read_batch(BATCH)
+            if not packets:
+                poller.poll(1000)
+                continue
+            out = protocol.encrypt_packets(packets, monotonic())
+            udp = self.udp
+            for datagram, endpoint in out:
+                udp.send(datagram, endpoint)
+            if protocol._outgoing:
+                self._flush()
+
+    def _udp_loop(self) -> None:
+        protocol = self.protocol
+        monotonic = time.monotonic
+        udp = None
+        poller = None
+        while not self._stopping.is_set():
+            if udp is not self.udp:        # first run, or the listen port changed
+                udp = self.udp
+                poller = select.poll()
+                poller.register(udp.fileno(), select.POLLIN)
+                poller.register(self._wake_r, select.POLLIN)
+            try:
+                batch = udp.recv_batch(BATCH)
+            except OSError:
+                if udp is self.udp:
+                    raise
+                continue
+            if not batch:
+                poller.poll(200)
+                continue
+            now = monotonic()
+            tun_write = self.tun.write
+            queued = False
+            for datagram, source in batch:
+                if datagram and datagram[0] == MESSAGE_TRANSPORT:
+                    packet = protocol.receive_transport(datagram, source, now)
+                    if packet is not None:
+                        tun_write(packet)
+                elif len(self._handshakes) < HANDSHAKE_QUEUE_MAX:
+                    self._handshakes.append((datagram, source))
+                    queued = True
+                else:
+                    protocol.stats["handshake_queue_full"] += 1
+            if queued:
+                protocol.handshake_backlog = len(self._handshakes)
+                with self._handshake_ready:
+                    self._handshake_ready.notify()
+            if protocol._outgoing:
+                self._flush()
+
+    def _handshake_loop(self) -> None:
+        protocol = self.protocol
+        while not self._stopping.is_set():
+            with self._handshake_ready:
+                while not self._handshakes and not self._stopping.is_set():
+                    self._handshake_ready.wait(1.0)
+            while self._handshakes and not self._stopping.is_set():
+                datagram, source = self._handshakes.popleft()
+                protocol.handshake_backlog = len(self._handshakes)
+                protocol.receive_handshake(datagram, source, time.monotonic())
+                self._flush()
+            self._timer_wake.set()   # handshakes change deadlines
+
+    def _timer_loop(self) -> None:
+        protocol = self.protocol
+        while not self._stopping.is_set():
+            deadline = protocol.next_deadline()
+            now = time.monotonic()
+            timeout = 0.25 if deadline is None else min(0.25, max(0.005, deadline - now))
+            self._timer_wake.wait(timeout)
+            self._timer_wake.clear()
+            if self._stopping.is_set():
+                break
+            protocol.tick(time.monotonic())
+            self._flush()
+            self._log_events()
+
+    def _log_events(self) -> None:
+        events = self.protocol.events
+        while events:
+            try:
+                ev = events.popleft()
+            except IndexError:
+                break
+            if isinstance(ev, HandshakeCompleted):
+                log.info("%s: handshake with %s complete", self.name, encode_key(ev.peer.public_key))
+            elif isinstance(ev, EndpointChanged):
+                log.info("%s: peer %s endpoint now %s", self.name, encode_key(ev.peer.public_key), ev.endpoint)
+
+    # ------------------------------------------------------------------ control socket
+    def status(self) -> DeviceStatus:
+        p = self.protocol
+        with p.lock:
+            peers = []
+            for peer in p.peers.values():
+                wall = p.last_handshake_wall(peer)
+                sec = int(wall) if wall else 0
+                nsec = int((wall - sec) * 1e9) if wall else 0
+                peers.append(PeerStatus(
+                    public_key=peer.public_key,
+                    preshared_key=None if peer.preshared_key == _ZERO_KEY else peer.preshared_key,
+                    endpoint=peer.endpoint, last_handshake_sec=sec, last_handshake_nsec=nsec,
+                    tx_bytes=peer.tx_bytes, rx_bytes=peer.rx_bytes,
+                    persistent_keepalive=peer.persistent_keepalive,
+                    allowed_ips=p.allowed_ips.networks_of(peer)))
+            return DeviceStatus(private_key=p.private_key, listen_port=self.listen_port,
+                                fwmark=self.udp.fwmark if self.udp else 0, peers=peers)
+
+    def apply(self, update: DeviceUpdate) -> None:
+        """Apply a validated set request. Everything that can fail is checked or prepared
+        before the first change, so a failed set changes nothing."""
+        p = self.protocol
+        new_udp = None
+        if update.listen_port is not None and self.udp is not None and update.listen_port != self.udp.port:
+            try:
+                new_udp = UdpSocket(update.listen_port, self.udp.fwmark)
+            except BindError as exc:
+                raise UapiError(str(exc), ERR_PORT_IN_USE) from None
+        for pu in update.peers:
+            if pu.endpoint is not None:
+                try:
+                    _normalize_endpoint(pu.endpoint)
+                except ValueError:
+                    raise UapiError(f"invalid endpoint {pu.endpoint!r}") from None
+        now = time.monotonic()
+        keepalive_now = []
+        with p.lock:
+            if update.private_key is not None:
+                p.set_private_key(None if update.private_key == _ZERO_KEY else update.private_key)
+            if new_udp is not None:
+                old, self.udp = self.udp, new_udp
+                try:
+                    os.write(self._wake_w, b"")
+                except OSError:
+                    pass
+                threading.Timer(0.5, old.close).start()
+            if update.fwmark is not None and self.udp is not None:
+                self.udp.set_fwmark(update.fwmark)
+            if update.replace_peers:
+                for key in list(p.peers):
+                    p.remove_peer(key)
+            for pu in update.peers:
+                if pu.remove:
+                    p.remove_peer(pu.public_key)
+                    continue
+                peer = p.peers.get(pu.public_key)
+                if peer is None:
+                    if pu.update_only or pu.public_key == p.public_key:
+                        continue
+                    peer = p.add_peer(pu.public_key)
+                if pu.preshared_key is not None:
+                    p.set_preshared_key(peer, pu.preshared_key)
+                if pu.endpoint is not None:
+                    p.set_endpoint(peer, _normalize_endpoint(pu.endpoint))
+                if pu.replace_allowed_ips:
+                    p.allowed_ips.remove_peer(peer)
+                for net in pu.allowed_ips:
+                    p.allowed_ips.insert(net, peer)
+                for net in getattr(pu, "remove_allowed_ips", ()):
+                    if net in p.allowed_ips.networks_of(peer):
+                        p.allowed_ips.remove(net)
+                if pu.persistent_keepalive is not None:
+                    was_off = peer.persistent_keepalive == 0
+                    peer.persistent_keepalive = pu.persistent_keepalive
+                    if pu.persistent_keepalive == 0:
+                        peer.persistent_keepalive_at = None
+                    elif was_off:
+                        keepalive_now.append(peer)
+            if self.udp is not None and self.tun is not None:
+                for peer in keepalive_now:
+                    if peer.endpoint is not None and p.private_key is not None:
+                        p.send_keepalive(peer, now)
+        self._flush()
+        self._timer_wake.set()
+        if self.tun is not None:
+            self._sync_routes()
+
+    def _sync_routes(self) -> None:
+        if not self.manage_routes or self.tun is None:
+            return
+        wanted = set()
+        p = self.protocol
+        with p.lock:
+            for peer in p.peers.values():
+                wanted.update(p.allowed_ips.networks_of(peer))
+        stale = self._routed - wanted
+        new = wanted - self._routed
+        if stale:
+            netconfig.delete_routes(self.name, stale)
+        if new:
+            netconfig.add_routes(self.name, new)
+        self._routed = wanted
+
+    # ------------------------------------------------------------------ configuration
+    def configure(self, config) -> None:
+        """Load an InterfaceConfig (meshwg.config) through the same path `wg setconf` uses."""
+        from .uapi import PeerUpdate
+        update = DeviceUpdate(private_key=config.private_key, replace_peers=True, peers=[
+            PeerUpdate(public_key=pc.public_key, preshared_key=pc.preshared_key,
+                       endpoint=pc.endpoint, persistent_keepalive=pc.persistent_keepalive,
+                       replace_allowed_ips=True, allowed_ips=list(pc.allowed_ips))
+            for pc in config.peers])
+        self.apply(update)

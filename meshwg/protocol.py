@@ -1,0 +1,608 @@
+"""The WireGuard protocol for one device, free of I/O.
+
+`WireGuardProtocol` takes datagrams, packets from the TUN side and the current time, and
+returns packets for the TUN side and datagrams to send; it never touches a socket or the
+clock. The I/O layer (meshwg.device) calls:
+
+- `encrypt_packets(packets, now)`     TUN -> network, returns [(datagram, endpoint), ...]
+- `receive_transport(datagram, source, now)` network -> TUN for type-4 messages,
+  returns the inner IP packet or None
+- `receive_handshake(datagram, source, now)` types 1-3 (the slow path)
+- `tick(now)`                          fires due timers
+- `take_datagrams()`                   datagrams queued by the calls above and by config
+- `next_deadline()`                    when tick should next run
+
+Endpoints are opaque hashable addresses chosen by the I/O layer ((host, port) tuples).
+Every counter of dropped input is in `stats`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections import Counter, deque
+from typing import Any, Iterable
+
+from cryptography.exceptions import InvalidTag
+
+from . import messages, noise
+from .allowedips import AllowedIPs
+from .constants import (INITIATION_SIZE, MESSAGE_COOKIE_REPLY, MESSAGE_INITIATION,
+                        MESSAGE_RESPONSE, PADDING_MULTIPLE, RESPONSE_SIZE,
+                        UNDER_LOAD_HOLD_TIME, UNDER_LOAD_QUEUE_SIZE)
+from .cookie import CookieChecker
+from .crypto import DecryptionError, WeakKeyError, public_key, tai64n
+from .keypair import Keypair
+from .peer import Peer
+from .ratelimiter import RateLimiter
+from .timers import Timers
+
+_HEADER = struct.Struct("<IIQ")
+_NONCE_PREFIX = b"\x00\x00\x00\x00"
+_PACK_Q = struct.Struct("<Q").pack
+_ZERO_PAD = bytes(PADDING_MULTIPLE)
+_TRANSPORT_WORD = 4
+_TRANSPORT_OVERHEAD = 32  # header + tag
+
+
+class ProtocolEvent:
+    """Base of the events the protocol reports to the layer above (discovery, logs)."""
+    __slots__ = ("peer",)
+
+    def __init__(self, peer: Peer):
+        self.peer = peer
+
+
+class HandshakeCompleted(ProtocolEvent):
+    __slots__ = ()
+
+
+class EndpointChanged(ProtocolEvent):
+    __slots__ = ("endpoint",)
+
+    def __init__(self, peer: Peer, endpoint: Any):
+        super().__init__(peer)
+        self.endpoint = endpoint
+
+
+class WireGuardProtocol:
+    def __init__(self, private_key: bytes | None = None, *, timers: Timers | None = None,
+                 mtu: int = 1420, wall_offset: float = 0.0,
+                 address_bytes=None):
+        self.timers = timers or Timers()
+        self.mtu = mtu
+        self.wall_offset = wall_offset          # wall clock = monotonic now + wall_offset
+        self.lock = threading.RLock()           # held by the slow paths and configuration
+        self.private_key: bytes | None = None
+        self.public_key: bytes | None = None
+        self.cookie_checker: CookieChecker | None = None
+        self.peers: dict[bytes, Peer] = {}
+        self.allowed_ips = AllowedIPs()
+        self.keypairs_by_index: dict[int, Keypair] = {}
+        self.handshakes_by_index: dict[int, Peer] = {}
+        self.rate_limiter = RateLimiter()
+        self.handshake_backlog = 0
+        self._under_load_until = 0.0
+        self._initiations_window_start = 0.0
+        self._initiations_in_window = 0
+        self.under_load_rate = 1000  # handshake messages with a valid mac1 per second
+        self.stats: Counter[str] = Counter()
+        self.events: deque[ProtocolEvent] = deque(maxlen=4096)
+        self._outgoing: deque[tuple[bytes, Any]] = deque()
+        # address_bytes(endpoint) -> (ip bytes, cookie source bytes); set by the I/O layer
+        self.address_bytes = address_bytes or _default_address_bytes
+        if private_key is not None:
+            self.set_private_key(private_key)
+
+    # ------------------------------------------------------------------ configuration
+    def set_private_key(self, private_key: bytes | None) -> None:
+        with self.lock:
+            if private_key is None or private_key == bytes(32):
+                self.private_key = self.public_key = None
+                self.cookie_checker = None
+            else:
+                self.private_key = private_key
+                self.public_key = public_key(private_key)
+                self.cookie_checker = CookieChecker(self.public_key)
+                own = self.peers.get(self.public_key)
+                if own is not None:          # a peer with our own key makes no sense
+                    self.remove_peer(own.public_key)
+            for peer in self.peers.values():
+                peer.set_local_static(self.private_key, self.public_key)
+                self._expire_keys(peer)
+
+    def add_peer(self, public_key_: bytes) -> Peer:
+        with self.lock:
+            peer = self.peers.get(public_key_)
+            if peer is None:
+                peer = Peer(public_key_)
+                peer.cookie_generator.cookie_refresh_time = self.timers.cookie_refresh_time
+                peer.set_local_static(self.private_key, self.public_key)
+                self.peers[public_key_] = peer
+            return peer
+
+    def remove_peer(self, public_key_: bytes) -> None:
+        with self.lock:
+            peer = self.peers.pop(public_key_, None)
+            if peer is None:
+                return
+            self.allowed_ips.remove_peer(peer)
+            self._expire_keys(peer)
+            peer.staged.clear()
+
+    def set_persistent_keepalive(self, peer: Peer, interval: int, now: float) -> None:
+        with self.lock:
+            was_off = peer.persistent_keepalive == 0
+            peer.persistent_keepalive = interval
+            if interval == 0:
+                peer.persistent_keepalive_at = None
+            elif was_off and self.private_key is not None:
+                self.send_keepalive(peer, now)
+
+    def set_preshared_key(self, peer: Peer, psk: bytes | None) -> None:
+        peer.preshared_key = psk or bytes(32)
+
+    def set_endpoint(self, peer: Peer, endpoint: Any) -> None:
+        peer.endpoint = endpoint
+
+    def _expire_keys(self, peer: Peer) -> None:
+        """Forget every keypair and handshake of a peer (key change, removal, zeroing)."""
+        for kp in peer.keypairs():
+            self.keypairs_by_index.pop(kp.local_index, None)
+            kp.zero()
+        peer.previous = peer.current = peer.next = None
+        self._clear_handshake(peer)
+
+    def _clear_handshake(self, peer: Peer) -> None:
+        if peer.handshake_index is not None:
+            self.handshakes_by_index.pop(peer.handshake_index, None)
+        peer.handshake_index = None
+        peer.handshake_state = None
+
+    def _new_index(self) -> int:
+        while True:
+            index = int.from_bytes(os.urandom(4), "little")
+            if index not in self.keypairs_by_index and index not in self.handshakes_by_index:
+                return index
+
+    def wall_time(self, now: float) -> float:
+        return now + self.wall_offset
+
+    # ------------------------------------------------------------------ output queue
+    def take_datagrams(self) -> list[tuple[bytes, Any]]:
+        out = []
+        q = self._outgoing
+        while q:
+            try:
+                out.append(q.popleft())
+            except IndexError:
+                break
+        return out
+
+    def _send(self, peer: Peer, datagram: bytes, now: float) -> None:
+        if peer.endpoint is None:
+            self.stats["no_endpoint"] += 1
+            return
+        peer.tx_bytes += len(datagram)
+        self._outgoing.append((datagram, peer.endpoint))
+
+    # ------------------------------------------------------------------ data path: out
+    def encrypt_packets(self, packets: Iterable[bytes], now: float) -> list[tuple[bytes, Any]]:
+        """Route and seal IP packets from the TUN device. Packets without a route are
+        dropped; packets for a peer without a usable keypair are staged and a handshake
+        is started."""
+        out: list[tuple[bytes, Any]] = []
+        lookup = self.allowed_ips.lookup
+        for packet in packets:
+            if not packet:
+                continue
+            version = packet[0] >> 4
+            if version == 4 and len(packet) >= 20:
+                peer = lookup(packet[16:20])
+            elif version == 6 and len(packet) >= 40:
+                peer = lookup(packet[24:40])
+            else:
+                self.stats["tun_malformed"] += 1
+                continue
+            if peer is None:
+                self.stats["no_route"] += 1
+                continue
+            datagram = self._seal(peer, packet, now)
+            if datagram is not None:
+                out.append((datagram, peer.endpoint))
+        return out
+
+    def _seal(self, peer: Peer, packet: bytes, now: float) -> bytes | None:
+        kp = peer.current
+        timers = self.timers
+        if (kp is None or peer.endpoint is None or kp.send_aead is None
+                or now - kp.created >= timers.reject_after_time):
+            self._stage(peer, packet, now)
+            return None
+        counter = kp.next_counter()
+        if counter >= timers.reject_after_messages:
+            self._stage(peer, packet, now)
+            return None
+        length = len(packet)
+        pad = -length % PADDING_MULTIPLE
+        if pad and length + pad > self.mtu:
+            pad = max(0, self.mtu - length)
+        try:
+            sealed = kp.send_aead.encrypt(_NONCE_PREFIX + _PACK_Q(counter),
+                                          packet + _ZERO_PAD[:pad] if pad else packet, None)
+        except (TypeError, AttributeError):  # keypair zeroed under our feet
+            self._stage(peer, packet, now)
+            return None
+        datagram = _HEADER.pack(_TRANSPORT_WORD, kp.remote_index, counter) + sealed
+        peer.tx_bytes += len(datagram)
+        # timers: any authenticated packet sent, data sent
+        peer.keepalive_at = None
+        if length and peer.new_handshake_at is None:
+            peer.new_handshake_at = now + timers.keepalive_timeout + timers.rekey_timeout + timers.jitter()
+        if peer.persistent_keepalive:
+            peer.persistent_keepalive_at = now + peer.persistent_keepalive
+        # keep the key fresh
+        if (counter >= timers.rekey_after_messages
+                or (kp.is_initiator and now - kp.created >= timers.rekey_after_time)):
+            self._maybe_initiate(peer, now)
+        return datagram
+
+    def _stage(self, peer: Peer, packet: bytes, now: float) -> None:
+        peer.staged.append(packet)
+        self._maybe_initiate(peer, now)
+
+    def send_keepalive(self, peer: Peer, now: float) -> None:
+        """Send staged packets, or an empty keepalive when none are staged."""
+        with self.lock:
+            if not peer.staged:
+                peer.staged.append(b"")
+            self._flush_staged(peer, now)
+
+    def _flush_staged(self, peer: Peer, now: float) -> None:
+        kp = peer.current
+        if kp is None or peer.endpoint is None or now - kp.created >= self.timers.reject_after_time:
+            self._maybe_initiate(peer, now)
+            return
+        staged = list(peer.staged)
+        peer.staged.clear()
+        for packet in staged:
+            datagram = self._seal(peer, packet, now)
+            if datagram is not None:
+                self._outgoing.append((datagram, peer.endpoint))
+
+    # ------------------------------------------------------------------ data path: in
+    def receive_transport(self, datagram: bytes, source: Any, now: float) -> bytes | None:
+        """Open a type-4 message. Returns the inner IP packet to write to the TUN device, or
+        None (keepalive, or dropped and counted)."""
+        if len(datagram) < _TRANSPORT_OVERHEAD:
+            self.stats["malformed"] += 1
+            return None
+        word, receiver, counter = _HEADER.unpack_from(datagram)
+        if word != _TRANSPORT_WORD:
+            self.stats["malformed"] += 1
+            return None
+        kp = self.keypairs_by_index.get(receiver)
+        if kp is None or kp.receive_aead is None:
+            self.stats["unknown_index"] += 1
+            return None
+        timers = self.timers
+        if now - kp.created >= timers.reject_after_time or counter >= timers.reject_after_messages:
+            self.stats["expired_keypair"] += 1
+            return None
+        try:
+            plaintext = kp.receive_aead.decrypt(_NONCE_PREFIX + _PACK_Q(counter),
+                                                memoryview(datagram)[16:], None)
+        except (InvalidTag, TypeError, AttributeError):
+            self.stats["decrypt_failed"] += 1
+            return None
+        if not kp.replay.check(counter):
+            self.stats["replayed"] += 1
+            return None
+        peer = kp.peer
+        if kp is peer.next:
+            self._confirm_next_keypair(peer, kp, now)
+        if peer.endpoint != source:
+            peer.endpoint = source
+            self.events.append(EndpointChanged(peer, source))
+        peer.rx_bytes += len(datagram)
+        # timers: any authenticated packet received / traversal
+        peer.new_handshake_at = None
+        if peer.persistent_keepalive:
+            peer.persistent_keepalive_at = now + peer.persistent_keepalive
+        if kp.is_initiator and kp is peer.current and now - kp.created >= timers.rekey_on_receive_age:
+            self._maybe_initiate(peer, now)
+        if not plaintext:
+            self.stats["keepalives_received"] += 1
+            return None
+        version = plaintext[0] >> 4
+        if version == 4 and len(plaintext) >= 20:
+            length = (plaintext[2] << 8) | plaintext[3]
+            source_ip = plaintext[12:16]
+        elif version == 6 and len(plaintext) >= 40:
+            length = ((plaintext[4] << 8) | plaintext[5]) + 40
+            source_ip = plaintext[8:24]
+        else:
+            self.stats["inner_malformed"] += 1
+            return None
+        if length > len(plaintext) or length < 20:
+            self.stats["inner_malformed"] += 1
+            return None
+        if self.allowed_ips.lookup(source_ip) is not peer:
+            self.stats["inner_source_not_allowed"] += 1
+            return None
+        if peer.keepalive_at is None:   # data received: answer within KEEPALIVE_TIMEOUT
+            peer.keepalive_at = now + timers.keepalive_timeout
+        return plaintext[:length] if length != len(plaintext) else plaintext
+
+    def _confirm_next_keypair(self, peer: Peer, kp: Keypair, now: float) -> None:
+        with self.lock:
+            if peer.next is not kp:
+                return
+            self._discard_keypair(peer.previous)
+            peer.previous = peer.current
+            peer.current = kp
+            peer.next = None
+            peer.last_handshake = now        # handshake complete, responder side
+            self.events.append(HandshakeCompleted(peer))
+            # we can now send: flush what waited for this keypair
+            if peer.staged:
+                self._flush_staged(peer, now)
+
+    # ------------------------------------------------------------------ handshakes
+    def is_under_load(self, now: float) -> bool:
+        if self.handshake_backlog >= UNDER_LOAD_QUEUE_SIZE:
+            self._under_load_until = now + UNDER_LOAD_HOLD_TIME
+        return now < self._under_load_until
+
+    def _count_handshake_rate(self, now: float) -> None:
+        if now - self._initiations_window_start >= 1.0:
+            self._initiations_window_start = now
+            self._initiations_in_window = 0
+        self._initiations_in_window += 1
+        if self._initiations_in_window > self.under_load_rate:
+            self._under_load_until = now + UNDER_LOAD_HOLD_TIME
+
+    def receive_handshake(self, datagram: bytes, source: Any, now: float) -> None:
+        """Process a type 1, 2 or 3 message. Replies go to the output queue."""
+        kind = messages.message_type(datagram)
+        with self.lock:
+            try:
+                if kind == MESSAGE_INITIATION:
+                    self._receive_initiation(datagram, source, now)
+                elif kind == MESSAGE_RESPONSE:
+                    self._receive_response(datagram, source, now)
+                elif kind == MESSAGE_COOKIE_REPLY:
+                    self._receive_cookie_reply(datagram, now)
+                else:
+                    self.stats["malformed"] += 1
+            except messages.MalformedPacket:
+                self.stats["malformed"] += 1
+            except (DecryptionError, WeakKeyError, InvalidTag):
+                self.stats["handshake_failed"] += 1
+
+    def _check_macs(self, datagram: bytes, sender_index: int, source: Any, now: float) -> bool:
+        """mac1 always; under load mac2 too (else answer with a cookie) and the per-source
+        rate limit. Returns True when the message may be processed."""
+        checker = self.cookie_checker
+        if checker is None:
+            self.stats["no_private_key"] += 1
+            return False
+        if not checker.verify_mac1(datagram):
+            self.stats["bad_mac1"] += 1
+            return False
+        self._count_handshake_rate(now)
+        if not self.is_under_load(now):
+            return True
+        ip_bytes, source_bytes = self.address_bytes(source)
+        if not checker.verify_mac2(datagram, source_bytes, now):
+            reply = checker.create_reply(datagram, sender_index, source_bytes, now)
+            self.stats["cookie_replies_sent"] += 1
+            self._outgoing.append((reply, source))
+            return False
+        if not self.rate_limiter.allow(ip_bytes, now):
+            self.stats["rate_limited"] += 1
+            return False
+        return True
+
+    def _receive_initiation(self, datagram: bytes, source: Any, now: float) -> None:
+        msg = messages.parse_initiation(datagram)
+        if not self._check_macs(datagram, msg.sender, source, now):
+            return
+        state = noise.read_message1(
+            self.private_key, self.public_key,
+            noise.Message1(msg.ephemeral, msg.encrypted_static, msg.encrypted_timestamp),
+            precomputed=self._own_initial_state())
+        peer = self.peers.get(state.remote_static_public)
+        if peer is None:
+            self.stats["unknown_peer"] += 1
+            return
+        timestamp = state.payload
+        if timestamp <= peer.last_timestamp:
+            self.stats["replayed_initiation"] += 1
+            return
+        if (peer.last_initiation_consumed is not None
+                and now - peer.last_initiation_consumed < 1 / 50):
+            self.stats["initiation_flood"] += 1
+            return
+        peer.last_timestamp = timestamp
+        peer.last_initiation_consumed = now
+        # respond
+        msg2, keys = noise.write_message2(state, peer.preshared_key)
+        index = self._new_index()
+        response = messages.Response(index, msg.sender, msg2.ephemeral, msg2.encrypted_payload).build()
+        response = peer.cookie_generator.add_macs(response, now)
+        kp = Keypair(keys, index, msg.sender, False, now, peer)
+        self._discard_keypair(peer.next)
+        peer.next = kp
+        self.keypairs_by_index[index] = kp
+        if peer.endpoint != source:
+            peer.endpoint = source
+            self.events.append(EndpointChanged(peer, source))
+        peer.rx_bytes += len(datagram)
+        self._session_derived(peer, now)
+        self._send(peer, response, now)
+        self._sent_authenticated(peer, now)
+
+    def _own_initial_state(self) -> tuple[bytes, bytes]:
+        cached = getattr(self, "_own_initial_cache", None)
+        if cached is None or cached[0] != self.public_key:
+            cached = (self.public_key, noise.initial_state(self.public_key))
+            self._own_initial_cache = cached
+        return cached[1]
+
+    def _receive_response(self, datagram: bytes, source: Any, now: float) -> None:
+        msg = messages.parse_response(datagram)
+        if not self._check_macs(datagram, msg.sender, source, now):
+            return
+        peer = self.handshakes_by_index.get(msg.receiver)
+        if peer is None or peer.handshake_state is None:
+            self.stats["unknown_index"] += 1
+            return
+        _, keys = noise.read_message2(peer.handshake_state, peer.preshared_key,
+                                      noise.Message2(msg.ephemeral, msg.encrypted_nothing))
+        index = peer.handshake_index
+        self._clear_handshake(peer)
+        kp = Keypair(keys, index, msg.sender, True, now, peer)
+        self.keypairs_by_index[index] = kp
+        # rotate as wireguard-go does: previous <- next (or current), current <- new
+        old_previous, old_current, old_next = peer.previous, peer.current, peer.next
+        if old_next is not None:
+            peer.previous, peer.next = old_next, None
+            self._discard_keypair(old_current)
+        else:
+            peer.previous = old_current
+        self._discard_keypair(old_previous)
+        peer.current = kp
+        if peer.endpoint != source:
+            peer.endpoint = source
+            self.events.append(EndpointChanged(peer, source))
+        peer.rx_bytes += len(datagram)
+        peer.last_handshake = now
+        peer.handshake_attempts = 0
+        peer.retransmit_at = None
+        peer.new_handshake_at = None
+        self._session_derived(peer, now)
+        self.events.append(HandshakeCompleted(peer))
+        # send what was staged, or a keepalive to confirm the keypair to the responder
+        self.send_keepalive(peer, now)
+
+    def _receive_cookie_reply(self, datagram: bytes, now: float) -> None:
+        msg = messages.parse_cookie_reply(datagram)
+        peer = self.handshakes_by_index.get(msg.receiver)
+        if peer is None:
+            kp = self.keypairs_by_index.get(msg.receiver)
+            peer = kp.peer if kp is not None else None
+        if peer is None:
+            self.stats["unknown_index"] += 1
+            return
+        if peer.cookie_generator.consume_reply(msg, now):
+            self.stats["cookie_replies_accepted"] += 1
+        else:
+            self.stats["bad_cookie_reply"] += 1
+
+    def _session_derived(self, peer: Peer, now: float) -> None:
+        peer.zero_keys_at = now + self.timers.key_zeroing_time
+
+    def _discard_keypair(self, kp: Keypair | None) -> None:
+        if kp is not None:
+            self.keypairs_by_index.pop(kp.local_index, None)
+            kp.zero()
+
+    def _sent_authenticated(self, peer: Peer, now: float) -> None:
+        peer.keepalive_at = None
+        if peer.persistent_keepalive:
+            peer.persistent_keepalive_at = now + peer.persistent_keepalive
+
+    def _maybe_initiate(self, peer: Peer, now: float) -> None:
+        """Start a handshake unless one was sent less than REKEY_TIMEOUT ago."""
+        with self.lock:
+            if peer.last_initiation_sent is not None and now - peer.last_initiation_sent < self.timers.rekey_timeout:
+                return
+            peer.handshake_attempts = 0
+            self._send_initiation(peer, now)
+
+    def initiate_handshake(self, peer: Peer, now: float) -> None:
+        """Start a handshake now (used by `wg`-style forced handshakes and tests)."""
+        with self.lock:
+            peer.handshake_attempts = 0
+            self._send_initiation(peer, now)
+
+    def _send_initiation(self, peer: Peer, now: float) -> None:
+        if self.private_key is None or peer.static_static is None:
+            return
+        peer.last_initiation_sent = now
+        peer.retransmit_at = now + self.timers.rekey_timeout + self.timers.jitter()
+        if peer.endpoint is None:
+            self.stats["no_endpoint"] += 1
+            return
+        self._clear_handshake(peer)
+        index = self._new_index()
+        msg1, state = noise.write_message1(
+            self.private_key, peer.public_key, tai64n(self.wall_time(now)),
+            precomputed=peer.precomputed, static_static=peer.static_static)
+        packet = messages.Initiation(index, msg1.ephemeral, msg1.encrypted_static,
+                                     msg1.encrypted_payload).build()
+        packet = peer.cookie_generator.add_macs(packet, now)
+        peer.handshake_state = state
+        peer.handshake_index = index
+        self.handshakes_by_index[index] = peer
+        self.stats["initiations_sent"] += 1
+        self._send(peer, packet, now)
+        self._sent_authenticated(peer, now)
+
+    # ------------------------------------------------------------------ timers
+    def next_deadline(self) -> float | None:
+        best = None
+        for peer in self.peers.values():
+            t = peer.next_deadline()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def tick(self, now: float) -> None:
+        with self.lock:
+            for peer in list(self.peers.values()):
+                self._tick_peer(peer, now)
+
+    def _tick_peer(self, peer: Peer, now: float) -> None:
+        timers = self.timers
+        if peer.retransmit_at is not None and now >= peer.retransmit_at:
+            peer.retransmit_at = None
+            if peer.handshake_attempts >= timers.max_handshake_attempts:
+                # give up: drop what waited, and forget the keys later
+                peer.staged.clear()
+                self._clear_handshake(peer)
+                peer.handshake_attempts = 0
+                if peer.zero_keys_at is None:
+                    peer.zero_keys_at = now + timers.key_zeroing_time
+                self.stats["handshake_gave_up"] += 1
+            else:
+                peer.handshake_attempts += 1
+                self._send_initiation(peer, now)
+        if peer.keepalive_at is not None and now >= peer.keepalive_at:
+            peer.keepalive_at = None
+            self.send_keepalive(peer, now)
+        if peer.new_handshake_at is not None and now >= peer.new_handshake_at:
+            # we sent data and heard nothing back: the peer may have lost its keys
+            peer.new_handshake_at = None
+            self._maybe_initiate(peer, now)
+        if peer.persistent_keepalive_at is not None and now >= peer.persistent_keepalive_at:
+            peer.persistent_keepalive_at = None
+            if peer.persistent_keepalive:
+                self.send_keepalive(peer, now)
+        elif peer.persistent_keepalive and peer.persistent_keepalive_at is None:
+            peer.persistent_keepalive_at = now + peer.persistent_keepalive
+        if peer.zero_keys_at is not None and now >= peer.zero_keys_at:
+            peer.zero_keys_at = None
+            self._expire_keys(peer)
+            self.stats["keys_zeroed"] += 1
+
+    # ------------------------------------------------------------------ status
+    def last_handshake_wall(self, peer: Peer) -> float | None:
+        return None if peer.last_handshake is None else self.wall_time(peer.last_handshake)
+
+
+def _default_address_bytes(endpoint: Any) -> tuple[bytes, bytes]:
+    host, port = endpoint[0], endpoint[1]
+    return host.encode(), f"{host}|{port}".encode()

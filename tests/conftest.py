@@ -1,0 +1,85 @@
+"""Shared fixtures: skip logic for network-namespace tests and the `lab` cleanup registry."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import netlab  # noqa: E402
+
+# Tools every namespace test relies on (Debian packages: iproute2, wireguard-tools,
+# wireguard-go, iputils-ping, iptables, conntrack).
+NETNS_TOOLS = ("ip", "wg", "wireguard-go", "ping", "iptables", "conntrack")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "netns: needs root, /dev/net/tun and network namespaces")
+
+
+@functools.lru_cache(maxsize=None)
+def netns_unavailable_reason() -> str | None:
+    """Why namespace tests cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "network-namespace tests need root"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing"
+    missing = [t for t in NETNS_TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"tools missing: {', '.join(missing)}"
+    probe = f"nlprobe{os.getpid()}"
+    made = netlab.host_run(["ip", "netns", "add", probe], check=False)
+    if made.returncode != 0:
+        return f"`ip netns add` fails: {made.stderr.strip()}"
+    netlab.host_run(["ip", "netns", "del", probe], check=False)
+    return None
+
+
+def require_netns() -> None:
+    """Skip the calling test when namespaces, TUN or the tools are unavailable."""
+    reason = netns_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def require_tools(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"tools missing: {', '.join(missing)}")
+
+
+def require_meshwg() -> None:
+    """Skip when the meshwg engine's CLI is not in the tree yet."""
+    if netlab.meshwg_command() is None:
+        pytest.skip("meshwg CLI not found (no .venv/bin/meshwg and no meshwg/cli.py)")
+
+
+requires_netns = pytest.mark.netns
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("netns") is not None:
+        require_netns()
+
+
+@pytest.fixture
+def lab() -> Iterator[netlab.Lab]:
+    """A lab registry; everything made through it is removed after the test, pass or fail."""
+    require_netns()
+    registry = netlab.Lab()
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+@pytest.fixture
+def meshwg_available() -> None:
+    require_meshwg()

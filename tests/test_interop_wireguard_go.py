@@ -1,0 +1,84 @@
+"""meshwg <-> Debian wireguard-go (configured by Debian's wg): wire compatibility.
+
+Each case gives only the initiating side the other's endpoint, so the handshake is
+necessarily initiated by that side. NETLAB_INTEROP_SUBJECT=wireguard-go puts
+wireguard-go in meshwg's place, which checks the tests themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import netlab
+from conftest import require_meshwg
+
+pytestmark = pytest.mark.netns
+
+SUBJECT = os.environ.get("NETLAB_INTEROP_SUBJECT", "meshwg")
+TRANSFER_BYTES = 4_000_000
+
+
+@pytest.fixture(params=["subject-initiates", "wireguard-go-initiates"])
+def initiator(request: pytest.FixtureRequest) -> str:
+    if SUBJECT == "meshwg":
+        require_meshwg()
+    return request.param
+
+
+@pytest.fixture(params=[False, True], ids=["no-psk", "psk"])
+def psk(request: pytest.FixtureRequest) -> str | None:
+    return netlab.genpsk() if request.param else None
+
+
+def _counters_agree(a: int, b: int) -> bool:
+    return abs(a - b) <= max(4096, 0.01 * max(a, b))
+
+
+def test_handshake_ping_transfer_and_wg_show(lab: netlab.Lab, initiator: str,
+                                             psk: str | None) -> None:
+    started = int(time.time())
+    if initiator == "subject-initiates":
+        pair = netlab.tunnel_pair(lab, SUBJECT, "wireguard-go", psk=psk, endpoints="a")
+        subject, subject_ns, subject_ip = pair.a, pair.ns_a, pair.tunnel_a
+        other, other_ns, other_ip = pair.b, pair.ns_b, pair.tunnel_b
+    else:
+        pair = netlab.tunnel_pair(lab, "wireguard-go", SUBJECT, psk=psk, endpoints="a")
+        subject, subject_ns, subject_ip = pair.b, pair.ns_b, pair.tunnel_b
+        other, other_ns, other_ip = pair.a, pair.ns_a, pair.tunnel_a
+    first_ns, first_target = pair.ns_a, pair.tunnel_b  # the side that has the endpoint
+
+    # The responder has no endpoint, so only the initiator can start the handshake.
+    assert pair.b.endpoints()[pair.a.public_key] == "(none)"
+    first_ns.wait_ping(first_target, timeout=10)
+    assert pair.b.endpoints()[pair.a.public_key] == f"{pair.underlay_a}:{pair.port_a}"
+    subject_ns.wait_ping(other_ip, timeout=10)
+    other_ns.wait_ping(subject_ip, timeout=10)
+
+    up = netlab.tcp_transfer(subject_ns, other_ns, other_ip, TRANSFER_BYTES, timeout=30)
+    assert up.intact, up
+    down = netlab.tcp_transfer(other_ns, subject_ns, subject_ip, TRANSFER_BYTES,
+                               port=5202, timeout=30)
+    assert down.intact, down
+
+    # `wg show` against the subject's interface reports the handshake and the traffic.
+    handshake = subject.latest_handshakes()[other.public_key]
+    assert started - 1 <= handshake <= int(time.time()) + 1
+    assert abs(handshake - other.latest_handshakes()[subject.public_key]) <= 5
+
+    def agreeing() -> tuple[int, int, int, int] | None:
+        s_rx, s_tx = subject.transfer()[other.public_key]
+        o_rx, o_tx = other.transfer()[subject.public_key]
+        if _counters_agree(s_rx, o_tx) and _counters_agree(s_tx, o_rx):
+            return s_rx, s_tx, o_rx, o_tx
+        return None
+    s_rx, s_tx, o_rx, o_tx = netlab.wait_until(
+        agreeing, timeout=10, interval=0.2,
+        message=lambda: f"subject rx/tx {subject.transfer()} to match wireguard-go's tx/rx "
+                        f"{other.transfer()}")
+    assert s_rx >= TRANSFER_BYTES and s_tx >= TRANSFER_BYTES
+    assert f"peer: {other.public_key}" in subject.show()
+    if psk:
+        assert subject.show("preshared-keys").split()[-1] == psk
