@@ -289,12 +289,14 @@ def _resolve_by_transfer(server: Server, zone: dns.name.Name, timeout: float) ->
     except OSError as exc:
         raise DiscoveryError(f"DNS server {_where(server)}: zone transfer failed: {exc}") from None
     instances = parse_ptr_answers(zone, rrsets)
-    by_owner: dict[dns.name.Name, list[dns.rrset.RRset]] = {}
+    depth = len(service_name(zone)) + 1
+    by_label: dict[bytes, list[dns.rrset.RRset]] = {}  # keyed by bytes: Name hashing is slow
     for rrset in rrsets:
-        by_owner.setdefault(rrset.name, []).append(rrset)
+        if len(rrset.name) == depth:
+            by_label.setdefault(rrset.name.labels[0].lower(), []).append(rrset)
     out = []
     for name in instances:
-        record = parse_member_answers(name, by_owner.get(name, []))
+        record = parse_member_answers(name, by_label.get(name.labels[0].lower(), []))
         if record is not None and record.endpoint is not None:
             out.append(record)
     return out

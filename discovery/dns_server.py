@@ -15,14 +15,52 @@ import socket
 import struct
 import threading
 from dataclasses import asdict, dataclass
+from typing import Iterable, Iterator
 
 import dns.flags
 import dns.message
+import dns.rcode
 import dns.rdatatype
 
 from discovery.records import TCP_LIMIT, Directory, encode_response, udp_size_limit
 
 UDP_RECV_SIZE = 65535
+CACHE_LIMIT = 100_000
+
+
+class ResponseCache:
+    """Rendered answers keyed by (transport, query bytes after the 2-byte ID), valid for
+    one directory serial. ``Directory.answer`` is a pure function of the query and the
+    snapshot, so identical query bytes get identical answers; a hit skips parsing and
+    rendering and only carries the query's ID over (messages rendered by dnspython)."""
+
+    def __init__(self, limit: int = CACHE_LIMIT) -> None:
+        self.limit = limit
+        self.hits = 0
+        self._serial = -1
+        self._data: dict[tuple[str, bytes], list[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, serial: int, transport: str, query_wire: bytes) -> list[bytes] | None:
+        """The cached response messages re-stamped with this query's ID, or None."""
+        with self._lock:
+            if serial != self._serial:
+                self._serial, self._data = serial, {}
+                return None
+            bodies = self._data.get((transport, query_wire[2:]))
+            if bodies is None:
+                return None
+            self.hits += 1
+        query_id = query_wire[:2]
+        return [query_id + body[2:] for body in bodies]
+
+    def put(self, serial: int, transport: str, query_wire: bytes, wires: list[bytes]) -> None:
+        with self._lock:
+            if serial != self._serial:
+                return
+            if len(self._data) >= self.limit:
+                self._data = {}
+            self._data[(transport, query_wire[2:])] = wires
 
 
 class DnsServerError(OSError):
@@ -42,6 +80,7 @@ class ServerCounters:
     tcp_connections: int = 0
     tcp_rejected: int = 0
     send_errors: int = 0
+    cache_hits: int = 0
 
     @property
     def queries(self) -> int:
@@ -76,6 +115,7 @@ class DnsServer:
         self._clients: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._port = 0
+        self._cache = ResponseCache()
 
     # -- lifecycle
 
@@ -88,7 +128,9 @@ class DnsServer:
     def counters(self) -> ServerCounters:
         """A consistent snapshot of the counters."""
         with self._lock:
-            return ServerCounters(**asdict(self._counters))
+            counters = ServerCounters(**asdict(self._counters))
+        counters.cache_hits = self._cache.hits
+        return counters
 
     def start(self) -> "DnsServer":
         """Bind both sockets and start the serving threads."""
@@ -188,15 +230,44 @@ class DnsServer:
             return None
         return query
 
-    def _respond(self, query: dns.message.Message, max_size: int) -> bytes | None:
+    def _handle(self, data: bytes, transport: str) -> Iterable[bytes]:
+        """The response messages for one received message (none when dropped)."""
+        serial = self.directory.serial
+        cached = self._cache.get(serial, transport, data)
+        if cached is not None:
+            return cached
+        query = self._parse(data)
+        if query is None:
+            return []
         try:
-            wire = encode_response(self.directory.answer(query), max_size)
+            if transport == "tcp" and len(query.question) == 1 and query.question[0].rdtype == dns.rdatatype.AXFR:
+                self._count(transfers=1)
+                return self._stream_transfer(serial, data, query)
+            else:
+                limit = TCP_LIMIT if transport == "tcp" else udp_size_limit(query)
+                response = self.directory.answer(query)
+                wires = [encode_response(response, limit)]
+                if response.flags & dns.flags.TC or wires[0][2] & 0x02:  # TC bit of header
+                    self._count(truncated=1)
+                if response.rcode() == dns.rcode.SERVFAIL:
+                    return wires
         except Exception:
             self._count(send_errors=1)
-            return None
-        if len(wire) > 2 and wire[2] & 0x02:  # TC bit in the header flags
-            self._count(truncated=1)
-        return wire
+            return []
+        self._cache.put(serial, transport, data, wires)
+        return wires
+
+    def _stream_transfer(self, serial: int, data: bytes, query: dns.message.Message) -> Iterator[bytes]:
+        """AXFR messages as they are rendered; cached once complete."""
+        wires: list[bytes] = []
+        try:
+            for wire in self.directory.transfer(query, TCP_LIMIT):
+                wires.append(wire)
+                yield wire
+        except ValueError:
+            self._count(send_errors=1)
+            return
+        self._cache.put(serial, "tcp", data, wires)
 
     # -- UDP
 
@@ -216,17 +287,12 @@ class DnsServer:
                     except OSError:
                         break  # e.g. ICMP-induced errors; keep serving
                     self._count(queries_udp=1)
-                    query = self._parse(data)
-                    if query is None:
-                        continue
-                    wire = self._respond(query, udp_size_limit(query))
-                    if wire is None:
-                        continue
-                    try:
-                        udp.sendto(wire, peer)
-                        self._count(responses=1)
-                    except OSError:
-                        self._count(send_errors=1)
+                    for wire in self._handle(data, "udp"):
+                        try:
+                            udp.sendto(wire, peer)
+                            self._count(responses=1)
+                        except OSError:
+                            self._count(send_errors=1)
 
     # -- TCP
 
@@ -278,16 +344,8 @@ class DnsServer:
                 if data is None:
                     return
                 self._count(queries_tcp=1)
-                query = self._parse(data)
-                if query is None:
-                    continue  # framing intact: drop this message, keep the connection
-                if len(query.question) == 1 and query.question[0].rdtype == dns.rdatatype.AXFR:
-                    wires = self.directory.transfer(query, TCP_LIMIT)
-                    self._count(transfers=1)
-                else:
-                    wire = self._respond(query, TCP_LIMIT)
-                    wires = [wire] if wire is not None else []
-                for wire in wires:
+                # a malformed message is dropped; framing is intact, so keep the connection
+                for wire in self._handle(data, "tcp"):
                     client.sendall(struct.pack("!H", len(wire)) + wire)
                     self._count(responses=1)
         except (OSError, ValueError):

@@ -33,7 +33,16 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
 import ifaddr
-from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import (
+    DNSAddress,
+    DNSOutgoing,
+    IPVersion,
+    ServiceBrowser,
+    ServiceInfo,
+    ServiceStateChange,
+    Zeroconf,
+)
+from zeroconf.const import _CLASS_IN, _CLASS_UNIQUE, _FLAGS_AA, _FLAGS_QR_RESPONSE, _TYPE_A, _TYPE_AAAA
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +75,7 @@ class LanPeer:
     mesh_address: str
     addresses: list[str]
     port: int
-    last_seen: float  # time.time() when its records were last read
+    last_seen: float  # time.time() when its records last arrived (resolved or changed)
 
 
 def instance_label(mesh_id: str, public_key: bytes) -> str:
@@ -271,11 +280,9 @@ class MdnsService:
             if self._zc is None:
                 self.interfaces = self.scan()
                 choice, version = zeroconf_interfaces(self.interfaces, self.ipv6)
-                if not choice:
-                    raise RuntimeError(
-                        f"mdns: no usable interface (asked {self.interface_names or 'all'}, "
-                        f"excluded {list(self.exclude_interfaces)})"
-                    )
+                if not choice:  # e.g. before DHCP: sockets come with the first rebind()
+                    log.warning("mdns: no LAN address yet on %s (excluded %s)",
+                                self.interface_names or "any interface", list(self.exclude_interfaces))
                 self._zc = Zeroconf(interfaces=choice, ip_version=version)
             self._users += 1
             return self._zc
@@ -296,15 +303,24 @@ class MdnsService:
             raise RuntimeError("mdns: service not started")
         return self._zc
 
-    def refresh_interfaces(self) -> list[LocalInterface]:
-        """Re-read addresses and rebind Zeroconf's sockets to them; returns the new set."""
+    def rescan(self) -> list[LocalInterface]:
+        """Re-read the chosen interfaces' addresses (sockets untouched until rebind())."""
         with self._lock:
             self.interfaces = self.scan()
-            if self._zc is not None:
-                choice, version = zeroconf_interfaces(self.interfaces, self.ipv6)
-                if choice:
-                    self._zc.update_interfaces(choice, version)
             return list(self.interfaces)
+
+    def rebind(self) -> None:
+        """Move Zeroconf's sockets to the interfaces found by the last rescan().
+
+        Zeroconf re-announces every registration when a socket was added, so registrations
+        should already carry their new addresses when this is called.
+        """
+        with self._lock:
+            if self._zc is None:
+                return
+            choice, version = zeroconf_interfaces(self.interfaces, self.ipv6)
+            if choice:
+                self._zc.update_interfaces(choice, version)
 
     def lan_addresses(self) -> list[str]:
         """Addresses to announce: IPv4 (and IPv6 if enabled) of the chosen interfaces."""
@@ -373,10 +389,21 @@ class MdnsAnnouncer:
         with self._lock:
             if self._info is None:
                 return
-            self.service.refresh_interfaces()
+            # New records first, then new sockets: announcing the old records again from a new
+            # socket would refresh them in every cache and defeat the cache-flush bit of the
+            # new A/AAAA records (RFC 6762 10.2 only flushes records older than one second).
+            self.service.rescan()
+            old = set(self._info.parsed_addresses())
             info = self._service_info(self.service.lan_addresses())
-            self.service.zeroconf.update_service(info)
+            zc = self.service.zeroconf
+            zc.update_service(info)
             self._info = info
+            self.service.rebind()
+            # Goodbyes for addresses we lost, so caches drop them now even if they heard them
+            # less than a second ago (then the cache-flush bit alone would not flush them).
+            gone = old - set(info.parsed_addresses())
+            if gone:
+                zc.send(address_goodbyes(host_name(self.mesh_id, self.public_key), gone))
 
     def stop(self) -> None:
         """Unregister (goodbye packets) and release the shared Zeroconf."""
@@ -388,6 +415,16 @@ class MdnsAnnouncer:
             finally:
                 self._info = None
                 self.service.release()
+
+
+def address_goodbyes(server: str, addresses: Iterable[str]) -> DNSOutgoing:
+    """An mDNS response withdrawing A/AAAA records of ``server`` (TTL 0, RFC 6762 10.1)."""
+    out = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+    for text in addresses:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+        rtype = _TYPE_A if addr.version == 4 else _TYPE_AAAA
+        out.add_answer_at_time(DNSAddress(server, rtype, _CLASS_IN | _CLASS_UNIQUE, 0, addr.packed), 0)
+    return out
 
 
 @dataclass
@@ -537,6 +574,9 @@ class MdnsBrowser:
                 self.counters.own += 1
             return
         with self._lock:
+            known = self._by_instance.get(key)
+            if not request and known is not None:
+                peer.last_seen = known.last_seen  # a cache re-read is not a sighting
             self._by_instance[key] = peer
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 import dns.exception
@@ -57,6 +57,9 @@ TCP_LIMIT = 65535
 KEY_LEN = 32
 LABEL_LEN = 56
 TXT_STRING_MAX = 255
+# A compressed PTR record to a B32 instance is 71 bytes, so about 920 fit in 64 KiB;
+# bigger PTR sets get TC without rendering (clients fall back to AXFR over TCP).
+MAX_PTR_ANSWER = 900
 SERVICE_LABELS = ("_wireguard", "_udp")
 META_LABELS = ("_services", "_dns-sd", "_udp")
 RESERVED_TXT_KEYS = frozenset({"txtvers", "pub", "allowed", "name", "addr", "cand"})
@@ -256,18 +259,48 @@ def parse_txt(strings: Iterable[bytes]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class _Entry:
+    key: tuple  # the record's fields, frozen: an unchanged member reuses its entry
     record: MemberRecord
     txt: dns.rrset.RRset
     srv: dns.rrset.RRset | None
     address: dns.rrset.RRset | None  # A or AAAA
+    ptr: dns.rdata.Rdata | None  # its PTR target, when it has an endpoint
+
+
+def _record_key(record: MemberRecord) -> tuple:
+    return (
+        bytes(record.public_key),
+        None if record.endpoint is None else tuple(record.endpoint),
+        tuple(record.allowed_ips),
+        record.name,
+        record.mesh_address,
+        tuple(tuple(c) for c in record.host_candidates),
+        tuple(sorted(record.extra.items())),
+    )
+
+
+def _copy_record(record: MemberRecord) -> MemberRecord:
+    return replace(
+        record,
+        allowed_ips=list(record.allowed_ips),
+        host_candidates=list(record.host_candidates),
+        extra=dict(record.extra),
+    )
 
 
 @dataclass(frozen=True)
 class _Snapshot:
     serial: int
     entries: dict[dns.name.Name, _Entry]
-    ptr: dns.rrset.RRset | None
+    ptr: dns.rrset.RRset | object | None  # _TOO_MANY when above MAX_PTR_ANSWER
     soa: dns.rrset.RRset
+
+
+_TOO_MANY = object()
+
+
+class _Truncate(Exception):
+    """The answer cannot fit any message: reply with TC and no records."""
 
 
 def _rrset(name: dns.name.Name, rdtype: int, *rdatas: dns.rdata.Rdata) -> dns.rrset.RRset:
@@ -285,6 +318,7 @@ class Directory:
         self.service = service_name(self.zone)
         self.meta_service = dns.name.Name(META_LABELS).concatenate(self.zone)
         self._serial = 0
+        self._snapshot = _Snapshot(0, {}, None, self._soa(0))
         self._snapshot = self._build([])
 
     # -- building
@@ -295,8 +329,8 @@ class Directory:
         self._snapshot = self._build(list(records))
 
     def members(self) -> list[MemberRecord]:
-        """The current member records (the objects given to :meth:`set_members`)."""
-        return [entry.record for entry in self._snapshot.entries.values()]
+        """Copies of the current member records."""
+        return [_copy_record(entry.record) for entry in self._snapshot.entries.values()]
 
     @property
     def serial(self) -> int:
@@ -305,35 +339,42 @@ class Directory:
 
     def _build(self, records: list[MemberRecord]) -> _Snapshot:
         entries: dict[dns.name.Name, _Entry] = {}
+        previous = self._snapshot.entries
         for index, record in enumerate(records):
             try:
-                owner = instance_name(self.zone, record.public_key)
-                entry = self._entry(owner, record)
-            except ValueError as exc:
+                owner = dns.name.Name((instance_label(record.public_key),) + self.service.labels)
+                key = _record_key(record)
+                entry = previous.get(owner)
+                if entry is None or entry.key != key:
+                    entry = self._entry(owner, key, _copy_record(record))
+            except (ValueError, TypeError) as exc:
                 raise ValueError(f"member #{index} ({record.name or 'unnamed'}): {exc}") from None
             if owner in entries:
                 raise ValueError(f"member #{index} ({record.name or 'unnamed'}): duplicate public key")
             entries[owner] = entry
-        targets = [
-            dns.rdtypes.ANY.PTR.PTR(_IN, _T.PTR, owner)
-            for owner, entry in entries.items()
-            if entry.srv is not None
-        ]
-        ptr = _rrset(self.service, _T.PTR, *targets) if targets else None
+        targets = [entry.ptr for entry in entries.values() if entry.ptr is not None]
+        if not targets:
+            ptr = None
+        elif len(targets) > MAX_PTR_ANSWER:
+            ptr = _TOO_MANY  # never fits one message: answered with TC, listed by AXFR
+        else:
+            ptr = _rrset(self.service, _T.PTR, *targets)
         self._serial = (self._serial + 1) % (1 << 32)
-        soa = _rrset(
+        return _Snapshot(self._serial, entries, ptr, self._soa(self._serial))
+
+    def _soa(self, serial: int) -> dns.rrset.RRset:
+        return _rrset(
             self.zone,
             _T.SOA,
             dns.rdtypes.ANY.SOA.SOA(
                 _IN, _T.SOA,
                 dns.name.Name(("ns",)).concatenate(self.zone),
                 dns.name.Name(("hostmaster",)).concatenate(self.zone),
-                self._serial, 60, 60, 600, SOA_MINIMUM,
+                serial, 60, 60, 600, SOA_MINIMUM,
             ),
         )
-        return _Snapshot(self._serial, entries, ptr, soa)
 
-    def _entry(self, owner: dns.name.Name, record: MemberRecord) -> _Entry:
+    def _entry(self, owner: dns.name.Name, key: tuple, record: MemberRecord) -> _Entry:
         for cidr in record.allowed_ips:
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -343,7 +384,7 @@ class Directory:
             _plain_ip(host, "host_candidates")
             _check_port(port, f"host_candidates {host!r}")
         txt = _rrset(owner, _T.TXT, dns.rdtypes.ANY.TXT.TXT(_IN, _T.TXT, txt_strings(record)))
-        srv = address = None
+        srv = address = ptr = None
         if record.endpoint is not None:
             host, port = record.endpoint
             ip = _plain_ip(host, "endpoint")
@@ -353,7 +394,8 @@ class Directory:
                 address = _rrset(owner, _T.A, dns.rdtypes.IN.A.A(_IN, _T.A, str(ip)))
             else:
                 address = _rrset(owner, _T.AAAA, dns.rdtypes.IN.AAAA.AAAA(_IN, _T.AAAA, str(ip)))
-        return _Entry(record, txt, srv, address)
+            ptr = dns.rdtypes.ANY.PTR.PTR(_IN, _T.PTR, owner)
+        return _Entry(key, record, txt, srv, address, ptr)
 
     # -- answering
 
@@ -390,7 +432,11 @@ class Directory:
             response.set_rcode(dns.rcode.FORMERR)
             return response
         response.flags |= dns.flags.AA
-        exists, answers, additional = self._lookup(qname, qtype, snap)
+        try:
+            exists, answers, additional = self._lookup(qname, qtype, snap)
+        except _Truncate:
+            response.flags |= dns.flags.TC
+            return response
         if not exists:
             response.set_rcode(dns.rcode.NXDOMAIN)
         if answers:
@@ -413,6 +459,8 @@ class Directory:
         if qname == self.zone:
             return True, ([snap.soa] if qtype == _T.SOA else []), []
         if qname == self.service:
+            if qtype == _T.PTR and snap.ptr is _TOO_MANY:
+                raise _Truncate
             if qtype == _T.PTR and snap.ptr is not None:
                 return True, [snap.ptr], []
             return True, [], []
@@ -448,11 +496,10 @@ class Directory:
             yield encode_response(response, max_size)
             return
         rrsets: list[dns.rrset.RRset] = [snap.soa]
-        if snap.ptr is not None:
-            rrsets.append(snap.ptr)
-        meta = self._lookup(self.meta_service, _T.PTR, snap)[1]
-        rrsets += meta
+        rrsets += self._lookup(self.meta_service, _T.PTR, snap)[1]
         for entry in snap.entries.values():
+            if entry.ptr is not None:
+                rrsets.append(_rrset(self.service, _T.PTR, entry.ptr))
             rrsets += [r for r in (entry.srv, entry.txt, entry.address) if r is not None]
         rrsets.append(snap.soa)
         yield from _pack_messages(query, rrsets, max_size)
@@ -542,20 +589,23 @@ def parse_ptr_answers(
     """Instance names from PTR rrsets at ``_wireguard._udp.ZONE``: only targets of the
     form ``B32._wireguard._udp.ZONE`` with a valid key label; duplicates dropped."""
     service = service_name(zone)
-    seen: set[dns.name.Name] = set()
+    seen: set[bytes] = set()  # lowercased labels: hashing dnspython Names is slow
     out: list[dns.name.Name] = []
     for rrset in rrsets:
         if rrset.rdtype != _T.PTR or rrset.rdclass != _IN or rrset.name != service:
             continue
         for rdata in rrset:
             target = rdata.target
-            if target in seen or len(target) != len(service) + 1 or not target.is_subdomain(service):
+            if len(target) != len(service) + 1 or not target.is_subdomain(service):
+                continue
+            label = target.labels[0].lower()
+            if label in seen:
                 continue
             try:
-                public_key_from_label(target.labels[0])
+                public_key_from_label(label)
             except ValueError:
                 continue
-            seen.add(target)
+            seen.add(label)
             out.append(target)
     return out
 
@@ -570,20 +620,21 @@ def parse_member_answers(
         key = public_key_from_label(instance.labels[0])
     except (ValueError, IndexError):
         return None
-    by_name: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
-    for rrset in rrsets:
-        if rrset.rdclass == _IN:
-            by_name.setdefault((rrset.name, rrset.rdtype), rrset)
-    srv = by_name.get((instance, _T.SRV))
-    txt = by_name.get((instance, _T.TXT))
+    rrsets = [r for r in rrsets if r.rdclass == _IN]
+
+    def find(name: dns.name.Name, rdtype: int) -> dns.rrset.RRset | None:
+        return next((r for r in rrsets if r.rdtype == rdtype and len(r) and r.name == name), None)
+
+    srv = find(instance, _T.SRV)
+    txt = find(instance, _T.TXT)
     if srv is None and txt is None:
         return None
     endpoint = None
-    if srv is not None and len(srv):
+    if srv is not None:
         best = min(srv, key=lambda r: (r.priority, -r.weight))
         for rdtype in (_T.A, _T.AAAA):
-            address = by_name.get((best.target, rdtype))
-            if address is not None and len(address) and best.port:
+            address = find(best.target, rdtype)
+            if address is not None and best.port:
                 endpoint = (str(next(iter(address)).address), int(best.port))
                 break
     fields: dict[str, str] = {}

@@ -584,6 +584,12 @@ class RendezvousState:
         InviteRefusal; the nonce stays recorded even then, so the same request can never
         be replayed later with a different outcome.
         """
+        try:
+            validate_name(name)
+            public_key = _public_key_bytes(public_key)
+            host_candidates = validate_candidates(host_candidates)
+        except ValueError as exc:
+            raise StateError(str(exc)) from None
         with self._transaction() as db:
             db.execute("DELETE FROM nonces WHERE seen_at < ?", (now - NONCE_RETENTION,))
             if db.execute("SELECT 1 FROM nonces WHERE nonce = ?", (nonce,)).fetchone():

@@ -278,13 +278,14 @@ class Device:
             except BindError as exc:
                 raise UapiError(str(exc), ERR_PORT_IN_USE) from None
         for pu in update.peers:
-            if pu.endpoint is not None:
+            for endpoint in ([pu.endpoint] if pu.endpoint is not None else []) + list(pu.probe_endpoints):
                 try:
-                    _normalize_endpoint(pu.endpoint)
+                    _normalize_endpoint(endpoint)
                 except ValueError:
-                    raise UapiError(f"invalid endpoint {pu.endpoint!r}") from None
+                    raise UapiError(f"invalid endpoint {endpoint!r}") from None
         now = time.monotonic()
         keepalive_now = []
+        probes = []
         with p.lock:
             if update.private_key is not None:
                 p.set_private_key(None if update.private_key == _ZERO_KEY else update.private_key)
@@ -327,7 +328,11 @@ class Device:
                         peer.persistent_keepalive_at = None
                     elif was_off:
                         keepalive_now.append(peer)
+                if pu.probe_endpoints:
+                    probes.append((peer, [_normalize_endpoint(e) for e in pu.probe_endpoints]))
             if self.udp is not None and self.tun is not None:
+                for peer, candidates in probes:
+                    p.probe(peer, candidates, now)
                 for peer in keepalive_now:
                     if peer.endpoint is not None and p.private_key is not None:
                         p.send_keepalive(peer, now)

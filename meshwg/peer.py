@@ -36,6 +36,7 @@ class Peer:
         self.handshake_index: int | None = None
         self.last_initiation_sent: float | None = None
         self.handshake_attempts = 0
+        self.last_probe: float | None = None
         # responder-side replay and flood protection
         self.last_timestamp: bytes = bytes(12)
         self.last_initiation_consumed: float | None = None

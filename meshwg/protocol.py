@@ -528,14 +528,29 @@ class WireGuardProtocol:
             peer.handshake_attempts = 0
             self._send_initiation(peer, now)
 
-    def _send_initiation(self, peer: Peer, now: float) -> None:
-        if self.private_key is None or peer.static_static is None:
-            return
-        peer.last_initiation_sent = now
-        peer.retransmit_at = now + self.timers.rekey_timeout + self.timers.jitter()
-        if peer.endpoint is None:
-            self.stats["no_endpoint"] += 1
-            return
+    PROBE_MIN_INTERVAL = 0.5
+
+    def probe(self, peer: Peer, candidates: list[Any], now: float) -> bool:
+        """Send one handshake initiation to each candidate endpoint without changing the
+        peer's endpoint: if a candidate answers with an authenticated response, roaming
+        moves the endpoint there. Candidates never replace a working endpoint unheard.
+        Returns False when rate-limited (one probe round per PROBE_MIN_INTERVAL)."""
+        with self.lock:
+            if self.private_key is None or peer.static_static is None or not candidates:
+                return False
+            last = getattr(peer, "last_probe", None)
+            if last is not None and now - last < self.PROBE_MIN_INTERVAL:
+                self.stats["probe_rate_limited"] += 1
+                return False
+            peer.last_probe = now
+            packet = self._new_initiation(peer, now)
+            for endpoint in candidates:
+                peer.tx_bytes += len(packet)
+                self._outgoing.append((packet, endpoint))
+            self.stats["probes_sent"] += len(candidates)
+            return True
+
+    def _new_initiation(self, peer: Peer, now: float) -> bytes:
         self._clear_handshake(peer)
         index = self._new_index()
         msg1, state = noise.write_message1(
@@ -547,6 +562,17 @@ class WireGuardProtocol:
         peer.handshake_state = state
         peer.handshake_index = index
         self.handshakes_by_index[index] = peer
+        return packet
+
+    def _send_initiation(self, peer: Peer, now: float) -> None:
+        if self.private_key is None or peer.static_static is None:
+            return
+        peer.last_initiation_sent = now
+        peer.retransmit_at = now + self.timers.rekey_timeout + self.timers.jitter()
+        if peer.endpoint is None:
+            self.stats["no_endpoint"] += 1
+            return
+        packet = self._new_initiation(peer, now)
         self.stats["initiations_sent"] += 1
         self._send(peer, packet, now)
         self._sent_authenticated(peer, now)

@@ -72,6 +72,7 @@ class PeerUpdate:
     replace_allowed_ips: bool = False
     allowed_ips: list[Network] = field(default_factory=list)
     remove_allowed_ips: list[Network] = field(default_factory=list)
+    probe_endpoints: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -178,6 +179,10 @@ def _peer_line(peer: PeerUpdate, key: str, value: str) -> None:
             peer.remove_allowed_ips.append(_network(key, value[1:]))
         else:
             peer.allowed_ips.append(_network(key, value))
+    elif key == "probe_endpoint":
+        # meshwg extension (discovery): send a handshake initiation to this candidate
+        # without changing the endpoint; roaming adopts it only if the answer authenticates
+        peer.probe_endpoints.append(parse_uapi_endpoint(value))
     elif key == "protocol_version":
         if value != "1":
             raise UapiError(f"protocol_version: only 1 is supported, got {value!r}")

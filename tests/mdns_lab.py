@@ -68,12 +68,14 @@ class Lan:
         self.namespaces.append(ns)
         run("ip", "-n", ns, "link", "set", "lo", "up")
 
-    def add_host(self, label: str, host_number: int | None) -> str:
-        """Add a host namespace on the bridge with 10.77.0.<host_number>/24 (None: IPv6 only)."""
+    def add_host(self, label: str, host_number: int | None, ipv6: bool = True) -> str:
+        """Add a host namespace on the bridge with 10.77.0.<host_number>/24 (None: no IPv4)."""
         ns = f"mw{self.tag}{label}"
         self._add_ns(ns)
         # New interfaces in this namespace skip IPv6 DAD, so link-local addresses work at once.
         run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
+        if not ipv6:
+            run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
         port = f"p{label}"
         run("ip", "-n", self.bridge_ns, "link", "add", port, "type", "veth",
             "peer", "name", "eth0", "netns", ns)

@@ -68,17 +68,33 @@ def test_handshake_ping_transfer_and_wg_show(lab: netlab.Lab, initiator: str,
     assert started - 1 <= handshake <= int(time.time()) + 1
     assert abs(handshake - other.latest_handshakes()[subject.public_key]) <= 5
 
+    # Totals: each side received at least what was moved to it, and never more than the
+    # other side sent (bulk TCP may lose datagrams to full socket buffers, so tx >= rx).
+    s_rx, s_tx = subject.transfer()[other.public_key]
+    o_rx, o_tx = other.transfer()[subject.public_key]
+    assert s_rx >= TRANSFER_BYTES and s_tx >= TRANSFER_BYTES, (s_rx, s_tx)
+    assert s_rx <= o_tx + 4096 and o_rx <= s_tx + 4096, ((s_rx, s_tx), (o_rx, o_tx))
+
+    # Paced traffic loses nothing: the counter deltas must then agree across the two
+    # implementations (subject rx ~ wireguard-go tx and the reverse).
+    before_s, before_o = subject.transfer()[other.public_key], other.transfer()[subject.public_key]
+    paced = netlab.tcp_transfer(other_ns, subject_ns, subject_ip, seconds=1.5, rate=1_000_000,
+                                port=5203, timeout=30)
+    assert paced.intact, paced
+
+    def deltas() -> tuple[int, int, int, int]:
+        (s_rx, s_tx), (o_rx, o_tx) = (subject.transfer()[other.public_key],
+                                      other.transfer()[subject.public_key])
+        return (s_rx - before_s[0], s_tx - before_s[1], o_rx - before_o[0], o_tx - before_o[1])
+
     def agreeing() -> tuple[int, int, int, int] | None:
-        s_rx, s_tx = subject.transfer()[other.public_key]
-        o_rx, o_tx = other.transfer()[subject.public_key]
-        if _counters_agree(s_rx, o_tx) and _counters_agree(s_tx, o_rx):
-            return s_rx, s_tx, o_rx, o_tx
-        return None
-    s_rx, s_tx, o_rx, o_tx = netlab.wait_until(
+        d = deltas()
+        return d if _counters_agree(d[0], d[3]) and _counters_agree(d[1], d[2]) else None
+    d_s_rx, _, _, _ = netlab.wait_until(
         agreeing, timeout=10, interval=0.2,
-        message=lambda: f"subject rx/tx {subject.transfer()} to match wireguard-go's tx/rx "
-                        f"{other.transfer()}")
-    assert s_rx >= TRANSFER_BYTES and s_tx >= TRANSFER_BYTES
+        message=lambda: f"subject rx/tx deltas to match wireguard-go tx/rx: "
+                        f"(s_rx, s_tx, o_rx, o_tx) = {deltas()}")
+    assert d_s_rx >= paced.received_bytes
     assert f"peer: {other.public_key}" in subject.show()
     if psk:
         assert subject.show("preshared-keys").split()[-1] == psk

@@ -245,6 +245,26 @@ def test_ipv6_only_member_is_found(lan) -> None:
         f.close()
 
 
+def test_member_started_before_its_lan_address_is_found_after_update(lan) -> None:
+    lab, nodes = lan
+    a = nodes["a"]
+    ns = lab.add_host("g", None, ipv6=False)  # no address at all yet, as before DHCP
+    g_key = b"\x77" * 32
+    g = Node(ns, "M", g_key, "golf", "100.64.0.7", 51827)
+    try:
+        assert g.wait_event("started")["addresses"] == []
+        subprocess.run(["ip", "-n", ns, "addr", "add", "10.77.0.7/24", "dev", "eth0"], check=True)
+        subprocess.run(["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"], check=True)
+        t = time.time()
+        g.send("update")
+        assert g.wait_event("updated", after=t)["addresses"] == ["10.77.0.7"]
+        a.wait_peers(lambda t: t.get(b64(g_key), {}).get("addresses") == ["10.77.0.7"], 15,
+                     "G appears at 10.77.0.7")
+        g.wait_peers(lambda t: b64(KEY_A) in t, 15, "G sees A")
+    finally:
+        g.close()
+
+
 def test_avahi_browse_sees_member_services_with_txt(lan) -> None:
     reason = avahi_unavailable()
     if reason:

@@ -1,0 +1,1 @@
+"""DNS-SD endpoint discovery, enrollment and the mesh daemons of meshwg."""

@@ -1,0 +1,343 @@
+"""The mesh subcommands of `meshwg`: rendezvous, invite, members, remove, join, status, lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+
+from meshwg.cli import CliError, check_privileges, wait_for_signal, write_pid_file, PID_DIRECTORY
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '12h', '7d', '2w' -> seconds."""
+    m = _DURATION.match(text or "")
+    if not m or float(m.group(1)) <= 0:
+        raise CliError(f"--expires {text!r}: expected a positive duration like 30m, 12h or 7d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _state_errors():
+    from .state import StateError
+    from .tokens import TokenError
+    return (StateError, TokenError, ValueError)
+
+
+# ---------------------------------------------------------------- rendezvous
+def cmd_rendezvous_init(args) -> int:
+    from .state import RendezvousState
+    kwargs = {}
+    if args.zone:
+        kwargs["zone"] = args.zone
+    if args.dns_port is not None:
+        kwargs["dns_port"] = args.dns_port
+    try:
+        st = RendezvousState.init(args.state, args.network, args.endpoint,
+                                  listen_port=args.listen_port, interface=args.interface or "meshwg-rdv",
+                                  **kwargs)
+    except _state_errors() as exc:
+        raise CliError(f"rendezvous init: {exc}") from None
+    info = {"state": str(args.state), "network": st.network, "address": st.address,
+            "endpoint": st.endpoint, "zone": st.zone, "interface": st.interface,
+            "listen_port": st.listen_port, "public_key": _b64(st.public_key), "mesh_id": st.mesh_id}
+    st.close()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"rendezvous created in {args.state}: mesh {info['network']}, its address {info['address']}, "
+              f"public endpoint {info['endpoint']}, zone {info['zone']}\n"
+              f"next: meshwg rendezvous run --state {args.state}    then: meshwg invite --state {args.state}")
+    return 0
+
+
+def cmd_rendezvous_run(args) -> int:
+    from .rendezvous import RendezvousDaemon
+    from meshwg.cli import _start_device  # noqa: F401  (same error handling as `up`)
+    check_privileges()
+    try:
+        daemon = RendezvousDaemon(args.state, interval=args.interval, public_dns=args.public_dns,
+                                  interface=args.interface)
+    except _state_errors() as exc:
+        raise CliError(f"rendezvous run: {exc}") from None
+    _start(daemon)
+    pid = write_pid_file(daemon.interface)
+    print(f"meshwg: rendezvous {daemon.interface} running (mesh {daemon.network}, "
+          f"DNS-SD on {daemon.state.address}:{daemon.state.dns_port})", file=sys.stderr, flush=True)
+    try:
+        wait_for_signal()
+    finally:
+        daemon.stop()
+        _unlink(pid)
+    return 0
+
+
+def _start(daemon) -> None:
+    from meshwg.conn import BindError
+    from meshwg.netconfig import NetconfigError
+    from meshwg.tun import TunError
+    from meshwg.uapi import UapiServerError
+    try:
+        daemon.start()
+    except (TunError, BindError, NetconfigError, UapiServerError) as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot start: {exc.strerror or exc}") from None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def cmd_invite(args) -> int:
+    from .state import RendezvousState
+    from .tokens import encode_token
+    expires = parse_duration(args.expires) if args.expires else None
+    try:
+        with RendezvousState.open(args.state) as st:
+            token = st.create_invite(reusable=args.reusable, expires_in=expires)
+    except _state_errors() as exc:
+        raise CliError(f"invite: {exc}") from None
+    text = encode_token(token)
+    if args.json:
+        print(json.dumps({"token": text, "invite_id": token.invite_id, "reusable": args.reusable,
+                          "expires_at": token.expires_at}))
+    else:
+        print(text)
+    return 0
+
+
+def cmd_members(args) -> int:
+    from .state import RendezvousState
+    try:
+        with RendezvousState.open(args.state) as st:
+            members = st.members()
+            me = {"name": "(rendezvous)", "address": st.address, "public_key": _b64(st.public_key)}
+    except _state_errors() as exc:
+        raise CliError(f"members: {exc}") from None
+    rows = [{"name": m.name, "mesh_address": m.mesh_address, "public_key": _b64(m.public_key),
+             "joined_at": m.joined_at, "last_seen": m.last_seen,
+             "host_candidates": m.host_candidates} for m in members]
+    if args.json:
+        print(json.dumps({"rendezvous": me, "members": rows}, indent=2))
+        return 0
+    print(f"{'NAME':20} {'ADDRESS':16} {'PUBLIC KEY':45} JOINED")
+    print(f"{me['name']:20} {me['address']:16} {me['public_key']:45} -")
+    for r in rows:
+        joined = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["joined_at"]))
+        print(f"{r['name']:20} {r['mesh_address']:16} {r['public_key']:45} {joined}")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    from .state import RendezvousState
+    try:
+        with RendezvousState.open(args.state) as st:
+            m = st.remove_member(args.member)
+    except _state_errors() as exc:
+        raise CliError(f"remove: {exc}") from None
+    print(f"removed {m.name} ({m.mesh_address}); a running rendezvous drops it from every member "
+          f"within one update interval")
+    return 0
+
+
+# ---------------------------------------------------------------- join / status
+def cmd_join(args) -> int:
+    from .state import MemberState, StateError
+    from .member import MemberDaemon
+    state_file = os.path.join(args.state, "member.json")
+    if args.token:
+        if os.path.exists(state_file):
+            raise CliError(f"join: {args.state} already holds a membership; run `meshwg join --state "
+                           f"{args.state}` without a token to resume, or use another --state")
+        _enroll(args)
+    elif not os.path.exists(state_file):
+        raise CliError(f"join: no membership in {args.state}: give the token from `meshwg invite`")
+    check_privileges()
+    try:
+        daemon = MemberDaemon(args.state, interface=args.interface, listen_port=args.listen_port,
+                              interval=args.interval, mdns=not args.no_mdns)
+    except (StateError, ValueError) as exc:
+        raise CliError(f"join: {exc}") from None
+    _start(daemon)
+    pid = write_pid_file(args.interface)
+    st = daemon.state
+    print(f"meshwg: {st.name} joined the mesh as {st.address} on {args.interface}", file=sys.stderr, flush=True)
+    try:
+        wait_for_signal()
+    finally:
+        daemon.stop()
+        _unlink(pid)
+    return 0
+
+
+def _enroll(args) -> None:
+    import socket
+    from meshwg.crypto import generate_private_key, public_key
+    from .enroll import EnrollmentError, EnrollmentRefused, enroll
+    from .netwatch import lan_addresses
+    from .state import MemberState
+    from .tokens import TokenError, decode_token
+    try:
+        token = decode_token(args.token)
+    except TokenError as exc:
+        raise CliError(f"join: invalid token: {exc}") from None
+    name = args.name or re.sub(r"[^a-z0-9-]", "-", socket.gethostname().lower()).strip("-")[:63] or "member"
+    private = generate_private_key()            # generated here; never leaves this machine
+    port = args.listen_port or 0
+    candidates = [f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}"
+                  for ip, _, _ in lan_addresses(exclude=(args.interface,))] if port else []
+    try:
+        result = enroll(token, public_key(private), name, candidates)
+    except EnrollmentRefused as exc:
+        raise CliError(f"join refused by the rendezvous: {exc}") from None
+    except EnrollmentError as exc:
+        raise CliError(f"join: {exc}") from None
+    except ValueError as exc:
+        raise CliError(f"join: {exc}") from None
+    MemberState.from_enrollment(private, name, result).save(args.state)
+    print(f"meshwg: enrolled as {name} with mesh address {result.address}", file=sys.stderr, flush=True)
+
+
+def cmd_status(args) -> int:
+    from .member import status_path
+    from meshwg import uapi_client
+    names = [args.interface] if args.interface else sorted(
+        n[:-12] for n in _listdir(PID_DIRECTORY) if n.endswith(".status.json"))
+    if not names:
+        raise CliError("status: no running `meshwg join` found (give --interface NAME)")
+    docs = []
+    for name in names:
+        try:
+            with open(status_path(name)) as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            raise CliError(f"status: {name} is not a running mesh member (no {status_path(name)})") from None
+        try:    # live counters from the engine
+            live = {p["public_key"]: p for p in uapi_client.parse_get(uapi_client.get(name))["peers"]}
+            for p in doc["peers"]:
+                hexkey = _hex(p["public_key"])
+                if hexkey in live:
+                    lp = live[hexkey]
+                    p["endpoint"] = lp.get("endpoint")
+                    p["rx_bytes"], p["tx_bytes"] = int(lp.get("rx_bytes", 0)), int(lp.get("tx_bytes", 0))
+                    p["latest_handshake"] = int(lp.get("last_handshake_time_sec", 0)) or None
+        except uapi_client.ControlError:
+            pass
+        docs.append(doc)
+    if args.json:
+        print(json.dumps(docs[0] if args.interface else docs, indent=2))
+        return 0
+    now = time.time()
+    for doc in docs:
+        me = doc["self"]
+        print(f"{doc['interface']}: {me['name']} {me['mesh_address']} (port {me['listen_port']}, "
+              f"mesh {me['network']})")
+        print(f"  {'NAME':14} {'ADDRESS':15} {'PATH':10} {'ENDPOINT':24} {'HANDSHAKE':10} {'RX':>10} {'TX':>10}  REASON")
+        for p in doc["peers"]:
+            hs = f"{int(now - p['latest_handshake'])}s ago" if p.get("latest_handshake") else "never"
+            print(f"  {p['name'][:14]:14} {p['mesh_address']:15} {p['path']:10} {str(p.get('endpoint') or '-'):24} "
+                  f"{hs:10} {p['rx_bytes']:>10} {p['tx_bytes']:>10}  {p['reason'] if p['path'] == 'none' else ''}")
+    return 0
+
+
+def cmd_lab(args) -> int:
+    try:
+        from . import lab
+    except ImportError as exc:
+        raise CliError(f"lab: not available ({exc})") from None
+    return lab.main(args.lab_args)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def _b64(key: bytes) -> str:
+    import base64
+    return base64.b64encode(key).decode()
+
+
+def _hex(b64: str) -> str:
+    import base64
+    return base64.b64decode(b64).hex()
+
+
+# ---------------------------------------------------------------- registration
+def register(sub) -> None:
+    p = sub.add_parser("rendezvous", help="create or run the rendezvous (directory) node of a mesh")
+    rsub = p.add_subparsers(dest="rendezvous_command", metavar="ACTION")
+    rsub.required = True
+    q = rsub.add_parser("init", help="create a rendezvous: keys, mesh address range, public endpoint",
+                        description="Create a rendezvous in a state directory. It takes the first address "
+                                    "of the mesh range; members reach it at ENDPOINT (UDP for WireGuard, "
+                                    "TCP on the same port for enrollment).")
+    q.add_argument("--state", required=True, help="state directory (created, mode 0700)")
+    q.add_argument("--network", required=True, help="mesh address range, e.g. 100.96.0.0/24")
+    q.add_argument("--endpoint", required=True, help="public HOST:PORT members reach the rendezvous at")
+    q.add_argument("--zone", help="DNS-SD zone (default mesh.internal.)")
+    q.add_argument("--listen-port", type=int, help="UDP listen port (default: the endpoint's port)")
+    q.add_argument("--interface", help="interface name (default meshwg-rdv)")
+    q.add_argument("--dns-port", type=int, help="DNS-SD port on the mesh address (default 53)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_rendezvous_init)
+    q = rsub.add_parser("run", help="run the rendezvous in the foreground until SIGINT/SIGTERM")
+    q.add_argument("--state", required=True)
+    q.add_argument("--interval", type=float, default=1.0, help="directory update interval in seconds (default 1)")
+    q.add_argument("--interface", help="override the interface name saved at init")
+    q.add_argument("--public-dns", metavar="HOST:PORT",
+                   help="also serve DNS-SD on a public address (wgsd-client compatibility; "
+                        "leaks every member's endpoint to anyone who asks)")
+    q.set_defaults(func=cmd_rendezvous_run)
+
+    p = sub.add_parser("invite", help="print a join token")
+    p.add_argument("--state", required=True, help="the rendezvous's state directory")
+    p.add_argument("--reusable", action="store_true", help="token may enroll several machines")
+    p.add_argument("--expires", metavar="DURATION", help="e.g. 30m, 12h, 7d (default: never)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_invite)
+
+    p = sub.add_parser("members", help="list the members of a rendezvous")
+    p.add_argument("--state", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_members)
+
+    p = sub.add_parser("remove", help="revoke a member (name, mesh address or public key)")
+    p.add_argument("--state", required=True)
+    p.add_argument("member")
+    p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("join", help="enroll with a token, then run this node as a mesh member",
+                       description="First run: `meshwg join TOKEN --state DIR` generates this machine's "
+                                   "key pair locally, enrolls with the rendezvous and runs the member in "
+                                   "the foreground. Later runs: `meshwg join --state DIR` resumes.")
+    p.add_argument("token", nargs="?", help="join token from `meshwg invite` (first run only)")
+    p.add_argument("--state", required=True, help="state directory (created, mode 0700)")
+    p.add_argument("--interface", default="meshwg0", help="interface name (default meshwg0)")
+    p.add_argument("--listen-port", type=int, default=0, help="UDP port (default: chosen by the kernel)")
+    p.add_argument("--name", help="member name (default: the host name)")
+    p.add_argument("--interval", type=float, default=1.0, help="directory refresh interval in seconds")
+    p.add_argument("--no-mdns", action="store_true", help="do not publish or browse on the LAN")
+    p.set_defaults(func=cmd_join)
+
+    p = sub.add_parser("status", help="one row per peer: name, address, path, endpoint, handshake, rx/tx")
+    p.add_argument("--interface", help="member interface (default: every running member)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("lab", help="build a NAT lab in network namespaces and run a mesh in it",
+                       description="Builds a fake internet, two NATed home networks and a rendezvous in "
+                                   "network namespaces, runs the real daemons, shows the ping matrix and "
+                                   "each node's status, and cleans up.")
+    p.add_argument("lab_args", nargs="*", help="options passed to the lab (see `meshwg lab -- --help`)")
+    p.set_defaults(func=cmd_lab)

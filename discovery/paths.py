@@ -1,0 +1,195 @@
+"""Choosing and keeping a direct path to each peer. I/O-free: the member daemon feeds it
+what it observes (candidates, the engine's endpoint, handshake time, rx bytes) with the
+current time, and it answers which candidates to probe now and how to describe the path.
+
+Rules (from what users of wgsd, Tailscale and Nebula asked for):
+- Candidates come in tiers: LAN (mDNS, or a host candidate inside one of our own LAN
+  subnets), then the reflexive address the rendezvous observed, then other host
+  candidates. Probing is a handshake initiation sent to a candidate without changing the
+  endpoint, so a candidate never replaces a working endpoint before it authenticated.
+- A peer without a working path is probed on all candidates, LAN tier first, with
+  exponential backoff (1 s doubling to 30 s): nothing floods.
+- A working path over the internet is upgraded to a LAN candidate when one appears
+  (probed at most every UPGRADE_INTERVAL).
+- A path is working when a handshake completed within REJECT_AFTER_TIME and bytes arrived
+  within `silence_timeout` (peers keep each other alive with persistent keepalives). A path
+  that goes silent is re-probed at once; a peer whose reflexive address changes while we
+  use the old one is re-probed at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+REJECT_AFTER_TIME = 180.0
+BACKOFF_START = 1.0
+BACKOFF_MAX = 30.0
+UPGRADE_INTERVAL = 10.0
+GIVE_UP_REPORT_AFTER = 20.0   # after this long without an answer, status explains why
+
+Endpoint = tuple[str, int]
+
+
+@dataclass
+class Candidates:
+    lan: list[Endpoint] = field(default_factory=list)
+    reflexive: Endpoint | None = None
+    host: list[Endpoint] = field(default_factory=list)
+
+    def all(self) -> list[Endpoint]:
+        out: list[Endpoint] = []
+        for ep in self.lan + ([self.reflexive] if self.reflexive else []) + self.host:
+            if ep not in out:
+                out.append(ep)
+        return out
+
+
+@dataclass
+class PeerPath:
+    """What the path manager tracks for one peer."""
+    candidates: Candidates = field(default_factory=Candidates)
+    endpoint: Endpoint | None = None
+    last_handshake: float | None = None    # wall-clock seconds, as `wg` reports it
+    rx_bytes: int = 0
+    last_rx_change: float | None = None
+    next_probe: float = 0.0
+    backoff: float = BACKOFF_START
+    probing_since: float | None = None
+    probes_sent: int = 0
+    last_upgrade_probe: float = -1e9
+    lan_tier_tried: bool = False
+    was_working: bool = False
+
+
+def in_networks(host: str, networks: list) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks if net.version == ip.version)
+
+
+class PathManager:
+    def __init__(self, local_networks: list | None = None, silence_timeout: float = 25.0):
+        self.local_networks = list(local_networks or [])   # our LAN subnets
+        self.silence_timeout = silence_timeout
+        self.peers: dict[bytes, PeerPath] = {}
+
+    def set_local_networks(self, networks: list) -> None:
+        self.local_networks = list(networks)
+
+    def forget(self, key: bytes) -> None:
+        self.peers.pop(key, None)
+
+    def update_candidates(self, key: bytes, candidates: Candidates, now: float) -> None:
+        path = self.peers.setdefault(key, PeerPath())
+        old = path.candidates
+        # host candidates inside one of our own subnets are LAN candidates too
+        lan = list(candidates.lan)
+        others = []
+        for ep in candidates.host:
+            (lan if in_networks(ep[0], self.local_networks) else others).append(ep)
+        candidates = Candidates(lan=_unique(lan), reflexive=candidates.reflexive, host=_unique(others))
+        reflexive_moved = (old.reflexive is not None and candidates.reflexive != old.reflexive
+                           and path.endpoint == old.reflexive)
+        new_lan = any(ep not in old.lan for ep in candidates.lan)
+        path.candidates = candidates
+        if reflexive_moved or (new_lan and not self._on_lan(path)):
+            self._probe_soon(path, now)
+
+    def observe(self, key: bytes, endpoint: Endpoint | None, last_handshake: float | None,
+                rx_bytes: int, now: float) -> None:
+        """What the engine reports for the peer (from a `get`)."""
+        path = self.peers.setdefault(key, PeerPath())
+        if rx_bytes != path.rx_bytes:
+            path.rx_bytes = rx_bytes
+            path.last_rx_change = now
+        path.endpoint = endpoint
+        path.last_handshake = last_handshake or None
+        working = self.is_working(key, now)
+        if working:
+            path.backoff = BACKOFF_START
+            path.probing_since = None
+            path.probes_sent = 0
+        elif path.was_working:
+            self._probe_soon(path, now)     # went silent: look for a path again at once
+        path.was_working = working
+
+    def is_working(self, key: bytes, now: float) -> bool:
+        path = self.peers.get(key)
+        if path is None or path.endpoint is None or path.last_handshake is None:
+            return False
+        if now - path.last_handshake > REJECT_AFTER_TIME:
+            return False
+        return path.last_rx_change is not None and now - path.last_rx_change <= self.silence_timeout
+
+    def _on_lan(self, path: PeerPath) -> bool:
+        return path.endpoint is not None and path.endpoint in path.candidates.lan
+
+    def _probe_soon(self, path: PeerPath, now: float) -> None:
+        path.next_probe = now
+        path.backoff = BACKOFF_START
+        path.lan_tier_tried = False
+
+    def probes_due(self, now: float) -> dict[bytes, list[Endpoint]]:
+        """Candidates to probe now, per peer."""
+        due: dict[bytes, list[Endpoint]] = {}
+        for key, path in self.peers.items():
+            cands = path.candidates
+            if self.is_working(key, now):
+                if cands.lan and not self._on_lan(path) and now - path.last_upgrade_probe >= UPGRADE_INTERVAL:
+                    path.last_upgrade_probe = now
+                    due[key] = list(cands.lan)
+                continue
+            if now < path.next_probe:
+                continue
+            everything = cands.all()
+            if not everything:
+                continue
+            if path.probing_since is None:
+                path.probing_since = now
+            if cands.lan and not path.lan_tier_tried:
+                targets = list(cands.lan)      # LAN first; the rest on the next round
+                path.lan_tier_tried = True
+                path.next_probe = now + BACKOFF_START
+            else:
+                targets = everything
+                path.next_probe = now + path.backoff
+                path.backoff = min(BACKOFF_MAX, path.backoff * 2)
+            path.probes_sent += len(targets)
+            due[key] = targets
+        return due
+
+    def describe(self, key: bytes, now: float) -> tuple[str, str]:
+        """(path, reason): path is 'lan', 'direct' or 'none'."""
+        path = self.peers.get(key)
+        if path is None:
+            return "none", "unknown peer"
+        if self.is_working(key, now):
+            if self._on_lan(path):
+                return "lan", "LAN address (found by mDNS or a host candidate on our subnet)"
+            return "direct", "direct path through NAT (reflexive or public address)"
+        if not path.candidates.all():
+            return "none", "no candidate endpoints known yet (peer not in the directory or not on the LAN)"
+        if path.endpoint is not None and path.last_handshake is not None:
+            if now - path.last_handshake <= REJECT_AFTER_TIME:
+                return "none", f"path to {_fmt(path.endpoint)} went silent; probing {len(path.candidates.all())} candidates"
+        if path.probing_since is not None and now - path.probing_since >= GIVE_UP_REPORT_AFTER:
+            return "none", (f"no answer from {len(path.candidates.all())} candidate(s) in "
+                            f"{int(now - path.probing_since)} s: an endpoint-dependent (symmetric) NAT "
+                            f"on one side blocks hole punching; no relay available yet")
+        return "none", f"probing {len(path.candidates.all())} candidate(s)"
+
+
+def _unique(items: list[Endpoint]) -> list[Endpoint]:
+    out: list[Endpoint] = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def _fmt(ep: Endpoint) -> str:
+    host, port = ep
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
