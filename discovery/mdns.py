@@ -54,6 +54,7 @@ KEY_SIZE = 32
 MAX_NAME_LENGTH = 63
 MAX_MESH_ID_LENGTH = 63
 RESOLVE_TIMEOUT_MS = 3000
+MAX_PEERS = 1024  # bound on the table a (hostile) LAN can make us keep
 REFRESH_INTERVAL = 1.0  # seconds between cache re-reads in the browser (catches expiries)
 
 
@@ -319,8 +320,7 @@ class MdnsService:
             if self._zc is None:
                 return
             choice, version = zeroconf_interfaces(self.interfaces, self.ipv6)
-            if choice:
-                self._zc.update_interfaces(choice, version)
+            self._zc.update_interfaces(choice, version)  # an empty choice drops every socket
 
     def lan_addresses(self) -> list[str]:
         """Addresses to announce: IPv4 (and IPv6 if enabled) of the chosen interfaces."""
@@ -435,11 +435,12 @@ class BrowserCounters:
     other_mesh: int = 0
     own: int = 0
     unresolved: int = 0
+    overflow: int = 0  # members beyond MAX_PEERS
 
 
 @dataclass
 class _Job:
-    kind: str  # "resolve" | "remove" | "stop"
+    kind: str  # "resolve" | "remove" | "refresh" | "stop"
     name: str = ""
 
 
@@ -510,13 +511,19 @@ class MdnsBrowser:
         self._jobs.put(_Job(kind, name))
 
     def _run(self) -> None:
+        next_refresh = time.monotonic() + self.refresh_interval
         while True:
             try:
-                job = self._jobs.get(timeout=self.refresh_interval)
+                job = self._jobs.get(timeout=max(0.0, next_refresh - time.monotonic()))
             except queue.Empty:
                 job = _Job("refresh")
             if job.kind == "stop":
                 return
+            if job.kind == "refresh" or time.monotonic() >= next_refresh:
+                # due even when events keep the queue busy
+                next_refresh = time.monotonic() + self.refresh_interval
+                if job.kind != "refresh":
+                    self._jobs.put(_Job("refresh"))
             try:
                 self._handle(job)
             except Exception:  # a bad packet must never kill discovery
@@ -575,6 +582,9 @@ class MdnsBrowser:
             return
         with self._lock:
             known = self._by_instance.get(key)
+            if known is None and len(self._by_instance) >= MAX_PEERS:
+                self.counters.overflow += 1
+                return
             if not request and known is not None:
                 peer.last_seen = known.last_seen  # a cache re-read is not a sighting
             self._by_instance[key] = peer

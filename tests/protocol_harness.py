@@ -107,6 +107,13 @@ class Node:
         self.net.collect()
         return sealed
 
+    def initiate(self, other: "Node", at: float | None = None) -> Datagram:
+        """Force a handshake initiation to `other` (at the network's now, or `at`); the
+        datagram is put on the wire and returned."""
+        self.protocol.initiate_handshake(self.peer(other), self.net.now if at is None else at)
+        (d,) = self.net.emit(self, self.protocol.take_datagrams())
+        return d
+
     @property
     def stats(self):
         return self.protocol.stats
@@ -259,7 +266,7 @@ def established(*, timers: Timers | None = None, psk: bytes | None = None,
                 mtu: int = 1420) -> tuple[Network, Node, Node]:
     """A pair after a completed handshake initiated by a (b confirmed by a's keepalive)."""
     net, a, b = pair(timers=timers, psk=psk, mtu=mtu)
-    a.protocol.initiate_handshake(a.peer(b), net.now)
+    a.initiate(b)
     net.pump()
     assert a.peer(b).current is not None and b.peer(a).current is not None
     return net, a, b
