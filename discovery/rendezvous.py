@@ -33,7 +33,12 @@ DEFAULT_INTERVAL = 1.0
 def _endpoint_from_uapi(text: str | None) -> tuple[str, int] | None:
     if not text or text == "(none)":
         return None
-    host, port = parse_endpoint(text)
+    try:
+        host, port = parse_endpoint(text)
+    except ValueError:
+        return None
+    if "%" in host:          # a scoped link-local address means nothing to other members
+        return None
     return host, port
 
 
@@ -153,5 +158,16 @@ class RendezvousDaemon:
                 allowed_ips=[f"{m.mesh_address}/{32 if ':' not in m.mesh_address else 128}"],
                 name=m.name, mesh_address=m.mesh_address,
                 host_candidates=_parse_candidates(m.host_candidates)))
-        self.directory.set_members(records)
+        try:
+            self.directory.set_members(records)
+        except ValueError as exc:       # one bad record must not freeze the directory
+            log.warning("directory update: %s; publishing the members without it", exc)
+            good = []
+            for record in records:
+                try:
+                    Directory(self.state.zone).set_members([record])
+                    good.append(record)
+                except ValueError:
+                    pass
+            self.directory.set_members(good)
 

@@ -98,7 +98,11 @@ class WireGuardProtocol:
     # ------------------------------------------------------------------ configuration
     def set_private_key(self, private_key: bytes | None) -> None:
         with self.lock:
-            if private_key is None or private_key == bytes(32):
+            if private_key == bytes(32):
+                private_key = None
+            if private_key == self.private_key:   # unchanged (wg setconf): keep sessions
+                return
+            if private_key is None:
                 self.private_key = self.public_key = None
                 self.cookie_checker = None
             else:
@@ -344,6 +348,8 @@ class WireGuardProtocol:
             peer.current = kp
             peer.next = None
             peer.last_handshake = now        # handshake complete, responder side
+            peer.retransmit_at = None        # a handshake of our own is no longer needed
+            peer.handshake_attempts = 0
             self.events.append(HandshakeCompleted(peer))
             # we can now send: flush what waited for this keypair
             if peer.staged:

@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from meshwg.crypto import generate_private_key
+from meshwg.crypto import generate_private_key, public_key
 from meshwg.device import _address_bytes
 from meshwg.peer import Peer
 from meshwg.protocol import WireGuardProtocol
@@ -88,8 +88,8 @@ class Node:
 
     @property
     def public_key(self) -> bytes:
-        assert self.protocol.public_key is not None
-        return self.protocol.public_key
+        """The key the node was created with (what its peers know it by)."""
+        return public_key(self.private_key)
 
     def peer(self, other: "Node") -> Peer:
         return self.protocol.peers[other.public_key]

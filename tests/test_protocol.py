@@ -160,9 +160,9 @@ def test_confirmed_responder_stops_retransmitting_its_own_initiation() -> None:
     net.deliver(response)
     net.pump()                                                 # confirm + staged packet
     assert b.peer(a).current is not None
-    t0 = net.now
+    assert len(net.sent(INITIATION, b)) == 1
     net.advance(30)
-    assert net.sent(INITIATION, b, since=t0) == []
+    assert len(net.sent(INITIATION, b)) == 1                   # no retransmission
 
 
 def test_keypair_rotation_across_two_handshakes() -> None:
@@ -341,7 +341,9 @@ def test_unauthenticated_datagram_does_not_move_endpoint(kind: int) -> None:
     endpoint = receiver.peer(sender).endpoint
     before = drops(receiver)
     data = genuine.data
-    for position in (len(data) // 2, len(data) - 1, len(data) - 40, 20):
+    # flip bits the receiver authenticates (mac2 is only checked under load)
+    last = len(data) - 1 if kind == TRANSPORT else len(data) - 17
+    for position in (len(data) // 2, last, len(data) - 40, 20):
         forged = bytearray(data)
         forged[position] ^= 0x01
         net.inject(receiver, bytes(forged), NEW_A)
@@ -519,9 +521,11 @@ def _hostile_corpus(net: Network, a: Node, b: Node, rng: random.Random) -> list[
             corpus.append(bytes([kind, 0, 0, 0]) + bytes(rng.getrandbits(8) for _ in range(n)))
     for genuine in (initiation, transport.data, response, cookie):
         corpus.extend(genuine[:n] for n in range(0, len(genuine), 7))          # truncated
-        for _ in range(40):                                                    # bit flips
+        # bit flips where the receiver authenticates (mac2 only counts under load)
+        covered = len(genuine) - 16 if genuine[0] in (1, 2) else len(genuine)
+        for _ in range(40):
             flipped = bytearray(genuine)
-            flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+            flipped[rng.randrange(covered)] ^= 1 << rng.randrange(8)
             corpus.append(bytes(flipped))
         corpus.append(genuine + b"\x00")                                       # too long
     # well-formed initiations with a valid mac1 but garbage inside (anyone knowing b's
@@ -644,6 +648,7 @@ def test_changing_the_private_key_expires_sessions() -> None:
     assert pb.keypairs() == [] and old.send_aead is None
     assert old.local_index not in a.protocol.keypairs_by_index
     # the new key is unknown to b: a's initiation is refused, nothing gets through
+    net.now += 10
     assert a.send(a.packet_to(b)) == []
     net.pump()
     assert b.stats["unknown_peer"] == 1 and b.received == []
