@@ -9,7 +9,7 @@ APT_PACKAGES := wireguard-go wireguard-tools iperf3 iputils-ping iproute2 iptabl
                 netcat-openbsd procps kmod
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt venv test test-fast demo bench lab clean
+.PHONY: all deps apt venv test test-fast demo bench bench-json clean
 
 all: test
 
@@ -43,6 +43,9 @@ demo: deps
 
 bench: deps
 	$(PY) bench/bench.py
+
+bench-json: deps
+	$(PY) bench/bench.py --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -154,6 +154,7 @@ class Daemon:
                  log_dir: str | None = None):
         self.name = name
         self.argv = [str(a) for a in argv]
+        self.owns_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix=f"mwlab-{name}-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = self.log_dir / f"{name}.stdout"
@@ -236,6 +237,9 @@ class Namespace:
               log_dir: str | None = None) -> Daemon:
         """Start a background process inside; the registry stops it (before the namespace)."""
         daemon = Daemon(self.argv(cmd), name, env=env, log_dir=log_dir)
+        if daemon.owns_log_dir:
+            self.cleanup.push(f"remove logs of {name}",
+                              lambda: shutil.rmtree(daemon.log_dir, ignore_errors=True))
         self.cleanup.push(f"stop {name}", daemon.stop)
         return daemon
 

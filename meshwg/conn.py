@@ -1,9 +1,23 @@
-"""The device's UDP socket: dual-stack, batched receive, endpoints as (host, port)."""
+"""The device's UDP socket: dual-stack, batched receive, endpoints as (host, port).
+
+With offloads (the default; off with offload=False or MESHWG_OFFLOAD=0) the socket uses
+UDP GRO on receive (one recvmsg returns many coalesced datagrams and their segment size)
+and UDP GSO on send (one sendmsg carries many equal-size datagrams to one endpoint).
+Either falls back to one datagram per system call where the kernel refuses it."""
 
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import struct
+import sys
+from typing import Any, Sequence
+
+from . import offload as _offload
+
+log = logging.getLogger("meshwg.conn")
+_BYTEORDER = sys.byteorder
 
 SO_MARK = 36
 SOCKET_BUFFER = 7 << 20   # 7 MB, as wireguard-go found pays off
@@ -31,7 +45,7 @@ class UdpSocket:
     """One UDP socket for IPv4 and IPv6 (an AF_INET6 socket with V6ONLY off, or AF_INET
     where the host has no IPv6)."""
 
-    def __init__(self, port: int = 0, fwmark: int = 0):
+    def __init__(self, port: int = 0, fwmark: int = 0, offload: bool | None = None):
         self.sock = self._bind(port)
         self.family = self.sock.family
         self.port = self.sock.getsockname()[1]
@@ -39,6 +53,18 @@ class UdpSocket:
         if fwmark:
             self.set_fwmark(fwmark)
         self._sockaddrs: dict[tuple[str, int], tuple] = {}
+        if offload is None:
+            offload = _offload.offload_enabled_from_env(part="udp")
+        self.offload = offload
+        self.gso = offload           # cleared at the first send the kernel refuses
+        self.gro = False
+        if offload:
+            try:
+                self.sock.setsockopt(_offload.SOL_UDP, _offload.UDP_GRO, 1)
+                self.gro = True
+            except OSError:
+                log.info("UDP GRO unavailable: receiving one datagram per call")
+        self._ancsize = socket.CMSG_SPACE(4)
 
     @staticmethod
     def _bind(port: int) -> socket.socket:
@@ -90,6 +116,10 @@ class UdpSocket:
         return cached
 
     def recv_batch(self, limit: int = 64) -> list[tuple[bytes, tuple[str, int]]]:
+        """Datagrams ready now, at most `limit` system calls' worth (with GRO one call may
+        return many datagrams of one sender)."""
+        if self.gro:
+            return self._recv_batch_gro(limit)
         out = []
         recv = self.sock.recvfrom
         try:
@@ -105,6 +135,66 @@ class UdpSocket:
             if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                 raise
         return out
+
+    def _recv_batch_gro(self, limit: int) -> list[tuple[bytes, tuple[str, int]]]:
+        out: list[tuple[bytes, tuple[str, int]]] = []
+        recvmsg = self.sock.recvmsg
+        ancsize = self._ancsize
+        sol_udp, udp_gro = _offload.SOL_UDP, _offload.UDP_GRO
+        try:
+            for _ in range(limit):
+                data, anc, _flags, addr = recvmsg(65535, ancsize)
+                host = addr[0]
+                if host.startswith("::ffff:"):
+                    host = host[7:]
+                source = (host, addr[1])
+                size = 0
+                for level, kind, value in anc:
+                    if level == sol_udp and kind == udp_gro:
+                        size = int.from_bytes(value[:4] if len(value) >= 4 else value, _BYTEORDER)
+                if size and size < len(data):
+                    for i in range(0, len(data), size):
+                        out.append((data[i:i + size], source))
+                else:
+                    out.append((data, source))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                raise
+        return out
+
+    def send_many(self, datagrams: Sequence[tuple[bytes, Any]]) -> None:
+        """Send (datagram, endpoint) pairs in order; with GSO, runs of equal-size
+        datagrams to one endpoint go out in one system call each."""
+        if not self.gso:
+            send = self.send
+            for datagram, endpoint in datagrams:
+                send(datagram, endpoint)
+            return
+        sendmsg = self.sock.sendmsg
+        sol_udp, udp_segment = _offload.SOL_UDP, _offload.UDP_SEGMENT
+        pack = struct.Struct("=H").pack
+        for endpoint, size, run in _offload.gso_runs(datagrams):
+            if len(run) == 1:
+                self.send(run[0], endpoint)
+                continue
+            try:
+                sendmsg(run, [(sol_udp, udp_segment, pack(size))], 0, self.sockaddr(endpoint))
+            except (BlockingIOError, InterruptedError):
+                pass  # socket buffer full: drop like a router
+            except OSError as exc:
+                if exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT,
+                                 errno.EMSGSIZE):
+                    # this kernel or route cannot segment: from now on one per call
+                    log.info("UDP GSO send failed (%s): sending one datagram per call",
+                             exc.strerror)
+                    self.gso = False
+                    for datagram in run:
+                        self.send(datagram, endpoint)
+                elif exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAFNOSUPPORT,
+                                       errno.ECONNREFUSED, errno.EPERM, errno.EADDRNOTAVAIL):
+                    raise
 
     def send(self, datagram: bytes, endpoint: tuple[str, int]) -> None:
         try:

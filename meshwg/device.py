@@ -34,7 +34,8 @@ from .uapi import (ERR_PORT_IN_USE, DeviceStatus, DeviceUpdate, PeerStatus, Uapi
 
 log = logging.getLogger("meshwg.device")
 
-BATCH = 64
+BATCH = 64                 # reads per batch, one packet each
+OFFLOAD_BATCH = 16         # reads per batch when one read may carry up to 64 KiB
 HANDSHAKE_QUEUE_MAX = 4096
 _ZERO_KEY = bytes(32)
 
@@ -62,8 +63,11 @@ class Device:
     def __init__(self, name: str, *, private_key: bytes | None = None, listen_port: int = 0,
                  fwmark: int = 0, mtu: int = DEFAULT_MTU, addresses: Iterable = (),
                  timers: Timers | None = None, manage_routes: bool = True,
-                 uapi_directory: str = "/var/run/wireguard"):
+                 uapi_directory: str = "/var/run/wireguard", offload: bool | None = None):
+        """`offload`: TUN TSO/GRO and UDP GSO/GRO where the kernel has them; None takes
+        the MESHWG_OFFLOAD environment variable (0/false/no/off disables), default on."""
         self.name = name
+        self.offload = offload      # None: TunDevice and UdpSocket read MESHWG_OFFLOAD
         self.mtu = mtu
         self.addresses = list(addresses)
         self.manage_routes = manage_routes
@@ -91,9 +95,9 @@ class Device:
 
         On any failure everything already created is removed again."""
         try:
-            self.tun = TunDevice(self.name)
+            self.tun = TunDevice(self.name, offload=self.offload)
             self.name = self.tun.name
-            self.udp = UdpSocket(self._initial_port, self._initial_fwmark)
+            self.udp = UdpSocket(self._initial_port, self._initial_fwmark, offload=self.offload)
             netconfig.configure_link(self.name, self.addresses, self.mtu)
             self._sync_routes()
             self.uapi = UapiServer(self.name, self.status, self.apply, directory=self.uapi_directory)
@@ -113,7 +117,9 @@ class Device:
             if peer.persistent_keepalive and peer.endpoint is not None:
                 self.protocol.send_keepalive(peer, now)
         self._flush()
-        log.info("%s up: listening on UDP port %d", self.name, self.udp.port)
+        log.info("%s up: listening on UDP port %d (offloads: TUN %s, UDP GSO %s, UDP GRO %s)",
+                 self.name, self.udp.port, "on" if self.tun.vnet_hdr else "off",
+                 "on" if self.udp.gso else "off", "on" if self.udp.gro else "off")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -157,15 +163,16 @@ class Device:
         poller.register(self._wake_r, select.POLLIN)
         protocol = self.protocol
         monotonic = time.monotonic
+        tun = self.tun
+        batch = OFFLOAD_BATCH if tun.vnet_hdr else BATCH
         while not self._stopping.is_set():
-            packets = self.tun.read_batch(BATCH)
+            packets = tun.read_batch(batch)
             if not packets:
                 poller.poll(1000)
                 continue
             out = protocol.encrypt_packets(packets, monotonic())
-            udp = self.udp
-            for datagram, endpoint in out:
-                udp.send(datagram, endpoint)
+            if out:
+                self.udp.send_many(out)
             if protocol._outgoing:
                 self._flush()
 
@@ -181,7 +188,7 @@ class Device:
                 poller.register(udp.fileno(), select.POLLIN)
                 poller.register(self._wake_r, select.POLLIN)
             try:
-                batch = udp.recv_batch(BATCH)
+                batch = udp.recv_batch(OFFLOAD_BATCH if udp.gro else BATCH)
             except OSError:
                 if udp is self.udp:
                     raise
@@ -190,18 +197,23 @@ class Device:
                 poller.poll(200)
                 continue
             now = monotonic()
-            tun_write = self.tun.write
             queued = False
+            packets = []
             for datagram, source in batch:
                 if datagram and datagram[0] == MESSAGE_TRANSPORT:
                     packet = protocol.receive_transport(datagram, source, now)
                     if packet is not None:
-                        tun_write(packet)
+                        packets.append(packet)
+                elif not protocol.admit_handshake(datagram, source, now):
+                    continue
                 elif len(self._handshakes) < HANDSHAKE_QUEUE_MAX:
                     self._handshakes.append((datagram, source))
+                    protocol.handshake_backlog = len(self._handshakes)
                     queued = True
                 else:
                     protocol.stats["handshake_queue_full"] += 1
+            if packets:
+                self.tun.write_batch(packets)
             if queued:
                 protocol.handshake_backlog = len(self._handshakes)
                 with self._handshake_ready:
@@ -218,7 +230,7 @@ class Device:
             while self._handshakes and not self._stopping.is_set():
                 datagram, source = self._handshakes.popleft()
                 protocol.handshake_backlog = len(self._handshakes)
-                protocol.receive_handshake(datagram, source, time.monotonic())
+                protocol.receive_handshake(datagram, source, time.monotonic(), admitted=True)
                 self._flush()
             self._timer_wake.set()   # handshakes change deadlines
 

@@ -59,10 +59,16 @@ _from_bytes = int.from_bytes
 MAX_COALESCED = 65535      # an IPv4 packet's total length limit (IPv6: payload length)
 
 
-def offload_enabled_from_env(environ=os.environ) -> bool:
-    """False when MESHWG_OFFLOAD is 0/false/no/off (any case), True otherwise."""
+def offload_enabled_from_env(environ=os.environ, part: str = "") -> bool:
+    """Whether offloads are on according to MESHWG_OFFLOAD: 0/false/no/off (any case)
+    turns them off, unset or anything else on. A comma list of parts ("tun", "udp")
+    turns on only those: with `part` given, the answer is for that part."""
     value = environ.get("MESHWG_OFFLOAD", "").strip().lower()
-    return value not in ("0", "false", "no", "off")
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("", "1", "true", "yes", "on", "all") or not part:
+        return True
+    return part in {p.strip() for p in value.split(",")}
 
 
 class VnetHdr:

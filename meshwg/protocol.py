@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidTag
 
 from . import messages, noise
 from .allowedips import AllowedIPs
-from .constants import (INITIATION_SIZE, MESSAGE_COOKIE_REPLY, MESSAGE_INITIATION,
+from .constants import (COOKIE_REPLY_SIZE, INITIATION_SIZE, MESSAGE_COOKIE_REPLY, MESSAGE_INITIATION,
                         MESSAGE_RESPONSE, PADDING_MULTIPLE, RESPONSE_SIZE,
                         UNDER_LOAD_HOLD_TIME, UNDER_LOAD_QUEUE_SIZE)
 from .cookie import CookieChecker
@@ -74,6 +74,7 @@ class WireGuardProtocol:
         self.mtu = mtu
         self.wall_offset = wall_offset          # wall clock = monotonic now + wall_offset
         self.lock = threading.RLock()           # held by the slow paths and configuration
+        self._admission_lock = threading.Lock() # cookie checker and rate limiter (receive thread)
         self.private_key: bytes | None = None
         self.public_key: bytes | None = None
         self.cookie_checker: CookieChecker | None = None
@@ -304,11 +305,11 @@ class WireGuardProtocol:
             self.stats["replayed"] += 1
             return None
         peer = kp.peer
-        if kp is peer.next:
-            self._confirm_next_keypair(peer, kp, now)
         if peer.endpoint != source:
             peer.endpoint = source
             self.events.append(EndpointChanged(peer, source))
+        if kp is peer.next:
+            self._confirm_next_keypair(peer, kp, now)
         peer.rx_bytes += len(datagram)
         # timers: any authenticated packet received / traversal
         peer.new_handshake_at = None
@@ -369,15 +370,33 @@ class WireGuardProtocol:
         if self._initiations_in_window > self.under_load_rate:
             self._under_load_until = now + UNDER_LOAD_HOLD_TIME
 
-    def receive_handshake(self, datagram: bytes, source: Any, now: float) -> None:
+    def admit_handshake(self, datagram: bytes, source: Any, now: float) -> bool:
+        """The cheap checks, done on the receive thread before a handshake message is queued
+        for the expensive work: type and exact size, mac1; under load also mac2 (answering
+        with a cookie reply instead) and the per-source rate limit. Under a flood this keeps
+        the queue for messages that can succeed. A message admitted here is then processed
+        with receive_handshake(..., admitted=True), which does not check again."""
+        kind = messages.message_type(datagram)
+        size = len(datagram)
+        if kind == MESSAGE_COOKIE_REPLY and size == COOKIE_REPLY_SIZE:
+            return True
+        if not ((kind == MESSAGE_INITIATION and size == INITIATION_SIZE)
+                or (kind == MESSAGE_RESPONSE and size == RESPONSE_SIZE)):
+            self.stats["malformed"] += 1
+            return False
+        sender = int.from_bytes(datagram[4:8], "little")
+        with self._admission_lock:
+            return self._check_macs(datagram, sender, source, now)
+
+    def receive_handshake(self, datagram: bytes, source: Any, now: float, admitted: bool = False) -> None:
         """Process a type 1, 2 or 3 message. Replies go to the output queue."""
         kind = messages.message_type(datagram)
         with self.lock:
             try:
                 if kind == MESSAGE_INITIATION:
-                    self._receive_initiation(datagram, source, now)
+                    self._receive_initiation(datagram, source, now, admitted)
                 elif kind == MESSAGE_RESPONSE:
-                    self._receive_response(datagram, source, now)
+                    self._receive_response(datagram, source, now, admitted)
                 elif kind == MESSAGE_COOKIE_REPLY:
                     self._receive_cookie_reply(datagram, now)
                 else:
@@ -411,9 +430,9 @@ class WireGuardProtocol:
             return False
         return True
 
-    def _receive_initiation(self, datagram: bytes, source: Any, now: float) -> None:
+    def _receive_initiation(self, datagram: bytes, source: Any, now: float, admitted: bool = False) -> None:
         msg = messages.parse_initiation(datagram)
-        if not self._check_macs(datagram, msg.sender, source, now):
+        if not admitted and not self._check_macs(datagram, msg.sender, source, now):
             return
         state = noise.read_message1(
             self.private_key, self.public_key,
@@ -457,9 +476,9 @@ class WireGuardProtocol:
             self._own_initial_cache = cached
         return cached[1]
 
-    def _receive_response(self, datagram: bytes, source: Any, now: float) -> None:
+    def _receive_response(self, datagram: bytes, source: Any, now: float, admitted: bool = False) -> None:
         msg = messages.parse_response(datagram)
-        if not self._check_macs(datagram, msg.sender, source, now):
+        if not admitted and not self._check_macs(datagram, msg.sender, source, now):
             return
         peer = self.handshakes_by_index.get(msg.receiver)
         if peer is None or peer.handshake_state is None:

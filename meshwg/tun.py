@@ -1,17 +1,37 @@
-"""The Linux TUN device: open, read batches of packets, write packets."""
+"""The Linux TUN device: open, read batches of packets, write packets.
+
+With offloads (the default; off with offload=False or MESHWG_OFFLOAD=0) the device is
+opened with IFF_VNET_HDR and TUNSETOFFLOAD (checksum offload, TSO for IPv4 and IPv6):
+the kernel hands over TCP segments of up to 64 KiB, which are split into MTU-sized
+packets here, and takes coalesced TCP segments with a GSO header (meshwg.offload).
+Where the kernel refuses, the device runs as a plain TUN, one packet per read/write.
+"""
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import struct
+from typing import Iterable
+
+from . import offload as _offload
+
+log = logging.getLogger("meshwg.tun")
 
 TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
 IFNAMSIZ = 16
 MAX_PACKET = 65535
+READ_SIZE = MAX_PACKET + _offload.VNET_HDR_SIZE
 
 
 class TunError(Exception):
@@ -19,14 +39,35 @@ class TunError(Exception):
 
 
 class TunDevice:
-    """A TUN interface (IFF_TUN | IFF_NO_PI) whose file descriptor is non-blocking.
+    """A TUN interface (IFF_TUN | IFF_NO_PI, plus IFF_VNET_HDR with offloads) whose file
+    descriptor is non-blocking.
 
     The interface disappears when the descriptor is closed.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, offload: bool | None = None):
         if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or " " in name:
             raise TunError(f"invalid interface name {name!r} (1-15 characters, no '/' or spaces)")
+        if offload is None:
+            offload = _offload.offload_enabled_from_env(part="tun")
+        self.vnet_hdr = False        # True: every read and write carries a virtio_net_hdr
+        self.stats = {"offload_errors": 0}
+        fd, self.name = self._open(name, IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0))
+        if offload:
+            try:
+                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", _offload.VNET_HDR_SIZE))
+                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                self.vnet_hdr = True
+            except OSError as exc:
+                log.info("%s: TUN offloads unavailable (%s): one packet per read", self.name,
+                         exc.strerror)
+                os.close(fd)     # the interface goes with it; make it again without headers
+                fd, self.name = self._open(name, IFF_TUN | IFF_NO_PI)
+        os.set_blocking(fd, False)
+        self.fd = fd
+
+    @staticmethod
+    def _open(name: str, flags: int) -> tuple[int, str]:
         try:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -34,7 +75,7 @@ class TunDevice:
         except PermissionError:
             raise TunError("cannot open /dev/net/tun: permission denied (run as root or with CAP_NET_ADMIN)") from None
         try:
-            ifr = struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI)
+            ifr = struct.pack("16sH", name.encode(), flags)
             result = fcntl.ioctl(fd, TUNSETIFF, ifr)
         except OSError as exc:
             os.close(fd)
@@ -43,15 +84,16 @@ class TunDevice:
             if exc.errno == errno.EBUSY:
                 raise TunError(f"cannot create interface {name}: it already exists and is in use") from None
             raise TunError(f"cannot create interface {name}: {exc.strerror}") from None
-        self.name = result[:IFNAMSIZ].rstrip(b"\x00").decode()
-        os.set_blocking(fd, False)
-        self.fd = fd
+        return fd, result[:IFNAMSIZ].rstrip(b"\x00").decode()
 
     def fileno(self) -> int:
         return self.fd
 
     def read_batch(self, limit: int = 64) -> list[bytes]:
-        """Up to `limit` packets that are ready now (empty if none)."""
+        """Packets that are ready now (empty if none), from at most `limit` reads. With
+        offloads a read may give many MTU-sized packets (a TCP segment split here)."""
+        if self.vnet_hdr:
+            return self._read_batch_vnet(limit)
         out = []
         read = os.read
         fd = self.fd
@@ -62,7 +104,45 @@ class TunDevice:
             pass
         return out
 
+    def _read_batch_vnet(self, limit: int) -> list[bytes]:
+        out: list[bytes] = []
+        read = os.read
+        fd = self.fd
+        hdr_size = _offload.VNET_HDR_SIZE
+        unpack = _offload.VNET_HDR.unpack_from
+        split = _offload.split_packet
+        for _ in range(limit):
+            try:
+                frame = read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            if len(frame) <= hdr_size:
+                continue
+            flags, gso_type = frame[0], frame[1]
+            if not flags and not gso_type:
+                out.append(frame[hdr_size:])
+                continue
+            try:
+                out.extend(split(_offload.VnetHdr(*unpack(frame)), memoryview(frame)[hdr_size:]))
+            except (_offload.OffloadError, IndexError, struct.error):
+                self.stats["offload_errors"] += 1
+        return out
+
+    def write_batch(self, packets: Iterable[bytes]) -> None:
+        """Write IP packets; with offloads consecutive TCP segments of a flow are merged
+        into one write."""
+        if self.vnet_hdr:
+            for frame in _offload.coalesce_packets(packets):
+                self._write_raw(frame)
+        else:
+            for packet in packets:
+                self._write_raw(packet)
+
     def write(self, packet: bytes) -> None:
+        """Write one IP packet."""
+        self._write_raw(_offload.ZERO_VNET_HDR + packet if self.vnet_hdr else packet)
+
+    def _write_raw(self, packet: bytes) -> None:
         try:
             os.write(self.fd, packet)
         except BlockingIOError:

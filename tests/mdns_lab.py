@@ -16,7 +16,6 @@ import argparse
 import base64
 import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -133,7 +132,6 @@ class Node:
             cmd.append("--no-ipv6")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        self.events: queue.Queue[dict] = queue.Queue()
         self.peers: dict[str, dict] = {}  # latest table, by base64 key
         self.last: dict[str, dict] = {}   # latest event of each kind
         self._lock = threading.Lock()

@@ -252,6 +252,19 @@ class Network:
                 and (since is None or d.sent_at >= since)]
 
 
+def seal_raw(sender: Node, receiver: Node, plaintext: bytes, counter: int) -> bytes:
+    """A transport message sealed with sender's current keypair for receiver, with any
+    counter and any plaintext (what a peer holding the keys could send)."""
+    kp = sender.peer(receiver).current
+    header = struct.pack("<IIQ", TRANSPORT, kp.remote_index, counter)
+    return header + kp.send_aead.encrypt(bytes(4) + struct.pack("<Q", counter), plaintext, None)
+
+
+def counter_of(d: Datagram) -> int:
+    """The counter in a transport datagram's header."""
+    return struct.unpack_from("<Q", d.data, 8)[0]
+
+
 def pair(*, timers: Timers | None = None, psk: bytes | None = None, mtu: int = 1420,
          start: float = START) -> tuple[Network, Node, Node]:
     """Two connected nodes a (10.0.0.1) and b (10.0.0.2) that know each other's endpoint."""

@@ -90,3 +90,50 @@ def test_lab_close_removes_namespaces_processes_and_sockets() -> None:
 def test_wait_until_reports_what_it_waited_for() -> None:
     with pytest.raises(netlab.LabTimeout, match="the impossible"):
         netlab.wait_until(lambda: False, timeout=0.2, message="the impossible")
+
+
+_UDP_ECHO_SOURCE = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 9000))
+s.settimeout(10)
+print("listening", flush=True)
+data, src = s.recvfrom(100)
+print(f"{src[0]}:{src[1]}", flush=True)
+"""
+
+_UDP_SEND_TWO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7000))
+for target in sys.argv[1:]:
+    s.sendto(b"x", (target, 9000))
+"""
+
+
+@pytest.mark.parametrize("mode,same_port", [("rewrite", True), ("symmetric", False)])
+def test_nat_router_mapping_behaviour(lab: netlab.Lab, mode: str, same_port: bool) -> None:
+    """One LAN socket sends to two public hosts: a rewriting NAT shows both the same
+    rewritten port, a --random-fully NAT a different port per destination."""
+    internet = lab.bridge("inet")
+    observers = []
+    for i, ip in enumerate(("198.18.0.10", "198.18.0.11")):
+        ns = lab.namespace(f"obs{i}")
+        internet.attach(ns, f"{ip}/24")
+        d = ns.popen_python(_UDP_ECHO_SOURCE, ip, name=f"observer{i}")
+        netlab.wait_until(lambda d=d: "listening" in d.stdout(), timeout=10,
+                          message=lambda d=d: d.output())
+        observers.append(d)
+    home = lab.namespace("home")
+    lab.nat_router(internet, "198.18.0.20/24", home, mode=mode)
+    home.exec_python(_UDP_SEND_TWO, "198.18.0.10", "198.18.0.11")
+    seen = []
+    for d in observers:
+        d.wait(timeout=10)
+        seen.append(d.stdout().split()[-1])
+    ips = {s.split(":")[0] for s in seen}
+    ports = [int(s.split(":")[1]) for s in seen]
+    assert ips == {"198.18.0.20"}, seen
+    if mode == "rewrite":
+        assert all(40000 <= p <= 40100 for p in ports), seen
+    assert (ports[0] == ports[1]) == same_port, seen

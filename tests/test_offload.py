@@ -336,3 +336,7 @@ def test_offload_env_switch() -> None:
     assert offload.offload_enabled_from_env({"MESHWG_OFFLOAD": "1"})
     for off in ("0", "false", "OFF", "no"):
         assert not offload.offload_enabled_from_env({"MESHWG_OFFLOAD": off})
+        assert not offload.offload_enabled_from_env({"MESHWG_OFFLOAD": off}, part="tun")
+    only_udp = {"MESHWG_OFFLOAD": "udp"}
+    assert offload.offload_enabled_from_env(only_udp, part="udp")
+    assert not offload.offload_enabled_from_env(only_udp, part="tun")
