@@ -116,13 +116,14 @@ def cmd_up(args) -> int:
         timers = Timers().with_overrides(parse_timer_overrides(args.timer))
     except ValueError as exc:
         _fail(f"--timer: {exc}")
-    warning = private_key_permission_warning(args.config)
-    if warning:
-        print(f"Warning: {warning}", file=sys.stderr)
+    for line in list(getattr(config, "warnings", [])) + [private_key_permission_warning(args.config)]:
+        if line:
+            print(f"Warning: {line}", file=sys.stderr)
     check_privileges()
     device = Device(name, listen_port=config.listen_port or 0, fwmark=config.fwmark or 0,
                     mtu=config.mtu or 1420, addresses=config.addresses, timers=timers,
-                    manage_routes=not args.no_routes)
+                    manage_routes=not args.no_routes,
+                    offload=False if getattr(args, "no_offload", False) else None)
     device.configure(config)
     _start_device(device)
     pid_path = write_pid_file(device.name)
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a protocol timer (for tests): rekey_after_time, reject_after_time, "
                         "rekey_attempt_time, rekey_timeout, keepalive_timeout")
     p.add_argument("--no-routes", action="store_true", help="do not add routes for peers' allowed IPs")
+    p.add_argument("--no-offload", action="store_true",
+                   help="no UDP GSO/GRO or TUN TSO/GRO (same as MESHWG_OFFLOAD=0)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop an interface started by `meshwg up` or `meshwg join`")

@@ -54,7 +54,7 @@ class UdpSocket:
             self.set_fwmark(fwmark)
         self._sockaddrs: dict[tuple[str, int], tuple] = {}
         if offload is None:
-            offload = _offload.offload_enabled_from_env(part="udp")
+            offload = _offload.offload_enabled_from_env("udp")
         self.offload = offload
         self.gso = offload           # cleared at the first send the kernel refuses
         self.gro = False

@@ -64,10 +64,11 @@ class Device:
                  fwmark: int = 0, mtu: int = DEFAULT_MTU, addresses: Iterable = (),
                  timers: Timers | None = None, manage_routes: bool = True,
                  uapi_directory: str = "/var/run/wireguard", offload: bool | None = None):
-        """`offload`: TUN TSO/GRO and UDP GSO/GRO where the kernel has them; None takes
-        the MESHWG_OFFLOAD environment variable (0/false/no/off disables), default on."""
+        """`offload=False` turns every offload off (`meshwg up --no-offload`); otherwise
+        the MESHWG_OFFLOAD environment variable picks them (meshwg.offload: UDP GSO/GRO by
+        default, "all" adds TUN TSO/GRO, "0" none), each used where the kernel has it."""
         self.name = name
-        self.offload = offload      # None: TunDevice and UdpSocket read MESHWG_OFFLOAD
+        self.offload = None if offload is not False else False   # None: per MESHWG_OFFLOAD
         self.mtu = mtu
         self.addresses = list(addresses)
         self.manage_routes = manage_routes

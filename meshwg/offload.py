@@ -59,16 +59,26 @@ _from_bytes = int.from_bytes
 MAX_COALESCED = 65535      # an IPv4 packet's total length limit (IPv6: payload length)
 
 
-def offload_enabled_from_env(environ=os.environ, part: str = "") -> bool:
-    """Whether offloads are on according to MESHWG_OFFLOAD: 0/false/no/off (any case)
-    turns them off, unset or anything else on. A comma list of parts ("tun", "udp")
-    turns on only those: with `part` given, the answer is for that part."""
+OFFLOAD_PARTS = ("tun", "udp")
+DEFAULT_OFFLOAD_PARTS = frozenset({"udp"})   # measured to pay; "tun" costs more than it saves
+
+
+def offload_parts_from_env(environ=os.environ) -> frozenset[str]:
+    """The offloads MESHWG_OFFLOAD asks for: "0"/"false"/"no"/"off" none; unset, "1", "on"
+    or "default" DEFAULT_OFFLOAD_PARTS; "all" every part; else a comma list ("tun,udp")."""
     value = environ.get("MESHWG_OFFLOAD", "").strip().lower()
-    if value in ("0", "false", "no", "off"):
-        return False
-    if value in ("", "1", "true", "yes", "on", "all") or not part:
-        return True
-    return part in {p.strip() for p in value.split(",")}
+    if value in ("0", "false", "no", "off", "none"):
+        return frozenset()
+    if value in ("", "1", "true", "yes", "on", "default"):
+        return DEFAULT_OFFLOAD_PARTS
+    if value == "all":
+        return frozenset(OFFLOAD_PARTS)
+    return frozenset(p.strip() for p in value.split(",")) & frozenset(OFFLOAD_PARTS)
+
+
+def offload_enabled_from_env(part: str, environ=os.environ) -> bool:
+    """Whether MESHWG_OFFLOAD turns on offload `part` ("tun" or "udp")."""
+    return part in offload_parts_from_env(environ)
 
 
 class VnetHdr:

@@ -452,6 +452,7 @@ class WireGuardProtocol:
             return
         peer.last_timestamp = timestamp
         peer.last_initiation_consumed = now
+        peer.new_handshake_at = None       # an authenticated packet arrived
         # respond
         msg2, keys = noise.write_message2(state, peer.preshared_key)
         index = self._new_index()

@@ -49,7 +49,7 @@ class TunDevice:
         if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or " " in name:
             raise TunError(f"invalid interface name {name!r} (1-15 characters, no '/' or spaces)")
         if offload is None:
-            offload = _offload.offload_enabled_from_env(part="tun")
+            offload = _offload.offload_enabled_from_env("tun")
         self.vnet_hdr = False        # True: every read and write carries a virtio_net_hdr
         self.stats = {"offload_errors": 0}
         fd, self.name = self._open(name, IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0))

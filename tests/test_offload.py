@@ -332,11 +332,12 @@ def test_udp_gso_and_gro_on_loopback() -> None:
 
 
 def test_offload_env_switch() -> None:
-    assert offload.offload_enabled_from_env({})
-    assert offload.offload_enabled_from_env({"MESHWG_OFFLOAD": "1"})
+    parts = offload.offload_parts_from_env
+    assert parts({}) == parts({"MESHWG_OFFLOAD": "1"}) == offload.DEFAULT_OFFLOAD_PARTS
     for off in ("0", "false", "OFF", "no"):
-        assert not offload.offload_enabled_from_env({"MESHWG_OFFLOAD": off})
-        assert not offload.offload_enabled_from_env({"MESHWG_OFFLOAD": off}, part="tun")
-    only_udp = {"MESHWG_OFFLOAD": "udp"}
-    assert offload.offload_enabled_from_env(only_udp, part="udp")
-    assert not offload.offload_enabled_from_env(only_udp, part="tun")
+        assert parts({"MESHWG_OFFLOAD": off}) == frozenset()
+        assert not offload.offload_enabled_from_env("udp", {"MESHWG_OFFLOAD": off})
+    assert parts({"MESHWG_OFFLOAD": "all"}) == {"tun", "udp"}
+    assert parts({"MESHWG_OFFLOAD": "tun, udp"}) == {"tun", "udp"}
+    assert offload.offload_enabled_from_env("tun", {"MESHWG_OFFLOAD": "tun"})
+    assert not offload.offload_enabled_from_env("udp", {"MESHWG_OFFLOAD": "tun"})
