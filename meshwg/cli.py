@@ -118,7 +118,7 @@ def cmd_up(args) -> int:
         _fail(f"--timer: {exc}")
     for line in list(getattr(config, "warnings", [])) + [private_key_permission_warning(args.config)]:
         if line:
-            print(f"Warning: {line}", file=sys.stderr)
+            print(line if line.startswith("Warning") else f"Warning: {line}", file=sys.stderr)
     check_privileges()
     device = Device(name, listen_port=config.listen_port or 0, fwmark=config.fwmark or 0,
                     mtu=config.mtu or 1420, addresses=config.addresses, timers=timers,
@@ -167,13 +167,21 @@ def cmd_down(args) -> int:
         _fail(f"{args.interface}: process {pid} is gone; removed stale {path}")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _process_running(pid):
             return 0
         time.sleep(0.05)
     _fail(f"{args.interface}: process {pid} did not stop within 10 s")
     return 1
+
+
+def _process_running(pid: int) -> bool:
+    """True while the process exists and has not exited (a zombie has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
 
 
 # ---------------------------------------------------------------- show

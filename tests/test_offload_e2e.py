@@ -17,9 +17,9 @@ NBYTES = 20_000_000
 def _both_ways(pair: netlab.TunnelPair) -> None:
     pair.ns_a.wait_ping(pair.tunnel_b, timeout=10)
     there = netlab.tcp_transfer(pair.ns_a, pair.ns_b, pair.tunnel_b, NBYTES, port=5201, timeout=40)
-    assert there.intact, there
+    assert there.intact and there.sent_bytes == NBYTES, there
     back = netlab.tcp_transfer(pair.ns_b, pair.ns_a, pair.tunnel_a, NBYTES, port=5202, timeout=40)
-    assert back.intact, back
+    assert back.intact and back.sent_bytes == NBYTES, back
     for daemon in (getattr(pair.a, "daemon", None), getattr(pair.b, "daemon", None)):
         if daemon is not None:
             assert daemon.alive, daemon.output()
