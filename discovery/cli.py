@@ -81,9 +81,10 @@ def _start(daemon) -> None:
     from meshwg.netconfig import NetconfigError
     from meshwg.tun import TunError
     from meshwg.uapi import UapiServerError
+    from .enroll import EnrollmentError
     try:
         daemon.start()
-    except (TunError, BindError, NetconfigError, UapiServerError) as exc:
+    except (TunError, BindError, NetconfigError, UapiServerError, EnrollmentError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot start: {exc.strerror or exc}") from None
@@ -153,6 +154,7 @@ def cmd_join(args) -> int:
     from .state import MemberState, StateError
     from .member import MemberDaemon
     state_file = os.path.join(args.state, "member.json")
+    check_privileges()          # before enrolling: a single-use token is not wasted
     if args.token:
         if os.path.exists(state_file):
             raise CliError(f"join: {args.state} already holds a membership; run `meshwg join --state "
@@ -160,7 +162,6 @@ def cmd_join(args) -> int:
         _enroll(args)
     elif not os.path.exists(state_file):
         raise CliError(f"join: no membership in {args.state}: give the token from `meshwg invite`")
-    check_privileges()
     try:
         daemon = MemberDaemon(args.state, interface=args.interface, listen_port=args.listen_port,
                               interval=args.interval, mdns=not args.no_mdns)
