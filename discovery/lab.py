@@ -335,6 +335,90 @@ class MeshLab:
         return node.ns.run(["wg", "show", node.interface], check=False).returncode == 0
 
 
+# ----------------------------------------------------------------------------- probing
+
+_ECHO_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+"""
+
+_ECHO_CLIENT = """
+import socket, sys, threading, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+target, interval = (sys.argv[1], int(sys.argv[2])), float(sys.argv[3])
+def receive():
+    while True:
+        data = s.recv(2048)
+        seq, sent = data.decode().split()
+        print(seq, sent, repr(time.time()), flush=True)
+threading.Thread(target=receive, daemon=True).start()
+seq = 0
+while True:
+    try:
+        s.sendto(f"{seq} {time.time()!r}".encode(), target)
+    except OSError:
+        pass
+    seq += 1
+    time.sleep(interval)
+"""
+
+
+class EchoProbe:
+    """A continuous UDP echo between two members' mesh addresses, one reply per line.
+
+    Unlike ``ping`` writing to a file (block-buffered), every reply is flushed at once, so
+    a test can poll for traffic resuming and measure the gap precisely.
+    """
+
+    PORT = 7077
+
+    def __init__(self, source: Node, target: Node, interval: float = 0.05):
+        self.server = target.ns.popen([sys.executable, "-c", _ECHO_SERVER, target.mesh_address,
+                                       self.PORT], f"echo-server-{target.label}",
+                                      log_dir=str(target.log_dir))
+        poll(lambda: "ready" in self.server.stdout(), 10,
+             lambda: f"echo server on {target.label}\n{self.server.output()}")
+        self.client = source.ns.popen([sys.executable, "-c", _ECHO_CLIENT, target.mesh_address,
+                                       self.PORT, interval], f"echo-client-{source.label}",
+                                      log_dir=str(source.log_dir))
+        self.interval = interval
+
+    def replies(self) -> list[tuple[int, float, float]]:
+        """(sequence number, sent at, received at) of every reply so far (unix times)."""
+        rows = []
+        for line in self.client.stdout().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                rows.append((int(parts[0]), float(parts[1]), float(parts[2])))
+        return rows
+
+    def replies_sent_after(self, when: float) -> list[tuple[int, float, float]]:
+        return [r for r in self.replies() if r[1] > when]
+
+    def gap(self, change_started: float, change_done: float) -> float | None:
+        """Seconds from the last reply received before a change started to the first reply
+        to a probe sent after it was done (None while traffic has not resumed)."""
+        rows = self.replies()
+        before = [r[2] for r in rows if r[2] <= change_started]
+        after = [r[2] for r in rows if r[1] > change_done]
+        if not after:
+            return None
+        return min(after) - (max(before) if before else change_started)
+
+    def lost(self) -> int:
+        rows = self.replies()
+        return (max(r[0] for r in rows) + 1 - len(rows)) if rows else 0
+
+    def stop(self) -> None:
+        self.client.stop()
+        self.server.stop()
+
+
 # ----------------------------------------------------------------------------- building
 
 def _node(cleanup: Cleanup, workdir: Path, label: str, ns: Namespace, port: int,

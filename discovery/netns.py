@@ -431,7 +431,8 @@ class NatRouter:
 
 def change_host_address(host: Namespace, ifname: str, old_cidr: str, new_cidr: str,
                         gateway: str) -> None:
-    """Renumber a LAN host (a new DHCP lease): new address in, default route back, old out."""
+    """Renumber a LAN host (a new DHCP lease): new address in, old out, default route back."""
+    host.sysctl(f"net.ipv4.conf.{ifname}.promote_secondaries", 1)
     host.add_address(ifname, new_cidr)
     host.del_address(ifname, old_cidr)
     host.run(["ip", "route", "replace", "default", "via", gateway])

@@ -35,7 +35,9 @@ from .uapi import (ERR_PORT_IN_USE, DeviceStatus, DeviceUpdate, PeerStatus, Uapi
 log = logging.getLogger("meshwg.device")
 
 BATCH = 64                 # reads per batch, one packet each
-OFFLOAD_BATCH = 16         # reads per batch when one read may carry up to 64 KiB
+GRO_BATCH = 16             # UDP GRO receives per batch (each up to 64 KiB of datagrams)
+TSO_BATCH = 4              # TUN reads per batch with TSO (each up to 64 KiB); small keeps
+                           # the other thread's wait for the GIL short
 HANDSHAKE_QUEUE_MAX = 4096
 _ZERO_KEY = bytes(32)
 
@@ -165,7 +167,7 @@ class Device:
         protocol = self.protocol
         monotonic = time.monotonic
         tun = self.tun
-        batch = OFFLOAD_BATCH if tun.vnet_hdr else BATCH
+        batch = TSO_BATCH if tun.vnet_hdr else BATCH
         while not self._stopping.is_set():
             packets = tun.read_batch(batch)
             if not packets:
@@ -189,7 +191,7 @@ class Device:
                 poller.register(udp.fileno(), select.POLLIN)
                 poller.register(self._wake_r, select.POLLIN)
             try:
-                batch = udp.recv_batch(OFFLOAD_BATCH if udp.gro else BATCH)
+                batch = udp.recv_batch(GRO_BATCH if udp.gro else BATCH)
             except OSError:
                 if udp is self.udp:
                     raise

@@ -33,6 +33,7 @@ from .constants import (COOKIE_REPLY_SIZE, INITIATION_SIZE, MESSAGE_COOKIE_REPLY
                         UNDER_LOAD_HOLD_TIME, UNDER_LOAD_QUEUE_SIZE)
 from .cookie import CookieChecker
 from .crypto import DecryptionError, WeakKeyError, public_key, tai64n
+from .deadlines import DeadlineQueue
 from .keypair import Keypair
 from .peer import Peer
 from .ratelimiter import RateLimiter
@@ -79,6 +80,8 @@ class WireGuardProtocol:
         self.public_key: bytes | None = None
         self.cookie_checker: CookieChecker | None = None
         self.peers: dict[bytes, Peer] = {}
+        self.deadlines = DeadlineQueue()        # peers by earliest timer (next_deadline, tick)
+        self._peer_order = 0
         self.allowed_ips = AllowedIPs()
         self.keypairs_by_index: dict[int, Keypair] = {}
         self.handshakes_by_index: dict[int, Peer] = {}
@@ -121,10 +124,12 @@ class WireGuardProtocol:
         with self.lock:
             peer = self.peers.get(public_key_)
             if peer is None:
-                peer = Peer(public_key_)
-                peer.cookie_generator.cookie_refresh_time = self.timers.cookie_refresh_time
+                peer = Peer(public_key_, cookie_refresh_time=self.timers.cookie_refresh_time)
                 peer.set_local_static(self.private_key, self.public_key)
+                self._peer_order += 1
+                peer.order = self._peer_order      # tick visits due peers in this order
                 self.peers[public_key_] = peer
+                self.deadlines.attach(peer)
             return peer
 
     def remove_peer(self, public_key_: bytes) -> None:
@@ -132,6 +137,7 @@ class WireGuardProtocol:
             peer = self.peers.pop(public_key_, None)
             if peer is None:
                 return
+            self.deadlines.detach(peer)
             self.allowed_ips.remove_peer(peer)
             self._expire_keys(peer)
             peer.staged.clear()
@@ -605,17 +611,18 @@ class WireGuardProtocol:
 
     # ------------------------------------------------------------------ timers
     def next_deadline(self) -> float | None:
-        best = None
-        for peer in self.peers.values():
-            t = peer.next_deadline()
-            if t is not None and (best is None or t < best):
-                best = t
-        return best
+        """The earliest armed timer of all peers (None: none armed). O(log peers)."""
+        return self.deadlines.earliest()
 
     def tick(self, now: float) -> None:
+        """Fire the timers due at `now`. Visits only the peers with something due (and
+        those whose persistent keepalive waits to be armed), in the order they were
+        added: the same effects, in the same order, as visiting every peer."""
         with self.lock:
-            for peer in list(self.peers.values()):
+            queue = self.deadlines
+            for peer in queue.take_due(now):
                 self._tick_peer(peer, now)
+                queue.requeue(peer)
 
     def _tick_peer(self, peer: Peer, now: float) -> None:
         timers = self.timers
