@@ -4,8 +4,10 @@
 truncated), then asks SRV for every instance, many at once over a single UDP socket
 (the SRV answer carries the A/AAAA and TXT records in its additional section; missing
 pieces are asked for separately). When even the TCP PTR answer is truncated (more than
-about 900 members do not fit one 64 KiB message) the client falls back to an AXFR of
-the zone, which streams everything over one TCP connection.
+about 900 members do not fit one 64 KiB message) the client transfers the bulk directory
+(``_directory._wireguard._udp.ZONE``, see discovery.records: a few large TXT records
+over one TCP connection, 10,000 members in a fraction of a second); a server without it
+(REFUSED, or not a transfer) gets an AXFR of the zone instead.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import dns.xfr
 
 from discovery.records import (
     MemberRecord,
+    bulk_name,
     instance_name,
+    parse_bulk_strings,
     parse_member_answers,
     parse_ptr_answers,
     service_name,
@@ -302,6 +307,28 @@ def _resolve_by_transfer(server: Server, zone: dns.name.Name, timeout: float) ->
     return out
 
 
+def _resolve_by_bulk(server: Server, zone: dns.name.Name, timeout: float) -> list[MemberRecord] | None:
+    """The members from the bulk directory, or None when the server does not serve one."""
+    host, port = server
+    name = bulk_name(zone)
+    strings: list[bytes] = []
+    try:
+        for message in dns.query.xfr(host, name, port=port, timeout=timeout, relativize=False):
+            for rrset in message.answer:
+                if rrset.rdtype == _T.TXT and rrset.rdclass == dns.rdataclass.IN and rrset.name == name:
+                    for rdata in rrset:
+                        strings += rdata.strings
+    except (dns.xfr.TransferError, dns.exception.FormError):
+        return None  # not ours (REFUSED, NOTAUTH...) or not a transfer: use the wgsd records
+    except dns.exception.Timeout:
+        raise DiscoveryError(f"DNS server {_where(server)}: bulk transfer timed out after {timeout} s") from None
+    except dns.exception.DNSException as exc:
+        raise DiscoveryError(f"DNS server {_where(server)}: bulk transfer failed: {exc}") from None
+    except OSError as exc:
+        raise DiscoveryError(f"DNS server {_where(server)}: bulk transfer failed: {exc}") from None
+    return parse_bulk_strings(strings)
+
+
 def resolve_zone(
     server: Server, zone: str, timeout: float = 2.0, *, window: int = DEFAULT_WINDOW
 ) -> list[MemberRecord]:
@@ -312,7 +339,8 @@ def resolve_zone(
     origin = zone_name(zone)
     instances = _list_instances(server, origin, timeout)
     if instances is None:
-        return _resolve_by_transfer(server, origin, timeout)
+        members = _resolve_by_bulk(server, origin, timeout)
+        return members if members is not None else _resolve_by_transfer(server, origin, timeout)
     responses = _udp_exchange(server, [_make_query(n, _T.SRV) for n in instances], timeout, window)
     rrsets = {name: _answer_rrsets(r) for name, r in zip(instances, responses)}
     return _complete(server, origin, instances, rrsets, timeout, window)

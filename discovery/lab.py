@@ -569,6 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started in background
     started = time.monotonic()
     try:
         with build_lab(symmetric=args.symmetric, interval=args.interval) as lab:

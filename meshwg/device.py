@@ -289,7 +289,7 @@ class Device:
         new_udp = None
         if update.listen_port is not None and self.udp is not None and update.listen_port != self.udp.port:
             try:
-                new_udp = UdpSocket(update.listen_port, self.udp.fwmark)
+                new_udp = UdpSocket(update.listen_port, self.udp.fwmark, offload=self.offload)
             except BindError as exc:
                 raise UapiError(str(exc), ERR_PORT_IN_USE) from None
         for pu in update.peers:

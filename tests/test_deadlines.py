@@ -115,6 +115,8 @@ def run_mesh(protocol_class: type, monkeypatch: pytest.MonkeyPatch) -> list[tupl
     nodes[0].protocol.set_persistent_keepalive(nodes[0].peer(nodes[1]), 4, net.now)
     nodes[2].protocol.set_persistent_keepalive(nodes[2].peer(nodes[4]), 7, net.now)
     nodes[4].peer(nodes[1]).persistent_keepalive = 5   # as Device.apply does: tick arms it
+    lonely = nodes[0].protocol.add_peer(bytes(range(32)))   # no endpoint: its keepalive never
+    lonely.persistent_keepalive = 3                          # goes out, tick re-arms it each time
     seen = [0]
 
     def lossy(d: harness.Datagram) -> bool:
