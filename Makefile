@@ -39,7 +39,7 @@ test-fast: venv
 	$(VENV)/bin/pytest -m "not netns" $(PYTEST_ARGS)
 
 demo: deps
-	$(PY) -m meshwg.demo
+	$(VENV)/bin/meshwg lab
 
 bench: deps
 	$(PY) bench/bench.py

@@ -57,17 +57,22 @@ def cmd_rendezvous_init(args) -> int:
 
 def cmd_rendezvous_run(args) -> int:
     from .rendezvous import RendezvousDaemon
-    from meshwg.cli import _start_device  # noqa: F401  (same error handling as `up`)
     check_privileges()
     try:
         daemon = RendezvousDaemon(args.state, interval=args.interval, public_dns=args.public_dns,
                                   interface=args.interface)
     except _state_errors() as exc:
         raise CliError(f"rendezvous run: {exc}") from None
+    return _run_in_foreground(daemon, daemon.interface, lambda: (
+        f"meshwg: rendezvous {daemon.interface} running (mesh {daemon.network}, "
+        f"DNS-SD on {daemon.state.address}:{daemon.state.dns_port})"))
+
+
+def _run_in_foreground(daemon, interface: str, banner) -> int:
+    """Start a daemon, record its pid for `meshwg down`, run until SIGINT/SIGTERM, stop it."""
     _start(daemon)
-    pid = write_pid_file(daemon.interface)
-    print(f"meshwg: rendezvous {daemon.interface} running (mesh {daemon.network}, "
-          f"DNS-SD on {daemon.state.address}:{daemon.state.dns_port})", file=sys.stderr, flush=True)
+    pid = write_pid_file(interface)
+    print(banner(), file=sys.stderr, flush=True)
     try:
         wait_for_signal()
     finally:
@@ -167,16 +172,9 @@ def cmd_join(args) -> int:
                               interval=args.interval, mdns=not args.no_mdns)
     except (StateError, ValueError) as exc:
         raise CliError(f"join: {exc}") from None
-    _start(daemon)
-    pid = write_pid_file(args.interface)
     st = daemon.state
-    print(f"meshwg: {st.name} joined the mesh as {st.address} on {args.interface}", file=sys.stderr, flush=True)
-    try:
-        wait_for_signal()
-    finally:
-        daemon.stop()
-        _unlink(pid)
-    return 0
+    return _run_in_foreground(daemon, args.interface, lambda: (
+        f"meshwg: {st.name} joined the mesh as {st.address} on {args.interface}"))
 
 
 def _enroll(args) -> None:

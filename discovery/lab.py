@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import ipaddress
 import json
 import re
 import shutil
@@ -32,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -133,7 +132,6 @@ class MeshLab:
     members: dict[str, Node]
     interval: float
     symmetric: bool
-    events: list[str] = field(default_factory=list)
 
     # ---- the rendezvous
 

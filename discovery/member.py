@@ -204,7 +204,7 @@ class MemberDaemon:
             if path.endpoint is not None:
                 lines += [f"public_key={key.hex()}", "update_only=true",
                           f"probe_endpoint={format_endpoint(path.endpoint)}"]
-            self.paths._probe_soon(path, now)
+            self.paths.path_may_have_moved(key, now)
         uapi_client.set_(self.interface, lines)
 
     def _report_candidates(self) -> None:

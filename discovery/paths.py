@@ -26,7 +26,7 @@ REJECT_AFTER_TIME = 180.0
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
 UPGRADE_INTERVAL = 10.0
-GIVE_UP_REPORT_AFTER = 20.0   # after this long without an answer, status explains why
+GIVE_UP_REPORT_AFTER = 10.0   # after this long without an answer, status explains why
 
 Endpoint = tuple[str, int]
 
@@ -60,6 +60,7 @@ class PeerPath:
     last_upgrade_probe: float = -1e9
     lan_tier_tried: bool = False
     was_working: bool = False
+    suspect: bool = False        # the path may have broken (peer's mapping moved, we moved)
 
 
 def in_networks(host: str, networks: list) -> bool:
@@ -95,7 +96,9 @@ class PathManager:
                            and path.endpoint == old.reflexive)
         new_lan = any(ep not in old.lan for ep in candidates.lan)
         path.candidates = candidates
-        if reflexive_moved or (new_lan and not self._on_lan(path)):
+        if reflexive_moved:
+            self._probe_soon(path, now, suspect=True)
+        elif new_lan and not self._on_lan(path):
             self._probe_soon(path, now)
 
     def observe(self, key: bytes, endpoint: Endpoint | None, last_handshake: float | None,
@@ -127,16 +130,31 @@ class PathManager:
     def _on_lan(self, path: PeerPath) -> bool:
         return path.endpoint is not None and path.endpoint in path.candidates.lan
 
-    def _probe_soon(self, path: PeerPath, now: float) -> None:
+    def _probe_soon(self, path: PeerPath, now: float, suspect: bool = False) -> None:
+        """Probe at the next round. `suspect`: even if the path still looks alive (its NAT
+        mapping or ours moved, and waiting for silence would cost `silence_timeout`)."""
         path.next_probe = now
         path.backoff = BACKOFF_START
         path.lan_tier_tried = False
+        path.suspect = path.suspect or suspect
+
+    def path_may_have_moved(self, key: bytes, now: float) -> None:
+        """Our own addresses changed: re-probe this peer now."""
+        path = self.peers.get(key)
+        if path is not None:
+            self._probe_soon(path, now, suspect=True)
 
     def probes_due(self, now: float) -> dict[bytes, list[Endpoint]]:
         """Candidates to probe now, per peer."""
         due: dict[bytes, list[Endpoint]] = {}
         for key, path in self.peers.items():
             cands = path.candidates
+            if path.suspect and now >= path.next_probe and cands.all():
+                path.suspect = False            # one full round to every candidate, at once
+                path.next_probe = now + BACKOFF_START
+                due[key] = cands.all()
+                path.probes_sent += len(due[key])
+                continue
             if self.is_working(key, now):
                 if cands.lan and not self._on_lan(path) and now - path.last_upgrade_probe >= UPGRADE_INTERVAL:
                     path.last_upgrade_probe = now
@@ -175,11 +193,13 @@ class PathManager:
         if path.endpoint is not None and path.last_handshake is not None:
             if now - path.last_handshake <= REJECT_AFTER_TIME:
                 return "none", f"path to {_fmt(path.endpoint)} went silent; probing {len(path.candidates.all())} candidates"
+        n = len(path.candidates.all())
         if path.probing_since is not None and now - path.probing_since >= GIVE_UP_REPORT_AFTER:
-            return "none", (f"no answer from {len(path.candidates.all())} candidate(s) in "
-                            f"{int(now - path.probing_since)} s: an endpoint-dependent (symmetric) NAT "
-                            f"on one side blocks hole punching; no relay available yet")
-        return "none", f"probing {len(path.candidates.all())} candidate(s)"
+            return "none", (f"no direct path: {n} candidate(s) did not answer in "
+                            f"{int(now - path.probing_since)} s (an endpoint-dependent, 'symmetric', NAT "
+                            f"on one side blocks hole punching); no relay available yet; retrying every "
+                            f"{int(path.backoff)} s")
+        return "none", f"no direct path yet: probing {n} candidate(s)"
 
 
 def _unique(items: list[Endpoint]) -> list[Endpoint]:

@@ -86,9 +86,20 @@ def test_reflexive_change_triggers_probe_of_new_mapping():
     pm.probes_due(0)
     pm.observe(KEY, REFLEXIVE, last_handshake=1, rx_bytes=92, now=1)
     moved = ("198.18.3.1", 40011)
-    pm.observe(KEY, REFLEXIVE, last_handshake=1, rx_bytes=92, now=40)   # silent since NAT changed
-    pm.update_candidates(KEY, Candidates(reflexive=moved), now=40)
-    assert pm.probes_due(40) == {KEY: [moved]}
+    pm.observe(KEY, REFLEXIVE, last_handshake=1, rx_bytes=200, now=5)    # still looks alive
+    pm.update_candidates(KEY, Candidates(reflexive=moved), now=6)
+    assert pm.is_working(KEY, 6)
+    assert pm.probes_due(6) == {KEY: [moved]}        # at once, not after the silence timeout
+
+
+def test_own_address_change_reprobes_working_paths_at_once():
+    pm = manager()
+    pm.update_candidates(KEY, Candidates(lan=[LAN], reflexive=REFLEXIVE), now=0)
+    pm.observe(KEY, LAN, last_handshake=1, rx_bytes=92, now=1)
+    assert pm.probes_due(1) == {}
+    pm.path_may_have_moved(KEY, 2)
+    assert pm.probes_due(2) == {KEY: [LAN, REFLEXIVE]}
+    assert pm.probes_due(2.5) == {}
 
 
 def test_no_answer_is_reported_honestly():
@@ -99,7 +110,7 @@ def test_no_answer_is_reported_honestly():
         pm.observe(KEY, None, None, 0, t)
     path, reason = pm.describe(KEY, 60)
     assert path == "none"
-    assert "symmetric" in reason and "no answer" in reason
+    assert "symmetric" in reason and "did not answer" in reason and "no relay" in reason
 
 
 def test_no_candidates_is_none_with_reason():
