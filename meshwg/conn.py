@@ -21,6 +21,7 @@ _BYTEORDER = sys.byteorder
 
 SO_MARK = 36
 SOCKET_BUFFER = 7 << 20   # 7 MB, as wireguard-go found pays off
+_SEGMENT = struct.Struct("=H")   # the UDP_SEGMENT cmsg value
 
 
 class BindError(Exception):
@@ -163,6 +164,76 @@ class UdpSocket:
             if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                 raise
         return out
+
+    def recv_runs(self, limit: int = 16) -> list[tuple[bytes, int, tuple[str, int]]]:
+        """What is ready now, at most `limit` system calls' worth, as (data, size, source):
+        datagrams of one sender back to back, each `size` bytes but the last (with GRO one
+        call may return many; without, each datagram is its own run)."""
+        out: list[tuple[bytes, int, tuple[str, int]]] = []
+        try:
+            if self.gro:
+                recvmsg = self.sock.recvmsg
+                ancsize = self._ancsize
+                for _ in range(limit):
+                    data, anc, _flags, addr = recvmsg(65535, ancsize)
+                    host = addr[0]
+                    if host.startswith("::ffff:"):
+                        host = host[7:]
+                    size = 0
+                    if anc:
+                        value = anc[0][2]
+                        size = int.from_bytes(value[:4] if len(value) >= 4 else value, _BYTEORDER)
+                    out.append((data, size or len(data), (host, addr[1])))
+            else:
+                recv = self.sock.recvfrom
+                for _ in range(limit):
+                    data, addr = recv(65535)
+                    host = addr[0]
+                    if host.startswith("::ffff:"):
+                        host = host[7:]
+                    out.append((data, len(data), (host, addr[1])))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                raise
+        return out
+
+    def send_runs(self, runs: Sequence[tuple[Any, int, Any]]) -> None:
+        """Send runs (buffer, size, endpoint): datagrams for one endpoint back to back,
+        each `size` bytes but the last; with GSO one system call per run."""
+        sendmsg = self.sock.sendmsg
+        sendto = self.sock.sendto
+        sol_udp, udp_segment = _offload.SOL_UDP, _offload.UDP_SEGMENT
+        pack = _SEGMENT.pack
+        for buf, size, endpoint in runs:
+            address = self.sockaddr(endpoint)
+            n = len(buf)
+            try:
+                if n <= size:
+                    sendto(buf, address)
+                elif self.gso:
+                    try:
+                        sendmsg((buf,), ((sol_udp, udp_segment, pack(size)),), 0, address)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP,
+                                             errno.ENOPROTOOPT, errno.EMSGSIZE):
+                            raise
+                        log.info("UDP GSO send failed (%s): sending one datagram per call",
+                                 exc.strerror)
+                        self.gso = False
+                        for i in range(0, n, size):
+                            self.send(buf[i:i + size], endpoint)
+                else:
+                    for i in range(0, n, size):
+                        sendto(buf[i:i + size], address)
+            except (BlockingIOError, InterruptedError):
+                pass  # socket buffer full: drop like a router
+            except OSError as exc:
+                if exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAFNOSUPPORT,
+                                     errno.EINVAL, errno.ECONNREFUSED, errno.EPERM,
+                                     errno.EADDRNOTAVAIL):
+                    raise
 
     def send_many(self, datagrams: Sequence[tuple[bytes, Any]]) -> None:
         """Send (datagram, endpoint) pairs in order; with GSO, runs of equal-size

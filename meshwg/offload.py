@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from typing import Any, Iterable, Sequence
 
 try:            # optional: vectorised checksums for the TUN offloads
@@ -60,6 +61,7 @@ _U32 = struct.Struct(">I")
 _pack_u16_into = _U16.pack_into
 _pack_u32_into = _U32.pack_into
 _from_bytes = int.from_bytes
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 MAX_COALESCED = 65535      # an IPv4 packet's total length limit (IPv6: payload length)
 
@@ -130,17 +132,48 @@ def word_sums(buf, starts: Sequence[int]) -> list[int]:
     `starts` must be increasing, even and below len(buf). With numpy installed this is
     one vectorised pass (what makes the TUN offloads pay); else one ones_sum per piece."""
     if _np is not None and len(starts) >= 4:
-        n = len(buf)
-        words = _np.frombuffer(buf, dtype=">u2", count=n >> 1)
-        sums = _np.add.reduceat(words, _np.asarray(starts, dtype=_np.intp) >> 1,
-                                dtype=_np.uint64)
-        out = (sums % 0xFFFF).tolist()
-        if n & 1:
-            out[-1] = (out[-1] + (buf[n - 1] << 8)) % 0xFFFF
-        return out
+        return _np_piece_sums(buf, starts)
     mv = memoryview(buf)
     ends = list(starts[1:]) + [len(buf)]
     return [ones_sum(mv[a:b]) for a, b in zip(starts, ends)]
+
+
+def segment_sums(buf, size: int) -> list[int]:
+    """ones_sum of each `size`-byte piece of buf (the last may be shorter); size even."""
+    if _np is not None and len(buf) >= 4 * size:
+        return _np_piece_sums(buf, range(0, len(buf), size))
+    mv = memoryview(buf)
+    return [ones_sum(mv[a:a + size]) for a in range(0, len(buf), size)]
+
+
+def _np_piece_sums(buf, starts: Sequence[int]) -> list[int]:
+    """word_sums with numpy. Words are read in the machine's byte order: in one's-complement
+    arithmetic a byte swap is a multiplication by 256 (mod 0xFFFF, as 256 * 256 == 1), so
+    the sums are converted at the end. With every start a multiple of 4, 32-bit words are
+    summed (a 32-bit word is congruent to the sum of its two 16-bit halves)."""
+    n = len(buf)
+    swap = 256 if _LITTLE_ENDIAN else 1
+    if all(start & 3 == 0 for start in starts):
+        shift, dtype = 2, _np.uint32
+    else:
+        shift, dtype = 1, _np.uint16
+    count = n >> shift
+    if starts[-1] >= count << shift:      # the last piece is shorter than one word
+        mv = memoryview(buf)
+        ends = list(starts[1:]) + [n]
+        return [ones_sum(mv[a:b]) for a, b in zip(starts, ends)]
+    words = _np.frombuffer(buf, dtype=dtype, count=count)
+    index = _np.asarray(starts, dtype=_np.intp) >> shift
+    sums = _np.add.reduceat(words, index, dtype=_np.uint64)
+    sums %= 0xFFFF
+    if swap != 1:
+        sums *= swap
+        sums %= 0xFFFF
+    out = sums.tolist()
+    tail = count << shift
+    if tail < n:          # bytes after the last whole word belong to the last piece
+        out[-1] = (out[-1] + ones_sum(memoryview(buf)[tail:])) % 0xFFFF
+    return out
 
 
 def internet_checksum(data) -> int:

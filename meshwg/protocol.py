@@ -42,6 +42,7 @@ from .timers import Timers
 _HEADER = struct.Struct("<IIQ")
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
 _PACK_Q = struct.Struct("<Q").pack
+_NONCE = struct.Struct("<4xQ")           # the 12-byte AEAD nonce of a counter
 _ZERO_PAD = bytes(PADDING_MULTIPLE)
 _TRANSPORT_WORD = 4
 _TRANSPORT_OVERHEAD = 32  # header + tag
@@ -202,27 +203,169 @@ class WireGuardProtocol:
     def encrypt_packets(self, packets: Iterable[bytes], now: float) -> list[tuple[bytes, Any]]:
         """Route and seal IP packets from the TUN device. Packets without a route are
         dropped; packets for a peer without a usable keypair are staged and a handshake
-        is started."""
+        is started. Returns (datagram, endpoint) pairs (encrypt_batch, one per datagram)."""
         out: list[tuple[bytes, Any]] = []
+        for view, size, endpoint in self.encrypt_batch(packets, now):
+            data = bytes(view)
+            out.extend((data[i:i + size], endpoint) for i in range(0, len(data), size))
+        return out
+
+    def encrypt_batch(self, packets: Iterable, now: float, buf: bytearray | None = None,
+                      max_run_bytes: int = 65000, max_run_datagrams: int = 64
+                      ) -> list[tuple[memoryview, int, Any]]:
+        """Route and seal IP packets (bytes or memoryviews, each read only until the next
+        is taken from `packets`) into transport datagrams laid out for UDP GSO.
+
+        Returns runs (view, size, endpoint): each view holds consecutive datagrams for one
+        endpoint, every one `size` bytes but the last, which may be shorter; a run has at
+        most `max_run_datagrams` datagrams and `max_run_bytes` bytes. The views point into
+        `buf` (reused by the caller; a new buffer is taken when it is full) and are valid
+        until it is reused. Each datagram is sealed straight into its place (header packed
+        in place, AEAD encrypt_into); packets that need padding go through a scratch copy.
+
+        Bookkeeping is per run of consecutive packets to one peer, with the same effect
+        as per packet: one route lookup per destination address, one keypair check, the
+        tx counter, timers and the rekey check once (all packets share `now`)."""
+        if buf is None:
+            buf = bytearray(65536)
+        runs: list[tuple[memoryview, int, Any]] = []
+        mv = memoryview(buf)
+        cap = len(buf)
+        off = 0                   # write position in buf
+        run_start = 0             # start of the open run in buf (run_count > 0)
+        run_size = run_count = 0
+        run_closed = False
         lookup = self.allowed_ips.lookup
+        stats = self.stats
+        timers = self.timers
+        reject_messages = timers.reject_after_messages
+        mtu = self.mtu
+        header_into = _HEADER.pack_into
+        nonce_of = _NONCE.pack
+        scratch = bytearray(mtu + PADDING_MULTIPLE)
+        scratch_mv = memoryview(scratch)
+        last_dst = None
+        peer = None               # peer of the open peer-run
+        endpoint = None
+        kp = None
+        seal = counters = None    # None: the peer cannot send now (packets are staged)
+        remote_index = 0
+        sent_bytes = 0
+        sent_data = False
+        last_counter = -1
         for packet in packets:
-            if not packet:
+            n = len(packet)
+            if not n:
                 continue
             version = packet[0] >> 4
-            if version == 4 and len(packet) >= 20:
-                peer = lookup(packet[16:20])
-            elif version == 6 and len(packet) >= 40:
-                peer = lookup(packet[24:40])
+            if version == 4 and n >= 20:
+                dst = packet[16:20]
+            elif version == 6 and n >= 40:
+                dst = packet[24:40]
             else:
-                self.stats["tun_malformed"] += 1
+                stats["tun_malformed"] += 1
                 continue
-            if peer is None:
-                self.stats["no_route"] += 1
+            if dst != last_dst:
+                if type(dst) is not bytes:
+                    dst = bytes(dst)
+                    if dst == last_dst:
+                        target = peer
+                    else:
+                        target = lookup(dst)
+                else:
+                    target = lookup(dst)
+                last_dst = dst
+                if target is None:
+                    last_dst = None
+                    stats["no_route"] += 1
+                    continue
+                if target is not peer:
+                    if peer is not None and last_counter >= 0:
+                        self._sent_data(peer, kp, sent_bytes, sent_data, last_counter, now)
+                    peer = target
+                    sent_bytes = 0
+                    sent_data = False
+                    last_counter = -1
+                    kp = peer.current
+                    endpoint = peer.endpoint
+                    seal = None
+                    if (kp is not None and endpoint is not None
+                            and now - kp.created < timers.reject_after_time):
+                        aead = kp.send_aead
+                        if aead is not None:
+                            seal = aead.encrypt_into
+                            counters = kp._counter
+                            remote_index = kp.remote_index
+            if seal is None:
+                self._stage(peer, packet if type(packet) is bytes else bytes(packet), now)
                 continue
-            datagram = self._seal(peer, packet, now)
-            if datagram is not None:
-                out.append((datagram, peer.endpoint))
-        return out
+            counter = next(counters)
+            if counter >= reject_messages:
+                self._stage(peer, packet if type(packet) is bytes else bytes(packet), now)
+                continue
+            pad = -n % PADDING_MULTIPLE
+            if pad and n + pad > mtu:
+                pad = max(0, mtu - n)
+            size = n + pad + _TRANSPORT_OVERHEAD
+            if run_count and (run_closed or size > run_size or endpoint != run_endpoint
+                              or run_count >= max_run_datagrams
+                              or off - run_start + size > max_run_bytes):
+                runs.append((mv[run_start:off], run_size, run_endpoint))
+                run_count = 0
+            if off + size > cap:          # buffer full: the rest goes into a new one
+                if run_count:
+                    runs.append((mv[run_start:off], run_size, run_endpoint))
+                    run_count = 0
+                buf = bytearray(max(cap, 65536))
+                mv = memoryview(buf)
+                cap = len(buf)
+                off = 0
+            if not run_count:
+                run_start = off
+                run_size = size
+                run_endpoint = endpoint
+                run_closed = False
+            elif size < run_size:
+                run_closed = True         # a shorter datagram ends its run
+            run_count += 1
+            if pad:
+                scratch[:n] = packet
+                scratch[n:n + pad] = _ZERO_PAD[:pad]
+                plain = scratch_mv[:n + pad]
+            else:
+                plain = packet
+            header_into(buf, off, _TRANSPORT_WORD, remote_index, counter)
+            try:
+                seal(nonce_of(counter), plain, None, mv[off + 16:off + size])
+            except (TypeError, AttributeError, ValueError):
+                stats["seal_failed"] += 1
+                run_count -= 1
+                continue
+            off += size
+            sent_bytes += size
+            last_counter = counter
+            if n:
+                sent_data = True
+        if run_count:
+            runs.append((mv[run_start:off], run_size, run_endpoint))
+        if peer is not None and last_counter >= 0:
+            self._sent_data(peer, kp, sent_bytes, sent_data, last_counter, now)
+        return runs
+
+    def _sent_data(self, peer: Peer, kp: Keypair, sent_bytes: int, data: bool,
+                   last_counter: int, now: float) -> None:
+        """Bookkeeping after sealing transport packets for `peer` (one batch's worth):
+        tx counter, timers (authenticated packet sent; data sent) and the rekey check."""
+        timers = self.timers
+        peer.tx_bytes += sent_bytes
+        peer.keepalive_at = None
+        if data and peer.new_handshake_at is None:
+            peer.new_handshake_at = now + timers.keepalive_timeout + timers.rekey_timeout + timers.jitter()
+        if peer.persistent_keepalive:
+            peer.persistent_keepalive_at = now + peer.persistent_keepalive
+        if (last_counter >= timers.rekey_after_messages
+                or (kp.is_initiator and now - kp.created >= timers.rekey_after_time)):
+            self._maybe_initiate(peer, now)
 
     def _seal(self, peer: Peer, packet: bytes, now: float) -> bytes | None:
         kp = peer.current
@@ -285,66 +428,168 @@ class WireGuardProtocol:
     # ------------------------------------------------------------------ data path: in
     def receive_transport(self, datagram: bytes, source: Any, now: float) -> bytes | None:
         """Open a type-4 message. Returns the inner IP packet to write to the TUN device, or
-        None (keepalive, or dropped and counted)."""
-        if len(datagram) < _TRANSPORT_OVERHEAD:
+        None (keepalive, or dropped and counted). One datagram of receive_transport_batch."""
+        if len(datagram) < _TRANSPORT_OVERHEAD or datagram[0] != _TRANSPORT_WORD:
             self.stats["malformed"] += 1
             return None
-        word, receiver, counter = _HEADER.unpack_from(datagram)
-        if word != _TRANSPORT_WORD:
-            self.stats["malformed"] += 1
-            return None
-        kp = self.keypairs_by_index.get(receiver)
-        if kp is None or kp.receive_aead is None:
-            self.stats["unknown_index"] += 1
-            return None
+        packets, _ = self.receive_transport_batch(((datagram, len(datagram), source),), now,
+                                                  bytearray(len(datagram)))
+        return bytes(packets[0]) if packets else None
+
+    def receive_transport_batch(self, batches: Iterable[tuple[Any, int, Any]], now: float,
+                                out: bytearray | None = None) -> tuple[list[memoryview], list[bytes]]:
+        """Open type-4 messages. `batches` holds (data, size, source): datagrams from one
+        source laid back to back, each `size` bytes but the last (what one UDP GRO receive
+        returns; a single datagram is (datagram, len(datagram), source)).
+
+        Returns (inner IP packets for the TUN device, datagrams of other types in order).
+        Each packet is decrypted straight into `out` (the caller's reused buffer; a new
+        one is taken when it is full) and returned as a view valid until `out` is reused.
+        Dropped datagrams are counted in `stats` as receive_transport counts them.
+        Bookkeeping is per run of consecutive datagrams to one keypair from one source,
+        with the same effect as per datagram: one keypair lookup and expiry check, then
+        endpoint, rx counter, timers and the rekey-on-receive check once."""
+        packets: list[memoryview] = []
+        others: list[bytes] = []
+        if out is None:
+            out = bytearray(65536)
+        omv = memoryview(out)
+        cap = len(out)
+        po = 0
+        stats = self.stats
         timers = self.timers
-        if now - kp.created >= timers.reject_after_time or counter >= timers.reject_after_messages:
-            self.stats["expired_keypair"] += 1
-            return None
-        try:
-            plaintext = kp.receive_aead.decrypt(_NONCE_PREFIX + _PACK_Q(counter),
-                                                memoryview(datagram)[16:], None)
-        except (InvalidTag, TypeError, AttributeError):
-            self.stats["decrypt_failed"] += 1
-            return None
-        if not kp.replay.check(counter):
-            self.stats["replayed"] += 1
-            return None
-        peer = kp.peer
+        reject_time = timers.reject_after_time
+        reject_messages = timers.reject_after_messages
+        keypairs = self.keypairs_by_index
+        lookup = self.allowed_ips.lookup
+        unpack_header = _HEADER.unpack_from
+        nonce_of = _NONCE.pack
+        last_receiver = None
+        kp = None                 # keypair of the open run (None: none open)
+        run_source = None
+        run_bytes = 0
+        run_data = False
+        run_authenticated = False
+        open_ = replay = None
+        peer = None
+        last_src = None
+        src_ok = False
+        for data, size, source in batches:
+            total = len(data)
+            if size <= 0:
+                size = total or 1
+            dmv = memoryview(data)
+            if source != run_source and kp is not None:
+                if run_authenticated:
+                    self._received(peer, kp, run_source, run_bytes, run_data, now)
+                run_bytes = 0
+                run_data = run_authenticated = False
+            run_source = source
+            for o in range(0, total, size):
+                end = o + size
+                if end > total:
+                    end = total
+                dlen = end - o
+                if data[o] != _TRANSPORT_WORD:
+                    others.append(bytes(dmv[o:end]))
+                    continue
+                if dlen < _TRANSPORT_OVERHEAD:
+                    stats["malformed"] += 1
+                    continue
+                word, receiver, counter = unpack_header(data, o)
+                if word != _TRANSPORT_WORD:
+                    stats["malformed"] += 1
+                    continue
+                if receiver != last_receiver:
+                    if kp is not None and run_authenticated:
+                        self._received(peer, kp, run_source, run_bytes, run_data, now)
+                    run_bytes = 0
+                    run_data = run_authenticated = False
+                    last_src = None
+                    last_receiver = receiver
+                    kp = keypairs.get(receiver)
+                    open_ = None
+                    if kp is not None:
+                        aead = kp.receive_aead
+                        if aead is not None:
+                            open_ = aead.decrypt_into
+                            replay = kp.replay.check
+                            peer = kp.peer
+                            if now - kp.created >= reject_time:
+                                open_ = False
+                    if open_ is None:
+                        kp = None
+                if open_ is None:
+                    stats["unknown_index"] += 1
+                    continue
+                if open_ is False or counter >= reject_messages:
+                    stats["expired_keypair"] += 1
+                    continue
+                plen = dlen - _TRANSPORT_OVERHEAD
+                if po + plen > cap:
+                    out = bytearray(max(cap, 65536))
+                    omv = memoryview(out)
+                    cap = len(out)
+                    po = 0
+                try:
+                    open_(nonce_of(counter), dmv[o + 16:end], None, omv[po:po + plen])
+                except (InvalidTag, TypeError, AttributeError, ValueError):
+                    stats["decrypt_failed"] += 1
+                    continue
+                if not replay(counter):
+                    stats["replayed"] += 1
+                    continue
+                run_authenticated = True
+                run_bytes += dlen
+                if not plen:
+                    stats["keepalives_received"] += 1
+                    continue
+                version = out[po] >> 4
+                if version == 4 and plen >= 20:
+                    length = (out[po + 2] << 8) | out[po + 3]
+                    src = out[po + 12:po + 16]
+                elif version == 6 and plen >= 40:
+                    length = ((out[po + 4] << 8) | out[po + 5]) + 40
+                    src = out[po + 8:po + 24]
+                else:
+                    stats["inner_malformed"] += 1
+                    continue
+                if length > plen or length < 20:
+                    stats["inner_malformed"] += 1
+                    continue
+                if src != last_src:
+                    last_src = bytes(src)
+                    src_ok = lookup(last_src) is peer
+                if not src_ok:
+                    stats["inner_source_not_allowed"] += 1
+                    continue
+                run_data = True
+                packets.append(omv[po:po + length])
+                po += (plen + 15) & ~15
+        if kp is not None and run_authenticated:
+            self._received(peer, kp, run_source, run_bytes, run_data, now)
+        return packets, others
+
+    def _received(self, peer: Peer, kp: Keypair, source: Any, rx_bytes: int, data: bool,
+                  now: float) -> None:
+        """Bookkeeping after authenticated transport datagrams from `source` to `kp`:
+        roaming, confirming the responder's next keypair, rx counter, timers and the
+        initiator's rekey on receive."""
         if peer.endpoint != source:
             peer.endpoint = source
             self.events.append(EndpointChanged(peer, source))
         if kp is peer.next:
             self._confirm_next_keypair(peer, kp, now)
-        peer.rx_bytes += len(datagram)
+        peer.rx_bytes += rx_bytes
+        timers = self.timers
         # timers: any authenticated packet received / traversal
         peer.new_handshake_at = None
         if peer.persistent_keepalive:
             peer.persistent_keepalive_at = now + peer.persistent_keepalive
         if kp.is_initiator and kp is peer.current and now - kp.created >= timers.rekey_on_receive_age:
             self._maybe_initiate(peer, now)
-        if not plaintext:
-            self.stats["keepalives_received"] += 1
-            return None
-        version = plaintext[0] >> 4
-        if version == 4 and len(plaintext) >= 20:
-            length = (plaintext[2] << 8) | plaintext[3]
-            source_ip = plaintext[12:16]
-        elif version == 6 and len(plaintext) >= 40:
-            length = ((plaintext[4] << 8) | plaintext[5]) + 40
-            source_ip = plaintext[8:24]
-        else:
-            self.stats["inner_malformed"] += 1
-            return None
-        if length > len(plaintext) or length < 20:
-            self.stats["inner_malformed"] += 1
-            return None
-        if self.allowed_ips.lookup(source_ip) is not peer:
-            self.stats["inner_source_not_allowed"] += 1
-            return None
-        if peer.keepalive_at is None:   # data received: answer within KEEPALIVE_TIMEOUT
+        if data and peer.keepalive_at is None:   # data received: answer within KEEPALIVE_TIMEOUT
             peer.keepalive_at = now + timers.keepalive_timeout
-        return plaintext[:length] if length != len(plaintext) else plaintext
 
     def _confirm_next_keypair(self, peer: Peer, kp: Keypair, now: float) -> None:
         with self.lock:
