@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 try:            # optional: vectorised checksums for the TUN offloads
     import numpy as _np
@@ -348,6 +348,104 @@ def split_udp(packet, l4_start: int, size: int) -> list[bytes]:
             return out
 
 
+def split_frame_in_place(buf: bytearray, start: int, end: int) -> Iterator:
+    """The wire-ready IP packets of one TUN read, buf[start:end] (virtio_net_hdr first),
+    as split_packet makes them, but without copying: TCP segments get their headers
+    written into `buf` right in front of their payload (over the tail of the segment
+    before), so each yielded view is valid only until the next one is taken.
+    Raises OffloadError (before yielding anything) for what cannot be split."""
+    if end - start <= VNET_HDR_SIZE:
+        raise OffloadError("read shorter than a virtio_net_hdr")
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(buf, start)
+    p = start + VNET_HDR_SIZE
+    mv = memoryview(buf)
+    kind = gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+    if kind == VIRTIO_NET_HDR_GSO_NONE:
+        if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+            field = p + csum_start + csum_offset
+            if field + 2 > end:
+                raise OffloadError("checksum offset beyond the packet")
+            value = checksum_from_sum(ones_sum(mv[p + csum_start:end]))
+            if value == 0 and csum_offset == 6:   # UDP: zero means "no checksum"
+                value = 0xFFFF
+            _pack_u16_into(buf, field, value)
+        return iter((mv[p:end],))
+    if gso_size == 0:
+        raise OffloadError("GSO packet without a segment size")
+    if kind in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
+        packet = mv[p:end]
+        version = _ip_header_check(packet, csum_start, 20)
+        thl = (packet[csum_start + 12] >> 4) * 4
+        if thl < 20 or len(packet) < csum_start + thl:
+            raise OffloadError("bad TCP header length")
+        if gso_size & 1:       # odd segments: the copying splitter handles the sums
+            return iter(split_tcp(packet, csum_start, gso_size))
+        return _tcp_segments_in_place(buf, p, end, version, csum_start, thl, gso_size)
+    if kind == VIRTIO_NET_HDR_GSO_UDP_L4:
+        return iter(split_udp(mv[p:end], csum_start, gso_size))
+    raise OffloadError(f"unsupported GSO type {gso_type}")
+
+
+_IP4_MIDDLE = struct.Struct(">HHHH")        # IPv4 bytes 4-11: id, frag, ttl+proto, checksum
+_TCP_MIDDLE = struct.Struct(">IIHHH")       # TCP bytes 4-17: seq, ack, offset+flags, window, checksum
+
+
+def _tcp_segments_in_place(buf: bytearray, p: int, end: int, version: int, l4: int,
+                           thl: int, mss: int) -> Iterator:
+    """TSO in software, in place (split_frame_in_place). The checksums are sums kept
+    apart: the header's constant words once, then per segment its sequence number,
+    length, flags and the payload sums (one vectorised pass over the whole payload)."""
+    hlen = l4 + thl
+    payload_len = end - p - hlen
+    mv = memoryview(buf)
+    header = bytearray(buf[p:p + hlen])          # template, rewritten per segment
+    sums = segment_sums(mv[p + hlen:end], mss) if payload_len > 0 else [0]
+    seq0, ack, offset_flags, window, _ = _TCP_MIDDLE.unpack_from(header, l4 + 4)
+    flags = offset_flags & 0xFF
+    doff = offset_flags & 0xFF00
+    middle_flags = flags & ~(_TCP_FIN | _TCP_PSH | _TCP_CWR)
+    # the TCP header without sequence number, flags and checksum, plus the pseudo-header
+    # without its length
+    header[l4 + 4:l4 + 8] = b"\0\0\0\0"
+    header[l4 + 13] = 0
+    header[l4 + 16] = header[l4 + 17] = 0
+    if version == 4:
+        tcp_base = ones_sum(header[l4:]) + _from_bytes(header[12:20], "big") + IPPROTO_TCP
+        ip_id0, frag, ttl_proto = struct.unpack_from(">HHH", header, 4)
+        header[2] = header[3] = header[4] = header[5] = header[10] = header[11] = 0
+        ip_base = ones_sum(header[:l4])          # without length, id and checksum
+    else:
+        tcp_base = ones_sum(header[l4:]) + _from_bytes(header[8:40], "big") + IPPROTO_TCP
+        ip_id0 = frag = ttl_proto = ip_base = 0
+    ip_middle = _IP4_MIDDLE.pack_into
+    tcp_middle = _TCP_MIDDLE.pack_into
+    count = len(sums)
+    full_len = hlen + mss
+    if version == 4:
+        _pack_u16_into(header, 2, full_len)
+    else:
+        _pack_u16_into(header, 4, full_len - 40)
+    seg = p + hlen
+    for index in range(count):
+        last = index == count - 1
+        n = end - seg if last else mss
+        f = middle_flags | (flags & (_TCP_FIN | _TCP_PSH) if last else 0) | (flags & _TCP_CWR if not index else 0)
+        seq = (seq0 + index * mss) & 0xFFFFFFFF
+        if version == 4:
+            if last:
+                _pack_u16_into(header, 2, hlen + n)
+            ip_id = (ip_id0 + index) & 0xFFFF
+            ip_middle(header, 4, ip_id, frag, ttl_proto, -(ip_base + hlen + n + ip_id) % 0xFFFF)
+        elif last:
+            _pack_u16_into(header, 4, hlen - 40 + n)
+        total = tcp_base + (seq >> 16) + (seq & 0xFFFF) + f + thl + n + sums[index]
+        tcp_middle(header, l4 + 4, seq, ack, doff | f, window, -total % 0xFFFF)
+        h = seg - hlen
+        buf[h:seg] = header
+        yield mv[h:seg + n]
+        seg += mss
+
+
 # ---------------------------------------------------------------- TUN write side: coalesce
 class _Group:
     """Consecutive TCP segments of one flow being coalesced."""
@@ -372,6 +470,8 @@ def _tcp_candidate(packet):
     """(flow, fields that must match, l4 start, tcp header length, seq, payload length, psh) of a TCP segment
     that GRO may merge, else None."""
     n = len(packet)
+    if type(packet) is not bytes:      # a view: parse a copy of the headers
+        packet = bytes(packet[:120])
     first = packet[0]
     if first == 0x45:
         if n < 40 or packet[9] != IPPROTO_TCP or (packet[6] & 0xBF) or packet[7]:

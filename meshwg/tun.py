@@ -14,7 +14,7 @@ import fcntl
 import logging
 import os
 import struct
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from . import offload as _offload
 
@@ -52,6 +52,8 @@ class TunDevice:
             offload = _offload.offload_enabled_from_env("tun")
         self.vnet_hdr = False        # True: every read and write carries a virtio_net_hdr
         self.stats = {"offload_errors": 0}
+        self.read_count = 0
+        self._frame_buffers: list[bytearray] | None = None
         fd, self.name = self._open(name, IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0))
         if offload:
             try:
@@ -127,6 +129,37 @@ class TunDevice:
             except (_offload.OffloadError, IndexError, struct.error):
                 self.stats["offload_errors"] += 1
         return out
+
+    def iter_packets(self, limit: int = 64) -> Iterator:
+        """Read what is ready now (at most `limit` reads) and yield its IP packets. With
+        offloads a TCP segment of up to 64 KiB is split in place (offload.split_frame_in_place):
+        each packet is a view valid only until the next is taken; read_count says how many
+        reads returned data."""
+        self.read_count = 0
+        if not self.vnet_hdr:
+            packets = self.read_batch(limit)
+            self.read_count = len(packets)
+            yield from packets
+            return
+        readv = os.readv
+        fd = self.fd
+        buffers = self._frame_buffers
+        if buffers is None:
+            buffers = self._frame_buffers = [bytearray(READ_SIZE)]
+        split = _offload.split_frame_in_place
+        buf = buffers[0]
+        for _ in range(limit):
+            try:
+                n = readv(fd, (buf,))
+            except BlockingIOError:
+                return
+            self.read_count += 1
+            try:
+                packets = split(buf, 0, n)
+            except (_offload.OffloadError, IndexError, struct.error):
+                self.stats["offload_errors"] += 1
+                continue
+            yield from packets
 
     def write_batch(self, packets: Iterable[bytes]) -> None:
         """Write IP packets; with offloads consecutive TCP segments of a flow are merged
