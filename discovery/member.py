@@ -175,9 +175,10 @@ class MemberDaemon:
                     self._addresses_changed.clear()
                     self._handle_own_address_change()
                 if now >= next_resolve:
-                    next_resolve = now + self.interval
                     self._report_candidates()
                     self._resolve_directory()
+                    # a large directory (10,000 members take ~0.5 s) is not re-read back to back
+                    next_resolve = now + max(self.interval, 3 * (time.time() - now))
                 self._apply_directory(now)
                 self._probe(now)
                 self._write_status(now)
