@@ -29,6 +29,7 @@ from meshwg.device import Device
 from .dns_client import DiscoveryError, resolve_zone
 from .mdns import MdnsAnnouncer, MdnsBrowser, MdnsService
 from .netwatch import AddressWatcher, lan_addresses
+from .notify import NotifyListener
 from .paths import Candidates, PathManager
 from .records import MemberRecord
 from .report import REPORT_PORT_DEFAULT, ReportError, send_report
@@ -89,6 +90,8 @@ class MemberDaemon:
         self._addresses_changed = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: list[str] | None = None
+        self._resolve_now = threading.Event()
+        self.notify_listener: NotifyListener | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -108,6 +111,8 @@ class MemberDaemon:
             if self.use_mdns:
                 self._start_mdns()
             self.watcher = AddressWatcher(self._on_address_change).start()
+            self.notify_listener = NotifyListener(st.address, st.zone, st.dns_address,
+                                                  self._on_directory_notify).start()
             self._apply_directory(now=time.time())   # cached directory: links before the rendezvous answers
         except BaseException:
             self.stop()
@@ -137,7 +142,7 @@ class MemberDaemon:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        for part in (self.watcher, self.browser, self.announcer):
+        for part in (self.notify_listener, self.watcher, self.browser, self.announcer):
             if part is not None:
                 try:
                     part.stop()
@@ -152,6 +157,10 @@ class MemberDaemon:
             pass
 
     # ------------------------------------------------------------------ events
+    def _on_directory_notify(self) -> None:
+        self._resolve_now.set()
+        self._wake.set()
+
     def _on_address_change(self) -> None:
         self._addresses_changed.set()
         self._wake.set()
@@ -174,7 +183,8 @@ class MemberDaemon:
                 if self._addresses_changed.is_set():
                     self._addresses_changed.clear()
                     self._handle_own_address_change()
-                if now >= next_resolve:
+                if now >= next_resolve or self._resolve_now.is_set():
+                    self._resolve_now.clear()
                     self._report_candidates()
                     self._resolve_directory()
                     # a large directory (10,000 members take ~0.5 s) is not re-read back to back

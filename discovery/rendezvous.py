@@ -21,6 +21,7 @@ from meshwg.device import Device
 from .dns_server import DnsServer
 from .enroll import EnrollmentServer
 from .records import Directory, MemberRecord
+from .notify import Notifier
 from .report import REPORT_PORT_DEFAULT, CandidateReportServer
 from .state import RendezvousState
 from .tokens import parse_endpoint
@@ -66,6 +67,8 @@ class RendezvousDaemon:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._published: list[MemberRecord] | None = None
+        self.notifier: Notifier | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -74,6 +77,7 @@ class RendezvousDaemon:
                              addresses=[f"{st.address}/{self.network.prefixlen}"], manage_routes=False)
         self.device.start()
         try:
+            self.notifier = Notifier(st.zone, st.address)
             self.sync_once()
             dns = DnsServer(self.directory, st.address, st.dns_port).start()
             self.servers.append(dns)
@@ -102,6 +106,8 @@ class RendezvousDaemon:
             except Exception:
                 log.exception("stopping %s", server)
         self.servers.clear()
+        if self.notifier is not None:
+            self.notifier.close()
         if self.device is not None:
             self.device.stop()
             self.device = None
@@ -158,8 +164,12 @@ class RendezvousDaemon:
                 allowed_ips=[f"{m.mesh_address}/{32 if ':' not in m.mesh_address else 128}"],
                 name=m.name, mesh_address=m.mesh_address,
                 host_candidates=_parse_candidates(m.host_candidates)))
+        if records == self._published:
+            return                      # nothing changed: keep the serial, tell nobody
+        self._published = records
         try:
             self.directory.set_members(records)
+            self._notify_members(wanted.values())
         except ValueError as exc:       # one bad record must not freeze the directory
             log.warning("directory update: %s; publishing the members without it", exc)
             good = []
@@ -170,4 +180,10 @@ class RendezvousDaemon:
                 except ValueError:
                     pass
             self.directory.set_members(good)
+            self._notify_members(wanted.values())
+
+    def _notify_members(self, members) -> None:
+        """DNS NOTIFY to every member: re-read the directory now (inside the tunnel)."""
+        if self.notifier is not None:
+            self.notifier.notify(m.mesh_address for m in members)
 
