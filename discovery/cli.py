@@ -156,7 +156,7 @@ def cmd_remove(args) -> int:
 
 # ---------------------------------------------------------------- join / status
 def cmd_join(args) -> int:
-    from .state import MemberState, StateError
+    from .state import StateError
     from .member import MemberDaemon
     state_file = os.path.join(args.state, "member.json")
     check_privileges()          # before enrolling: a single-use token is not wasted

@@ -151,7 +151,7 @@ class Daemon:
     """A background process whose stdout and stderr go to files (kept for failure reports)."""
 
     def __init__(self, argv: Sequence[str], name: str, env: dict[str, str] | None = None,
-                 log_dir: str | None = None):
+                 log_dir: str | None = None, cwd: str | None = None):
         self.name = name
         self.argv = [str(a) for a in argv]
         self.owns_log_dir = log_dir is None
@@ -162,7 +162,7 @@ class Daemon:
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err,
                                          stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **(env or {})},
+                                         env={**os.environ, **(env or {})}, cwd=cwd,
                                          start_new_session=True)
         self.pid = self.proc.pid
         self.started_at = time.monotonic()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-import time
 
 from meshwg import uapi_client
 from meshwg.device import Device

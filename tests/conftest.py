@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,19 +26,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @functools.lru_cache(maxsize=None)
 def netns_unavailable_reason() -> str | None:
     """Why namespace tests cannot run here, or None when they can."""
-    if os.geteuid() != 0:
-        return "network-namespace tests need root"
-    if not os.path.exists("/dev/net/tun"):
-        return "/dev/net/tun is missing"
-    missing = [t for t in NETNS_TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"tools missing: {', '.join(missing)}"
-    probe = f"nlprobe{os.getpid()}"
-    made = netlab.host_run(["ip", "netns", "add", probe], check=False)
-    if made.returncode != 0:
-        return f"`ip netns add` fails: {made.stderr.strip()}"
-    netlab.host_run(["ip", "netns", "del", probe], check=False)
-    return None
+    from discovery.netns import unavailable_reason
+    return unavailable_reason(NETNS_TOOLS)
 
 
 def require_netns() -> None:

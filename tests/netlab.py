@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from discovery import netns
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -98,44 +99,8 @@ def host_run(cmd: Sequence[str] | str, check: bool = True, timeout: float = 30.0
 
 # --------------------------------------------------------------------------- processes
 
-class Daemon:
-    """A background process; keeps its stdout/stderr in files for failure messages."""
-
-    def __init__(self, argv: Sequence[str], name: str, env: dict[str, str] | None = None,
-                 cwd: str | None = None):
-        self.name = name
-        self.argv = [str(a) for a in argv]
-        self._dir = tempfile.mkdtemp(prefix=f"netlab-{name}-")
-        self._out_path = os.path.join(self._dir, "stdout")
-        self._err_path = os.path.join(self._dir, "stderr")
-        full_env = dict(os.environ)
-        if env:
-            full_env.update(env)
-        with open(self._out_path, "wb") as out, open(self._err_path, "wb") as err:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, env=full_env, cwd=cwd,
-                                         start_new_session=True)
-        self.pid = self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.poll()
-
-    def stdout(self) -> str:
-        return Path(self._out_path).read_text(errors="replace")
-
-    def stderr(self) -> str:
-        return Path(self._err_path).read_text(errors="replace")
-
-    def output(self, tail: int = 3000) -> str:
-        """Both streams (their last `tail` characters), for assertion messages."""
-        return (f"[{self.name} pid {self.pid} argv {' '.join(self.argv)} "
-                f"exit {self.proc.poll()}]\n--- stdout ---\n{self.stdout()[-tail:]}"
-                f"\n--- stderr ---\n{self.stderr()[-tail:]}")
+class Daemon(netns.Daemon):
+    """A background process (discovery.netns.Daemon) plus what the benchmarks read."""
 
     def cpu_seconds(self) -> float:
         """utime + stime of the process so far, from /proc/PID/stat."""
@@ -145,29 +110,9 @@ class Daemon:
         ticks = int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
-    def signal(self, sig: int) -> None:
-        if self.alive:
-            self.proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM, wait up to `timeout`, then SIGKILL the process group. Returns exit code."""
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=5)
-        return self.proc.returncode
-
     def cleanup_files(self) -> None:
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self.owns_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- namespaces
