@@ -174,15 +174,17 @@ class UdpSocket:
             if self.gro:
                 recvmsg = self.sock.recvmsg
                 ancsize = self._ancsize
+                sol_udp, udp_gro = _offload.SOL_UDP, _offload.UDP_GRO
                 for _ in range(limit):
                     data, anc, _flags, addr = recvmsg(65535, ancsize)
                     host = addr[0]
                     if host.startswith("::ffff:"):
                         host = host[7:]
                     size = 0
-                    if anc:
-                        value = anc[0][2]
-                        size = int.from_bytes(value[:4] if len(value) >= 4 else value, _BYTEORDER)
+                    for level, kind, value in anc:
+                        if kind == udp_gro and level == sol_udp:
+                            size = int.from_bytes(value[:4] if len(value) >= 4 else value,
+                                                  _BYTEORDER)
                     out.append((data, size or len(data), (host, addr[1])))
             else:
                 recv = self.sock.recvfrom

@@ -1,10 +1,11 @@
 """The I/O layer around WireGuardProtocol: TUN device, UDP socket, threads, clock, control socket.
 
 Threads, one job each:
-- tun-reader: batches of packets from the TUN device -> encrypt -> UDP
-- udp-reader: batches of datagrams -> transport data opened and written to the TUN device;
-  handshake messages queued for the handshake worker (the queue's length is the backlog
-  that puts the protocol "under load")
+- data-path: both directions, polling the TUN device and the UDP socket: batches of
+  packets from the TUN device -> sealed into UDP GSO runs -> UDP; batches of datagrams
+  (UDP GRO runs) -> transport data opened and written to the TUN device (coalesced with
+  TUN offloads); handshake messages queued for the handshake worker (the queue's length
+  is the backlog that puts the protocol "under load")
 - handshake-worker: handshake messages -> protocol (the expensive Diffie-Hellman work)
 - timers: fires the protocol's timers at their deadlines
 - the control socket (meshwg.uapi.UapiServer) serves `wg` and discovery
@@ -24,7 +25,7 @@ from typing import Iterable
 
 from . import netconfig
 from .conn import BindError, UdpSocket
-from .constants import DEFAULT_MTU, MESSAGE_TRANSPORT
+from .constants import DEFAULT_MTU
 from .keys import encode_key
 from .protocol import EndpointChanged, HandshakeCompleted, WireGuardProtocol
 from .timers import Timers
@@ -38,6 +39,8 @@ BATCH = 64                 # reads per batch, one packet each
 GRO_BATCH = 16             # UDP GRO receives per batch (each up to 64 KiB of datagrams)
 TSO_BATCH = 4              # TUN reads per batch with TSO (each up to 64 KiB); small keeps
                            # the other thread's wait for the GIL short
+SEAL_BUFFER = 512 << 10    # bytes of sealed datagrams per TUN batch (grows when short)
+OPEN_BUFFER = 1 << 20      # bytes of opened packets per UDP batch (grows when short)
 HANDSHAKE_QUEUE_MAX = 4096
 _ZERO_KEY = bytes(32)
 
@@ -67,8 +70,9 @@ class Device:
                  timers: Timers | None = None, manage_routes: bool = True,
                  uapi_directory: str = "/var/run/wireguard", offload: bool | None = None):
         """`offload=False` turns every offload off (`meshwg up --no-offload`); otherwise
-        the MESHWG_OFFLOAD environment variable picks them (meshwg.offload: UDP GSO/GRO by
-        default, "all" adds TUN TSO/GRO, "0" none), each used where the kernel has it."""
+        the MESHWG_OFFLOAD environment variable picks them (meshwg.offload: by default UDP
+        GSO/GRO and TUN TSO/GRO, "udp" the UDP ones only, "0" none), each used where the
+        kernel has it."""
         self.name = name
         self.offload = None if offload is not False else False   # None: per MESHWG_OFFLOAD
         self.mtu = mtu
@@ -108,7 +112,7 @@ class Device:
         except BaseException:
             self.stop()
             raise
-        for target, label in ((self._tun_loop, "tun-reader"), (self._udp_loop, "udp-reader"),
+        for target, label in ((self._data_loop, "data-path"),
                               (self._handshake_loop, "handshake-worker"),
                               (self._timer_loop, "timers")):
             t = threading.Thread(target=target, name=f"{self.name}-{label}", daemon=True)
@@ -160,69 +164,69 @@ class Device:
             udp.send(datagram, endpoint)
 
     # ------------------------------------------------------------------ threads
-    def _tun_loop(self) -> None:
-        poller = select.poll()
-        poller.register(self.tun.fileno(), select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+    def _open_received(self, runs: list, open_buffer: bytearray) -> None:
+        """Transport data to the TUN device; handshake messages that pass the cheap checks
+        to the handshake worker."""
+        protocol = self.protocol
+        now = time.monotonic()
+        packets, others = protocol.receive_transport_batch(runs, now, open_buffer)
+        if packets:
+            self.tun.write_batch(packets)
+        if not others:
+            return
+        queued = False
+        for datagram, source in others:
+            if not protocol.admit_handshake(datagram, source, now):
+                continue
+            if len(self._handshakes) < HANDSHAKE_QUEUE_MAX:
+                self._handshakes.append((datagram, source))
+                protocol.handshake_backlog = len(self._handshakes)
+                queued = True
+            else:
+                protocol.stats["handshake_queue_full"] += 1
+        if queued:
+            protocol.handshake_backlog = len(self._handshakes)
+            with self._handshake_ready:
+                self._handshake_ready.notify()
+
+    def _data_loop(self) -> None:
+        """Both directions of the data path, in one thread: TUN batches sealed and sent,
+        UDP batches opened and written. One thread rather than a reader per direction:
+        measured (bench/bench.py) to cost less CPU per GB and to cut the ping RTT, as no
+        GIL hand-off between two readers sits in the path of each packet."""
         protocol = self.protocol
         monotonic = time.monotonic
         tun = self.tun
+        tun_fd = tun.fileno()
         batch = TSO_BATCH if tun.vnet_hdr else BATCH
-        while not self._stopping.is_set():
-            packets = tun.read_batch(batch)
-            if not packets:
-                poller.poll(1000)
-                continue
-            out = protocol.encrypt_packets(packets, monotonic())
-            if out:
-                self.udp.send_many(out)
-            if protocol._outgoing:
-                self._flush()
-
-    def _udp_loop(self) -> None:
-        protocol = self.protocol
-        monotonic = time.monotonic
+        seal_buffer = bytearray(SEAL_BUFFER)
+        open_buffer = bytearray(OPEN_BUFFER)
         udp = None
         poller = None
         while not self._stopping.is_set():
-            if udp is not self.udp:        # first run, or the listen port changed
+            if udp is not self.udp:
                 udp = self.udp
                 poller = select.poll()
+                poller.register(tun_fd, select.POLLIN)
                 poller.register(udp.fileno(), select.POLLIN)
                 poller.register(self._wake_r, select.POLLIN)
+            runs = protocol.encrypt_batch(tun.iter_packets(batch), monotonic(), seal_buffer)
+            if runs:
+                udp.send_runs(runs)
+            busy = tun.read_count > 0
             try:
-                batch = udp.recv_batch(GRO_BATCH if udp.gro else BATCH)
+                received = udp.recv_runs(GRO_BATCH if udp.gro else BATCH)
             except OSError:
                 if udp is self.udp:
                     raise
                 continue
-            if not batch:
-                poller.poll(200)
-                continue
-            now = monotonic()
-            queued = False
-            packets = []
-            for datagram, source in batch:
-                if datagram and datagram[0] == MESSAGE_TRANSPORT:
-                    packet = protocol.receive_transport(datagram, source, now)
-                    if packet is not None:
-                        packets.append(packet)
-                elif not protocol.admit_handshake(datagram, source, now):
-                    continue
-                elif len(self._handshakes) < HANDSHAKE_QUEUE_MAX:
-                    self._handshakes.append((datagram, source))
-                    protocol.handshake_backlog = len(self._handshakes)
-                    queued = True
-                else:
-                    protocol.stats["handshake_queue_full"] += 1
-            if packets:
-                self.tun.write_batch(packets)
-            if queued:
-                protocol.handshake_backlog = len(self._handshakes)
-                with self._handshake_ready:
-                    self._handshake_ready.notify()
+            if received:
+                busy = True
+                self._open_received(received, open_buffer)
             if protocol._outgoing:
                 self._flush()
+            if not busy:
+                poller.poll(200)
 
     def _handshake_loop(self) -> None:
         protocol = self.protocol

@@ -437,12 +437,13 @@ class WireGuardProtocol:
         return bytes(packets[0]) if packets else None
 
     def receive_transport_batch(self, batches: Iterable[tuple[Any, int, Any]], now: float,
-                                out: bytearray | None = None) -> tuple[list[memoryview], list[bytes]]:
+                                out: bytearray | None = None
+                                ) -> tuple[list[memoryview], list[tuple[bytes, Any]]]:
         """Open type-4 messages. `batches` holds (data, size, source): datagrams from one
         source laid back to back, each `size` bytes but the last (what one UDP GRO receive
         returns; a single datagram is (datagram, len(datagram), source)).
 
-        Returns (inner IP packets for the TUN device, datagrams of other types in order).
+        Returns (inner IP packets for the TUN device, (datagram, source) of other types).
         Each packet is decrypted straight into `out` (the caller's reused buffer; a new
         one is taken when it is full) and returned as a view valid until `out` is reused.
         Dropped datagrams are counted in `stats` as receive_transport counts them.
@@ -450,7 +451,7 @@ class WireGuardProtocol:
         with the same effect as per datagram: one keypair lookup and expiry check, then
         endpoint, rx counter, timers and the rekey-on-receive check once."""
         packets: list[memoryview] = []
-        others: list[bytes] = []
+        others: list[tuple[bytes, Any]] = []
         if out is None:
             out = bytearray(65536)
         omv = memoryview(out)
@@ -491,7 +492,7 @@ class WireGuardProtocol:
                     end = total
                 dlen = end - o
                 if data[o] != _TRANSPORT_WORD:
-                    others.append(bytes(dmv[o:end]))
+                    others.append((bytes(dmv[o:end]), source))
                     continue
                 if dlen < _TRANSPORT_OVERHEAD:
                     stats["malformed"] += 1

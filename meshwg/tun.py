@@ -1,6 +1,6 @@
 """The Linux TUN device: open, read batches of packets, write packets.
 
-With offloads (the default; off with offload=False or MESHWG_OFFLOAD=0) the device is
+With offloads (the default; off with offload=False, MESHWG_OFFLOAD=0 or =udp) the device is
 opened with IFF_VNET_HDR and TUNSETOFFLOAD (checksum offload, TSO for IPv4 and IPv6):
 the kernel hands over TCP segments of up to 64 KiB, which are split into MTU-sized
 packets here, and takes coalesced TCP segments with a GSO header (meshwg.offload).
@@ -53,7 +53,7 @@ class TunDevice:
         self.vnet_hdr = False        # True: every read and write carries a virtio_net_hdr
         self.stats = {"offload_errors": 0}
         self.read_count = 0
-        self._frame_buffers: list[bytearray] | None = None
+        self._frame_buffer: bytearray | None = None
         fd, self.name = self._open(name, IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0))
         if offload:
             try:
@@ -143,11 +143,10 @@ class TunDevice:
             return
         readv = os.readv
         fd = self.fd
-        buffers = self._frame_buffers
-        if buffers is None:
-            buffers = self._frame_buffers = [bytearray(READ_SIZE)]
+        buf = self._frame_buffer          # one is enough: packets are taken one by one
+        if buf is None:
+            buf = self._frame_buffer = bytearray(READ_SIZE)
         split = _offload.split_frame_in_place
-        buf = buffers[0]
         for _ in range(limit):
             try:
                 n = readv(fd, (buf,))

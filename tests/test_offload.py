@@ -376,3 +376,56 @@ def test_split_and_coalesce_on_both_paths(checksum_path: str) -> None:
     corrupted = list(segs)
     corrupted[5] = corrupted[5][:-1] + bytes([corrupted[5][-1] ^ 1])
     assert [_decode_write(w)[1] for w in offload.coalesce_packets(corrupted)] == corrupted
+
+
+# ------------------------------------------------------------------ in-place split, views
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize("mss,options", [(1368, b"\x01\x01\x08\x0a" + bytes(8)), (1380, b""),
+                                         (536, b""), (1001, b"")])
+def test_split_in_place_equals_split_packet(checksum_path: str, v6: bool, mss: int,
+                                            options: bytes) -> None:
+    rng = random.Random(mss)
+    for flags in (0x10, 0x19, 0x98):
+        payload = rng.randbytes(rng.choice([1, mss, mss * 3 + 7, 65000 - 80]))
+        big = tcp_packet(payload, seq=rng.getrandbits(32), flags=flags, v6=v6, partial=True,
+                         options=options, ip_id=0xFFFE)
+        l4 = 40 if v6 else 20
+        kind = offload.VIRTIO_NET_HDR_GSO_TCPV6 if v6 else offload.VIRTIO_NET_HDR_GSO_TCPV4
+        vnet = VnetHdr(1, kind, l4 + 20 + len(options), mss, l4, 16)
+        expected = offload.split_packet(vnet, big)
+        frame = bytearray(vnet.pack() + big)
+        got = [bytes(view) for view in offload.split_frame_in_place(frame, 0, len(frame))]
+        assert got == expected
+        assert all(parse(s)["tcp_ok"] for s in got)
+
+
+def test_split_in_place_other_kinds_and_errors() -> None:
+    pkt = tcp_packet(b"hello", partial=True)
+    frame = bytearray(VnetHdr(offload.VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 20, 16).pack() + pkt)
+    [out] = offload.split_frame_in_place(frame, 0, len(frame))
+    assert parse(bytes(out))["tcp_ok"]
+    plain = bytearray(offload.ZERO_VNET_HDR + tcp_packet(b"x"))
+    assert [bytes(v) for v in offload.split_frame_in_place(plain, 0, len(plain))] == [bytes(plain[10:])]
+    with pytest.raises(offload.OffloadError):
+        offload.split_frame_in_place(bytearray(5), 0, 5)
+    bad = bytearray(VnetHdr(1, 99, 40, 100, 20, 16).pack() + tcp_packet(b"x" * 300))
+    with pytest.raises(offload.OffloadError):
+        offload.split_frame_in_place(bad, 0, len(bad))
+
+
+def test_coalesce_takes_views_like_bytes() -> None:
+    packets = [tcp_packet(bytes([i]) * 1000, seq=1000 + 1000 * i, flags=0x10) for i in range(5)]
+    scratch = bytearray(b"".join(packets))
+    views, at = [], 0
+    for p in packets:
+        views.append(memoryview(scratch)[at:at + len(p)])
+        at += len(p)
+    assert offload.coalesce_packets(views) == offload.coalesce_packets(packets)
+
+
+@pytest.mark.parametrize("n", [7, 64, 4000, 4001, 4002, 4003])
+def test_segment_sums_match_reference(checksum_path: str, n: int) -> None:
+    data = os.urandom(n)
+    for size in (4, 6, 1368, 1380):
+        expected = [(~ref_checksum(data[a:a + size]) & 0xFFFF) % 0xFFFF for a in range(0, n, size)]
+        assert offload.segment_sums(data, size) == expected
