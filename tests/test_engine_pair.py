@@ -69,10 +69,12 @@ def test_ipv6_endpoint(lab: netlab.Lab, impl: str) -> None:
 def test_forced_rekey_during_transfer(lab: netlab.Lab, impl: str) -> None:
     if impl == "wireguard-go":
         pytest.skip("wireguard-go's timers cannot be shortened")
-    timers = {"rekey_after_time": 3, "reject_after_time": 6}
+    # rekey_timeout 1 s: a rekey is not held back 5 s by the initiation rate limit, so the
+    # margin between a rekey (every ~3 s) and reject_after_time is seconds, not one second
+    timers = {"rekey_after_time": 3, "reject_after_time": 8, "rekey_timeout": 1}
     pair = _pair(lab, impl, timers_a=timers, timers_b=timers)
     pair.ns_a.wait_ping(pair.tunnel_b, timeout=10)
-    # 11 s of paced traffic spans three rekey intervals; with reject_after_time=6 the
+    # 11 s of paced traffic spans three rekey intervals; with reject_after_time=8 the
     # transfer stalls unless new sessions replace the old ones in time.
     with netlab.HandshakeRecorder(pair.a, pair.b.public_key) as rec:
         result = netlab.tcp_transfer(pair.ns_a, pair.ns_b, pair.tunnel_b, seconds=11,
