@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from meshwg.cli import CliError, check_privileges, wait_for_signal, write_pid_file, PID_DIRECTORY
+from meshwg.cli import PID_DIRECTORY, CliError, StopSignal, check_privileges, write_pid_file
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -70,11 +70,12 @@ def cmd_rendezvous_run(args) -> int:
 
 def _run_in_foreground(daemon, interface: str, banner) -> int:
     """Start a daemon, record its pid for `meshwg down`, run until SIGINT/SIGTERM, stop it."""
+    stop = StopSignal()
     _start(daemon)
     pid = write_pid_file(interface)
     print(banner(), file=sys.stderr, flush=True)
     try:
-        wait_for_signal()
+        stop.wait()
     finally:
         daemon.stop()
         _unlink(pid)

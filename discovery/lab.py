@@ -153,8 +153,9 @@ class MeshLab:
             meshwg_argv("rendezvous", "run", "--state", rv.state_dir,
                         "--interval", self.interval),
             "rendezvous", log_dir=str(rv.log_dir))
-        poll(lambda: self._interface_ready(rv), 20,
-             lambda: f"the rendezvous interface {rv.interface}\n{rv.daemon.output()}")
+        # ready once fully started (DNS-SD, enrollment, signal handling), not just its interface
+        poll(lambda: self._interface_ready(rv) and "running" in rv.daemon.stderr(), 30,
+             lambda: f"the rendezvous to start\n{rv.daemon.output()}")
         if not rv.public_key:
             rv.public_key = rv.ns.run(["wg", "show", rv.interface, "public-key"]).stdout.strip()
         return rv.daemon

@@ -76,20 +76,26 @@ def parse_timer_overrides(items: list[str]) -> dict[str, float]:
     return out
 
 
-def wait_for_signal() -> int:
-    """Block until SIGINT or SIGTERM; returns the signal number."""
-    got = threading.Event()
-    received = []
+class StopSignal:
+    """SIGINT/SIGTERM handlers installed before anything is created, so a signal that
+    arrives while an interface is still being set up stops it cleanly afterwards instead
+    of killing the process half-way."""
 
-    def handler(signum, frame):
-        received.append(signum)
-        got.set()
+    def __init__(self):
+        self.event = threading.Event()
+        self.received: list[int] = []
+        signal.signal(signal.SIGINT, self._handler)
+        signal.signal(signal.SIGTERM, self._handler)
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    while not got.wait(1.0):
-        pass
-    return received[0]
+    def _handler(self, signum, frame) -> None:
+        self.received.append(signum)
+        self.event.set()
+
+    def wait(self) -> int:
+        """Block until SIGINT or SIGTERM (returns at once if one came already)."""
+        while not self.event.wait(1.0):
+            pass
+        return self.received[0]
 
 
 def write_pid_file(name: str) -> str:
@@ -120,6 +126,7 @@ def cmd_up(args) -> int:
         if line:
             print(line if line.startswith("Warning") else f"Warning: {line}", file=sys.stderr)
     check_privileges()
+    stop = StopSignal()
     device = Device(name, listen_port=config.listen_port or 0, fwmark=config.fwmark or 0,
                     mtu=config.mtu or 1420, addresses=config.addresses, timers=timers,
                     manage_routes=not args.no_routes,
@@ -130,7 +137,7 @@ def cmd_up(args) -> int:
     try:
         print(f"meshwg: {device.name} is up (UDP port {device.listen_port}); Ctrl-C or "
               f"`meshwg down {device.name}` stops it", file=sys.stderr, flush=True)
-        wait_for_signal()
+        stop.wait()
     finally:
         device.stop()
         try:
