@@ -93,7 +93,7 @@ class StopSignal:
 
     def wait(self) -> int:
         """Block until SIGINT or SIGTERM (returns at once if one came already)."""
-        while not self.event.wait(1.0):
+        while not self.event.wait(0.2):
             pass
         return self.received[0]
 
