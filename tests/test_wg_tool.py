@@ -109,3 +109,18 @@ def test_remove_peer_and_private_key_change(device):
     new = netlab.keypair()
     wg("set", device.ifname, "private-key", "/dev/stdin", input=new.private)
     assert wg("show", device.ifname, "public-key").stdout.strip() == new.public
+
+
+def test_fwmark_and_listen_port_through_wg(device):
+    wg("set", device.ifname, "fwmark", "0x1234")
+    assert wg("show", device.ifname, "fwmark").stdout.strip() == "0x1234"
+    wg("set", device.ifname, "fwmark", "0")
+    assert wg("show", device.ifname, "fwmark").stdout.strip() == "off"
+    wg("set", device.ifname, "listen-port", "51779")
+    assert wg("show", device.ifname, "listen-port").stdout.strip() == "51779"
+    # the new port really receives: a UDP socket can no longer bind it in that namespace
+    out = device.ns.run(["python3", "-c",
+                         "import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM);"
+                         "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); s.bind(('::', 51779))"],
+                        check=False)
+    assert out.returncode != 0 and "Address already in use" in out.stderr
