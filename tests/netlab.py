@@ -83,18 +83,13 @@ def _cmd_text(cmd: Sequence[str] | str) -> str:
 def host_run(cmd: Sequence[str] | str, check: bool = True, timeout: float = 30.0,
              input: bytes | str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command in the root namespace; `cmd` is an argv list or a shell string."""
-    shell = isinstance(cmd, str)
     if isinstance(input, bytes):
         input = input.decode()
+    argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
     try:
-        proc = subprocess.run(cmd, shell=shell, capture_output=True, text=True,
-                              timeout=timeout, input=input)
-    except subprocess.TimeoutExpired as exc:
-        raise LabError(f"command timed out after {timeout}s: {_cmd_text(cmd)}") from exc
-    if check and proc.returncode != 0:
-        raise LabError(f"command failed (exit {proc.returncode}): {_cmd_text(cmd)}\n"
-                       f"stdout: {proc.stdout.strip()}\nstderr: {proc.stderr.strip()}")
-    return proc
+        return netns.run(argv, check=check, timeout=timeout, input=input)
+    except netns.NetnsError as exc:
+        raise LabError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- processes
