@@ -14,7 +14,7 @@ import fcntl
 import logging
 import os
 import struct
-from typing import Iterable, Iterator
+from typing import Iterator, Sequence
 
 from . import offload as _offload
 
@@ -160,10 +160,13 @@ class TunDevice:
                 continue
             yield from packets
 
-    def write_batch(self, packets: Iterable[bytes]) -> None:
-        """Write IP packets; with offloads consecutive TCP segments of a flow are merged
-        into one write."""
+    def write_batch(self, packets: Sequence) -> None:
+        """Write IP packets (bytes or views); with offloads consecutive TCP segments of a
+        flow are merged into one write."""
         if self.vnet_hdr:
+            if len(packets) == 1:          # nothing to coalesce: header and packet as is
+                self._writev_raw((_offload.ZERO_VNET_HDR, packets[0]))
+                return
             for frame in _offload.coalesce_packets(packets):
                 self._write_raw(frame)
         else:
@@ -177,6 +180,15 @@ class TunDevice:
     def _write_raw(self, packet: bytes) -> None:
         try:
             os.write(self.fd, packet)
+        except BlockingIOError:
+            pass  # the kernel queue is full: drop, as a router would
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EINVAL, errno.ENOBUFS):
+                raise
+
+    def _writev_raw(self, parts: Sequence) -> None:
+        try:
+            os.writev(self.fd, parts)
         except BlockingIOError:
             pass  # the kernel queue is full: drop, as a router would
         except OSError as exc:
