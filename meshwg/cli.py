@@ -223,6 +223,11 @@ def interface_summary(name: str) -> dict:
     if dev.get("private_key"):
         from .crypto import public_key
         out["public_key"] = base64.b64encode(public_key(bytes.fromhex(dev["private_key"]))).decode()
+    try:
+        with open(os.path.join(PID_DIRECTORY, f"{name}.stats.json")) as f:
+            out["counters"] = json.load(f).get("counters", {})
+    except (OSError, ValueError):
+        out["counters"] = {}
     for p in dev["peers"]:
         sec = int(p.get("last_handshake_time_sec", 0))
         out["peers"].append({
@@ -256,6 +261,8 @@ def cmd_show(args) -> int:
         if s["public_key"]:
             print(f"  public key: {s['public_key']}")
         print(f"  listening port: {s['listen_port']}")
+        if s.get("counters"):
+            print("  counters: " + ", ".join(f"{k} {v}" for k, v in s["counters"].items()))
         for p in s["peers"]:
             print(f"\npeer: {p['public_key']}")
             if p["preshared_key"]:

@@ -17,7 +17,6 @@ import ipaddress
 import logging
 import os
 import select
-import socket
 import threading
 import time
 from collections import deque
@@ -42,6 +41,8 @@ TSO_BATCH = 4              # TUN reads per batch with TSO (each up to 64 KiB); s
 SEAL_BUFFER = 512 << 10    # bytes of sealed datagrams per TUN batch (grows when short)
 OPEN_BUFFER = 1 << 20      # bytes of opened packets per UDP batch (grows when short)
 HANDSHAKE_QUEUE_MAX = 4096
+STATS_DIRECTORY = "/var/run/meshwg"
+STATS_INTERVAL = 2.0
 _ZERO_KEY = bytes(32)
 
 
@@ -95,6 +96,8 @@ class Device:
         self._timer_wake = threading.Event()
         self._routed: set = set()
         self._send_lock = threading.Lock()
+        self._next_stats_write = 0.0
+        self.stats_directory = STATS_DIRECTORY
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -140,6 +143,10 @@ class Device:
         for t in self._threads:
             t.join(timeout=2.0)
         self._threads.clear()
+        try:
+            os.unlink(self.stats_path)
+        except OSError:
+            pass
         if self.uapi is not None:
             self.uapi.close()
             self.uapi = None
@@ -271,6 +278,9 @@ class Device:
             protocol.tick(time.monotonic())
             self._flush()
             self._log_events()
+            if time.monotonic() >= self._next_stats_write:
+                self._next_stats_write = time.monotonic() + STATS_INTERVAL
+                self.write_stats()
 
     def _log_events(self) -> None:
         events = self.protocol.events
@@ -283,6 +293,32 @@ class Device:
                 log.info("%s: handshake with %s complete", self.name, encode_key(ev.peer.public_key))
             elif isinstance(ev, EndpointChanged):
                 log.info("%s: peer %s endpoint now %s", self.name, encode_key(ev.peer.public_key), ev.endpoint)
+
+    # ------------------------------------------------------------------ counters
+    @property
+    def stats_path(self) -> str:
+        return os.path.join(self.stats_directory, f"{self.name}.stats.json")
+
+    def counters(self) -> dict[str, int]:
+        """What was dropped or noted, by reason (malformed, replayed, decrypt_failed, ...)."""
+        out = {k: v for k, v in self.protocol.stats.items() if v}
+        if self.tun is not None:
+            out.update({f"tun_{k}" if not k.startswith("tun") else k: v
+                        for k, v in getattr(self.tun, "stats", {}).items() if v})
+        return dict(sorted(out.items()))
+
+    def write_stats(self) -> None:
+        """Publish the counters for `meshwg show` (the `wg` protocol has no field for them)."""
+        import json
+        try:
+            os.makedirs(self.stats_directory, mode=0o755, exist_ok=True)
+            tmp = f"{self.stats_path}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"interface": self.name, "counters": self.counters()}, f)
+            os.replace(tmp, self.stats_path)
+        except OSError as exc:
+            log.debug("cannot write %s: %s", self.stats_path, exc)
 
     # ------------------------------------------------------------------ control socket
     def status(self) -> DeviceStatus:

@@ -234,6 +234,7 @@ class WireGuardProtocol:
         off = 0                   # write position in buf
         run_start = 0             # start of the open run in buf (run_count > 0)
         run_size = run_count = 0
+        run_endpoint = None
         run_closed = False
         lookup = self.allowed_ips.lookup
         stats = self.stats

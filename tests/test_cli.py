@@ -123,6 +123,17 @@ def test_up_show_json_warning_and_down(lab, tmp_path):
     assert wg.stdout.strip() == "51999"
     link = ns.run(["ip", "-o", "link", "show", name]).stdout
     assert "mtu 1420" in link and "UP" in link
+    # hostile datagrams are dropped and counted, and `meshwg show` reports the count
+    ns.run(["python3", "-c", "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
+            "[s.sendto(b'\\x04garbage', ('127.0.0.1', 51999)) for _ in range(3)];"
+            "s.sendto(bytes(148), ('127.0.0.1', 51999))"])
+
+    def dropped():
+        counters = json.loads(run("show", name, "--json").stdout).get("counters", {})
+        return counters.get("malformed", 0) >= 4 and counters
+    counters = netlab.wait_until(dropped, 10, 0.2, "malformed datagrams counted in meshwg show")
+    assert counters["malformed"] >= 4
+    assert "counters: " in run("show", name).stdout
     out = run("down", name)
     assert out.returncode == 0, out.stderr
     netlab.wait_until(lambda: not daemon.alive, 10, 0.05, "meshwg up to exit")

@@ -217,7 +217,6 @@ def test_duplicated_transport_datagram_is_dropped_and_counted() -> None:
 
 def test_old_initiation_is_rejected() -> None:
     net, a, b = pair()
-    pa = a.peer(b)
     a.initiate(b)
     older = net.wire.pop(0)
     net.now += 1
