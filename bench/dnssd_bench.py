@@ -18,9 +18,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from discovery.dns_client import resolve_zone  # noqa: E402
-from discovery.dns_server import DnsServer  # noqa: E402
-from discovery.records import Directory, MemberRecord, instance_name  # noqa: E402
+from discovery.dnssd.client import resolve_zone  # noqa: E402
+from discovery.dnssd.server import DnsServer  # noqa: E402
+from discovery.dnssd.records import Directory, MemberRecord, instance_name  # noqa: E402
 
 ZONE = "mesh.example."
 

@@ -10,8 +10,8 @@ import argparse
 import json
 import time
 
-from meshwg.crypto import generate_private_key, public_key
-from meshwg.protocol import WireGuardProtocol
+from meshwg.core.crypto import generate_private_key, public_key
+from meshwg.core.protocol import WireGuardProtocol
 
 
 def build(n: int):

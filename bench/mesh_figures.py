@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from discovery import lab as mesh_lab  # noqa: E402
-from discovery import netns  # noqa: E402
+from discovery.lab import mesh as mesh_lab  # noqa: E402
+from discovery.lab import netns  # noqa: E402
 
 
 def time_join_to_direct_ping(lab: mesh_lab.MeshLab, token: str, index: int,

@@ -31,11 +31,11 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from meshwg.crypto import generate_private_key  # noqa: E402
-from meshwg.device import Device  # noqa: E402
-from meshwg.keypair import Keypair  # noqa: E402
-from meshwg.noise import TransportKeys  # noqa: E402
-from meshwg.uapi import format_get, parse_set  # noqa: E402
+from meshwg.core.crypto import generate_private_key  # noqa: E402
+from meshwg.device.device import Device  # noqa: E402
+from meshwg.core.keypair import Keypair  # noqa: E402
+from meshwg.core.noise import TransportKeys  # noqa: E402
+from meshwg.uapi.codec import format_get, parse_set  # noqa: E402
 
 KEEPALIVE = 25
 BATCH = 64

@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from meshwg.cli import PID_DIRECTORY, CliError, StopSignal, check_privileges, write_pid_file
+from meshwg.cli.main import PID_DIRECTORY, CliError, StopSignal, check_privileges, write_pid_file
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -23,14 +23,14 @@ def parse_duration(text: str) -> float:
 
 
 def _state_errors():
-    from .state import StateError
-    from .tokens import TokenError
+    from discovery.stores.rendezvous import StateError
+    from discovery.enroll.tokens import TokenError
     return (StateError, TokenError, ValueError)
 
 
 # ---------------------------------------------------------------- rendezvous
 def cmd_rendezvous_init(args) -> int:
-    from .state import RendezvousState
+    from discovery.stores.rendezvous import RendezvousState
     kwargs = {}
     if args.zone:
         kwargs["zone"] = args.zone
@@ -56,7 +56,7 @@ def cmd_rendezvous_init(args) -> int:
 
 
 def cmd_rendezvous_run(args) -> int:
-    from .rendezvous import RendezvousDaemon
+    from discovery.daemons.rendezvous import RendezvousDaemon
     check_privileges()
     try:
         daemon = RendezvousDaemon(args.state, interval=args.interval, public_dns=args.public_dns,
@@ -83,11 +83,11 @@ def _run_in_foreground(daemon, interface: str, banner) -> int:
 
 
 def _start(daemon) -> None:
-    from meshwg.conn import BindError
-    from meshwg.netconfig import NetconfigError
-    from meshwg.tun import TunError
-    from meshwg.uapi import UapiServerError
-    from .enroll import EnrollmentError
+    from meshwg.conn.udp import BindError
+    from meshwg.netlink.link import NetconfigError
+    from meshwg.tun.device import TunError
+    from meshwg.uapi.codec import UapiServerError
+    from discovery.enroll.service import EnrollmentError
     try:
         daemon.start()
     except (TunError, BindError, NetconfigError, UapiServerError, EnrollmentError) as exc:
@@ -104,8 +104,8 @@ def _unlink(path: str) -> None:
 
 
 def cmd_invite(args) -> int:
-    from .state import RendezvousState
-    from .tokens import encode_token
+    from discovery.stores.rendezvous import RendezvousState
+    from discovery.enroll.tokens import encode_token
     expires = parse_duration(args.expires) if args.expires else None
     try:
         with RendezvousState.open(args.state) as st:
@@ -122,7 +122,7 @@ def cmd_invite(args) -> int:
 
 
 def cmd_members(args) -> int:
-    from .state import RendezvousState
+    from discovery.stores.rendezvous import RendezvousState
     try:
         with RendezvousState.open(args.state) as st:
             members = st.members()
@@ -144,7 +144,7 @@ def cmd_members(args) -> int:
 
 
 def cmd_remove(args) -> int:
-    from .state import RendezvousState
+    from discovery.stores.rendezvous import RendezvousState
     try:
         with RendezvousState.open(args.state) as st:
             m = st.remove_member(args.member)
@@ -157,8 +157,8 @@ def cmd_remove(args) -> int:
 
 # ---------------------------------------------------------------- join / status
 def cmd_join(args) -> int:
-    from .state import StateError
-    from .member import MemberDaemon
+    from discovery.stores.rendezvous import StateError
+    from discovery.daemons.member import MemberDaemon
     state_file = os.path.join(args.state, "member.json")
     check_privileges()          # before enrolling: a single-use token is not wasted
     if args.token:
@@ -180,11 +180,11 @@ def cmd_join(args) -> int:
 
 def _enroll(args) -> None:
     import socket
-    from meshwg.crypto import generate_private_key, public_key
-    from .enroll import EnrollmentError, EnrollmentRefused, enroll
-    from .netwatch import lan_addresses
-    from .state import MemberState
-    from .tokens import TokenError, decode_token
+    from meshwg.core.crypto import generate_private_key, public_key
+    from discovery.enroll.service import EnrollmentError, EnrollmentRefused, enroll
+    from discovery.lan.netwatch import lan_addresses
+    from discovery.stores.rendezvous import MemberState
+    from discovery.enroll.tokens import TokenError, decode_token
     try:
         token = decode_token(args.token)
     except TokenError as exc:
@@ -207,8 +207,8 @@ def _enroll(args) -> None:
 
 
 def cmd_status(args) -> int:
-    from .member import status_path
-    from meshwg import uapi_client
+    from discovery.daemons.member import status_path
+    from meshwg.uapi import client as uapi_client
     names = [args.interface] if args.interface else sorted(
         n[:-12] for n in _listdir(PID_DIRECTORY) if n.endswith(".status.json"))
     if not names:
@@ -250,7 +250,7 @@ def cmd_status(args) -> int:
 
 def cmd_lab(args) -> int:
     try:
-        from . import lab
+        from discovery.lab import mesh as lab
     except ImportError as exc:
         raise CliError(f"lab: not available ({exc})") from None
     return lab.main(args.lab_args)

@@ -10,9 +10,8 @@ from typing import Iterator
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import netlab  # noqa: E402
+from tests import netlab  # noqa: E402
 
 # Tools every namespace test relies on (Debian packages: iproute2, wireguard-tools,
 # wireguard-go, iputils-ping, iptables, conntrack).
@@ -26,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @functools.lru_cache(maxsize=None)
 def netns_unavailable_reason() -> str | None:
     """Why namespace tests cannot run here, or None when they can."""
-    from discovery.netns import unavailable_reason
+    from discovery.lab.netns import unavailable_reason
     return unavailable_reason(NETNS_TOOLS)
 
 

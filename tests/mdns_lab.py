@@ -296,7 +296,7 @@ class AvahiObserver:
 
 def _node_main(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
-    from discovery.mdns import MdnsAnnouncer, MdnsBrowser, MdnsService
+    from discovery.lan.mdns import MdnsAnnouncer, MdnsBrowser, MdnsService
 
     out_lock = threading.Lock()
 
@@ -340,7 +340,7 @@ def _rogue_main(args: argparse.Namespace) -> None:
     """Publish instances that break our layout; print 'registered'; wait for stdin to close."""
     from zeroconf import ServiceInfo, Zeroconf
     sys.path.insert(0, str(ROOT))
-    from discovery.mdns import SERVICE_TYPE, encode_txt
+    from discovery.lan.mdns import SERVICE_TYPE, encode_txt
 
     zc = Zeroconf(interfaces=[args.address])
     key = b"R" * 32

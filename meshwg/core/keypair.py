@@ -1,0 +1,50 @@
+"""A transport keypair: one direction's AEAD each way, a send counter and a replay window."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from meshwg.core.replay import ReplayWindow
+
+if TYPE_CHECKING:
+    from meshwg.core.noise import TransportKeys
+    from meshwg.core.peer import Peer
+
+
+class Keypair:
+    __slots__ = ("send_aead", "receive_aead", "local_index", "remote_index", "created",
+                 "is_initiator", "replay", "peer", "_counter", "_send_key", "_receive_key")
+
+    def __init__(self, keys: "TransportKeys", local_index: int, remote_index: int,
+                 is_initiator: bool, now: float, peer: "Peer"):
+        self.send_aead = ChaCha20Poly1305(keys.send)
+        self.receive_aead = ChaCha20Poly1305(keys.receive)
+        self._send_key = keys.send
+        self._receive_key = keys.receive
+        self.local_index = local_index
+        self.remote_index = remote_index
+        self.created = now
+        self.is_initiator = is_initiator
+        self.replay = ReplayWindow()
+        self.peer = peer
+        self._counter = itertools.count()  # next() is atomic under the GIL
+
+    def next_counter(self) -> int:
+        return next(self._counter)
+
+    def peek_counter(self) -> int:
+        """The next counter that would be used (for tests and rekey-after-messages)."""
+        return int(repr(self._counter)[6:-1])  # "count(N)"
+
+    def set_counter(self, value: int) -> None:
+        """Jump the send counter (tests of REKEY/REJECT_AFTER_MESSAGES)."""
+        self._counter = itertools.count(value)
+
+    def zero(self) -> None:
+        """Drop the key material (key zeroing timer or removal)."""
+        self.send_aead = None
+        self.receive_aead = None
+        self._send_key = self._receive_key = b""

@@ -1,0 +1,201 @@
+"""The Linux TUN device: open, read batches of packets, write packets.
+
+With offloads (the default; off with offload=False, MESHWG_OFFLOAD=0 or =udp) the device is
+opened with IFF_VNET_HDR and TUNSETOFFLOAD (checksum offload, TSO for IPv4 and IPv6):
+the kernel hands over TCP segments of up to 64 KiB, which are split into MTU-sized
+packets here, and takes coalesced TCP segments with a GSO header (meshwg.offload).
+Where the kernel refuses, the device runs as a plain TUN, one packet per read/write.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import struct
+from typing import Iterator, Sequence
+
+from meshwg.tun import offload as _offload
+
+log = logging.getLogger("meshwg.tun")
+
+TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+IFNAMSIZ = 16
+MAX_PACKET = 65535
+READ_SIZE = MAX_PACKET + _offload.VNET_HDR_SIZE
+
+
+class TunError(Exception):
+    """The TUN device could not be created; the message says why in one line."""
+
+
+class TunDevice:
+    """A TUN interface (IFF_TUN | IFF_NO_PI, plus IFF_VNET_HDR with offloads) whose file
+    descriptor is non-blocking.
+
+    The interface disappears when the descriptor is closed.
+    """
+
+    def __init__(self, name: str, offload: bool | None = None):
+        if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or " " in name:
+            raise TunError(f"invalid interface name {name!r} (1-15 characters, no '/' or spaces)")
+        if offload is None:
+            offload = _offload.offload_enabled_from_env("tun")
+        self.vnet_hdr = False        # True: every read and write carries a virtio_net_hdr
+        self.stats = {"offload_errors": 0}
+        self.read_count = 0
+        self._frame_buffer: bytearray | None = None
+        fd, self.name = self._open(name, IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0))
+        if offload:
+            try:
+                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", _offload.VNET_HDR_SIZE))
+                fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                self.vnet_hdr = True
+            except OSError as exc:
+                log.info("%s: TUN offloads unavailable (%s): one packet per read", self.name,
+                         exc.strerror)
+                os.close(fd)     # the interface goes with it; make it again without headers
+                fd, self.name = self._open(name, IFF_TUN | IFF_NO_PI)
+        os.set_blocking(fd, False)
+        self.fd = fd
+
+    @staticmethod
+    def _open(name: str, flags: int) -> tuple[int, str]:
+        try:
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TunError("/dev/net/tun does not exist: this kernel or container has no TUN support") from None
+        except PermissionError:
+            raise TunError("cannot open /dev/net/tun: permission denied (run as root or with CAP_NET_ADMIN)") from None
+        try:
+            ifr = struct.pack("16sH", name.encode(), flags)
+            result = fcntl.ioctl(fd, TUNSETIFF, ifr)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno == errno.EPERM:
+                raise TunError(f"cannot create interface {name}: operation not permitted (need root or CAP_NET_ADMIN)") from None
+            if exc.errno == errno.EBUSY:
+                raise TunError(f"cannot create interface {name}: it already exists and is in use") from None
+            raise TunError(f"cannot create interface {name}: {exc.strerror}") from None
+        return fd, result[:IFNAMSIZ].rstrip(b"\x00").decode()
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read_batch(self, limit: int = 64) -> list[bytes]:
+        """Packets that are ready now (empty if none), from at most `limit` reads. With
+        offloads a read may give many MTU-sized packets (a TCP segment split here)."""
+        if self.vnet_hdr:
+            return self._read_batch_vnet(limit)
+        out = []
+        read = os.read
+        fd = self.fd
+        try:
+            for _ in range(limit):
+                out.append(read(fd, MAX_PACKET))
+        except BlockingIOError:
+            pass
+        return out
+
+    def _read_batch_vnet(self, limit: int) -> list[bytes]:
+        out: list[bytes] = []
+        read = os.read
+        fd = self.fd
+        hdr_size = _offload.VNET_HDR_SIZE
+        unpack = _offload.VNET_HDR.unpack_from
+        split = _offload.split_packet
+        for _ in range(limit):
+            try:
+                frame = read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            if len(frame) <= hdr_size:
+                continue
+            flags, gso_type = frame[0], frame[1]
+            if not flags and not gso_type:
+                out.append(frame[hdr_size:])
+                continue
+            try:
+                out.extend(split(_offload.VnetHdr(*unpack(frame)), memoryview(frame)[hdr_size:]))
+            except (_offload.OffloadError, IndexError, struct.error):
+                self.stats["offload_errors"] += 1
+        return out
+
+    def iter_packets(self, limit: int = 64) -> Iterator:
+        """Read what is ready now (at most `limit` reads) and yield its IP packets. With
+        offloads a TCP segment of up to 64 KiB is split in place (offload.split_frame_in_place):
+        each packet is a view valid only until the next is taken; read_count says how many
+        reads returned data."""
+        self.read_count = 0
+        if not self.vnet_hdr:
+            packets = self.read_batch(limit)
+            self.read_count = len(packets)
+            yield from packets
+            return
+        readv = os.readv
+        fd = self.fd
+        buf = self._frame_buffer          # one is enough: packets are taken one by one
+        if buf is None:
+            buf = self._frame_buffer = bytearray(READ_SIZE)
+        split = _offload.split_frame_in_place
+        for _ in range(limit):
+            try:
+                n = readv(fd, (buf,))
+            except BlockingIOError:
+                return
+            self.read_count += 1
+            try:
+                packets = split(buf, 0, n)
+            except (_offload.OffloadError, IndexError, struct.error):
+                self.stats["offload_errors"] += 1
+                continue
+            yield from packets
+
+    def write_batch(self, packets: Sequence) -> None:
+        """Write IP packets (bytes or views); with offloads consecutive TCP segments of a
+        flow are merged into one write."""
+        if self.vnet_hdr:
+            if len(packets) == 1:          # nothing to coalesce: header and packet as is
+                self._writev_raw((_offload.ZERO_VNET_HDR, packets[0]))
+                return
+            for frame in _offload.coalesce_packets(packets):
+                self._write_raw(frame)
+        else:
+            for packet in packets:
+                self._write_raw(packet)
+
+    def write(self, packet: bytes) -> None:
+        """Write one IP packet."""
+        self._write_raw(_offload.ZERO_VNET_HDR + packet if self.vnet_hdr else packet)
+
+    def _write_raw(self, packet: bytes) -> None:
+        try:
+            os.write(self.fd, packet)
+        except BlockingIOError:
+            pass  # the kernel queue is full: drop, as a router would
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EINVAL, errno.ENOBUFS):
+                raise
+
+    def _writev_raw(self, parts: Sequence) -> None:
+        try:
+            os.writev(self.fd, parts)
+        except BlockingIOError:
+            pass  # the kernel queue is full: drop, as a router would
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EINVAL, errno.ENOBUFS):
+                raise
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

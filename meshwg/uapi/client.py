@@ -1,0 +1,85 @@
+"""A client for the control socket, the way `wg` talks to it (used by `meshwg show`/`down`
+and by discovery to drive a running interface)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from meshwg.uapi.codec import DEFAULT_DIRECTORY
+
+
+class ControlError(Exception):
+    pass
+
+
+def socket_path(interface: str, directory: str = DEFAULT_DIRECTORY) -> str:
+    return os.path.join(directory, f"{interface}.sock")
+
+
+def list_interfaces(directory: str = DEFAULT_DIRECTORY) -> list[str]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(n[:-5] for n in names if n.endswith(".sock"))
+
+
+def _request(interface: str, text: str, directory: str, timeout: float) -> list[str]:
+    path = socket_path(interface, directory)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except FileNotFoundError:
+        raise ControlError(f"no interface {interface}: {path} does not exist") from None
+    except OSError as exc:
+        raise ControlError(f"cannot reach {path}: {exc.strerror}") from None
+    try:
+        sock.sendall(text.encode())
+        buf = b""
+        while not buf.endswith(b"\n\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        sock.close()
+    lines = buf.decode().split("\n")
+    return [line for line in lines if line]
+
+
+def get(interface: str, directory: str = DEFAULT_DIRECTORY, timeout: float = 5.0) -> list[tuple[str, str]]:
+    """The key=value pairs of a get=1 request; raises ControlError on errno != 0."""
+    pairs = []
+    for line in _request(interface, "get=1\n\n", directory, timeout):
+        key, _, value = line.partition("=")
+        pairs.append((key, value))
+    if not pairs or pairs[-1] != ("errno", "0"):
+        raise ControlError(f"{interface}: get failed ({pairs[-1][1] if pairs else 'no answer'})")
+    return pairs[:-1]
+
+
+def set_(interface: str, lines: list[str], directory: str = DEFAULT_DIRECTORY, timeout: float = 5.0) -> None:
+    """Send a set=1 request; raises ControlError when the device refuses it."""
+    text = "set=1\n" + "".join(line + "\n" for line in lines) + "\n"
+    reply = _request(interface, text, directory, timeout)
+    if reply != ["errno=0"]:
+        raise ControlError(f"{interface}: set refused ({', '.join(reply) or 'no answer'})")
+
+
+def parse_get(pairs: list[tuple[str, str]]) -> dict:
+    """Turn get pairs into {'private_key':..., 'listen_port':..., 'peers': [{...}]}."""
+    device: dict = {"peers": []}
+    current = None
+    for key, value in pairs:
+        if key == "public_key":
+            current = {"public_key": value, "allowed_ips": []}
+            device["peers"].append(current)
+        elif current is None:
+            device[key] = value
+        elif key == "allowed_ip":
+            current["allowed_ips"].append(value)
+        else:
+            current[key] = value
+    return device

@@ -1,0 +1,295 @@
+"""LAN discovery over mDNS (discovery/mdns.py).
+
+Pure tests of the record layout, then a real LAN: a bridge namespace and one namespace per
+host; each member runs MdnsAnnouncer + MdnsBrowser in its own namespace (tests/mdns_lab.py).
+Members A and B are in mesh M, C in mesh N. avahi-daemon + avahi-browse act as an
+independent mDNS client.
+"""
+
+from __future__ import annotations
+
+from tests import REPO
+
+import base64
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from discovery.lan.mdns import (
+    SERVICE_TYPE,
+    LanPeer,
+    MalformedAnnouncement,
+    encode_txt,
+    instance_label,
+    instance_name,
+    parse_announcement,
+    same_peer_view,
+    validate_identity,
+)
+from tests.mdns_lab import PYTHON, AvahiObserver, Lan, Node, avahi_unavailable, netns_unavailable, poll
+
+KEY_A, KEY_B, KEY_C = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
+
+
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+# ------------------------------------------------------------------------------------------
+# Record layout (no I/O)
+# ------------------------------------------------------------------------------------------
+
+def _props(txt: dict[str, str]) -> dict[bytes, bytes]:
+    return {k.encode(): v.encode() for k, v in txt.items()}
+
+
+def test_instance_label_is_short_dns_label_unique_per_mesh_and_key() -> None:
+    labels = {instance_label(m, k) for m in ("M", "N") for k in (KEY_A, KEY_B)}
+    assert len(labels) == 4
+    for label in labels:
+        assert len(label) <= 63 and label == label.lower() and label.startswith("mwg-")
+    assert instance_name("M", KEY_A) == f"{instance_label('M', KEY_A)}.{SERVICE_TYPE}"
+
+
+def test_announcement_round_trips_into_lan_peer() -> None:
+    txt = encode_txt("M", KEY_A, "alpha", "100.64.0.1")
+    assert txt == {"v": "1", "pub": b64(KEY_A), "mesh": "M", "addr": "100.64.0.1", "name": "alpha"}
+    peer = parse_announcement(instance_name("M", KEY_A), _props(txt),
+                              ["10.0.0.5", "127.0.0.1", "fe80::1%eth0", "224.0.0.251"], 51820, 7.0)
+    assert peer == LanPeer(KEY_A, "M", "alpha", "100.64.0.1", ["10.0.0.5", "fe80::1%eth0"], 51820, 7.0)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"v": "2"}, "v"),
+    ({"pub": "not base64!"}, "base64"),
+    ({"pub": base64.b64encode(b"short").decode()}, "bytes"),
+    ({"addr": "nonsense"}, "addr"),
+    ({"name": "x" * 64}, "name"),
+    ({"mesh": ""}, "mesh"),
+])
+def test_malformed_txt_is_rejected(change: dict[str, str], reason: str) -> None:
+    txt = {**encode_txt("M", KEY_A, "alpha", "100.64.0.1"), **change}
+    with pytest.raises(MalformedAnnouncement, match=reason):
+        parse_announcement(instance_name("M", KEY_A), _props(txt), ["10.0.0.5"], 51820, 0.0)
+
+
+def test_missing_key_bad_port_and_borrowed_instance_name_are_rejected() -> None:
+    txt = encode_txt("M", KEY_A, "alpha", "100.64.0.1")
+    props = _props(txt)
+    del props[b"pub"]
+    with pytest.raises(MalformedAnnouncement, match="pub"):
+        parse_announcement(instance_name("M", KEY_A), props, [], 51820, 0.0)
+    with pytest.raises(MalformedAnnouncement, match="port"):
+        parse_announcement(instance_name("M", KEY_A), _props(txt), [], 0, 0.0)
+    with pytest.raises(MalformedAnnouncement, match="instance name"):
+        parse_announcement(instance_name("M", KEY_B), _props(txt), [], 51820, 0.0)
+    props = _props(txt)
+    props[b"name"] = b"\xff\xfe"
+    with pytest.raises(MalformedAnnouncement, match="UTF-8"):
+        parse_announcement(instance_name("M", KEY_A), props, [], 51820, 0.0)
+
+
+def test_bad_local_identity_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"mesh address 'x' is not an IP address"):
+        validate_identity("M", KEY_A, "alpha", "x", 51820)
+    with pytest.raises(ValueError, match="public key must be 32 bytes, got 3"):
+        validate_identity("M", b"abc", "alpha", "100.64.0.1", 51820)
+    with pytest.raises(ValueError, match="port 0"):
+        validate_identity("M", KEY_A, "alpha", "100.64.0.1", 0)
+
+
+def test_peer_views_compare_without_last_seen() -> None:
+    a = {KEY_A: LanPeer(KEY_A, "M", "a", "100.64.0.1", ["10.0.0.1"], 1, 1.0)}
+    b = {KEY_A: LanPeer(KEY_A, "M", "a", "100.64.0.1", ["10.0.0.1"], 1, 2.0)}
+    c = {KEY_A: LanPeer(KEY_A, "M", "a", "100.64.0.1", ["10.0.0.2"], 1, 1.0)}
+    assert same_peer_view(a, b) and not same_peer_view(a, c) and not same_peer_view(a, {})
+
+
+# ------------------------------------------------------------------------------------------
+# A real LAN in network namespaces
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lan():
+    reason = netns_unavailable()
+    if reason:
+        pytest.skip(reason)
+    lab = Lan("m")
+    nodes: list[Node] = []
+    try:
+        hosts = {label: lab.add_host(label, n) for label, n in (("a", 1), ("b", 2), ("c", 3))}
+        nodes = [Node(hosts["a"], "M", KEY_A, "alpha", "100.64.0.1", 51820),
+                 Node(hosts["b"], "M", KEY_B, "beta", "100.64.0.2", 51821),
+                 Node(hosts["c"], "N", KEY_C, "gamma", "100.64.1.3", 51822)]
+        for node in nodes:
+            node.wait_event("started")
+        yield lab, dict(zip("abc", nodes))
+    finally:
+        for node in nodes:
+            node.close()
+        lab.close()
+
+
+def test_members_of_one_mesh_find_each_other_and_ignore_other_meshes(lan) -> None:
+    lab, nodes = lan
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    seen_by_a = a.wait_peers(lambda t: b64(KEY_B) in t, 15, "B appears")
+    peer_b = seen_by_a[b64(KEY_B)]
+    assert peer_b["port"] == 51821 and peer_b["name"] == "beta" and peer_b["mesh"] == "M"
+    assert peer_b["mesh_address"] == "100.64.0.2"
+    assert "10.77.0.2" in peer_b["addresses"]
+    assert f"{lab.link_local('b')}%eth0" in peer_b["addresses"]
+
+    seen_by_b = b.wait_peers(lambda t: b64(KEY_A) in t, 15, "A appears")
+    assert "10.77.0.1" in seen_by_b[b64(KEY_A)]["addresses"]
+    assert seen_by_b[b64(KEY_A)]["port"] == 51820
+
+    # C (mesh N) is on the same LAN and was heard, but is not a peer of A or B; nobody lists
+    # itself; C lists nobody.
+    t = time.time()
+    a.send("counters")
+    counters = a.wait_event("counters", after=t)
+    assert counters["other_mesh"] >= 1
+    assert set(a.peers) == {b64(KEY_B)} and set(b.peers) == {b64(KEY_A)}
+    assert c.peers == {}
+
+
+def test_malformed_announcements_are_dropped_and_counted(lan) -> None:
+    lab, nodes = lan
+    a = nodes["a"]
+    ns = lab.add_host("r", 50)
+    rogue = subprocess.Popen(["ip", "netns", "exec", ns, str(PYTHON), "tests/mdns_lab.py", "rogue",
+                              "--mesh", "M", "--address", "10.77.0.50"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=REPO)
+    try:
+        assert rogue.stdout is not None
+        line = rogue.stdout.readline()
+        assert json.loads(line)["count"] == 3, rogue.stderr.read() if rogue.stderr else ""
+
+        def malformed_seen() -> dict | None:
+            t = time.time()
+            a.send("counters")
+            event = a.wait_event("counters", after=t)
+            return event if event["malformed"] >= 3 else None
+
+        poll(malformed_seen, 15, "three malformed instances counted", interval=0.3)
+        assert set(a.peers) == {b64(KEY_B)}
+    finally:
+        rogue.stdin.close()  # type: ignore[union-attr]
+        try:
+            rogue.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            rogue.kill()
+            rogue.wait()
+
+
+def test_address_change_is_followed_after_update_addresses(lan) -> None:
+    lab, nodes = lan
+    b = nodes["b"]
+    ns = lab.add_host("d", 4)
+    d_key = b"\xdd" * 32
+    d = Node(ns, "M", d_key, "delta", "100.64.0.4", 51824, ipv6=False)
+    try:
+        d.wait_event("started")
+        b.wait_peers(lambda t: t.get(b64(d_key), {}).get("addresses") == ["10.77.0.4"], 15,
+                     "D at 10.77.0.4")
+        # Renumber: new address first, then drop the old one (promoting the new one to primary).
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
+                        "net.ipv4.conf.eth0.promote_secondaries=1"], check=True)
+        subprocess.run(["ip", "-n", ns, "addr", "add", "10.77.0.44/24", "dev", "eth0"], check=True)
+        subprocess.run(["ip", "-n", ns, "addr", "del", "10.77.0.4/24", "dev", "eth0"], check=True)
+        t = time.time()
+        d.send("update")
+        assert d.wait_event("updated", after=t)["addresses"] == ["10.77.0.44"]
+        # The new address appears, and the old one is flushed (cache-flush bit, RFC 6762 10.2).
+        b.wait_peers(lambda t: t.get(b64(d_key), {}).get("addresses") == ["10.77.0.44"], 15,
+                     "D moved to 10.77.0.44 only")
+    finally:
+        d.close()
+
+
+def test_stopped_member_is_removed(lan) -> None:
+    lab, nodes = lan
+    b = nodes["b"]
+    ns = lab.add_host("e", 5)
+    e_key = b"\xee" * 32
+    e = Node(ns, "M", e_key, "echo", "100.64.0.5", 51825)
+    try:
+        e.wait_event("started")
+        b.wait_peers(lambda t: b64(e_key) in t, 15, "E appears")
+        t = time.time()
+        e.send("stop-announcer")
+        e.wait_event("announcer-stopped", after=t)
+        b.wait_peers(lambda t: b64(e_key) not in t and b64(KEY_A) in t, 10, "E removed, A kept")
+    finally:
+        e.close()
+
+
+def test_ipv6_only_member_is_found(lan) -> None:
+    lab, nodes = lan
+    a = nodes["a"]
+    ns = lab.add_host("f", None)
+    f_key = b"\xff" * 32
+    f = Node(ns, "M", f_key, "foxtrot", "100.64.0.6", 51826)
+    try:
+        f.wait_event("started")
+        link_local = lab.link_local("f")
+        seen = a.wait_peers(lambda t: b64(f_key) in t, 15, "IPv6-only F appears")
+        assert seen[b64(f_key)]["addresses"] == [f"{link_local}%eth0"]
+        f.wait_peers(lambda t: b64(KEY_A) in t, 15, "F sees A over IPv6")
+    finally:
+        f.close()
+
+
+def test_member_started_before_its_lan_address_is_found_after_update(lan) -> None:
+    lab, nodes = lan
+    a = nodes["a"]
+    ns = lab.add_host("g", None, ipv6=False)  # no address at all yet, as before DHCP
+    g_key = b"\x77" * 32
+    g = Node(ns, "M", g_key, "golf", "100.64.0.7", 51827)
+    try:
+        assert g.wait_event("started")["addresses"] == []
+        subprocess.run(["ip", "-n", ns, "addr", "add", "10.77.0.7/24", "dev", "eth0"], check=True)
+        subprocess.run(["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"], check=True)
+        t = time.time()
+        g.send("update")
+        assert g.wait_event("updated", after=t)["addresses"] == ["10.77.0.7"]
+        a.wait_peers(lambda t: t.get(b64(g_key), {}).get("addresses") == ["10.77.0.7"], 15,
+                     "G appears at 10.77.0.7")
+        g.wait_peers(lambda t: b64(KEY_A) in t, 15, "G sees A")
+    finally:
+        g.close()
+
+
+def test_avahi_browse_sees_member_services_with_txt(lan) -> None:
+    reason = avahi_unavailable()
+    if reason:
+        pytest.skip(reason)
+    lab, nodes = lan
+    ns = lab.add_host("o", 9)
+    with tempfile.TemporaryDirectory(prefix="mdns-avahi-") as workdir:
+        observer = AvahiObserver(ns, Path(workdir), host=f"mwobs{os.getpid()}")
+        try:
+            def resolved() -> dict[str, list[str]] | None:
+                entries = observer.browse("_meshwg._udp")
+                by_name = {e[3]: e for e in entries if e[2] == "IPv4"}
+                wanted = {instance_label("M", KEY_A), instance_label("M", KEY_B),
+                          instance_label("N", KEY_C)}
+                return by_name if wanted <= set(by_name) else None
+
+            by_name = poll(resolved, 20, "avahi-browse resolves A, B and C", interval=0.5)
+            a_entry = by_name[instance_label("M", KEY_A)]
+            # =;iface;proto;name;type;domain;host;address;port;txt
+            assert a_entry[4] == "_meshwg._udp" and a_entry[7] == "10.77.0.1" and a_entry[8] == "51820"
+            for item in ('"v=1"', f'"pub={b64(KEY_A)}"', '"mesh=M"', '"addr=100.64.0.1"', '"name=alpha"'):
+                assert item in a_entry[9]
+            c_entry = by_name[instance_label("N", KEY_C)]
+            assert '"mesh=N"' in c_entry[9] and c_entry[8] == "51822"
+        finally:
+            observer.close()

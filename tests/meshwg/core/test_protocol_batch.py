@@ -1,0 +1,126 @@
+"""The batch data path of WireGuardProtocol: encrypt_batch (GSO runs sealed in place) and
+receive_transport_batch (GRO runs opened in place) give the same datagrams, packets,
+counters, timers and drops as the one-at-a-time calls."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from tests.meshwg.core import harness as h
+from tests.meshwg.core.harness import TRANSPORT, established, seal_raw
+
+
+def _datagrams(runs) -> list[tuple[bytes, object]]:
+    out = []
+    for view, size, endpoint in runs:
+        data = bytes(view)
+        out += [(data[i:i + size], endpoint) for i in range(0, len(data), size)]
+    return out
+
+
+def test_runs_hold_equal_size_datagrams_the_peer_opens_in_order() -> None:
+    net, a, b = established()
+    packets = [a.packet_to(b, bytes([i]) * n) for i, n in enumerate([1380] * 5 + [100, 1380, 1380])]
+    runs = a.protocol.encrypt_batch(packets, net.now, bytearray(1 << 16))
+    # 1400-byte packets pad to 1408 (+32); the shorter datagram (120 -> 128 + 32) ends its run
+    assert [(len(v), size) for v, size, _ in runs] == [(5 * 1440 + 160, 1440), (2 * 1440, 1440)]
+    opened = [b.protocol.receive_transport(d, a.address, net.now) for d, _ in _datagrams(runs)]
+    assert opened == packets
+    assert {e for _, _, e in runs} == {b.address}
+
+
+def test_run_limits_and_a_full_buffer_start_new_runs() -> None:
+    net, a, b = established()
+    packets = [a.packet_to(b, b"x" * 1000) for _ in range(10)]   # 1020 -> 1024 + 32 bytes
+    runs = a.protocol.encrypt_batch(packets, net.now, bytearray(4 * 1056),
+                                    max_run_bytes=3 * 1056, max_run_datagrams=64)
+    # 3 per run; the 4th fills the buffer, the rest go to a new (64 KiB) one
+    assert [len(v) // 1056 for v, _, _ in runs] == [3, 1, 3, 3]
+    runs = a.protocol.encrypt_batch(packets, net.now, bytearray(1 << 16), max_run_datagrams=4)
+    assert [len(v) // 1056 for v, _, _ in runs] == [4, 4, 2]
+    counters = [struct.unpack_from("<Q", d, 8)[0] for d, _ in _datagrams(runs)]
+    assert counters == sorted(counters) and len(set(counters)) == 10
+
+
+def test_batch_bookkeeping_equals_one_by_one() -> None:
+    results = []
+    for batched in (True, False):
+        net, a, b = established()
+        pa, peer = a.protocol, a.peer(b)
+        peer.new_handshake_at = None
+        packets = [a.packet_to(b, b"y" * n) for n in (0, 10, 1380, 77)]
+        if batched:
+            out = _datagrams(pa.encrypt_batch(packets, net.now))
+        else:
+            out = [d for p in packets for d in pa.encrypt_packets([p], net.now)]
+        tx = peer.tx_bytes
+        pb, bpeer = b.protocol, b.peer(a)
+        bpeer.keepalive_at = None
+        if batched:
+            got, _ = pb.receive_transport_batch([(d, len(d), a.address) for d, _ in out], net.now)
+            got = [bytes(g) for g in got]
+        else:
+            got = [pb.receive_transport(d, a.address, net.now) for d, _ in out]
+            got = [g for g in got if g is not None]
+        results.append((len(out), tx, peer.keepalive_at, peer.new_handshake_at is not None,
+                        bpeer.rx_bytes, bpeer.keepalive_at, bpeer.new_handshake_at, got))
+    assert results[0] == results[1]
+
+
+def test_no_keypair_stages_copies_of_views() -> None:
+    net, a, b = h.pair()
+    packet = a.packet_to(b, b"staged")
+    frame = bytearray(packet)
+    assert a.protocol.encrypt_batch([memoryview(frame)], net.now) == []
+    frame[:] = bytes(len(frame))            # the caller reuses its buffer
+    assert list(a.peer(b).staged) == [packet]
+
+
+def test_gro_run_opens_all_and_returns_other_types_with_source() -> None:
+    net, a, b = established()
+    packets = [a.packet_to(b, bytes([i]) * 1380) for i in range(4)]
+    datagrams = [d for d, _ in a.protocol.encrypt_packets(packets, net.now)]
+    size = len(datagrams[0])
+    handshake_like = bytes([1]) + bytes(size - 1)       # type 1 of the same size
+    data = b"".join(datagrams[:2] + [handshake_like] + datagrams[2:])
+    got, others = b.protocol.receive_transport_batch([(data, size, a.address)], net.now,
+                                                     bytearray(3000))   # forces a new buffer
+    assert [bytes(g) for g in got] == packets
+    assert others == [(handshake_like, a.address)]
+    assert b.peer(a).rx_bytes >= 4 * size
+
+
+def test_batch_drops_are_counted_and_roaming_is_reported_once() -> None:
+    net, a, b = established()
+    pb = b.protocol
+    good = [d for d, _ in a.protocol.encrypt_packets([a.packet_to(b, b"z" * 100)] * 3, net.now)]
+    size = len(good[0])
+    forged = bytearray(good[1])
+    forged[-1] ^= 1
+    replayed = good[0]
+    short = struct.pack("<IIQ", TRANSPORT, 1, 0)
+    spoofed = seal_raw(a, b, h.ipv4_packet("10.9.9.9", b.ip4, b"s" * 100), 999)
+    new_source = ("192.0.2.77", 4444)
+    before = dict(pb.stats)
+    events = len(pb.events)
+    got, _ = pb.receive_transport_batch(
+        [(b"".join([good[0], bytes(forged), replayed, good[2]]), size, new_source),
+         (short, len(short), new_source), (spoofed, len(spoofed), new_source)], net.now)
+    assert len(got) == 2
+    delta = {k: pb.stats[k] - before.get(k, 0) for k in pb.stats if pb.stats[k] != before.get(k, 0)}
+    assert delta == {"decrypt_failed": 1, "replayed": 1, "malformed": 1,
+                     "inner_source_not_allowed": 1}
+    assert b.peer(a).endpoint == new_source
+    assert len(pb.events) == events + 1
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_encrypt_batch_takes_views_and_pads_through_scratch(view: bool) -> None:
+    net, a, b = established()
+    packets = [a.packet_to(b, b"p" * n) for n in (1, 17, 1380)]
+    inputs = [memoryview(bytearray(p)) if view else p for p in packets]
+    out = _datagrams(a.protocol.encrypt_batch(inputs, net.now))
+    assert [len(d) % 16 for d, _ in out][:2] == [0, 0]
+    assert [b.protocol.receive_transport(d, a.address, net.now) for d, _ in out] == packets

@@ -1,0 +1,100 @@
+"""meshwg <-> Debian wireguard-go (configured by Debian's wg): wire compatibility.
+
+Each case gives only the initiating side the other's endpoint, so the handshake is
+necessarily initiated by that side. NETLAB_INTEROP_SUBJECT=wireguard-go puts
+wireguard-go in meshwg's place, which checks the tests themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests import netlab
+from tests.conftest import require_meshwg
+
+pytestmark = pytest.mark.netns
+
+SUBJECT = os.environ.get("NETLAB_INTEROP_SUBJECT", "meshwg")
+TRANSFER_BYTES = 4_000_000
+
+
+@pytest.fixture(params=["subject-initiates", "wireguard-go-initiates"])
+def initiator(request: pytest.FixtureRequest) -> str:
+    if SUBJECT == "meshwg":
+        require_meshwg()
+    return request.param
+
+
+@pytest.fixture(params=[False, True], ids=["no-psk", "psk"])
+def psk(request: pytest.FixtureRequest) -> str | None:
+    return netlab.genpsk() if request.param else None
+
+
+def _counters_agree(a: int, b: int) -> bool:
+    return abs(a - b) <= max(4096, 0.01 * max(a, b))
+
+
+def test_handshake_ping_transfer_and_wg_show(lab: netlab.Lab, initiator: str,
+                                             psk: str | None) -> None:
+    started = int(time.time())
+    if initiator == "subject-initiates":
+        pair = netlab.tunnel_pair(lab, SUBJECT, "wireguard-go", psk=psk, endpoints="a")
+        subject, subject_ns, subject_ip = pair.a, pair.ns_a, pair.tunnel_a
+        other, other_ns, other_ip = pair.b, pair.ns_b, pair.tunnel_b
+    else:
+        pair = netlab.tunnel_pair(lab, "wireguard-go", SUBJECT, psk=psk, endpoints="a")
+        subject, subject_ns, subject_ip = pair.b, pair.ns_b, pair.tunnel_b
+        other, other_ns, other_ip = pair.a, pair.ns_a, pair.tunnel_a
+    first_ns, first_target = pair.ns_a, pair.tunnel_b  # the side that has the endpoint
+
+    # The responder has no endpoint, so only the initiator can start the handshake.
+    assert pair.b.endpoints()[pair.a.public_key] == "(none)"
+    first_ns.wait_ping(first_target, timeout=10)
+    assert pair.b.endpoints()[pair.a.public_key] == f"{pair.underlay_a}:{pair.port_a}"
+    subject_ns.wait_ping(other_ip, timeout=10)
+    other_ns.wait_ping(subject_ip, timeout=10)
+
+    up = netlab.tcp_transfer(subject_ns, other_ns, other_ip, TRANSFER_BYTES, timeout=30)
+    assert up.intact, up
+    down = netlab.tcp_transfer(other_ns, subject_ns, subject_ip, TRANSFER_BYTES,
+                               port=5202, timeout=30)
+    assert down.intact, down
+
+    # `wg show` against the subject's interface reports the handshake and the traffic.
+    handshake = subject.latest_handshakes()[other.public_key]
+    assert started - 1 <= handshake <= int(time.time()) + 1
+    assert abs(handshake - other.latest_handshakes()[subject.public_key]) <= 5
+
+    # Totals: each side received at least what was moved to it, and never more than the
+    # other side sent (bulk TCP may lose datagrams to full socket buffers, so tx >= rx).
+    s_rx, s_tx = subject.transfer()[other.public_key]
+    o_rx, o_tx = other.transfer()[subject.public_key]
+    assert s_rx >= TRANSFER_BYTES and s_tx >= TRANSFER_BYTES, (s_rx, s_tx)
+    assert s_rx <= o_tx + 4096 and o_rx <= s_tx + 4096, ((s_rx, s_tx), (o_rx, o_tx))
+
+    # Paced traffic loses nothing: the counter deltas must then agree across the two
+    # implementations (subject rx ~ wireguard-go tx and the reverse).
+    before_s, before_o = subject.transfer()[other.public_key], other.transfer()[subject.public_key]
+    paced = netlab.tcp_transfer(other_ns, subject_ns, subject_ip, seconds=1.5, rate=1_000_000,
+                                port=5203, timeout=30)
+    assert paced.intact, paced
+
+    def deltas() -> tuple[int, int, int, int]:
+        (s_rx, s_tx), (o_rx, o_tx) = (subject.transfer()[other.public_key],
+                                      other.transfer()[subject.public_key])
+        return (s_rx - before_s[0], s_tx - before_s[1], o_rx - before_o[0], o_tx - before_o[1])
+
+    def agreeing() -> tuple[int, int, int, int] | None:
+        d = deltas()
+        return d if _counters_agree(d[0], d[3]) and _counters_agree(d[1], d[2]) else None
+    d_s_rx, _, _, _ = netlab.wait_until(
+        agreeing, timeout=10, interval=0.2,
+        message=lambda: f"subject rx/tx deltas to match wireguard-go tx/rx: "
+                        f"(s_rx, s_tx, o_rx, o_tx) = {deltas()}")
+    assert d_s_rx >= paced.received_bytes
+    assert f"peer: {other.public_key}" in subject.show()
+    if psk:
+        assert subject.show("preshared-keys").split()[-1] == psk
