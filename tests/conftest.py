@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest

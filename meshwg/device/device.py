@@ -29,7 +29,8 @@ from meshwg.core.keys import encode_key
 from meshwg.core.protocol import EndpointChanged, HandshakeCompleted, WireGuardProtocol
 from meshwg.core.timers import Timers
 from meshwg.tun.device import TunDevice
-from meshwg.uapi.codec import (ERR_PORT_IN_USE, DeviceStatus, DeviceUpdate, PeerStatus, UapiError,
+from meshwg.device.api import DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate
+from meshwg.uapi.codec import (ERR_PORT_IN_USE, UapiError,
                    UapiServer)
 
 log = logging.getLogger("meshwg.device")
@@ -432,7 +433,7 @@ class Device:
     # ------------------------------------------------------------------ configuration
     def configure(self, config) -> None:
         """Load an InterfaceConfig (meshwg.config) through the same path `wg setconf` uses."""
-        from meshwg.uapi.codec import PeerUpdate
+
         update = DeviceUpdate(private_key=config.private_key, replace_peers=True, peers=[
             PeerUpdate(public_key=pc.public_key, preshared_key=pc.preshared_key,
                        endpoint=pc.endpoint, persistent_keepalive=pc.persistent_keepalive,

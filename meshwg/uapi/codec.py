@@ -18,12 +18,10 @@ import re
 import socket
 import stat
 import threading
-from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable
 
+from meshwg.device.api import DeviceStatus, DeviceUpdate, Network, PeerUpdate
 from meshwg.config.wgquick import format_endpoint, parse_network, parse_port_number, split_endpoint
-
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 log = logging.getLogger("meshwg.uapi")
 
@@ -52,62 +50,6 @@ class UapiError(Exception):
 
 class UapiServerError(Exception):
     """The control socket could not be set up (one-line message naming the socket)."""
-
-
-@dataclass
-class PeerUpdate:
-    """One peer's part of a set request. None / False / [] mean "not mentioned".
-
-    preshared_key == bytes(32) removes the preshared key. allowed_ips are added in order
-    (after replace_allowed_ips clears the old ones); remove_allowed_ips ("allowed_ip=-CIDR",
-    sent by newer wg tools) are removed from this peer only.
-    """
-
-    public_key: bytes
-    remove: bool = False
-    update_only: bool = False
-    preshared_key: bytes | None = None
-    endpoint: tuple[str, int] | None = None
-    persistent_keepalive: int | None = None
-    replace_allowed_ips: bool = False
-    allowed_ips: list[Network] = field(default_factory=list)
-    remove_allowed_ips: list[Network] = field(default_factory=list)
-    probe_endpoints: list[tuple[str, int]] = field(default_factory=list)
-
-
-@dataclass
-class DeviceUpdate:
-    """A whole validated set request; apply device fields, then `peers` in order.
-
-    private_key == bytes(32) removes the private key; fwmark 0 clears the mark.
-    """
-
-    private_key: bytes | None = None
-    listen_port: int | None = None
-    fwmark: int | None = None
-    replace_peers: bool = False
-    peers: list[PeerUpdate] = field(default_factory=list)
-
-
-@dataclass
-class PeerStatus:
-    public_key: bytes
-    preshared_key: bytes | None
-    endpoint: tuple[str, int] | None
-    last_handshake_sec: int
-    last_handshake_nsec: int
-    tx_bytes: int
-    rx_bytes: int
-    persistent_keepalive: int
-    allowed_ips: list[Network]
-
-
-@dataclass
-class DeviceStatus:
-    private_key: bytes | None
-    listen_port: int
-    fwmark: int
-    peers: list[PeerStatus]
 
 
 # ---------------------------------------------------------------- set: text -> DeviceUpdate

@@ -20,9 +20,9 @@ from meshwg.core import crypto
 from meshwg.core.allowedips import AllowedIPs
 from meshwg.config.wgquick import parse_config
 from meshwg.core.keys import encode_key
-from meshwg.uapi.codec import (ERR_INVALID, ERR_IO, ERR_PORT_IN_USE, ERR_PROTOCOL, DeviceStatus,
-                         DeviceUpdate, PeerStatus, PeerUpdate, UapiError, UapiServer,
-                         UapiServerError, format_get, parse_set)
+from meshwg.device.api import DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate
+from meshwg.uapi.codec import (ERR_INVALID, ERR_IO, ERR_PORT_IN_USE, ERR_PROTOCOL, UapiError,
+                               UapiServer, UapiServerError, format_get, parse_set)
 
 WG = shutil.which("wg")
 WG_DIR = "/var/run/wireguard"
