@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Union
 
 from meshwg.core.keys import KeyFormatError, decode_key, encode_key
+from meshwg.util.endpoint import EndpointError, format_endpoint, parse_port, split_hostport
+from meshwg.util.errors import MeshwgError
+from meshwg.util.prefix import Network, has_host_bits, parse_network
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Interface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 Resolver = Callable[..., list]
 
@@ -35,7 +37,7 @@ _DIGITS = re.compile(r"[0-9]+")
 _SECTION = re.compile(r"\[\s*([^\]]*?)\s*\]")
 
 
-class ConfigError(Exception):
+class ConfigError(MeshwgError):
     """A configuration mistake; str() is one line: "PATH:LINE: message"."""
 
     def __init__(self, path: str, line: int | None, message: str):
@@ -66,49 +68,6 @@ class InterfaceConfig:
     fwmark: int | None = None  # 0 = explicitly off
     peers: list[PeerConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list, compare=False)  # "PATH:LINE: ..." lines
-
-
-def split_endpoint(text: str) -> tuple[str, str]:
-    """Split "host:port" or "[IPv6]:port" into host and port text; ValueError if malformed."""
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise ValueError("no closing ']'")
-        host, rest = text[1:close], text[close + 1:]
-        if not rest.startswith(":") or len(rest) == 1:
-            raise ValueError("no port after ']'")
-        return host, rest[1:]
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port:
-        raise ValueError("expected HOST:PORT")
-    if ":" in host:
-        raise ValueError("IPv6 addresses must be written [ADDRESS]:PORT")
-    return host, port
-
-
-def format_endpoint(endpoint: tuple[str, int]) -> str:
-    """"IP:port", or "[IPv6]:port"."""
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_port_number(text: str, lowest: int = 0) -> int:
-    """A decimal port number in lowest..65535; ValueError otherwise."""
-    if not _DIGITS.fullmatch(text) or not lowest <= int(text) <= 65535:
-        raise ValueError(text)
-    return int(text)
-
-
-def parse_network(text: str) -> Network:
-    """A CIDR prefix ("10.0.0.0/8", "fd00::/64", a bare address = host route), host bits cleared."""
-    address, slash, length = text.partition("/")
-    if slash and not (_DIGITS.fullmatch(length) and len(length) <= 3):
-        raise ValueError(text)
-    return ipaddress.ip_network(text, strict=False)
-
-
-def _has_host_bits(text: str) -> bool:
-    return ipaddress.ip_interface(text).ip != ipaddress.ip_network(text, strict=False).network_address
 
 
 class _Parser:
@@ -192,8 +151,8 @@ class _Parser:
 
     def set_listenport(self, name: str, value: str) -> None:
         try:
-            self.iface["listen_port"] = parse_port_number(value)
-        except ValueError:
+            self.iface["listen_port"] = parse_port(value, lowest=0)
+        except EndpointError:
             raise self.error(f"{name}: not a port number (0-65535): {value!r}") from None
 
     def set_address(self, name: str, value: str) -> None:
@@ -246,19 +205,20 @@ class _Parser:
                 net = parse_network(item)
             except ValueError:
                 raise self.error(f"{name}: not a CIDR prefix: {item!r}") from None
-            if _has_host_bits(item):
+            if has_host_bits(item):
                 self.warnings.append(f"{self.path}:{self.lineno}: {name}: {item} has a nonzero "
                                      f"host part; using {net}")
             self.peers[-1].allowed_ips.append(net)
 
     def set_endpoint(self, name: str, value: str) -> None:
         try:
-            host, port_text = split_endpoint(value)
-        except ValueError as exc:
-            raise self.error(f"{name}: not HOST:PORT or [IPv6]:PORT ({exc}): {value!r}") from None
+            host, port_text = split_hostport(value)
+        except EndpointError as exc:
+            reason = str(exc).split(": ", 1)[-1]
+            raise self.error(f"{name}: not HOST:PORT or [IPv6]:PORT ({reason}): {value!r}") from None
         try:
-            port = parse_port_number(port_text, lowest=1)
-        except ValueError:
+            port = parse_port(port_text)
+        except EndpointError:
             raise self.error(f"{name}: port is not a number in 1-65535: {value!r}") from None
         self.peers[-1].endpoint = (self.resolve_host(name, host, port, value), port)
 

@@ -11,7 +11,6 @@ report them and wireguard-tools' ipc-uapi.h expects ("errno=-22" for an invalid 
 from __future__ import annotations
 
 import errno as _errno
-import ipaddress
 import logging
 import os
 import re
@@ -21,7 +20,8 @@ import threading
 from typing import Callable
 
 from meshwg.device.api import DeviceStatus, DeviceUpdate, Network, PeerUpdate
-from meshwg.config.wgquick import format_endpoint, parse_network, parse_port_number, split_endpoint
+from meshwg.util.endpoint import format_endpoint, parse_endpoint
+from meshwg.util.prefix import parse_network
 
 log = logging.getLogger("meshwg.uapi")
 
@@ -75,12 +75,9 @@ def _true(key: str, value: str) -> bool:
 def parse_uapi_endpoint(value: str) -> tuple[str, int]:
     """"IP:port" or "[IPv6]:port" (IP literals only) -> (IP string, port)."""
     try:
-        host, port_text = split_endpoint(value)
-        address = ipaddress.ip_address(host)
-        port = parse_port_number(port_text)
+        return parse_endpoint(value, ip_only=True)
     except ValueError:
         raise UapiError(f"endpoint: not IP:PORT or [IPv6]:PORT: {value!r}") from None
-    return str(address), port
 
 
 def _network(key: str, value: str) -> Network:

@@ -35,7 +35,7 @@ def split_hostport(text: str) -> tuple[str, str]:
     if not sep or not host or not port:
         raise EndpointError(f"endpoint {text!r}: expected HOST:PORT")
     if ":" in host:
-        raise EndpointError(f"endpoint {text!r}: write an IPv6 address as [ADDR]:PORT")
+        raise EndpointError(f"endpoint {text!r}: IPv6 addresses must be written [ADDRESS]:PORT")
     return host, port
 
 
