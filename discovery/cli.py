@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from meshwg.cli.main import PID_DIRECTORY, CliError, StopSignal, check_privileges, write_pid_file
+from meshwg.cli.common import PID_DIRECTORY, CliError, StopSignal, check_privileges, write_pid_file
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

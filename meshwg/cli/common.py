@@ -1,0 +1,57 @@
+"""What every meshwg command shares: the user-facing error, privilege checks, signals, pid files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from meshwg.util.errors import MeshwgError
+
+PID_DIRECTORY = "/var/run/meshwg"
+
+
+class CliError(MeshwgError):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def fail(message: str) -> None:
+    raise CliError(message)
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        fail("must run as root (creating a TUN interface needs CAP_NET_ADMIN)")
+    if not os.path.exists("/dev/net/tun"):
+        fail("/dev/net/tun does not exist: this kernel or container has no TUN support")
+
+
+class StopSignal:
+    """SIGINT/SIGTERM handlers installed before anything is created, so a signal that
+    arrives while an interface is still being set up stops it cleanly afterwards instead
+    of killing the process half-way."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.received: list[int] = []
+        signal.signal(signal.SIGINT, self._handler)
+        signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum, frame) -> None:
+        self.received.append(signum)
+        self.event.set()
+
+    def wait(self) -> int:
+        """Block until SIGINT or SIGTERM (returns at once if one came already)."""
+        while not self.event.wait(0.2):
+            pass
+        return self.received[0]
+
+
+def write_pid_file(name: str) -> str:
+    os.makedirs(PID_DIRECTORY, mode=0o755, exist_ok=True)
+    path = os.path.join(PID_DIRECTORY, f"{name}.pid")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    return path

@@ -1,0 +1,114 @@
+"""`meshwg up` and `meshwg down`: run an interface from a wg-quick file in the foreground, stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from meshwg.cli.common import PID_DIRECTORY, StopSignal, check_privileges, fail, write_pid_file
+
+
+def interface_name_from_path(path: str) -> str:
+    base = os.path.basename(path)
+    if base.endswith(".conf"):
+        base = base[:-5]
+    return base
+
+
+def parse_timer_overrides(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--timer {item!r}: expected NAME=SECONDS")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            fail(f"--timer {item!r}: {value!r} is not a number")
+    return out
+
+
+def cmd_up(args) -> int:
+    from meshwg.config.wgquick import ConfigError, load_config, private_key_permission_warning
+    from meshwg.device.device import Device
+    from meshwg.core.timers import Timers
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        fail(str(exc))
+    name = args.interface or interface_name_from_path(args.config)
+    if not name or len(name) > 15:
+        fail(f"interface name {name!r} must be 1-15 characters (use --interface NAME)")
+    try:
+        timers = Timers().with_overrides(parse_timer_overrides(args.timer))
+    except ValueError as exc:
+        fail(f"--timer: {exc}")
+    for line in list(getattr(config, "warnings", [])) + [private_key_permission_warning(args.config)]:
+        if line:
+            print(line if line.startswith("Warning") else f"Warning: {line}", file=sys.stderr)
+    check_privileges()
+    stop = StopSignal()
+    device = Device(name, listen_port=config.listen_port or 0, fwmark=config.fwmark or 0,
+                    mtu=config.mtu or 1420, addresses=config.addresses, timers=timers,
+                    manage_routes=not args.no_routes,
+                    offload=False if getattr(args, "no_offload", False) else None)
+    device.configure(config)
+    _start_device(device)
+    pid_path = write_pid_file(device.name)
+    try:
+        print(f"meshwg: {device.name} is up (UDP port {device.listen_port}); Ctrl-C or "
+              f"`meshwg down {device.name}` stops it", file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        device.stop()
+        try:
+            os.unlink(pid_path)
+        except FileNotFoundError:
+            pass
+    print(f"meshwg: {device.name} removed", file=sys.stderr)
+    return 0
+
+
+def _start_device(device) -> None:
+    from meshwg.conn.udp import BindError
+    from meshwg.netlink.link import NetconfigError
+    from meshwg.tun.device import TunError
+    from meshwg.uapi.codec import UapiServerError
+    try:
+        device.start()
+    except (TunError, BindError, NetconfigError, UapiServerError) as exc:
+        fail(str(exc))
+
+
+def cmd_down(args) -> int:
+    path = os.path.join(PID_DIRECTORY, f"{args.interface}.pid")
+    try:
+        pid = int(open(path).read().strip())
+    except FileNotFoundError:
+        fail(f"{args.interface} is not a running meshwg interface (no {path})")
+    except ValueError:
+        fail(f"{path}: not a pid")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        os.unlink(path)
+        fail(f"{args.interface}: process {pid} is gone; removed stale {path}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not _process_running(pid):
+            return 0
+        time.sleep(0.05)
+    fail(f"{args.interface}: process {pid} did not stop within 10 s")
+    return 1
+
+
+def _process_running(pid: int) -> bool:
+    """True while the process exists and has not exited (a zombie has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")

@@ -1,0 +1,98 @@
+"""`meshwg show [IFACE] [--json]`: interfaces, peers, handshakes, transfer and drop counters."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+
+from meshwg.cli.common import PID_DIRECTORY, fail
+
+
+def _b64(hexkey: str) -> str:
+    return base64.b64encode(bytes.fromhex(hexkey)).decode()
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(seconds)
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size or (unit == "second" and not parts):
+            n, seconds = divmod(seconds, size)
+            parts.append(f"{n} {unit}{'s' if n != 1 else ''}")
+    return ", ".join(parts) + " ago"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.2f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return str(n)
+
+
+def interface_summary(name: str) -> dict:
+    from meshwg.uapi import client as uapi_client
+    dev = uapi_client.parse_get(uapi_client.get(name))
+    out = {"interface": name, "public_key": None,
+           "listen_port": int(dev.get("listen_port", 0)), "fwmark": int(dev.get("fwmark", 0)),
+           "peers": []}
+    if dev.get("private_key"):
+        from meshwg.core.crypto import public_key
+        out["public_key"] = base64.b64encode(public_key(bytes.fromhex(dev["private_key"]))).decode()
+    try:
+        with open(os.path.join(PID_DIRECTORY, f"{name}.stats.json")) as f:
+            out["counters"] = json.load(f).get("counters", {})
+    except (OSError, ValueError):
+        out["counters"] = {}
+    for p in dev["peers"]:
+        sec = int(p.get("last_handshake_time_sec", 0))
+        out["peers"].append({
+            "public_key": _b64(p["public_key"]),
+            "preshared_key": bool(p.get("preshared_key")) and p.get("preshared_key") != "0" * 64,
+            "endpoint": p.get("endpoint"),
+            "allowed_ips": p["allowed_ips"],
+            "latest_handshake": sec or None,
+            "rx_bytes": int(p.get("rx_bytes", 0)), "tx_bytes": int(p.get("tx_bytes", 0)),
+            "persistent_keepalive": int(p.get("persistent_keepalive_interval", 0)),
+        })
+    return out
+
+
+def cmd_show(args) -> int:
+    from meshwg.uapi import client as uapi_client
+    names = [args.interface] if args.interface else uapi_client.list_interfaces()
+    summaries = []
+    for name in names:
+        try:
+            summaries.append(interface_summary(name))
+        except uapi_client.ControlError as exc:
+            if args.interface:
+                fail(str(exc))
+    if args.json:
+        print(json.dumps(summaries if not args.interface else summaries[0], indent=2))
+        return 0
+    now = time.time()
+    for s in summaries:
+        print(f"interface: {s['interface']}")
+        if s["public_key"]:
+            print(f"  public key: {s['public_key']}")
+        print(f"  listening port: {s['listen_port']}")
+        if s.get("counters"):
+            print("  counters: " + ", ".join(f"{k} {v}" for k, v in s["counters"].items()))
+        for p in s["peers"]:
+            print(f"\npeer: {p['public_key']}")
+            if p["preshared_key"]:
+                print("  preshared key: (hidden)")
+            if p["endpoint"]:
+                print(f"  endpoint: {p['endpoint']}")
+            print(f"  allowed ips: {', '.join(p['allowed_ips']) or '(none)'}")
+            if p["latest_handshake"]:
+                print(f"  latest handshake: {_ago(now - p['latest_handshake'])}")
+            if p["rx_bytes"] or p["tx_bytes"]:
+                print(f"  transfer: {_bytes(p['rx_bytes'])} received, {_bytes(p['tx_bytes'])} sent")
+            if p["persistent_keepalive"]:
+                print(f"  persistent keepalive: every {p['persistent_keepalive']} seconds")
+        print()
+    return 0
