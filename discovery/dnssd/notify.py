@@ -1,16 +1,22 @@
 """DNS NOTIFY (RFC 1996) from the rendezvous to its members when the directory changes.
 
-Members poll the directory at an interval; a NOTIFY tells them to re-read it at once. It
-travels inside the tunnel: the rendezvous sends it to each member's mesh address, and a
-member accepts it only from the rendezvous's mesh address (cryptokey routing makes that
-source authentic). Messages are built and parsed with dnspython.
+Members read the directory when told (and on a slow safety poll); a NOTIFY tells them to
+re-read it at once. It travels inside the tunnel: the rendezvous sends it to each member's
+mesh address, and a member accepts it only from the rendezvous's mesh address (cryptokey
+routing makes that source authentic). As RFC 1996 section 3.6 asks, the member answers
+with a NOTIFY response and the rendezvous retransmits until it gets one (RETRIES
+transmissions, RETRY_START seconds apart, doubling), so a lost datagram costs seconds, not
+the safety poll. Messages are built and parsed with dnspython.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import random
 import socket
 import threading
+import time
 from typing import Callable, Iterable
 
 import dns.exception
@@ -20,17 +26,39 @@ import dns.name
 import dns.opcode
 import dns.rdatatype
 
+from meshwg.util.service import Service
+
 log = logging.getLogger("meshwg.notify")
 
 NOTIFY_PORT = 5354   # UDP, on each member's mesh address
+RETRY_START = 1.0    # seconds before the first retransmission; doubles after each
+RETRIES = 5          # transmissions in all before a silent member is given up on
 
 
-def build_notify(zone: str) -> bytes:
-    msg = dns.message.make_query(dns.name.from_text(zone), dns.rdatatype.SOA)
+def build_notify(zone: str, msg_id: int | None = None) -> bytes:
+    """A NOTIFY query for `zone` (SOA, AA set, RD clear); a random ID unless given."""
+    msg = dns.message.make_query(dns.name.from_text(zone), dns.rdatatype.SOA, id=msg_id)
     msg.set_opcode(dns.opcode.NOTIFY)
     msg.flags |= dns.flags.AA
     msg.flags &= ~dns.flags.RD
     return msg.to_wire()
+
+
+def notify_response(wire: bytes) -> bytes:
+    """The NOTIFY response (QR set, same ID and question) to a NOTIFY query."""
+    return dns.message.make_response(dns.message.from_wire(wire)).to_wire()
+
+
+def response_id(wire: bytes, zone: str) -> int | None:
+    """The ID of `wire` if it is a well-formed NOTIFY response for `zone`, else None."""
+    try:
+        msg = dns.message.from_wire(wire)
+    except (dns.exception.DNSException, ValueError):
+        return None
+    if msg.opcode() != dns.opcode.NOTIFY or not msg.flags & dns.flags.QR \
+            or len(msg.question) != 1 or msg.question[0].name != dns.name.from_text(zone):
+        return None
+    return msg.id
 
 
 def is_notify_for(wire: bytes, zone: str) -> bool:
@@ -45,11 +73,11 @@ def is_notify_for(wire: bytes, zone: str) -> bool:
 
 
 class Notifier:
-    """Sends NOTIFY to members (the rendezvous side)."""
+    """Sends NOTIFY to members (the rendezvous side) and retransmits each until its NOTIFY
+    response arrives: `answered` and `unanswered` (given up after RETRIES) count them."""
 
     def __init__(self, zone: str, source_address: str):
         self.zone = zone
-        self._wire = build_notify(zone)
         family = socket.AF_INET6 if ":" in source_address else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
@@ -58,21 +86,91 @@ class Notifier:
         except OSError:
             pass
         self.sent = 0
+        self.answered = 0
+        self.unanswered = 0
+        # (address, port) -> [message ID, transmissions so far, monotonic time of the next]
+        self._pending: dict[tuple[str, int], list] = {}
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._service = Service("notifier")
+        self._service.on_close(self._sock.close)
+        self._service.on_close(lambda: (os.close(self._wake_r), os.close(self._wake_w)))
+        self._service.spawn(self._run)
 
     def notify(self, addresses: Iterable[str], port: int = NOTIFY_PORT) -> None:
-        for address in addresses:
+        """Send a NOTIFY to each address now (a newer one replaces one still unanswered)."""
+        now = time.monotonic()
+        with self._lock:
+            for address in addresses:
+                msg_id = random.getrandbits(16)
+                self._pending[(address, port)] = [msg_id, 1, now + RETRY_START]
+                self._send(msg_id, (address, port))
+        try:
+            os.write(self._wake_w, b"x")     # the retransmission thread takes the new times
+        except OSError:
+            pass
+
+    def _send(self, msg_id: int, target: tuple[str, int]) -> None:
+        try:
+            self._sock.sendto(build_notify(self.zone, msg_id), target)
+            self.sent += 1
+        except OSError:
+            pass   # buffer full or member unreachable: retransmitted, and it polls anyway
+
+    def _run(self) -> None:
+        svc = self._service
+        while not svc.stopping:
+            with self._lock:
+                due = min((p[2] for p in self._pending.values()), default=None)
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            ready = svc.wait_readable(self._sock, self._wake_r, timeout=timeout)
+            if svc.stopping:
+                return
+            if self._wake_r in ready:
+                os.read(self._wake_r, 512)
+            if self._sock in ready:
+                self._read_responses()
+            self._retransmit(time.monotonic())
+
+    def _read_responses(self) -> None:
+        while True:
             try:
-                self._sock.sendto(self._wire, (address, port))
-                self.sent += 1
+                wire, source = self._sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
-                pass   # buffer full or member unreachable: it polls anyway
+                return
+            msg_id = response_id(wire, self.zone)
+            with self._lock:
+                pending = self._pending.get((source[0], source[1]))
+                if pending is not None and pending[0] == msg_id:
+                    del self._pending[(source[0], source[1])]
+                    self.answered += 1
+
+    def _retransmit(self, now: float) -> None:
+        with self._lock:
+            for target, pending in list(self._pending.items()):
+                msg_id, count, due = pending
+                if due > now:
+                    continue
+                if count >= RETRIES:
+                    del self._pending[target]
+                    self.unanswered += 1
+                    log.info("NOTIFY to %s unanswered after %d tries", target[0], count)
+                    continue
+                self._send(msg_id, target)
+                pending[1] = count + 1
+                pending[2] = now + RETRY_START * 2 ** count
 
     def close(self) -> None:
-        self._sock.close()
+        self._service.stop()
 
 
 class NotifyListener:
-    """Receives NOTIFY on a member's mesh address; calls on_notify() for genuine ones."""
+    """Receives NOTIFY on a member's mesh address; answers and calls on_notify() for
+    genuine ones (from the rendezvous, for our zone), drops and counts the rest. Idle, it
+    blocks without timeouts."""
 
     def __init__(self, address: str, zone: str, allowed_source: str, on_notify: Callable[[], None],
                  port: int = NOTIFY_PORT):
@@ -82,33 +180,31 @@ class NotifyListener:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.bind((address, port))
-        self._sock.settimeout(0.5)
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sock.setblocking(False)
+        self._service = Service("notify-listener")
+        self._service.on_close(self._sock.close)
         self.received = 0
         self.dropped = 0
 
     def start(self) -> "NotifyListener":
-        self._thread = threading.Thread(target=self._run, name="notify-listener", daemon=True)
-        self._thread.start()
+        self._service.spawn(self._run)
         return self
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
+        while self._service.wait_readable(self._sock):
             try:
                 wire, source = self._sock.recvfrom(2048)
-            except socket.timeout:
+            except (BlockingIOError, InterruptedError):
                 continue
-            except OSError:
-                break
             if source[0] != self.allowed_source or not is_notify_for(wire, self.zone):
                 self.dropped += 1
                 continue
             self.received += 1
+            try:
+                self._sock.sendto(notify_response(wire), source)
+            except OSError:
+                pass        # the rendezvous retransmits
             self.on_notify()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._sock.close()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        self._service.stop()

@@ -22,11 +22,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from meshwg.util.endpoint import format_endpoint
+
 REJECT_AFTER_TIME = 180.0
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
 UPGRADE_INTERVAL = 10.0
 GIVE_UP_REPORT_AFTER = 10.0   # after this long without an answer, status explains why
+OBSERVE_FRACTION = 5          # a working path is looked at every silence_timeout / 5
 
 Endpoint = tuple[str, int]
 
@@ -179,8 +182,38 @@ class PathManager:
             due[key] = targets
         return due
 
+    def next_deadline(self, now: float) -> float | None:
+        """The earliest time (seconds, the clock of `now`) at which probes_due, is_working
+        or describe may answer differently without new candidates or events: a probe round
+        or LAN upgrade falls due, a working path must be looked at again (observe() every
+        silence_timeout / OBSERVE_FRACTION, so that silence is noticed within that much
+        of `silence_timeout`), a handshake ages out, probing has lasted long enough to
+        be reported as failing. None when nothing is scheduled."""
+        times: list[float] = []
+        for key, path in self.peers.items():
+            cands = path.candidates
+            if self.is_working(key, now):
+                times.append(min(now + self.silence_timeout / OBSERVE_FRACTION,
+                                 path.last_handshake + REJECT_AFTER_TIME))
+                if path.suspect and cands.all():
+                    times.append(path.next_probe)
+                elif cands.lan and not self._on_lan(path):
+                    times.append(path.last_upgrade_probe + UPGRADE_INTERVAL)
+                continue
+            if path.endpoint is not None and path.last_handshake is not None \
+                    and now - path.last_handshake <= REJECT_AFTER_TIME:
+                times.append(now + self.silence_timeout / OBSERVE_FRACTION)   # may come back
+            if not cands.all():
+                continue
+            times.append(path.next_probe)
+            if path.probing_since is not None and now - path.probing_since < GIVE_UP_REPORT_AFTER:
+                times.append(path.probing_since + GIVE_UP_REPORT_AFTER)
+        return max(min(times), now) if times else None
+
     def describe(self, key: bytes, now: float) -> tuple[str, str]:
-        """(path, reason): path is 'lan', 'direct' or 'none'."""
+        """(path, reason): path is 'lan', 'direct' or 'none'. The reason names no running
+        duration, so it changes only when the path's state does (the member writes its
+        status file on change)."""
         path = self.peers.get(key)
         if path is None:
             return "none", "unknown peer"
@@ -192,11 +225,12 @@ class PathManager:
             return "none", "no candidate endpoints known yet (peer not in the directory or not on the LAN)"
         if path.endpoint is not None and path.last_handshake is not None:
             if now - path.last_handshake <= REJECT_AFTER_TIME:
-                return "none", f"path to {_fmt(path.endpoint)} went silent; probing {len(path.candidates.all())} candidates"
+                return "none", (f"path to {format_endpoint(path.endpoint)} went silent; probing "
+                                f"{len(path.candidates.all())} candidates")
         n = len(path.candidates.all())
         if path.probing_since is not None and now - path.probing_since >= GIVE_UP_REPORT_AFTER:
-            return "none", (f"no direct path: {n} candidate(s) did not answer in "
-                            f"{int(now - path.probing_since)} s (an endpoint-dependent, 'symmetric', NAT "
+            return "none", (f"no direct path: {n} candidate(s) did not answer in over "
+                            f"{int(GIVE_UP_REPORT_AFTER)} s (an endpoint-dependent, 'symmetric', NAT "
                             f"on one side blocks hole punching); no relay available yet; retrying every "
                             f"{int(path.backoff)} s")
         return "none", f"no direct path yet: probing {n} candidate(s)"
@@ -208,8 +242,3 @@ def _unique(items: list[Endpoint]) -> list[Endpoint]:
         if item not in out:
             out.append(item)
     return out
-
-
-def _fmt(ep: Endpoint) -> str:
-    host, port = ep
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

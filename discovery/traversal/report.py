@@ -2,7 +2,8 @@
 
 The report travels inside the WireGuard tunnel to the rendezvous's mesh address, so the
 rendezvous knows who sent it from the source address alone: cryptokey routing only lets
-a member's packets in with its own mesh address as source. One JSON line over TCP.
+a member's packets in with its own mesh address as source. One JSON line over TCP:
+{"candidates": ["IP:port", ...]} answered by {"ok": true} or {"ok": false}.
 """
 
 from __future__ import annotations
@@ -10,103 +11,138 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
-from typing import Callable
+import time
+from typing import Any, Callable
+
+from meshwg.util.endpoint import format_endpoint, parse_endpoint
+from meshwg.util.errors import MeshwgError
+from meshwg.util.service import Service
 
 log = logging.getLogger("meshwg.report")
 
 REPORT_PORT_DEFAULT = 5354   # TCP, on the rendezvous's mesh address only
-MAX_REPORT = 4096
+MAX_REPORT = 4096            # bytes of one report line
 MAX_CANDIDATES = 16
+READ_TIMEOUT = 2.0           # seconds a sender has to deliver its line
 
 
-class ReportError(Exception):
-    pass
+class ReportError(MeshwgError):
+    """A candidate report could not be delivered or was refused; the message says where."""
 
 
-def parse_candidates(items) -> list[str]:
-    """Validate a list of "IP:port" / "[IPv6]:port" strings; raises ValueError."""
-    from discovery.enroll.tokens import parse_endpoint
-    import ipaddress
+def parse_candidates(items: Any) -> list[str]:
+    """Validate a report's list of "IP:port" / "[IPv6]:port" strings (at most
+    MAX_CANDIDATES, IP literals only) -> the same endpoints in canonical text. Raises
+    ValueError (EndpointError) naming the bad item."""
     if not isinstance(items, list) or len(items) > MAX_CANDIDATES:
-        raise ValueError("candidates must be a list of at most 16 endpoints")
+        raise ValueError(f"candidates must be a list of at most {MAX_CANDIDATES} endpoints")
     out = []
     for item in items:
         if not isinstance(item, str):
             raise ValueError(f"candidate {item!r} is not a string")
-        host, port = parse_endpoint(item)
-        ipaddress.ip_address(host)
-        out.append(item)
+        out.append(format_endpoint(parse_endpoint(item, ip_only=True)))
     return out
 
 
 class CandidateReportServer:
-    """Listens on the rendezvous's mesh address; on_report(source_ip, candidates)."""
+    """Listens on the rendezvous's mesh address; calls on_report(source_ip, candidates)
+    for each well-formed report (from its own thread). Malformed ones are answered
+    {"ok": false} and counted in `dropped`. Idle, it blocks without timeouts."""
 
     def __init__(self, address: str, port: int, on_report: Callable[[str, list[str]], None]):
         self.address = address
         self.requested_port = port
         self.on_report = on_report
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
         self.port = 0
+        self.received = 0
+        self.dropped = 0
+        self._service = Service("report-server")
+        self._sock: socket.socket | None = None
 
     def start(self) -> "CandidateReportServer":
+        """Bind and serve; OSError if the address or port cannot be bound."""
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.address, self.requested_port))
-        sock.listen(64)
-        sock.settimeout(0.5)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.address, self.requested_port))
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
         self._sock = sock
         self.port = sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, name="report-server", daemon=True)
-        self._thread.start()
+        self._service.on_close(sock.close)
+        self._service.spawn(self._serve)
         return self
 
     def _serve(self) -> None:
-        while not self._stopping.is_set():
+        svc = self._service
+        while svc.wait_readable(self._sock):
             try:
                 conn, addr = self._sock.accept()
-            except socket.timeout:
+            except (BlockingIOError, InterruptedError):
                 continue
-            except OSError:
-                break
             with conn:
-                conn.settimeout(2.0)
-                try:
-                    data = b""
-                    while b"\n" not in data and len(data) <= MAX_REPORT:
-                        chunk = conn.recv(1024)
-                        if not chunk:
-                            break
-                        data += chunk
-                    message = json.loads(data.split(b"\n", 1)[0])
-                    candidates = parse_candidates(message.get("candidates"))
-                    self.on_report(addr[0], candidates)
-                    conn.sendall(b'{"ok": true}\n')
-                except (OSError, ValueError, AttributeError) as exc:
-                    log.info("dropped a malformed candidate report from %s: %s", addr[0], exc)
-                    try:
-                        conn.sendall(b'{"ok": false}\n')
-                    except OSError:
-                        pass
+                self._handle(conn, addr[0])
+
+    def _read_line(self, conn: socket.socket) -> bytes:
+        """The first line a sender writes (at most MAX_REPORT bytes, within READ_TIMEOUT)."""
+        conn.setblocking(False)
+        deadline = time.monotonic() + READ_TIMEOUT
+        data = b""
+        while b"\n" not in data:
+            if len(data) > MAX_REPORT:
+                raise ValueError(f"report longer than {MAX_REPORT} bytes")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._service.wait_readable(conn, timeout=remaining):
+                raise ValueError("report not finished in time")
+            try:
+                chunk = conn.recv(1024)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            data += chunk
+        return data.split(b"\n", 1)[0]
+
+    def _handle(self, conn: socket.socket, source: str) -> None:
+        try:
+            message = json.loads(self._read_line(conn))
+            candidates = parse_candidates(message.get("candidates"))
+        except (OSError, ValueError, AttributeError) as exc:
+            self.dropped += 1
+            log.info("dropped a malformed candidate report from %s: %s", source, exc)
+            reply = b'{"ok": false}\n'
+        else:
+            self.received += 1
+            try:
+                self.on_report(source, candidates)
+                reply = b'{"ok": true}\n'
+            except Exception:               # noqa: BLE001 -- the server goes on
+                log.exception("handling the candidate report from %s failed", source)
+                reply = b'{"ok": false}\n'
+        try:
+            conn.setblocking(True)
+            conn.settimeout(READ_TIMEOUT)
+            conn.sendall(reply)
+        except OSError:
+            pass
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._sock is not None:
-            self._sock.close()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        self._service.stop()
 
 
 def send_report(address: str, port: int, candidates: list[str], timeout: float = 3.0) -> None:
+    """Report `candidates` ("IP:port" strings) to the rendezvous at address:port (TCP).
+    Raises ReportError if it cannot be reached or refuses them."""
+    where = format_endpoint((address, port))
     try:
         with socket.create_connection((address, port), timeout=timeout) as sock:
             sock.sendall(json.dumps({"candidates": candidates}).encode() + b"\n")
             reply = sock.recv(256)
     except OSError as exc:
-        raise ReportError(f"cannot report candidates to {address}:{port}: {exc}") from None
+        raise ReportError(f"cannot report candidates to {where}: {exc}") from None
     if b'"ok": true' not in reply:
-        raise ReportError(f"rendezvous refused the candidate report: {reply!r}")
+        raise ReportError(f"rendezvous {where} refused the candidate report: {reply!r}")
