@@ -13,7 +13,7 @@ Layout: ``mwg1.`` + unpadded base64url of a packed binary record::
     checksum                          first 4 bytes of SHA-256 of everything above
 
 The checksum only catches copy-paste damage; authenticity comes from the invite
-secret, which the rendezvous checks (see discovery.enroll).
+secret, which the rendezvous checks (see discovery.enroll.messages).
 """
 
 from __future__ import annotations
@@ -21,57 +21,24 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import ipaddress
 import struct
 from dataclasses import dataclass
+
+from meshwg.core.keys import KEY_SIZE
+from meshwg.util.endpoint import EndpointError, parse_endpoint
+from meshwg.util.errors import MeshwgError
 
 TOKEN_PREFIX = "mwg1."
 TOKEN_VERSION = 1
 SECRET_SIZE = 32
 ID_SIZE = 16
-KEY_SIZE = 32
 _HEADER = struct.Struct(f">B{KEY_SIZE}s{ID_SIZE}s{ID_SIZE}s{SECRET_SIZE}sQHB")
 _CHECKSUM_SIZE = 4
 _MAX_ENDPOINT = 255
 
 
-class TokenError(ValueError):
+class TokenError(MeshwgError, ValueError):
     """A token string could not be decoded; the message is one line for the user."""
-
-
-class EndpointError(ValueError):
-    """A "HOST:PORT" string is malformed."""
-
-
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """Split "HOST:PORT" (IPv6 as "[ADDR]:PORT") into host and port."""
-    if not isinstance(text, str) or not text:
-        raise EndpointError(f"endpoint {text!r}: expected HOST:PORT")
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise EndpointError(f"endpoint {text!r}: expected [IPV6]:PORT")
-        port_text = rest[1:]
-        try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
-        except ValueError:
-            raise EndpointError(f"endpoint {text!r}: {host!r} is not an IPv6 address") from None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not host:
-            raise EndpointError(f"endpoint {text!r}: expected HOST:PORT")
-        if ":" in host:
-            raise EndpointError(f"endpoint {text!r}: write an IPv6 address as [ADDR]:PORT")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise EndpointError(f"endpoint {text!r}: port {port_text!r} is not in 1..65535")
-    if any(c.isspace() for c in host) or "/" in host:
-        raise EndpointError(f"endpoint {text!r}: host {host!r} is not a valid name or address")
-    return host, int(port_text)
-
-
-def format_endpoint(host: str, port: int) -> str:
-    """Inverse of parse_endpoint."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -88,7 +55,7 @@ class Token:
 
     @property
     def enroll_address(self) -> tuple[str, int]:
-        """(host, port) of the enrollment service."""
+        """(host, port) of the enrollment service: the endpoint's host, the enroll port."""
         return parse_endpoint(self.endpoint)[0], self.enroll_port
 
     def __repr__(self) -> str:  # keep the secret out of logs and tracebacks
@@ -98,7 +65,8 @@ class Token:
 
 
 def encode_token(token: Token) -> str:
-    """Pack a Token into its "mwg1.…" string."""
+    """Pack a Token into its "mwg1.…" string. Raises ValueError (EndpointError for a bad
+    endpoint) when a field does not fit the layout."""
     endpoint = token.endpoint.encode("utf-8")
     parse_endpoint(token.endpoint)
     if len(endpoint) > _MAX_ENDPOINT:

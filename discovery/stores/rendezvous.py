@@ -1,162 +1,54 @@
-"""Persistent state of a mesh: the rendezvous's directory and a member's directory.
+"""The rendezvous's durable state: one SQLite database (WAL, synchronous=FULL) in a 0700
+directory holding its WireGuard private key, mesh settings, members, invites and the
+nonces of accepted enrollment requests. Every change is one transaction, so a crash leaves
+either the old or the new state. Several processes (daemon and CLI) may open it at once.
 
-Rendezvous: one SQLite database (WAL, synchronous=FULL) in a 0700 directory holding
-its WireGuard private key, mesh settings, members, invites and the nonces of accepted
-enrollment requests. Every change is one transaction, so a crash leaves either the
-old or the new state. Several processes (daemon and CLI) may open it at once.
-
-Member (joiner): a 0700 directory with ``private.key`` (0600, base64 like ``wg genkey``)
-and ``member.json``; both written by atomic replacement.
+Errors are StateError and its subclasses (discovery.stores.errors); refused enrollments
+raise InviteRefusal (discovery.stores.invites).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 import os
-import re
 import secrets
 import sqlite3
-import stat
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from meshwg.core import crypto
+from meshwg.core.keys import KEY_SIZE, decode_key, encode_key
+from meshwg.util.endpoint import parse_endpoint
 
-from discovery.enroll.tokens import KEY_SIZE, SECRET_SIZE, EndpointError, Token, parse_endpoint
+from discovery.enroll.tokens import SECRET_SIZE, Token
+from discovery.stores.errors import (
+    DuplicateMemberError, MeshFullError, StateError, StateExistsError, UnknownMemberError,
+)
+from discovery.stores.invites import (
+    REFUSAL_KEY_TAKEN, REFUSAL_MESH_FULL, REFUSAL_NAME_TAKEN, REFUSAL_REPLAYED,
+    REFUSAL_UNKNOWN_INVITE, Invite, InviteRefusal,
+)
+from discovery.stores.private_dir import fsync_dir, prepare_private_dir
+from discovery.stores.validate import (
+    normalize_zone, public_key_bytes, validate_candidates, validate_interface_name, validate_name,
+)
 
 DB_NAME = "rendezvous.db"
 SCHEMA_VERSION = 1
 DEFAULT_ZONE = "mesh.internal."
 DEFAULT_DNS_PORT = 53
-MAX_CANDIDATES = 16
 NONCE_RETENTION = 600.0  # seconds; > 2 x the allowed clock skew, so a replay is always caught
-
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-
-
-# ---------------------------------------------------------------- errors
-
-
-class StateError(Exception):
-    """A state directory problem; the message is one line naming the file and the cause."""
-
-
-class StateExistsError(StateError):
-    """init() found a state that it must not overwrite."""
-
-
-class UnknownMemberError(StateError):
-    """No member matches the given name, key or address."""
-
-
-class DuplicateMemberError(StateError):
-    """The name, key or address is already taken; ``what`` says which."""
-
-    def __init__(self, what: str, message: str):
-        super().__init__(message)
-        self.what = what
-
-
-class MeshFullError(StateError):
-    """No free address is left in the mesh network."""
-
-
-class InviteRefusal(StateError):
-    """An enrollment was refused; ``code`` is one of the REFUSAL_* constants."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-REFUSAL_MALFORMED = "malformed"
-REFUSAL_UNKNOWN_INVITE = "unknown_invite"
-REFUSAL_FORGED = "forged"
-REFUSAL_EXPIRED = "expired"
-REFUSAL_USED_UP = "used_up"
-REFUSAL_REPLAYED = "replayed"
-REFUSAL_NAME_TAKEN = "name_taken"
-REFUSAL_KEY_TAKEN = "key_taken"
-REFUSAL_MESH_FULL = "mesh_full"
-REFUSAL_CODES = frozenset({
-    REFUSAL_MALFORMED, REFUSAL_UNKNOWN_INVITE, REFUSAL_FORGED, REFUSAL_EXPIRED,
-    REFUSAL_USED_UP, REFUSAL_REPLAYED, REFUSAL_NAME_TAKEN, REFUSAL_KEY_TAKEN,
-    REFUSAL_MESH_FULL,
-})
-
-
-# ---------------------------------------------------------------- validation
-
-
-def validate_name(name: str) -> str:
-    """Return the member name if it is one DNS label of a-z, 0-9 and '-'; else ValueError."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"invalid member name {name!r}: use 1-63 characters a-z, 0-9 "
-                         f"and '-', not starting or ending with '-'")
-    return name
-
-
-def validate_candidates(candidates: list[str]) -> list[str]:
-    """Check host candidates ("HOST:PORT" strings); ValueError naming the bad one."""
-    if not isinstance(candidates, (list, tuple)):
-        raise ValueError("host candidates must be a list of HOST:PORT strings")
-    if len(candidates) > MAX_CANDIDATES:
-        raise ValueError(f"{len(candidates)} host candidates given, at most {MAX_CANDIDATES} allowed")
-    out = []
-    for cand in candidates:
-        if not isinstance(cand, str) or len(cand) > 255:
-            raise ValueError(f"host candidate {cand!r} is not a HOST:PORT string")
-        try:
-            parse_endpoint(cand)
-        except EndpointError as exc:
-            raise ValueError(f"host candidate: {exc}") from None
-        out.append(cand)
-    return out
-
-
-def normalize_zone(zone: str) -> str:
-    """Lowercase, fully-qualified zone name ("mesh.internal.")."""
-    import dns.name  # dnspython; validates label lengths and characters
-
-    try:
-        name = dns.name.from_text(zone)
-    except Exception as exc:  # dnspython raises several specific types
-        raise ValueError(f"invalid zone {zone!r}: {exc}") from None
-    if name == dns.name.root:
-        raise ValueError("zone must not be the DNS root")
-    return name.to_text().lower()
-
-
-def _public_key_bytes(public_key: bytes | str) -> bytes:
-    if isinstance(public_key, str):
-        try:
-            public_key = base64.b64decode(public_key, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError(f"public key {public_key!r} is not base64") from None
-    if not isinstance(public_key, bytes) or len(public_key) != KEY_SIZE:
-        raise ValueError("a WireGuard public key is 32 bytes")
-    return public_key
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-# ---------------------------------------------------------------- records
 
 
 @dataclass
 class Member:
-    """One enrolled machine as the rendezvous knows it."""
+    """One enrolled machine as the rendezvous knows it (times in unix seconds; host
+    candidates as "HOST:PORT" strings)."""
 
     name: str
     public_key: bytes
@@ -167,33 +59,7 @@ class Member:
 
     @property
     def public_key_b64(self) -> str:
-        return _b64(self.public_key)
-
-
-@dataclass(frozen=True)
-class Invite:
-    """An invite as stored at the rendezvous (the secret never leaves this machine except in the token)."""
-
-    invite_id: str
-    secret: bytes
-    reusable: bool
-    expires_at: int | None
-    created_at: float
-    uses: int
-
-    def refusal(self, now: float) -> InviteRefusal | None:
-        """Why this invite cannot be used at `now`, or None when it can."""
-        if self.expires_at is not None and now >= self.expires_at:
-            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.expires_at))
-            return InviteRefusal(REFUSAL_EXPIRED, f"the invite expired at {when}")
-        if not self.reusable and self.uses >= 1:
-            return InviteRefusal(REFUSAL_USED_UP,
-                                 "the invite was already used (it is single-use); ask for a new one")
-        return None
-
-    def __repr__(self) -> str:
-        return (f"Invite(invite_id={self.invite_id!r}, reusable={self.reusable}, "
-                f"expires_at={self.expires_at}, uses={self.uses})")
+        return encode_key(self.public_key)
 
 
 def _member_from_row(row: sqlite3.Row) -> Member:
@@ -207,47 +73,11 @@ def _invite_from_row(row: sqlite3.Row) -> Invite:
                   expires_at=row["expires_at"], created_at=row["created_at"], uses=row["uses"])
 
 
-# ---------------------------------------------------------------- directories
-
-
-def _prepare_private_dir(path: Path) -> None:
-    """Create `path` as 0700, or accept an existing directory that only its owner can enter."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.stat()
-    except OSError as exc:
-        raise StateError(f"{path}: cannot create state directory: {exc.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise StateError(f"{path}: exists and is not a directory")
-    if st.st_mode & 0o077:
-        if any(path.iterdir()):
-            raise StateError(f"{path}: state directory is accessible by group/others "
-                             f"(mode {stat.S_IMODE(st.st_mode):04o}); run chmod 700 on it")
-        os.chmod(path, 0o700)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to a temp file in the same directory, fsync, rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+def _shown(ref: str | bytes) -> str:
+    """A member reference as an error message shows it (a key as base64)."""
+    if isinstance(ref, bytes):
+        return encode_key(ref) if len(ref) == KEY_SIZE else ref.hex()
+    return ref
 
 
 _SCHEMA = """
@@ -290,7 +120,7 @@ class RendezvousState:
         self._db = db
         self._lock = threading.RLock()
         self._meta = meta
-        self.private_key: bytes = base64.b64decode(meta["private_key"])
+        self.private_key: bytes = decode_key(meta["private_key"], "private_key")
         self.public_key: bytes = crypto.public_key(self.private_key)
         self.network: str = meta["network"]
         self.endpoint: str = meta["endpoint"]
@@ -335,17 +165,19 @@ class RendezvousState:
                            ("dns port", dns_port)):
             if not isinstance(port, int) or not 1 <= port <= 65535:
                 raise StateError(f"{what} {port!r} is not in 1..65535")
-        if not _IFNAME_RE.match(interface or ""):
-            raise StateError(f"interface name {interface!r}: use 1-15 of A-Z a-z 0-9 _ . -")
+        try:
+            validate_interface_name(interface)
+        except ValueError as exc:
+            raise StateError(str(exc)) from None
 
         path = state_dir / DB_NAME
         if path.exists():
             raise StateExistsError(f"{path}: a rendezvous state already exists; "
                                    f"refusing to overwrite it")
-        _prepare_private_dir(state_dir)
+        prepare_private_dir(state_dir)
         meta = {
             "schema_version": str(SCHEMA_VERSION),
-            "private_key": _b64(crypto.generate_private_key()),
+            "private_key": encode_key(crypto.generate_private_key()),
             "network": str(net),
             "endpoint": endpoint,
             "zone": zone,
@@ -380,7 +212,7 @@ class RendezvousState:
                                        f"refusing to overwrite it") from None
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
         return cls.open(state_dir)
 
     @classmethod
@@ -403,7 +235,11 @@ class RendezvousState:
             db.close()
             raise StateError(f"{path}: state schema version {version!r} is not supported "
                              f"(expected {SCHEMA_VERSION})")
-        return cls(state_dir, db, meta)
+        try:
+            return cls(state_dir, db, meta)
+        except (KeyError, ValueError) as exc:
+            db.close()
+            raise StateError(f"{path}: damaged settings ({exc})") from None
 
     def close(self) -> None:
         with self._lock:
@@ -449,7 +285,7 @@ class RendezvousState:
                          (ref, ref)).fetchone()
         if row is None:
             try:
-                key = _public_key_bytes(ref)
+                key = public_key_bytes(ref)
             except ValueError:
                 return None
             row = db.execute("SELECT * FROM members WHERE public_key = ?", (key,)).fetchone()
@@ -460,7 +296,7 @@ class RendezvousState:
         """Add a member (address None = first free); DuplicateMemberError if anything is taken."""
         try:
             validate_name(name)
-            public_key = _public_key_bytes(public_key)
+            public_key = public_key_bytes(public_key)
             candidates = validate_candidates(host_candidates or [])
         except ValueError as exc:
             raise StateError(str(exc)) from None
@@ -476,7 +312,7 @@ class RendezvousState:
         row = db.execute("SELECT name FROM members WHERE public_key = ?", (public_key,)).fetchone()
         if row or public_key == self.public_key:
             owner = row["name"] if row else "the rendezvous"
-            raise DuplicateMemberError("public_key", f"public key {_b64(public_key)} is already enrolled "
+            raise DuplicateMemberError("public_key", f"public key {_shown(public_key)} is already enrolled "
                                        f"as {owner!r}")
         if address is None:
             address = self._first_free(db)
@@ -521,8 +357,8 @@ class RendezvousState:
         with self._transaction() as db:
             row = self._find_row(db, ref)
             if row is None:
-                shown = _b64(ref) if isinstance(ref, bytes) else ref
-                raise UnknownMemberError(f"no member with name, address or public key {shown!r}")
+                raise UnknownMemberError(f"no member with name, address or public key "
+                                         f"{_shown(ref)!r}")
             db.execute("DELETE FROM members WHERE name = ?", (row["name"],))
         return _member_from_row(row)
 
@@ -538,7 +374,7 @@ class RendezvousState:
             cur = db.execute("UPDATE members SET candidates = ?, last_seen = ? WHERE public_key = ?",
                              (json.dumps(candidates), now, public_key))
             if cur.rowcount == 0:
-                raise UnknownMemberError(f"no member with public key {_b64(public_key)}")
+                raise UnknownMemberError(f"no member with public key {_shown(public_key)}")
             row = db.execute("SELECT * FROM members WHERE public_key = ?", (public_key,)).fetchone()
         return _member_from_row(row)
 
@@ -586,7 +422,7 @@ class RendezvousState:
         """
         try:
             validate_name(name)
-            public_key = _public_key_bytes(public_key)
+            public_key = public_key_bytes(public_key)
             host_candidates = validate_candidates(host_candidates)
         except ValueError as exc:
             raise StateError(str(exc)) from None
@@ -619,93 +455,3 @@ class RendezvousState:
                                  "the rendezvous does not know this invite (revoked?)")
         return _invite_from_row(row).refusal(now)
 
-
-# ---------------------------------------------------------------- member (joiner) state
-
-MEMBER_FILE = "member.json"
-PRIVATE_KEY_FILE = "private.key"
-
-
-@dataclass
-class MemberState:
-    """What a joined machine keeps: its key, its address and how to reach the rendezvous."""
-
-    private_key: bytes
-    name: str
-    address: str
-    network: str
-    zone: str
-    mesh_id: str
-    rendezvous_public_key: bytes
-    rendezvous_endpoint: str
-    dns_address: str
-    dns_port: int = DEFAULT_DNS_PORT
-
-    @property
-    def public_key(self) -> bytes:
-        return crypto.public_key(self.private_key)
-
-    def __repr__(self) -> str:  # never print the private key
-        return (f"MemberState(name={self.name!r}, address={self.address!r}, "
-                f"mesh_id={self.mesh_id!r}, rendezvous_endpoint={self.rendezvous_endpoint!r})")
-
-    @classmethod
-    def from_enrollment(cls, private_key: bytes, name: str, result: object) -> "MemberState":
-        """Build from the joiner's key and an enroll.EnrollmentResult."""
-        r = result
-        return cls(private_key=private_key, name=name, address=r.address, network=r.network,
-                   zone=r.zone, mesh_id=r.mesh_id, rendezvous_public_key=r.rendezvous_public_key,
-                   rendezvous_endpoint=r.rendezvous_endpoint, dns_address=r.dns_address,
-                   dns_port=r.dns_port)
-
-    def save(self, state_dir: str | os.PathLike) -> None:
-        """Write private.key (0600) then member.json, each atomically, in a 0700 directory."""
-        state_dir = Path(state_dir)
-        _prepare_private_dir(state_dir)
-        _atomic_write(state_dir / PRIVATE_KEY_FILE, (_b64(self.private_key) + "\n").encode())
-        doc = asdict(self)
-        del doc["private_key"]
-        doc["rendezvous_public_key"] = _b64(self.rendezvous_public_key)
-        doc["version"] = 1
-        _atomic_write(state_dir / MEMBER_FILE,
-                      (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), 0o600)
-
-    @classmethod
-    def load(cls, state_dir: str | os.PathLike) -> "MemberState":
-        """Read a saved member state; StateError naming the file and problem."""
-        state_dir = Path(state_dir)
-        key_path, doc_path = state_dir / PRIVATE_KEY_FILE, state_dir / MEMBER_FILE
-        try:
-            key_text = key_path.read_text()
-            doc_text = doc_path.read_text()
-        except FileNotFoundError as exc:
-            raise StateError(f"{exc.filename}: missing (this machine has not joined a mesh)") from None
-        except OSError as exc:
-            raise StateError(f"{exc.filename}: cannot read: {exc.strerror}") from None
-        mode = stat.S_IMODE(key_path.stat().st_mode)
-        if mode & 0o077:
-            raise StateError(f"{key_path}: private key is readable by group/others "
-                             f"(mode {mode:04o}); run chmod 600 on it")
-        try:
-            private_key = base64.b64decode(key_text.strip(), validate=True)
-            if len(private_key) != KEY_SIZE:
-                raise ValueError
-        except (binascii.Error, ValueError):
-            raise StateError(f"{key_path}: not a base64 32-byte WireGuard private key") from None
-        try:
-            doc = json.loads(doc_text)
-            if not isinstance(doc, dict):
-                raise StateError(f"{doc_path}: expected a JSON object")
-            if doc.pop("version", None) != 1:
-                raise StateError(f"{doc_path}: unsupported member state version")
-            for f in fields(cls):
-                if f.name != "private_key" and f.default is MISSING and f.name not in doc:
-                    raise KeyError(f.name)
-            doc["rendezvous_public_key"] = _public_key_bytes(doc["rendezvous_public_key"])
-            return cls(private_key=private_key, **doc)
-        except json.JSONDecodeError as exc:
-            raise StateError(f"{doc_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        except KeyError as exc:
-            raise StateError(f"{doc_path}: missing key {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise StateError(f"{doc_path}: invalid content ({exc})") from None

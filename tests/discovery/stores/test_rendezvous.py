@@ -1,10 +1,9 @@
-"""Rendezvous and member state directories (discovery/state.py)."""
+"""The rendezvous state database (discovery/stores/rendezvous.py)."""
 
 from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import os
 import stat
 import subprocess
@@ -14,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from discovery.stores.rendezvous import (
-    DB_NAME, DEFAULT_ZONE, NONCE_RETENTION, REFUSAL_EXPIRED, REFUSAL_MESH_FULL,
-    REFUSAL_NAME_TAKEN, REFUSAL_KEY_TAKEN, REFUSAL_REPLAYED, REFUSAL_USED_UP,
-    DuplicateMemberError, InviteRefusal, MeshFullError, MemberState, RendezvousState,
-    StateError, StateExistsError, UnknownMemberError, validate_name,
+from discovery.stores.errors import (
+    DuplicateMemberError, MeshFullError, StateError, StateExistsError, UnknownMemberError,
 )
+from discovery.stores.invites import (
+    REFUSAL_EXPIRED, REFUSAL_KEY_TAKEN, REFUSAL_MESH_FULL, REFUSAL_NAME_TAKEN, REFUSAL_REPLAYED,
+    REFUSAL_USED_UP, InviteRefusal,
+)
+from discovery.stores.rendezvous import DB_NAME, DEFAULT_ZONE, NONCE_RETENTION, RendezvousState
 from meshwg.core import crypto
 
 from tests import REPO
@@ -206,14 +207,6 @@ def test_update_candidates_marks_seen(state: RendezvousState) -> None:
         state.update_candidates(new_key(), [])
 
 
-def test_validate_name() -> None:
-    for ok in ("a", "laptop-2", "x" * 63):
-        assert validate_name(ok) == ok
-    for bad in ("", "-a", "a-", "UPPER", "a.b", "x" * 64, "sp ace", 5):
-        with pytest.raises(ValueError):
-            validate_name(bad)
-
-
 # ---------------------------------------------------------------- invites
 
 
@@ -308,8 +301,7 @@ def test_committed_changes_survive_a_crash(tmp_path: Path) -> None:
     """A process that dies without closing the database loses nothing it committed."""
     d = tmp_path / "rz"
     script = textwrap.dedent(f"""
-        import os, sys
-        sys.path.insert(0, {str(REPO)!r})
+        import os
         from discovery.stores.rendezvous import RendezvousState
         st = RendezvousState.init({str(d)!r}, "10.7.0.0/24", "h:51820")
         st.add_member("alpha", bytes(range(32)), now=1.0)
@@ -319,7 +311,7 @@ def test_committed_changes_survive_a_crash(tmp_path: Path) -> None:
         os._exit(0)  # no close, no checkpoint
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=30)
+                         timeout=30, cwd=REPO)
     assert out.returncode == 0, out.stderr
     invite_id = out.stdout.strip()
     with RendezvousState.open(d) as st:
@@ -336,50 +328,3 @@ def test_two_handles_see_each_others_changes(state: RendezvousState) -> None:
         assert [m.name for m in state.members()] == ["alpha"]
         assert state.add_member("beta", new_key()).mesh_address == "100.64.0.3"
         assert [m.name for m in other.members()] == ["alpha", "beta"]
-
-
-# ---------------------------------------------------------------- member state
-
-
-def sample_member() -> MemberState:
-    return MemberState(private_key=crypto.generate_private_key(), name="laptop",
-                       address="100.64.0.2", network="100.64.0.0/24", zone="mesh.internal.",
-                       mesh_id="ab" * 16, rendezvous_public_key=new_key(),
-                       rendezvous_endpoint="198.51.100.7:51820", dns_address="100.64.0.1",
-                       dns_port=53)
-
-
-def test_member_state_round_trip_and_permissions(tmp_path: Path) -> None:
-    d = tmp_path / "member"
-    ms = sample_member()
-    ms.save(d)
-    assert mode(d) == 0o700
-    assert mode(d / "private.key") == 0o600
-    assert mode(d / "member.json") == 0o600
-    assert MemberState.load(d) == ms
-    assert base64.b64encode(ms.private_key).decode() not in (d / "member.json").read_text()
-    assert base64.b64encode(ms.private_key).decode() not in repr(ms)
-    ms.address = "100.64.0.9"
-    ms.save(d)  # replaced atomically, no temp files left
-    assert MemberState.load(d).address == "100.64.0.9"
-    assert sorted(p.name for p in d.iterdir()) == ["member.json", "private.key"]
-
-
-def test_member_state_load_errors(tmp_path: Path) -> None:
-    d = tmp_path / "member"
-    with pytest.raises(StateError, match="missing"):
-        MemberState.load(d)
-    sample_member().save(d)
-    doc = (d / "member.json").read_text()
-    (d / "member.json").write_text(doc.replace('"name"', '"name" oops'))
-    with pytest.raises(StateError, match=r"member.json:\d+: not valid JSON"):
-        MemberState.load(d)
-    broken = json.loads(doc)
-    del broken["address"]
-    (d / "member.json").write_text(json.dumps(broken))
-    with pytest.raises(StateError, match="missing key 'address'"):
-        MemberState.load(d)
-    (d / "member.json").write_text(doc)
-    os.chmod(d / "private.key", 0o644)
-    with pytest.raises(StateError, match="chmod 600"):
-        MemberState.load(d)

@@ -1,0 +1,203 @@
+"""Enrollment over TCP: the rendezvous's server and the joiner's client `enroll()`.
+
+One newline-terminated message each way per connection (discovery.enroll.messages). The
+server runs on meshwg.util.service.Service: its threads block on their sockets without
+polling, so an idle server costs no CPU, and stop() ends them at once. Each connection
+has `timeout` seconds to deliver its request; at most `max_connections` are served at a
+time (more are closed and counted as dropped_busy).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+from meshwg.util.endpoint import format_endpoint
+from meshwg.util.service import Service
+
+from discovery.enroll.messages import (
+    MAX_MESSAGE, EnrollmentError, EnrollmentResult, make_request, parse_response,
+)
+from discovery.enroll.service import RendezvousEnrollment
+from discovery.enroll.tokens import Token
+from discovery.stores.rendezvous import Member, RendezvousState
+
+log = logging.getLogger(__name__)
+
+Wait = Callable[[socket.socket, float], bool]   # (socket, seconds) -> readable before then?
+
+
+def _poll_readable(sock: socket.socket, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for `sock` to be readable (the client's Wait)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
+
+
+def read_line(sock: socket.socket, limit: int, deadline: float,
+              wait: Wait = _poll_readable) -> bytes | None:
+    """Read up to and including b"\\n" before `deadline` (time.monotonic() seconds); None
+    on EOF, timeout, a socket error or more than `limit` bytes without a newline."""
+    buf = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not wait(sock, remaining):
+            return None
+        try:
+            chunk = sock.recv(min(4096, limit + 1 - len(buf)))
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+        end = buf.find(b"\n")
+        if end >= 0:
+            return bytes(buf[:end + 1])
+        if len(buf) > limit:
+            return None
+
+
+class EnrollmentServer:
+    """Threaded TCP enrollment service (default port: the rendezvous's enroll port).
+
+    `on_member_added(member)` runs in the connection's thread before the joiner gets its
+    answer; `clock()` gives unix seconds (injectable for tests). Raises EnrollmentError
+    from start() when the port cannot be bound."""
+
+    def __init__(self, state: RendezvousState, address: str = "0.0.0.0", port: int | None = None,
+                 on_member_added: Callable[[Member], None] | None = None, *,
+                 clock: Callable[[], float] = time.time, timeout: float = 5.0,
+                 max_connections: int = 32):
+        self.core = RendezvousEnrollment(state)
+        self.address = address
+        self._requested_port = state.enroll_port if port is None else port
+        self.on_member_added = on_member_added
+        self.clock = clock
+        self.timeout = timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._listener: socket.socket | None = None
+        self._service: Service | None = None
+
+    @property
+    def stats(self) -> Counter[str]:
+        """Counts per outcome: enrolled, each refusal code, dropped_* for unanswered input."""
+        return self.core.stats
+
+    @property
+    def port(self) -> int:
+        if self._listener is None:
+            raise RuntimeError("enrollment server is not started")
+        return self._listener.getsockname()[1]
+
+    def start(self) -> "EnrollmentServer":
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # "::" takes IPv4 too
+            sock.bind((self.address, self._requested_port))
+            sock.listen(64)
+        except OSError as exc:
+            sock.close()
+            raise EnrollmentError(f"cannot listen for enrollments on tcp "
+                                  f"{format_endpoint((self.address, self._requested_port))}: "
+                                  f"{exc.strerror}") from None
+        sock.setblocking(False)
+        self._listener = sock
+        self._service = Service("enroll")
+        self._service.on_close(sock.close)
+        self._service.spawn(self._accept_loop, sock, name="enroll-accept")
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting and end every connection (a request being answered finishes)."""
+        if self._service is None:
+            return
+        self._service.stop(timeout=self.timeout + 1.0)
+        self._service = None
+
+    def __enter__(self) -> "EnrollmentServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        svc = self._service
+        assert svc is not None
+        while svc.wait_readable(listener):
+            try:
+                conn, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                log.warning("enrollment accept failed: %s", exc)
+                continue
+            if not self._slots.acquire(blocking=False):
+                self.core.count("dropped_busy")
+                conn.close()
+                continue
+            svc.spawn(self._serve, svc, conn, peer, name="enroll-conn")
+
+    def _serve(self, svc: Service, conn: socket.socket, peer: tuple) -> None:
+        try:
+            with conn:
+                conn.settimeout(self.timeout)      # bounds sendall; reads wait on the service
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                line = read_line(conn, MAX_MESSAGE, time.monotonic() + self.timeout,
+                                 lambda s, t: bool(svc.wait_readable(s, timeout=t)))
+                if line is None:
+                    if not svc.stopping:
+                        self.core.count("dropped_unreadable")
+                    return
+                response, member = self.core.handle(line, self.clock())
+                if member is not None:
+                    log.info("enrolled %s (%s) from %s", member.name, member.mesh_address, peer[0])
+                    if self.on_member_added is not None:
+                        try:
+                            self.on_member_added(member)
+                        except Exception:
+                            log.exception("on_member_added failed for %s", member.name)
+                try:
+                    conn.sendall(response)
+                except OSError:
+                    self.core.count("dropped_send_failed")
+        finally:
+            self._slots.release()
+
+
+def enroll(token: Token, public_key: bytes, name: str, host_candidates: list[str],
+           timeout: float = 5.0, *, address: tuple[str, int] | None = None,
+           clock: Callable[[], float] = time.time) -> EnrollmentResult:
+    """Ask the rendezvous named in `token` to admit `public_key` (32 bytes) as `name`,
+    announcing `host_candidates` ("HOST:PORT"); `timeout` seconds bound the exchange.
+
+    `address` overrides (host, port) of the enrollment service (default: the token's
+    endpoint host and enroll port). Raises ValueError for bad arguments,
+    EnrollmentRefused with the rendezvous's reason, EnrollmentError for network or
+    response problems.
+    """
+    request = make_request(token, public_key, name, host_candidates, clock())
+    host, port = address or token.enroll_address
+    where = f"tcp {format_endpoint((host, port))}"
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(request.to_wire())
+            line = read_line(sock, MAX_MESSAGE, deadline)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise EnrollmentError(f"cannot reach the rendezvous enrollment service at {where}: "
+                              f"{reason}") from None
+    if line is None:
+        raise EnrollmentError(f"no complete response from the rendezvous at {where} "
+                              f"within {timeout:g} s")
+    return parse_response(line, request, token, where)

@@ -1,0 +1,107 @@
+"""A joined machine's state: a 0700 directory with ``private.key`` (0600, base64 like
+``wg genkey``) and ``member.json`` (its mesh address and how to reach the rendezvous), each
+replaced atomically. Errors are StateError naming the file and the problem."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+from meshwg.core import crypto
+from meshwg.core.keys import KeyFormatError, decode_key, encode_key
+
+from discovery.stores.errors import StateError
+from discovery.stores.private_dir import prepare_private_dir, save_private_file
+from discovery.stores.rendezvous import DEFAULT_DNS_PORT
+from discovery.stores.validate import public_key_bytes
+
+MEMBER_FILE = "member.json"
+PRIVATE_KEY_FILE = "private.key"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class MemberState:
+    """What a joined machine keeps: its key, its address and how to reach the rendezvous."""
+
+    private_key: bytes
+    name: str
+    address: str
+    network: str
+    zone: str
+    mesh_id: str
+    rendezvous_public_key: bytes
+    rendezvous_endpoint: str
+    dns_address: str
+    dns_port: int = DEFAULT_DNS_PORT
+
+    @property
+    def public_key(self) -> bytes:
+        return crypto.public_key(self.private_key)
+
+    def __repr__(self) -> str:  # never print the private key
+        return (f"MemberState(name={self.name!r}, address={self.address!r}, "
+                f"mesh_id={self.mesh_id!r}, rendezvous_endpoint={self.rendezvous_endpoint!r})")
+
+    @classmethod
+    def from_enrollment(cls, private_key: bytes, name: str, result: object) -> "MemberState":
+        """Build from the joiner's key and a discovery.enroll.messages.EnrollmentResult."""
+        r = result
+        return cls(private_key=private_key, name=name, address=r.address, network=r.network,
+                   zone=r.zone, mesh_id=r.mesh_id, rendezvous_public_key=r.rendezvous_public_key,
+                   rendezvous_endpoint=r.rendezvous_endpoint, dns_address=r.dns_address,
+                   dns_port=r.dns_port)
+
+    def save(self, state_dir: str | os.PathLike) -> None:
+        """Write private.key (0600) then member.json, each atomically, in a 0700 directory.
+        Raises StateError for the directory, OSError for a failed write."""
+        state_dir = Path(state_dir)
+        prepare_private_dir(state_dir)
+        save_private_file(state_dir / PRIVATE_KEY_FILE, (encode_key(self.private_key) + "\n").encode())
+        doc = asdict(self)
+        del doc["private_key"]
+        doc["rendezvous_public_key"] = encode_key(self.rendezvous_public_key)
+        doc["version"] = FORMAT_VERSION
+        save_private_file(state_dir / MEMBER_FILE,
+                          (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+
+    @classmethod
+    def load(cls, state_dir: str | os.PathLike) -> "MemberState":
+        """Read a saved member state; StateError naming the file and problem."""
+        state_dir = Path(state_dir)
+        key_path, doc_path = state_dir / PRIVATE_KEY_FILE, state_dir / MEMBER_FILE
+        try:
+            key_text = key_path.read_text()
+            doc_text = doc_path.read_text()
+        except FileNotFoundError as exc:
+            raise StateError(f"{exc.filename}: missing (this machine has not joined a mesh)") from None
+        except OSError as exc:
+            raise StateError(f"{exc.filename}: cannot read: {exc.strerror}") from None
+        mode = stat.S_IMODE(key_path.stat().st_mode)
+        if mode & 0o077:
+            raise StateError(f"{key_path}: private key is readable by group/others "
+                             f"(mode {mode:04o}); run chmod 600 on it")
+        try:
+            private_key = decode_key(key_text)
+        except KeyFormatError:
+            raise StateError(f"{key_path}: not a base64 32-byte WireGuard private key") from None
+        try:
+            doc = json.loads(doc_text)
+            if not isinstance(doc, dict):
+                raise StateError(f"{doc_path}: expected a JSON object")
+            if doc.pop("version", None) != FORMAT_VERSION:
+                raise StateError(f"{doc_path}: unsupported member state version")
+            for f in fields(cls):
+                if f.name != "private_key" and f.default is MISSING and f.name not in doc:
+                    raise KeyError(f.name)
+            doc["rendezvous_public_key"] = public_key_bytes(doc["rendezvous_public_key"])
+            return cls(private_key=private_key, **doc)
+        except json.JSONDecodeError as exc:
+            raise StateError(f"{doc_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        except KeyError as exc:
+            raise StateError(f"{doc_path}: missing key {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"{doc_path}: invalid content ({exc})") from None
