@@ -1,16 +1,18 @@
-"""A small authoritative DNS server (UDP + TCP) in background threads, answering from a
-:class:`discovery.records.Directory`.
+"""A small authoritative DNS server (UDP + TCP) answering from a
+:class:`discovery.dnssd.zone.Directory`.
 
-Network input is hostile: anything that does not parse as a DNS query is dropped and
-counted in ``malformed``; the server never answers a response (QR set). TCP clients
-are bounded in number and idle time. AXFR of the zone is served over TCP only.
+Its threads run on meshwg.util.service.Service: they block on their sockets without
+timeouts (an idle server costs no CPU) and stop() ends them at once. Network input is
+hostile: anything that does not parse as a DNS query is dropped and counted in
+``malformed``; the server never answers a response (QR set). TCP clients are bounded in
+number (`max_tcp_clients`) and idle time (`tcp_idle_timeout` seconds). AXFR of the zone
+is served over TCP only.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import selectors
 import socket
 import struct
 import threading
@@ -22,49 +24,19 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from discovery.dnssd.records import TCP_LIMIT, Directory, encode_response, udp_size_limit
+from meshwg.util.endpoint import format_endpoint
+from meshwg.util.errors import MeshwgError
+from meshwg.util.service import Service
+
+from discovery.dnssd.cache import ResponseCache
+from discovery.dnssd.wire import TCP_LIMIT, encode_response, udp_size_limit
+from discovery.dnssd.zone import Directory
 
 UDP_RECV_SIZE = 65535
-CACHE_LIMIT = 100_000
 
 
-class ResponseCache:
-    """Rendered answers keyed by (transport, query bytes after the 2-byte ID), valid for
-    one directory serial. ``Directory.answer`` is a pure function of the query and the
-    snapshot, so identical query bytes get identical answers; a hit skips parsing and
-    rendering and only carries the query's ID over (messages rendered by dnspython)."""
-
-    def __init__(self, limit: int = CACHE_LIMIT) -> None:
-        self.limit = limit
-        self.hits = 0
-        self._serial = -1
-        self._data: dict[tuple[str, bytes], list[bytes]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, serial: int, transport: str, query_wire: bytes) -> list[bytes] | None:
-        """The cached response messages re-stamped with this query's ID, or None."""
-        with self._lock:
-            if serial != self._serial:
-                self._serial, self._data = serial, {}
-                return None
-            bodies = self._data.get((transport, query_wire[2:]))
-            if bodies is None:
-                return None
-            self.hits += 1
-        query_id = query_wire[:2]
-        return [query_id + body[2:] for body in bodies]
-
-    def put(self, serial: int, transport: str, query_wire: bytes, wires: list[bytes]) -> None:
-        with self._lock:
-            if serial != self._serial:
-                return
-            if len(self._data) >= self.limit:
-                self._data = {}
-            self._data[(transport, query_wire[2:])] = wires
-
-
-class DnsServerError(OSError):
-    """The server could not start (bind failure)."""
+class DnsServerError(MeshwgError, OSError):
+    """The server could not start (bind failure); ``errno`` says why."""
 
 
 @dataclass
@@ -107,13 +79,8 @@ class DnsServer:
         self.tcp_idle_timeout = tcp_idle_timeout
         self._counters = ServerCounters()
         self._lock = threading.Lock()
-        self._udp: socket.socket | None = None
-        self._tcp: socket.socket | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
+        self._service: Service | None = None
         self._clients: set[socket.socket] = set()
-        self._stopping = threading.Event()
         self._port = 0
         self._cache = ResponseCache()
 
@@ -133,47 +100,36 @@ class DnsServer:
         return counters
 
     def start(self) -> "DnsServer":
-        """Bind both sockets and start the serving threads."""
-        if self._udp is not None:
+        """Bind both sockets and start serving. Raises DnsServerError."""
+        if self._service is not None:
             raise RuntimeError("DnsServer already started")
         try:
             family = socket.AF_INET6 if ipaddress.ip_address(self.address).version == 6 else socket.AF_INET
         except ValueError:
             raise DnsServerError(errno.EINVAL, f"DNS server address {self.address!r} is not an IP address") from None
-        self._udp, self._tcp = self._bind_pair(family)
-        self._port = self._udp.getsockname()[1]
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._stopping.clear()
-        for target, name in ((self._serve_udp, "udp"), (self._serve_tcp, "tcp")):
-            thread = threading.Thread(target=target, name=f"dns-{name}-{self._port}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        udp, tcp = self._bind_pair(family)
+        self._port = udp.getsockname()[1]
+        service = Service(f"dns-{self._port}")
+        service.on_close(udp.close)
+        service.on_close(tcp.close)
+        service.spawn(self._serve_udp, service, udp, name=f"dns-udp-{self._port}")
+        service.spawn(self._serve_tcp, service, tcp, name=f"dns-tcp-{self._port}")
+        self._service = service
         return self
 
     def stop(self) -> None:
         """Stop serving and close every socket; waits for the threads."""
-        if self._udp is None:
+        service, self._service = self._service, None
+        if service is None:
             return
-        self._stopping.set()
-        assert self._wake_w is not None
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
         with self._lock:
             clients = list(self._clients)
-        for client in clients:
+        for client in clients:          # wakes a thread blocked writing to a slow client
             try:
                 client.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        for thread in self._threads:
-            thread.join(timeout=5.0)
-        for sock in (self._udp, self._tcp, self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
-        self._udp = self._tcp = self._wake_r = self._wake_w = None
-        self._threads = []
+        service.stop(timeout=5.0)
 
     def __enter__(self) -> "DnsServer":
         return self.start()
@@ -208,7 +164,7 @@ class DnsServer:
                     break
         raise DnsServerError(
             getattr(last, "errno", errno.EADDRINUSE),
-            f"cannot bind DNS server to {self.address}:{self.requested_port}: {last}",
+            f"cannot bind DNS server to {format_endpoint((self.address, self.requested_port))}: {last}",
         )
 
     def _count(self, **deltas: int) -> None:
@@ -222,7 +178,7 @@ class DnsServer:
         """A parsed query, or None (counted as malformed) for anything else."""
         try:
             query = dns.message.from_wire(wire)
-        except Exception:  # dnspython raises many types on hostile input
+        except Exception:  # noqa: BLE001 -- dnspython raises many types on hostile input
             self._count(malformed=1)
             return None
         if query.flags & dns.flags.QR:
@@ -243,15 +199,14 @@ class DnsServer:
             if transport == "tcp" and len(query.question) == 1 and query.question[0].rdtype == dns.rdatatype.AXFR:
                 self._count(transfers=1)
                 return self._stream_transfer(serial, data, query)
-            else:
-                limit = TCP_LIMIT if transport == "tcp" else udp_size_limit(query)
-                response = self.directory.answer(query)
-                wires = [encode_response(response, limit)]
-                if response.flags & dns.flags.TC or wires[0][2] & 0x02:  # TC bit of header
-                    self._count(truncated=1)
-                if response.rcode() == dns.rcode.SERVFAIL:
-                    return wires
-        except Exception:
+            limit = TCP_LIMIT if transport == "tcp" else udp_size_limit(query)
+            response = self.directory.answer(query)
+            wires = [encode_response(response, limit)]
+            if response.flags & dns.flags.TC or wires[0][2] & 0x02:  # TC bit of header
+                self._count(truncated=1)
+            if response.rcode() == dns.rcode.SERVFAIL:
+                return wires
+        except Exception:  # noqa: BLE001 -- a query we cannot render is dropped, counted
             self._count(send_errors=1)
             return []
         self._cache.put(serial, transport, data, wires)
@@ -271,76 +226,52 @@ class DnsServer:
 
     # -- UDP
 
-    def _serve_udp(self) -> None:
-        assert self._udp is not None and self._wake_r is not None
-        udp = self._udp
-        with selectors.DefaultSelector() as sel:
-            sel.register(udp, selectors.EVENT_READ)
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                sel.select()
-                while not self._stopping.is_set():
+    def _serve_udp(self, service: Service, udp: socket.socket) -> None:
+        while service.wait_readable(udp):
+            while not service.stopping:
+                try:
+                    data, peer = udp.recvfrom(UDP_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break  # e.g. ICMP-induced errors; keep serving
+                self._count(queries_udp=1)
+                for wire in self._handle(data, "udp"):
                     try:
-                        data, peer = udp.recvfrom(UDP_RECV_SIZE)
-                    except (BlockingIOError, InterruptedError):
-                        break
+                        udp.sendto(wire, peer)
+                        self._count(responses=1)
                     except OSError:
-                        break  # e.g. ICMP-induced errors; keep serving
-                    self._count(queries_udp=1)
-                    for wire in self._handle(data, "udp"):
-                        try:
-                            udp.sendto(wire, peer)
-                            self._count(responses=1)
-                        except OSError:
-                            self._count(send_errors=1)
+                        self._count(send_errors=1)
 
     # -- TCP
 
-    def _serve_tcp(self) -> None:
-        assert self._tcp is not None and self._wake_r is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._tcp, selectors.EVENT_READ)
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                sel.select()
-                if self._stopping.is_set():
-                    break
-                try:
-                    client, _ = self._tcp.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    continue
-                with self._lock:
-                    full = len(self._clients) >= self.max_tcp_clients
-                    if not full:
-                        self._clients.add(client)
-                        self._counters.tcp_connections += 1
-                    else:
-                        self._counters.tcp_rejected += 1
-                if full:
-                    client.close()
-                    continue
-                thread = threading.Thread(target=self._serve_client, args=(client,), daemon=True)
-                thread.start()
-        with self._lock:
-            clients = list(self._clients)
-        for client in clients:
+    def _serve_tcp(self, service: Service, tcp: socket.socket) -> None:
+        while service.wait_readable(tcp):
             try:
-                client.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                client, _ = tcp.accept()
+            except OSError:          # nothing pending after all, or a transient error
+                continue
+            with self._lock:
+                full = len(self._clients) >= self.max_tcp_clients
+                if not full:
+                    self._clients.add(client)
+                    self._counters.tcp_connections += 1
+                else:
+                    self._counters.tcp_rejected += 1
+            if full:
+                client.close()
+                continue
+            service.spawn(self._serve_client, service, client, name=f"dns-tcp-client-{self._port}")
 
-    def _serve_client(self, client: socket.socket) -> None:
+    def _serve_client(self, service: Service, client: socket.socket) -> None:
         try:
-            client.setblocking(True)
-            client.settimeout(self.tcp_idle_timeout)
-            while not self._stopping.is_set():
-                header = _recv_exact(client, 2)
+            client.settimeout(self.tcp_idle_timeout)  # bounds writes; reads wait on the service
+            while True:
+                header = self._recv_exact(service, client, 2)
                 if header is None:
                     return
                 (length,) = struct.unpack("!H", header)
-                data = _recv_exact(client, length) if length else b""
+                data = self._recv_exact(service, client, length) if length else b""
                 if data is None:
                     return
                 self._count(queries_tcp=1)
@@ -355,16 +286,17 @@ class DnsServer:
                 self._clients.discard(client)
             client.close()
 
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    """n bytes, or None on EOF/timeout."""
-    chunks = bytearray()
-    while len(chunks) < n:
-        try:
-            chunk = sock.recv(n - len(chunks))
-        except (socket.timeout, OSError):
-            return None
-        if not chunk:
-            return None
-        chunks += chunk
-    return bytes(chunks)
+    def _recv_exact(self, service: Service, sock: socket.socket, n: int) -> bytes | None:
+        """n bytes, or None on EOF, an idle timeout or stop()."""
+        chunks = bytearray()
+        while len(chunks) < n:
+            if not service.wait_readable(sock, timeout=self.tcp_idle_timeout):
+                return None
+            try:
+                chunk = sock.recv(n - len(chunks))
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            chunks += chunk
+        return bytes(chunks)

@@ -1,4 +1,4 @@
-"""Unit tests for discovery.records: wgsd record layout, answers, hostile input."""
+"""The zone (discovery/dnssd/zone.py): wgsd record layout, answers, transfers, hostile input."""
 
 from __future__ import annotations
 
@@ -17,77 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discovery.dnssd.records import (
-    MAX_PTR_ANSWER,
-    SOA_MINIMUM,
-    Directory,
-    MemberRecord,
-    encode_response,
-    instance_label,
-    instance_name,
-    parse_member_answers,
-    parse_ptr_answers,
-    public_key_from_label,
-    udp_size_limit,
-)
-
-ZONE = "mesh.example."
-SERVICE = "_wireguard._udp." + ZONE
-
-
-def member(i: int, *, v6: bool = False, endpoint: bool = True, **kw) -> MemberRecord:
-    key = bytes([i % 256]) * 31 + bytes([i // 256])
-    ep = (f"2001:db8::{i:x}" if v6 else f"198.51.100.{i % 250 + 1}", 40000 + i) if endpoint else None
-    return MemberRecord(key, ep, [f"100.64.0.{i % 250 + 1}/32", "10.99.0.0/24"], **kw)
-
-
-def ask(directory: Directory, name: str | dns.name.Name, rdtype: str, **kw) -> dns.message.Message:
-    query = dns.message.make_query(name, rdtype, **kw)
-    return directory.answer(query)
-
-
-def find(section: list, name: dns.name.Name, rdtype: int) -> dns.rrset.RRset:
-    (rrset,) = [r for r in section if r.name == name and r.rdtype == rdtype]
-    return rrset
-
-
-def all_ttls(response: dns.message.Message) -> set[int]:
-    return {rrset.ttl for section in (response.answer, response.authority, response.additional) for rrset in section}
-
-
-@pytest.fixture
-def directory() -> Directory:
-    d = Directory(ZONE)
-    d.set_members([
-        member(1, name="alpha", mesh_address="100.64.0.2", host_candidates=[("192.168.1.10", 51820), ("fd00::10", 51820)], extra={"os": "linux"}),
-        member(2, v6=True, name="beta"),
-        member(3, endpoint=False, name="gamma", mesh_address="100.64.0.4"),
-    ])
-    return d
-
-
-# -------------------------------------------------------------- labels
-
-
-def test_instance_label_round_trip_and_shape() -> None:
-    for _ in range(50):
-        key = os.urandom(32)
-        label = instance_label(key)
-        assert len(label) == 56 and label == label.lower() and label.endswith("====")
-        assert label.upper() == base64.b32encode(key).decode()
-        assert public_key_from_label(label) == key
-        assert public_key_from_label(label.upper()) == key
-
-
-@pytest.mark.parametrize("bad", ["", "abc", "a" * 56, "0" * 56, instance_label(bytes(32))[:-1] + "!"])
-def test_public_key_from_label_rejects_garbage(bad: str) -> None:
-    with pytest.raises(ValueError):
-        public_key_from_label(bad)
-
-
-def test_instance_label_rejects_wrong_key_length() -> None:
-    with pytest.raises(ValueError, match="32 bytes"):
-        instance_label(b"\x01" * 31)
+from discovery.dnssd.member import MemberRecord
+from discovery.dnssd.names import instance_name
+from discovery.dnssd.parse import parse_ptr_answers
+from discovery.dnssd.wire import encode_response, udp_size_limit
+from discovery.dnssd.zone import MAX_PTR_ANSWER, SOA_MINIMUM, Directory
+from tests.discovery.dnssd.sample import SERVICE, ZONE, all_ttls, ask, find, member
 
 
 # -------------------------------------------------------------- layout
@@ -230,37 +165,6 @@ def test_udp_truncation_sets_tc() -> None:
     query = dns.message.make_query(SERVICE, "PTR")  # no EDNS: 512 bytes
     wire = encode_response(d.answer(query), udp_size_limit(query))
     assert len(wire) <= 512 and dns.message.from_wire(wire).flags & dns.flags.TC
-
-
-def test_long_lists_split_over_repeated_keys_and_parse_back() -> None:
-    cands = [(f"192.168.{i}.{i}", 50000 + i) for i in range(40)]
-    rec = member(5, host_candidates=cands, name="long")
-    d = Directory(ZONE)
-    d.set_members([rec])
-    name = instance_name(ZONE, rec.public_key)
-    response = ask(d, name, "SRV", use_edns=0, payload=4096)
-    strings = next(iter(find(response.additional, name, dns.rdatatype.TXT))).strings
-    assert all(len(s) <= 255 for s in strings) and sum(s.startswith(b"cand=") for s in strings) > 1
-    parsed = parse_member_answers(name, list(response.answer) + list(response.additional))
-    assert parsed == rec
-
-
-def test_parse_member_answers_round_trip(directory: Directory) -> None:
-    for original in directory.members():
-        name = instance_name(ZONE, original.public_key)
-        srv = ask(directory, name, "SRV")
-        txt = ask(directory, name, "TXT")
-        parsed = parse_member_answers(name, list(srv.answer) + list(srv.additional) + list(txt.answer))
-        assert parsed == original
-
-
-def test_parse_member_answers_rejects_contradicting_pub(directory: Directory) -> None:
-    rec = member(1)
-    name = instance_name(ZONE, rec.public_key)
-    other = instance_name(ZONE, member(2).public_key)
-    txt_of_other = ask(directory, other, "TXT").answer[0]
-    forged = dns.rrset.from_rdata(name, 0, *txt_of_other)
-    assert parse_member_answers(name, [forged]) is None
 
 
 # -------------------------------------------------------------- hostile input

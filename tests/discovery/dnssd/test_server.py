@@ -15,7 +15,9 @@ import pytest
 
 from discovery.dnssd.client import DiscoveryError, resolve_member, resolve_zone
 from discovery.dnssd.server import DnsServer, ServerCounters
-from discovery.dnssd.records import MAX_PTR_ANSWER, Directory, MemberRecord, instance_name
+from discovery.dnssd.member import MemberRecord
+from discovery.dnssd.names import instance_name
+from discovery.dnssd.zone import MAX_PTR_ANSWER, Directory
 
 ZONE = "mesh.example."
 LOOP = "127.0.0.1"

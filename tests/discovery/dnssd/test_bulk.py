@@ -11,8 +11,10 @@ import pytest
 
 from discovery.dnssd.client import resolve_zone
 from discovery.dnssd.server import DnsServer
-from discovery.dnssd.records import (BULK_VERSION, MAX_PTR_ANSWER, Directory, MemberRecord, bulk_name,
-                               parse_bulk_strings)
+from discovery.dnssd.bulk import BULK_VERSION, parse_bulk_strings
+from discovery.dnssd.member import MemberRecord
+from discovery.dnssd.names import bulk_name
+from discovery.dnssd.zone import MAX_PTR_ANSWER, Directory
 
 ZONE = "mesh.example."
 LOOP = "127.0.0.1"
