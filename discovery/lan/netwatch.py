@@ -1,71 +1,69 @@
-"""Watch the host's own addresses through netlink (pyroute2) and report changes."""
+"""Watch the host's own addresses and report changes (added or removed, any interface).
+
+The watcher listens on a netlink route socket subscribed to the kernel's IPv4 and IPv6
+address groups only, so every message it gets is an address change; its thread blocks on
+that socket without timeouts (meshwg.util.service.Service): nothing but a change wakes it.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import threading
+import socket
 from typing import Callable
 
-from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR
+
+from meshwg.util.service import Service
 
 log = logging.getLogger("meshwg.netwatch")
 
-
-def lan_addresses(exclude: tuple[str, ...] = ()) -> list[tuple[str, ipaddress._BaseNetwork, str]]:
-    """(address, network, interface) for every global-scope address on interfaces other than
-    loopback and `exclude` (the tunnel)."""
-    out = []
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for msg in ipr.get_addr():
-            name = names.get(msg["index"], "")
-            if name == "lo" or name in exclude:
-                continue
-            if msg["scope"] != 0:          # global scope only (no link-local)
-                continue
-            addr = msg.get_attr("IFA_ADDRESS")
-            if addr is None:
-                continue
-            iface = ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}")
-            out.append((str(iface.ip), iface.network, name))
-    return out
+_RECV_SIZE = 65536
 
 
 class AddressWatcher:
-    """Calls on_change() (from its own thread) when an address is added or removed."""
+    """Calls on_change() (from its own thread, once per burst of changes) when an address
+    is added or removed in this network namespace."""
 
     def __init__(self, on_change: Callable[[], None]):
         self.on_change = on_change
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._ipr: IPRoute | None = None
+        self._service: Service | None = None
 
     def start(self) -> "AddressWatcher":
-        self._ipr = IPRoute()
-        self._ipr.bind()   # subscribe to link/address/route broadcasts
-        self._thread = threading.Thread(target=self._run, name="netwatch", daemon=True)
-        self._thread.start()
+        """Subscribe and start watching (raises OSError when netlink is unavailable)."""
+        if self._service is not None:
+            return self
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            sock.bind((0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        service = Service("netwatch")
+        service.on_close(sock.close)
+        service.spawn(self._run, service, sock)
+        self._service = service
         return self
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                messages = self._ipr.get()
-            except Exception:
-                if self._stopping.is_set():
+    def _run(self, service: Service, sock: socket.socket) -> None:
+        while service.wait_readable(sock):
+            changed = False
+            while not service.stopping:
+                try:
+                    changed = bool(sock.recv(_RECV_SIZE)) or changed
+                except (BlockingIOError, InterruptedError):
                     break
-                continue
-            if any(m.get("event") in ("RTM_NEWADDR", "RTM_DELADDR") for m in messages):
+                except OSError:        # ENOBUFS: the kernel dropped messages; assume a change
+                    changed = True
+                    break
+            if changed and not service.stopping:
                 try:
                     self.on_change()
-                except Exception:
+                except Exception:  # noqa: BLE001 -- the watcher outlives a failing handler
                     log.exception("address change handler failed")
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._ipr is not None:
-            try:
-                self._ipr.close()
-            except Exception:
-                pass
+        """Stop watching and close the socket."""
+        service, self._service = self._service, None
+        if service is not None:
+            service.stop()

@@ -1,0 +1,88 @@
+"""This host's interfaces and addresses, as LAN discovery needs them. Reads the network
+namespace the process lives in (ifaddr for mDNS's choice of interfaces, netlink through
+pyroute2 for global addresses with their prefixes)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import ifaddr
+from pyroute2 import IPRoute
+from zeroconf import IPVersion
+
+from discovery.lan.records import usable_lan_address
+
+DEFAULT_TUNNEL_INTERFACE = "meshwg0"
+
+
+@dataclass(frozen=True)
+class LocalInterface:
+    """One local interface chosen for mDNS, with its addresses."""
+
+    name: str
+    index: int
+    ipv4: tuple[str, ...]
+    ipv6: tuple[str, ...]  # without scope; link-local ones included
+
+
+def local_interfaces(
+    names: Sequence[str] | None = None,
+    exclude: Iterable[str] = (DEFAULT_TUNNEL_INTERFACE,),
+) -> list[LocalInterface]:
+    """Interfaces to use: ``names`` if given, else every non-loopback one with an address."""
+    excluded = set(exclude)
+    chosen: list[LocalInterface] = []
+    for adapter in ifaddr.get_adapters():
+        ifname = adapter.nice_name
+        if ifname in excluded or (names is not None and ifname not in names):
+            continue
+        v4, v6 = [], []
+        for ip in adapter.ips:
+            if isinstance(ip.ip, tuple):
+                text = ip.ip[0].split("%", 1)[0]
+                if usable_lan_address(text):
+                    v6.append(text)
+            elif usable_lan_address(ip.ip):
+                v4.append(ip.ip)
+        if not v4 and not v6:
+            continue
+        chosen.append(LocalInterface(ifname, adapter.index, tuple(v4), tuple(v6)))
+    return chosen
+
+
+def zeroconf_interfaces(interfaces: Sequence[LocalInterface], ipv6: bool) -> tuple[list, IPVersion]:
+    """Interface choice for Zeroconf: IPv4 addresses plus IPv6 interface indexes."""
+    choice: list[str | int] = []
+    for iface in interfaces:
+        choice.extend(iface.ipv4)
+    if ipv6:
+        choice.extend(iface.index for iface in interfaces if iface.ipv6)
+    has_v4 = any(isinstance(c, str) for c in choice)
+    has_v6 = any(isinstance(c, int) for c in choice)
+    if has_v4 and has_v6:
+        return choice, IPVersion.All
+    if has_v6:
+        return choice, IPVersion.V6Only
+    return choice, IPVersion.V4Only
+
+
+def lan_addresses(exclude: tuple[str, ...] = ()) -> list[tuple[str, ipaddress._BaseNetwork, str]]:
+    """(address, network, interface) for every global-scope address on interfaces other than
+    loopback and `exclude` (the tunnel): this host's candidates for peers on its LANs."""
+    out = []
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for msg in ipr.get_addr():
+            name = names.get(msg["index"], "")
+            if name == "lo" or name in exclude:
+                continue
+            if msg["scope"] != 0:          # global scope only (no link-local)
+                continue
+            addr = msg.get_attr("IFA_ADDRESS")
+            if addr is None:
+                continue
+            iface = ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}")
+            out.append((str(iface.ip), iface.network, name))
+    return out

@@ -1,0 +1,98 @@
+"""One python-zeroconf instance on explicitly chosen interfaces, shared by the announcer
+and the browser of a member (discovery.lan.announcer, discovery.lan.browser)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterable, Sequence
+
+from zeroconf import Zeroconf
+
+from discovery.lan.interfaces import (
+    DEFAULT_TUNNEL_INTERFACE, LocalInterface, local_interfaces, zeroconf_interfaces,
+)
+
+log = logging.getLogger(__name__)
+
+
+class MdnsService:
+    """One Zeroconf instance on explicitly chosen interfaces, shared by announcer and browser.
+
+    ``interfaces``: interface names to use (None: all but loopback and ``exclude_interfaces``).
+    ``ipv6``: also use IPv6 (multicast on ff02::fb, AAAA records).
+    """
+
+    def __init__(
+        self,
+        interfaces: Sequence[str] | None = None,
+        exclude_interfaces: Iterable[str] = (DEFAULT_TUNNEL_INTERFACE,),
+        ipv6: bool = True,
+    ) -> None:
+        self.interface_names = list(interfaces) if interfaces is not None else None
+        self.exclude_interfaces = tuple(exclude_interfaces)
+        self.ipv6 = ipv6
+        self._lock = threading.Lock()
+        self._zc: Zeroconf | None = None
+        self._users = 0
+        self.interfaces: list[LocalInterface] = []
+
+    def scan(self) -> list[LocalInterface]:
+        """Read the chosen interfaces and their current addresses."""
+        return local_interfaces(self.interface_names, self.exclude_interfaces)
+
+    def acquire(self) -> Zeroconf:
+        """Start (first user) or share the Zeroconf instance."""
+        with self._lock:
+            if self._zc is None:
+                self.interfaces = self.scan()
+                choice, version = zeroconf_interfaces(self.interfaces, self.ipv6)
+                if not choice:  # e.g. before DHCP: sockets come with the first rebind()
+                    log.warning("mdns: no LAN address yet on %s (excluded %s)",
+                                self.interface_names or "any interface", list(self.exclude_interfaces))
+                self._zc = Zeroconf(interfaces=choice, ip_version=version)
+            self._users += 1
+            return self._zc
+
+    def release(self) -> None:
+        """Drop one user; the last one closes Zeroconf (sending goodbyes for what is left)."""
+        with self._lock:
+            if self._users == 0:
+                return
+            self._users -= 1
+            if self._users == 0 and self._zc is not None:
+                self._zc.close()
+                self._zc = None
+
+    @property
+    def zeroconf(self) -> Zeroconf:
+        if self._zc is None:
+            raise RuntimeError("mdns: service not started")
+        return self._zc
+
+    def rescan(self) -> list[LocalInterface]:
+        """Re-read the chosen interfaces' addresses (sockets untouched until rebind())."""
+        with self._lock:
+            self.interfaces = self.scan()
+            return list(self.interfaces)
+
+    def rebind(self) -> None:
+        """Move Zeroconf's sockets to the interfaces found by the last rescan().
+
+        Zeroconf re-announces every registration when a socket was added, so registrations
+        should already carry their new addresses when this is called.
+        """
+        with self._lock:
+            if self._zc is None:
+                return
+            choice, version = zeroconf_interfaces(self.interfaces, self.ipv6)
+            self._zc.update_interfaces(choice, version)  # an empty choice drops every socket
+
+    def lan_addresses(self) -> list[str]:
+        """Addresses to announce: IPv4 (and IPv6 if enabled) of the chosen interfaces."""
+        out: list[str] = []
+        for iface in self.interfaces:
+            out.extend(iface.ipv4)
+            if self.ipv6:
+                out.extend(iface.ipv6)
+        return out
