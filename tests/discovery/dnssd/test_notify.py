@@ -1,4 +1,4 @@
-"""DNS NOTIFY from the rendezvous to members (discovery.notify), on loopback."""
+"""DNS NOTIFY from the rendezvous to members (discovery/dnssd/notify.py), on loopback."""
 
 import socket
 import threading

@@ -218,3 +218,13 @@ def test_dig_nxdomain_and_axfr(serve) -> None:
 def test_counters_snapshot_type(serve) -> None:
     server = serve(SMALL)
     assert isinstance(server.counters, ServerCounters) and server.counters.queries == 0
+
+
+def test_stop_is_prompt_with_an_idle_tcp_client(serve) -> None:
+    server = serve(SMALL)   # tcp_idle_timeout 10 s: stop must not wait for it
+    with socket.create_connection((LOOP, server.port), timeout=5) as idle:
+        wait_for(lambda: server.counters.tcp_connections == 1)
+        began = time.monotonic()
+        server.stop()
+        assert time.monotonic() - began < 1.0
+        assert idle.recv(1) == b""              # the server closed its end

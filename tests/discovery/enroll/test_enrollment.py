@@ -400,3 +400,17 @@ def test_server_stop_is_prompt(tmp_path: Path) -> None:
     assert time.monotonic() - began < 1.0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", r.port), timeout=1).close()
+
+
+def test_server_stop_is_prompt_with_an_idle_connection(rz: Rendezvous) -> None:
+    rz.server.timeout = 30.0     # a joiner that says nothing must not hold up stop()
+    with socket.create_connection(("127.0.0.1", rz.port), timeout=5) as idle:
+        idle.sendall(b'{"v":1')                 # a request begun, never finished
+        began = time.monotonic()
+        rz.server.stop()
+        assert time.monotonic() - began < 1.0
+        try:
+            assert idle.recv(1) == b""          # closed...
+        except ConnectionResetError:            # ...or reset, our bytes unread
+            pass
+    assert rz.server.stats["dropped_unreadable"] == 0 and rz.state.members() == []
