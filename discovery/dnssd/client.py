@@ -24,9 +24,11 @@ import dns.rdatatype
 import dns.rrset
 import dns.xfr
 
+from meshwg.util.endpoint import format_endpoint
+
 from discovery.dnssd.bulk import parse_bulk_strings
 from discovery.dnssd.exchange import (
-    DEFAULT_WINDOW, DiscoveryError, Server, make_query, udp_exchange, where,
+    DEFAULT_WINDOW, DiscoveryError, Server, make_query, udp_exchange,
 )
 from discovery.dnssd.member import MemberRecord
 from discovery.dnssd.names import bulk_name, instance_name, service_name, zone_name
@@ -90,15 +92,15 @@ def _resolve_by_transfer(server: Server, zone: dns.name.Name, timeout: float) ->
         for message in dns.query.xfr(host, zone, port=port, timeout=timeout, relativize=False):
             if message.rcode() != dns.rcode.NOERROR:
                 raise DiscoveryError(
-                    f"DNS server {where(server)} answered {dns.rcode.to_text(message.rcode())} to AXFR {zone}"
+                    f"DNS server {format_endpoint(server)} answered {dns.rcode.to_text(message.rcode())} to AXFR {zone}"
                 )
             rrsets += message.answer
     except dns.exception.Timeout:
-        raise DiscoveryError(f"DNS server {where(server)}: zone transfer timed out after {timeout} s") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: zone transfer timed out after {timeout} s") from None
     except dns.exception.DNSException as exc:
-        raise DiscoveryError(f"DNS server {where(server)}: zone transfer failed: {exc}") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: zone transfer failed: {exc}") from None
     except OSError as exc:
-        raise DiscoveryError(f"DNS server {where(server)}: zone transfer failed: {exc}") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: zone transfer failed: {exc}") from None
     instances = parse_ptr_answers(zone, rrsets)
     depth = len(service_name(zone)) + 1
     by_label: dict[bytes, list[dns.rrset.RRset]] = {}  # keyed by bytes: Name hashing is slow
@@ -127,11 +129,11 @@ def _resolve_by_bulk(server: Server, zone: dns.name.Name, timeout: float) -> lis
     except (dns.xfr.TransferError, dns.exception.FormError):
         return None  # not ours (REFUSED, NOTAUTH...) or not a transfer: use the wgsd records
     except dns.exception.Timeout:
-        raise DiscoveryError(f"DNS server {where(server)}: bulk transfer timed out after {timeout} s") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: bulk transfer timed out after {timeout} s") from None
     except dns.exception.DNSException as exc:
-        raise DiscoveryError(f"DNS server {where(server)}: bulk transfer failed: {exc}") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: bulk transfer failed: {exc}") from None
     except OSError as exc:
-        raise DiscoveryError(f"DNS server {where(server)}: bulk transfer failed: {exc}") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: bulk transfer failed: {exc}") from None
     return parse_bulk_strings(strings)
 
 

@@ -38,11 +38,6 @@ class DiscoveryError(MeshwgError):
 Server = tuple[str, int]
 
 
-def where(server: Server) -> str:
-    """The server as error messages name it: "IP:port" or "[IPv6]:port"."""
-    return format_endpoint(server)
-
-
 def make_query(qname: dns.name.Name, rdtype: int) -> dns.message.Message:
     """A non-recursive query with EDNS (payload OUR_UDP_PAYLOAD)."""
     query = dns.message.make_query(qname, rdtype, use_edns=0, payload=OUR_UDP_PAYLOAD)
@@ -58,8 +53,8 @@ def _check_rcode(server: Server, query: dns.message.Message, response: dns.messa
     question = query.question[0]
     what = f"{question.name} {_T.to_text(question.rdtype)}"
     if rcode == dns.rcode.REFUSED:
-        raise DiscoveryError(f"DNS server {where(server)} refused {what} (is the zone right?)")
-    raise DiscoveryError(f"DNS server {where(server)} answered {dns.rcode.to_text(rcode)} to {what}")
+        raise DiscoveryError(f"DNS server {format_endpoint(server)} refused {what} (is the zone right?)")
+    raise DiscoveryError(f"DNS server {format_endpoint(server)} answered {dns.rcode.to_text(rcode)} to {what}")
 
 
 def _sockaddr(server: Server) -> tuple[int, tuple]:
@@ -67,7 +62,7 @@ def _sockaddr(server: Server) -> tuple[int, tuple]:
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
-        raise DiscoveryError(f"DNS server {where(server)}: cannot resolve host: {exc}") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: cannot resolve host: {exc}") from None
     family, _, _, _, sockaddr = info[0]
     return family, sockaddr
 
@@ -90,13 +85,13 @@ def tcp_exchange(server: Server, queries: list[dns.message.Message], timeout: fl
                 _check_rcode(server, query, response)
                 out.append(response)
     except (dns.exception.Timeout, socket.timeout):
-        raise DiscoveryError(f"DNS server {where(server)}: no TCP answer within {timeout} s") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: no TCP answer within {timeout} s") from None
     except (ConnectionError, EOFError) as exc:
-        raise DiscoveryError(f"DNS server {where(server)}: TCP connection failed: {exc}") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: TCP connection failed: {exc}") from None
     except dns.exception.DNSException as exc:
-        raise DiscoveryError(f"DNS server {where(server)}: bad TCP answer: {exc}") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: bad TCP answer: {exc}") from None
     except OSError as exc:
-        raise DiscoveryError(f"DNS server {where(server)}: TCP error: {exc}") from None
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: TCP error: {exc}") from None
     return out
 
 
@@ -136,7 +131,7 @@ def udp_exchange(
         try:
             sock.connect(sockaddr)  # the kernel drops datagrams from anyone else
         except OSError as exc:
-            raise DiscoveryError(f"DNS server {where(server)}: {exc}") from None
+            raise DiscoveryError(f"DNS server {format_endpoint(server)}: {exc}") from None
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ)
         while True:
@@ -189,7 +184,7 @@ def udp_exchange(
                 if flight.attempts >= ATTEMPTS:
                     question = queries[flight.index].question[0]
                     raise DiscoveryError(
-                        f"DNS server {where(server)}: no answer for {question.name} "
+                        f"DNS server {format_endpoint(server)}: no answer for {question.name} "
                         f"{_T.to_text(question.rdtype)} within {timeout} s"
                     )
                 flight.attempts += 1
