@@ -1,52 +1,43 @@
 """The device's UDP socket: dual-stack, batched receive, endpoints as (host, port).
 
-With offloads (the default; off with offload=False or MESHWG_OFFLOAD=0) the socket uses
-UDP GRO on receive (one recvmsg returns many coalesced datagrams and their segment size)
-and UDP GSO on send (one sendmsg carries many equal-size datagrams to one endpoint).
-Either falls back to one datagram per system call where the kernel refuses it."""
+With offloads (the default; off with offload=False) the socket uses UDP GRO on receive
+(one recvmsg returns many coalesced datagrams and their segment size) and UDP GSO on send
+(one sendmsg carries many equal-size datagrams to one endpoint; meshwg.conn.gso). Either
+falls back to one datagram per system call where the kernel refuses it. Endpoints are
+(IP string, port) with IPv4-mapped IPv6 sources written as IPv4."""
 
 from __future__ import annotations
 
 import errno
 import logging
 import socket
-import struct
-import sys
 from typing import Any, Sequence
 
-from meshwg.tun import offload as _offload
+from meshwg.conn.gso import SEGMENT_SIZE, SOL_UDP, UDP_GRO, UDP_SEGMENT, gro_segment_size
+from meshwg.util.errors import MeshwgError
 
 log = logging.getLogger("meshwg.conn")
-_BYTEORDER = sys.byteorder
 
 SO_MARK = 36
 SOCKET_BUFFER = 7 << 20   # 7 MB, as wireguard-go found pays off
-_SEGMENT = struct.Struct("=H")   # the UDP_SEGMENT cmsg value
+# errors of a send to one endpoint that say nothing about the socket: drop like a router
+_UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAFNOSUPPORT, errno.EINVAL,
+                errno.ECONNREFUSED, errno.EPERM, errno.EADDRNOTAVAIL)
+# errors of a receive caused by an earlier send (ICMP reports)
+_RECEIVE_REPORTS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
+# errors of a UDP_SEGMENT send: this kernel or route cannot segment
+_NO_GSO = (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EMSGSIZE)
 
 
-class BindError(Exception):
-    pass
-
-
-def normalize(sockaddr) -> tuple[str, int]:
-    host = sockaddr[0]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return (host, sockaddr[1])
-
-
-def format_endpoint(endpoint: tuple[str, int] | None) -> str:
-    if endpoint is None:
-        return "(none)"
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+class BindError(MeshwgError):
+    """The UDP port cannot be bound (in use, or not permitted); one line naming it."""
 
 
 class UdpSocket:
     """One UDP socket for IPv4 and IPv6 (an AF_INET6 socket with V6ONLY off, or AF_INET
     where the host has no IPv6)."""
 
-    def __init__(self, port: int = 0, fwmark: int = 0, offload: bool | None = None):
+    def __init__(self, port: int = 0, fwmark: int = 0, offload: bool = True):
         self.sock = self._bind(port)
         self.family = self.sock.family
         self.port = self.sock.getsockname()[1]
@@ -54,14 +45,12 @@ class UdpSocket:
         if fwmark:
             self.set_fwmark(fwmark)
         self._sockaddrs: dict[tuple[str, int], tuple] = {}
-        if offload is None:
-            offload = _offload.offload_enabled_from_env("udp")
         self.offload = offload
         self.gso = offload           # cleared at the first send the kernel refuses
         self.gro = False
         if offload:
             try:
-                self.sock.setsockopt(_offload.SOL_UDP, _offload.UDP_GRO, 1)
+                self.sock.setsockopt(SOL_UDP, UDP_GRO, 1)
                 self.gro = True
             except OSError:
                 log.info("UDP GRO unavailable: receiving one datagram per call")
@@ -116,55 +105,6 @@ class UdpSocket:
             self._sockaddrs[endpoint] = cached
         return cached
 
-    def recv_batch(self, limit: int = 64) -> list[tuple[bytes, tuple[str, int]]]:
-        """Datagrams ready now, at most `limit` system calls' worth (with GRO one call may
-        return many datagrams of one sender)."""
-        if self.gro:
-            return self._recv_batch_gro(limit)
-        out = []
-        recv = self.sock.recvfrom
-        try:
-            for _ in range(limit):
-                data, addr = recv(65535)
-                host = addr[0]
-                if host.startswith("::ffff:"):
-                    host = host[7:]
-                out.append((data, (host, addr[1])))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:
-            if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                raise
-        return out
-
-    def _recv_batch_gro(self, limit: int) -> list[tuple[bytes, tuple[str, int]]]:
-        out: list[tuple[bytes, tuple[str, int]]] = []
-        recvmsg = self.sock.recvmsg
-        ancsize = self._ancsize
-        sol_udp, udp_gro = _offload.SOL_UDP, _offload.UDP_GRO
-        try:
-            for _ in range(limit):
-                data, anc, _flags, addr = recvmsg(65535, ancsize)
-                host = addr[0]
-                if host.startswith("::ffff:"):
-                    host = host[7:]
-                source = (host, addr[1])
-                size = 0
-                for level, kind, value in anc:
-                    if level == sol_udp and kind == udp_gro:
-                        size = int.from_bytes(value[:4] if len(value) >= 4 else value, _BYTEORDER)
-                if size and size < len(data):
-                    for i in range(0, len(data), size):
-                        out.append((data[i:i + size], source))
-                else:
-                    out.append((data, source))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:
-            if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                raise
-        return out
-
     def recv_runs(self, limit: int = 16) -> list[tuple[bytes, int, tuple[str, int]]]:
         """What is ready now, at most `limit` system calls' worth, as (data, size, source):
         datagrams of one sender back to back, each `size` bytes but the last (with GRO one
@@ -174,18 +114,12 @@ class UdpSocket:
             if self.gro:
                 recvmsg = self.sock.recvmsg
                 ancsize = self._ancsize
-                sol_udp, udp_gro = _offload.SOL_UDP, _offload.UDP_GRO
                 for _ in range(limit):
                     data, anc, _flags, addr = recvmsg(65535, ancsize)
                     host = addr[0]
                     if host.startswith("::ffff:"):
                         host = host[7:]
-                    size = 0
-                    for level, kind, value in anc:
-                        if kind == udp_gro and level == sol_udp:
-                            size = int.from_bytes(value[:4] if len(value) >= 4 else value,
-                                                  _BYTEORDER)
-                    out.append((data, size or len(data), (host, addr[1])))
+                    out.append((data, gro_segment_size(anc) or len(data), (host, addr[1])))
             else:
                 recv = self.sock.recvfrom
                 for _ in range(limit):
@@ -197,7 +131,7 @@ class UdpSocket:
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:
-            if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            if exc.errno not in _RECEIVE_REPORTS:
                 raise
         return out
 
@@ -206,8 +140,7 @@ class UdpSocket:
         each `size` bytes but the last; with GSO one system call per run."""
         sendmsg = self.sock.sendmsg
         sendto = self.sock.sendto
-        sol_udp, udp_segment = _offload.SOL_UDP, _offload.UDP_SEGMENT
-        pack = _SEGMENT.pack
+        pack = SEGMENT_SIZE.pack
         for buf, size, endpoint in runs:
             address = self.sockaddr(endpoint)
             n = len(buf)
@@ -216,10 +149,9 @@ class UdpSocket:
                     sendto(buf, address)
                 elif self.gso:
                     try:
-                        sendmsg((buf,), ((sol_udp, udp_segment, pack(size)),), 0, address)
+                        sendmsg((buf,), ((SOL_UDP, UDP_SEGMENT, pack(size)),), 0, address)
                     except OSError as exc:
-                        if exc.errno not in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP,
-                                             errno.ENOPROTOOPT, errno.EMSGSIZE):
+                        if exc.errno not in _NO_GSO:
                             raise
                         log.info("UDP GSO send failed (%s): sending one datagram per call",
                                  exc.strerror)
@@ -232,51 +164,17 @@ class UdpSocket:
             except (BlockingIOError, InterruptedError):
                 pass  # socket buffer full: drop like a router
             except OSError as exc:
-                if exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAFNOSUPPORT,
-                                     errno.EINVAL, errno.ECONNREFUSED, errno.EPERM,
-                                     errno.EADDRNOTAVAIL):
-                    raise
-
-    def send_many(self, datagrams: Sequence[tuple[bytes, Any]]) -> None:
-        """Send (datagram, endpoint) pairs in order; with GSO, runs of equal-size
-        datagrams to one endpoint go out in one system call each."""
-        if not self.gso:
-            send = self.send
-            for datagram, endpoint in datagrams:
-                send(datagram, endpoint)
-            return
-        sendmsg = self.sock.sendmsg
-        sol_udp, udp_segment = _offload.SOL_UDP, _offload.UDP_SEGMENT
-        pack = struct.Struct("=H").pack
-        for endpoint, size, run in _offload.gso_runs(datagrams):
-            if len(run) == 1:
-                self.send(run[0], endpoint)
-                continue
-            try:
-                sendmsg(run, [(sol_udp, udp_segment, pack(size))], 0, self.sockaddr(endpoint))
-            except (BlockingIOError, InterruptedError):
-                pass  # socket buffer full: drop like a router
-            except OSError as exc:
-                if exc.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT,
-                                 errno.EMSGSIZE):
-                    # this kernel or route cannot segment: from now on one per call
-                    log.info("UDP GSO send failed (%s): sending one datagram per call",
-                             exc.strerror)
-                    self.gso = False
-                    for datagram in run:
-                        self.send(datagram, endpoint)
-                elif exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAFNOSUPPORT,
-                                       errno.ECONNREFUSED, errno.EPERM, errno.EADDRNOTAVAIL):
+                if exc.errno not in _UNREACHABLE:
                     raise
 
     def send(self, datagram: bytes, endpoint: tuple[str, int]) -> None:
+        """Send one datagram; a full buffer or an unreachable endpoint drops it."""
         try:
             self.sock.sendto(datagram, self.sockaddr(endpoint))
         except (BlockingIOError, InterruptedError):
             pass  # socket buffer full: drop like a router
         except OSError as exc:
-            if exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAFNOSUPPORT,
-                                 errno.EINVAL, errno.ECONNREFUSED, errno.EPERM, errno.EADDRNOTAVAIL):
+            if exc.errno not in _UNREACHABLE:
                 raise
 
     def close(self) -> None:

@@ -5,9 +5,8 @@ mapping the masked address (an int) to the peer; a lookup tries the present leng
 longest first, so it costs at most one dict probe per distinct prefix length in use
 (typically a handful), independent of the number of peers.
 
-Mutations publish a new tuple of (mask, dict) levels, so a lookup running in another
-thread always iterates a consistent list of levels (single dict operations are atomic
-in CPython); callers that need stronger guarantees hold their own lock.
+The levels of a family are kept as one tuple of (mask, dict), longest first, rebuilt
+when a prefix length appears or disappears; the lookup binds it once.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ REKEY_TIMEOUT_JITTER_MAX = 0.333
 KEEPALIVE_TIMEOUT = 10.0
 COOKIE_REFRESH_TIME = 120.0
 HANDSHAKE_INITIATION_RATE = 1.0 / 50  # consume at most 50 initiations per second per peer
-KEY_ZEROING_TIME = 3 * REJECT_AFTER_TIME
 
 UNDER_LOAD_QUEUE_SIZE = 128   # pending handshakes before the responder asks for cookies
 UNDER_LOAD_HOLD_TIME = 1.0

@@ -9,9 +9,7 @@ Semantics follow wireguard-go's device/cookie.go; times are seconds from any one
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
-import struct
 
 from meshwg.core.constants import COOKIE_REFRESH_TIME, INITIATION_SIZE, LABEL_COOKIE, LABEL_MAC1, RESPONSE_SIZE
 from meshwg.core.crypto import DecryptionError, XNONCE_SIZE, hash_, mac, xaead_open, xaead_seal
@@ -21,14 +19,6 @@ MAC_SIZE = 16
 COOKIE_SECRET_SIZE = 32
 
 _MAC1_OFFSETS = {INITIATION_SIZE: INITIATION_MAC1_OFFSET, RESPONSE_SIZE: RESPONSE_MAC1_OFFSET}
-
-
-def source_bytes(host: str, port: int) -> bytes:
-    """The cookie input for a datagram source: packed IP (IPv4-mapped IPv6 as IPv4) + port."""
-    address = ipaddress.ip_address(host.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.packed + struct.pack(">H", port)
 
 
 def mac1_offset(message: bytes | bytearray | memoryview) -> int | None:

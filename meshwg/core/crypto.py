@@ -16,10 +16,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl import bindings as sodium
 
+from meshwg.core.messages import COUNTER_NONCE
+
 KEY_SIZE = 32
 TAG_SIZE = 16
 XNONCE_SIZE = 24
 _ZERO32 = bytes(32)
+_pack_nonce = COUNTER_NONCE.pack
 
 
 class DecryptionError(Exception):
@@ -84,7 +87,8 @@ def dh(private: bytes, public: bytes) -> bytes:
 
 
 def counter_nonce(counter: int) -> bytes:
-    return b"\x00\x00\x00\x00" + struct.pack("<Q", counter)
+    """The 12-byte AEAD nonce of a transport counter (messages.COUNTER_NONCE)."""
+    return _pack_nonce(counter)
 
 
 class Aead:

@@ -21,7 +21,12 @@ class MalformedPacket(ValueError):
 _INITIATION = struct.Struct("<I I 32s 48s 28s 16s 16s")
 _RESPONSE = struct.Struct("<I I I 32s 16s 16s 16s")
 _COOKIE_REPLY = struct.Struct("<I I 24s 32s")
-_TRANSPORT_HEADER = struct.Struct("<I I Q")
+
+# The transport data header: type word (4), receiver index, counter; 16 bytes, little-endian.
+TRANSPORT_HEADER = struct.Struct("<IIQ")
+# The 12-byte ChaCha20-Poly1305 nonce of a transport counter: 4 zero bytes, the counter
+# as 64-bit little-endian (whitepaper section 5.4.6).
+COUNTER_NONCE = struct.Struct("<4xQ")
 
 # The first four bytes as a little-endian word: type in the low byte, reserved bytes zero.
 _WORD_INITIATION = MESSAGE_INITIATION
@@ -81,7 +86,7 @@ class Transport:
     ciphertext: bytes
 
     def build(self) -> bytes:
-        return _TRANSPORT_HEADER.pack(_WORD_TRANSPORT, self.receiver, self.counter) + self.ciphertext
+        return TRANSPORT_HEADER.pack(_WORD_TRANSPORT, self.receiver, self.counter) + self.ciphertext
 
 
 def message_type(data: bytes) -> int:
@@ -123,7 +128,7 @@ def parse_transport_header(data: bytes) -> tuple[int, int]:
     """(receiver index, counter) of a transport message; the ciphertext is data[16:]."""
     if len(data) < TRANSPORT_MIN_SIZE:
         raise MalformedPacket(f"transport message of {len(data)} bytes, minimum {TRANSPORT_MIN_SIZE}")
-    word, receiver, counter = _TRANSPORT_HEADER.unpack_from(data)
+    word, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
     if word != _WORD_TRANSPORT:
         raise MalformedPacket("bad transport header")
     return receiver, counter
@@ -148,4 +153,4 @@ def parse(data: bytes) -> Initiation | Response | CookieReply | Transport:
 
 
 def transport_header(receiver: int, counter: int) -> bytes:
-    return _TRANSPORT_HEADER.pack(_WORD_TRANSPORT, receiver, counter)
+    return TRANSPORT_HEADER.pack(_WORD_TRANSPORT, receiver, counter)

@@ -1,8 +1,8 @@
 """One peer's protocol state: keys, keypairs, staged packets, timers and counters. No I/O.
 
 Timers are kept as absolute deadlines (None = not armed), in the style of wireguard-go's
-timers.go: the device's timer loop calls WireGuardProtocol.tick(now) which reads them.
-Setting a deadline tells the peer's DeadlineQueue (meshwg.deadlines), when it has one,
+timers.go: the protocol's timer handler (meshwg.core.timer_events) fires the due ones.
+Arming a timer tells the peer's DeadlineQueue (meshwg.core.deadlines), when it has one,
 so the protocol finds the due peers without scanning them all.
 
 Memory matters at 10,000 peers: __slots__, the cookie generator made on first use, a
@@ -12,13 +12,14 @@ staging list that costs nothing while empty, all-zero keys shared.
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from meshwg.core import noise
 from meshwg.core.constants import COOKIE_REFRESH_TIME
 from meshwg.core.cookie import CookieGenerator
 from meshwg.core.crypto import WeakKeyError, dh
 from meshwg.core.keypair import Keypair
+from meshwg.core.keys import encode_key
 
 if TYPE_CHECKING:
     from meshwg.core.deadlines import DeadlineQueue
@@ -43,23 +44,25 @@ class StagedPackets(list):
 
 
 class Peer:
+    """A configured peer, known by its static public key. The protocol owns and changes
+    it; the layer above reads it (endpoint, counters, keys) for status."""
+
     __slots__ = (
-        "public_key", "preshared_key", "endpoint", "_persistent_keepalive",
+        "public_key", "preshared_key", "endpoint", "persistent_keepalive",
         "_cookie_generator", "cookie_refresh_time", "precomputed", "static_static",
         "previous", "current", "next",
         "handshake_state", "handshake_index", "last_initiation_sent", "handshake_attempts",
         "last_probe", "last_timestamp", "last_initiation_consumed", "staged",
         "rx_bytes", "tx_bytes", "last_handshake",
         "_retransmit_at", "_keepalive_at", "_new_handshake_at", "_zero_keys_at",
-        "_persistent_keepalive_at",
-        "timer_queue", "queued_at", "order",
+        "_persistent_keepalive_at", "deadline_queue", "order",
     )
 
     def __init__(self, public_key: bytes, *, cookie_refresh_time: float = COOKIE_REFRESH_TIME):
         self.public_key = public_key
         self.preshared_key: bytes = ZERO_KEY
         self.endpoint: Any = None            # opaque address from the I/O layer
-        self._persistent_keepalive: int = 0
+        self.persistent_keepalive = 0        # seconds between keepalives (0: off)
         self._cookie_generator: CookieGenerator | None = None   # made on first use
         self.cookie_refresh_time = cookie_refresh_time
         # cached per (local static, this peer): Noise initial state and DH(s, rs)
@@ -83,20 +86,17 @@ class Peer:
         # statistics
         self.rx_bytes = 0
         self.tx_bytes = 0
-        self.last_handshake: float | None = None  # monotonic time of the latest completed handshake
-        # timers (absolute monotonic deadlines or None), behind the properties below
+        self.last_handshake: float | None = None  # protocol time of the latest completed handshake
+        # timers (absolute deadlines in protocol time, or None), behind the properties below
         self._retransmit_at: float | None = None
         self._keepalive_at: float | None = None
         self._new_handshake_at: float | None = None
         self._zero_keys_at: float | None = None
         self._persistent_keepalive_at: float | None = None
-        # bookkeeping of the DeadlineQueue this peer belongs to (meshwg.deadlines)
-        self.timer_queue: DeadlineQueue | None = None
-        self.queued_at: float | None = None   # time of this peer's live entry in the queue
+        self.deadline_queue: DeadlineQueue | None = None   # told when a timer is armed
         self.order = 0                        # position among the protocol's peers
 
     def __repr__(self) -> str:
-        from meshwg.core.keys import encode_key
         return f"<Peer {encode_key(self.public_key)[:8]}…>"
 
     @property
@@ -108,7 +108,7 @@ class Peer:
                 self.public_key, cookie_refresh_time=self.cookie_refresh_time)
         return generator
 
-    def set_local_static(self, local_private: bytes | None, local_public: bytes | None) -> None:
+    def set_local_static(self, local_private: bytes | None) -> None:
         """Recompute the cached handshake values after our private key changes."""
         if local_private is None:
             self.precomputed = None
@@ -124,6 +124,7 @@ class Peer:
         return [k for k in (self.previous, self.current, self.next) if k is not None]
 
     def next_deadline(self) -> float | None:
+        """The earliest armed timer (None: none armed)."""
         best = None
         for t in (self._retransmit_at, self._keepalive_at, self._new_handshake_at,
                   self._zero_keys_at, self._persistent_keepalive_at):
@@ -131,57 +132,27 @@ class Peer:
                 best = t
         return best
 
-    def needs_keepalive_arming(self) -> bool:
-        """True when a persistent keepalive is configured but not armed: the next tick
-        arms it (WireGuardProtocol._tick_peer)."""
-        return bool(self._persistent_keepalive) and self._persistent_keepalive_at is None
-
 
 def _deadline_property(slot: str, doc: str) -> property:
-    """A timer attribute: reading is a slot read; arming it (a time, not None) earlier
-    than the peer's entry in its DeadlineQueue schedules the peer there."""
+    """A timer attribute: reading is a slot read; arming it (a time, not None) tells the
+    peer's DeadlineQueue, which keeps an entry no later than the earliest armed timer.
+    Disarming or moving a timer later needs no message: the queue re-reads the peer's
+    deadlines when its entry comes up."""
     store = getattr(Peer, slot).__set__
 
     def set_deadline(peer: Peer, value: float | None) -> None:
         store(peer, value)
         if value is not None:
-            queued = peer.queued_at
-            if queued is None or value < queued:
-                queue = peer.timer_queue
-                if queue is not None:
-                    queue.schedule(peer, value)
+            queue = peer.deadline_queue
+            if queue is not None:
+                queue.schedule(peer, value)
 
     return property(attrgetter(slot), set_deadline, doc=doc)
 
 
-def _set_persistent_keepalive_at(peer: Peer, value: float | None) -> None:
-    _store_pk_at(peer, value)
-    queue = peer.timer_queue
-    if queue is None:
-        return
-    if value is None:
-        if peer._persistent_keepalive:
-            queue.wake(peer)
-    else:
-        queued = peer.queued_at
-        if queued is None or value < queued:
-            queue.schedule(peer, value)
-
-
-def _set_persistent_keepalive(peer: Peer, interval: int) -> None:
-    _store_pk(peer, interval)
-    if interval and peer._persistent_keepalive_at is None and peer.timer_queue is not None:
-        peer.timer_queue.wake(peer)
-
-
-_store_pk_at: Callable[[Peer, Any], None] = Peer._persistent_keepalive_at.__set__
-_store_pk: Callable[[Peer, Any], None] = Peer._persistent_keepalive.__set__
 Peer.retransmit_at = _deadline_property("_retransmit_at", "Resend the initiation (REKEY_TIMEOUT).")
 Peer.keepalive_at = _deadline_property("_keepalive_at", "Answer received data with a keepalive.")
 Peer.new_handshake_at = _deadline_property("_new_handshake_at", "Sent data, heard nothing: rekey.")
 Peer.zero_keys_at = _deadline_property("_zero_keys_at", "Forget the keys (3 x REJECT_AFTER_TIME).")
-Peer.persistent_keepalive_at = property(attrgetter("_persistent_keepalive_at"),
-                                        _set_persistent_keepalive_at,
-                                        doc="Next persistent keepalive.")
-Peer.persistent_keepalive = property(attrgetter("_persistent_keepalive"), _set_persistent_keepalive,
-                                     doc="Persistent keepalive interval in seconds (0: off).")
+Peer.persistent_keepalive_at = _deadline_property("_persistent_keepalive_at",
+                                                  "Next persistent keepalive.")

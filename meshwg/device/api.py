@@ -1,7 +1,8 @@
 """The engine's Python API types: what a caller may change (DeviceUpdate) and read
-(DeviceStatus) of a running device, and the events it reports.
+(DeviceStatus) of a running device, and the events it reports (HandshakeCompleted,
+EndpointChanged: defined in meshwg.core.events, the protocol's output, and named here).
 
-meshwg.device.Device.apply / status / wait_events take and give these; the `wg` control
+meshwg.device.device.Device.apply / status / wait_events take and give these; the `wg` control
 socket (meshwg.uapi) is one text encoding of the same types, and the mesh daemons use them
 in-process. Keys are raw 32-byte values, endpoints (IP string, port) tuples, allowed IPs
 ipaddress networks.
@@ -12,6 +13,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Union
+
+from meshwg.core.events import EndpointChanged, Event, HandshakeCompleted
+
+__all__ = ["Network", "PeerUpdate", "DeviceUpdate", "PeerStatus", "DeviceStatus",
+           "Event", "HandshakeCompleted", "EndpointChanged"]
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 

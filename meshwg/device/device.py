@@ -1,104 +1,117 @@
-"""The I/O layer around WireGuardProtocol: TUN device, UDP socket, threads, clock, control socket.
+"""The engine's I/O layer around WireGuardProtocol: TUN device, UDP socket, threads, clock,
+control socket. The only place where the engine meets sockets, threads and time.
 
-Threads, one job each:
-- data-path: both directions, polling the TUN device and the UDP socket: batches of
-  packets from the TUN device -> sealed into UDP GSO runs -> UDP; batches of datagrams
-  (UDP GRO runs) -> transport data opened and written to the TUN device (coalesced with
-  TUN offloads); handshake messages queued for the handshake worker (the queue's length
-  is the backlog that puts the protocol "under load")
-- handshake-worker: handshake messages -> protocol (the expensive Diffie-Hellman work)
-- timers: fires the protocol's timers at their deadlines
-- the control socket (meshwg.uapi.UapiServer) serves `wg` and discovery
+Every call into the protocol holds the device's one lock (`_lock`), per batch, not per
+packet; afterwards, still holding it, the caller takes what the protocol produced
+(`_collect`): datagrams (sent after the lock is released), events (moved to the event
+queue Device.wait_events reads, and logged), and the next deadline (the timer thread is
+woken when it moved earlier than its wake-up time).
+
+Threads, one job each, each blocked until there is work (an idle device costs nothing):
+- data-path: both directions, in poll() without a timeout on the TUN device, the UDP
+  socket and a wake-up pipe (stop, socket change): batches of packets from the TUN device
+  -> sealed into UDP GSO runs -> UDP; batches of datagrams (UDP GRO runs) -> transport
+  data opened and written to the TUN device (coalesced with TUN offloads), handshake
+  messages admitted and queued for the handshake worker (the queue's length is the
+  backlog that puts the protocol "under load")
+- handshake-worker: admitted handshake messages -> protocol (the Diffie-Hellman work)
+- timers: sleeps until the protocol's next deadline (forever if none) and fires it;
+  publishes the counters file (meshwg.device.stats) at most every STATS_INTERVAL when
+  something ran through the protocol and the counters changed
+- the control socket (meshwg.uapi.server.UapiServer) serves `wg`; in-process callers
+  (the mesh daemons) use apply / status / wait_events directly
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import math
 import os
 import select
 import threading
 import time
-from collections import deque
-from typing import Iterable
+from collections import Counter, deque
+from typing import Any, Iterable
 
-from meshwg.netlink import link as netconfig
+from meshwg.conn.gso import UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS
 from meshwg.conn.udp import BindError, UdpSocket
 from meshwg.core.constants import DEFAULT_MTU
+from meshwg.core.events import EndpointChanged, Event, HandshakeCompleted
+from meshwg.core.handshake import AdmittedHandshake
 from meshwg.core.keys import encode_key
-from meshwg.core.protocol import EndpointChanged, HandshakeCompleted, WireGuardProtocol
+from meshwg.core.peer import ZERO_KEY
+from meshwg.core.protocol import WireGuardProtocol
 from meshwg.core.timers import Timers
-from meshwg.tun.device import TunDevice
 from meshwg.device.api import DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate
-from meshwg.uapi.codec import (ERR_PORT_IN_USE, UapiError,
-                   UapiServer)
+from meshwg.device.offloads import offload_parts_from_env
+from meshwg.device.stats import STATS_DIRECTORY, StatsFile, merge_counters
+from meshwg.netlink import link as netconfig
+from meshwg.tun.device import TunDevice
+from meshwg.uapi.codec import ERR_PORT_IN_USE, UapiError
+from meshwg.uapi.server import UapiServer
+from meshwg.util.endpoint import EndpointError, format_endpoint, normalize_endpoint
 
 log = logging.getLogger("meshwg.device")
 
 BATCH = 64                 # reads per batch, one packet each
 GRO_BATCH = 16             # UDP GRO receives per batch (each up to 64 KiB of datagrams)
 TSO_BATCH = 4              # TUN reads per batch with TSO (each up to 64 KiB); small keeps
-                           # the other thread's wait for the GIL short
+                           # the other threads' wait for the lock and the GIL short
 SEAL_BUFFER = 512 << 10    # bytes of sealed datagrams per TUN batch (grows when short)
 OPEN_BUFFER = 1 << 20      # bytes of opened packets per UDP batch (grows when short)
 HANDSHAKE_QUEUE_MAX = 4096
-STATS_DIRECTORY = "/var/run/meshwg"
-STATS_INTERVAL = 2.0
-_ZERO_KEY = bytes(32)
-
-
-def _address_bytes(endpoint: tuple[str, int]) -> tuple[bytes, bytes]:
-    host, port = endpoint
-    try:
-        ip = ipaddress.ip_address(host).packed
-    except ValueError:
-        ip = host.encode()
-    return ip, ip + port.to_bytes(2, "big")
-
-
-def _normalize_endpoint(endpoint: tuple[str, int]) -> tuple[str, int]:
-    host, port = endpoint
-    host = host.strip("[]")
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return (str(ipaddress.ip_address(host)), int(port))
+MAX_PENDING_EVENTS = 4096  # events kept for wait_events; the oldest is dropped beyond
+STATS_INTERVAL = 2.0       # seconds between two writes of the counters file, at least
+OLD_SOCKET_GRACE = 0.5     # seconds an old UDP socket stays open after a port change
 
 
 class Device:
-    """A running meshwg interface."""
+    """A running meshwg interface.
+
+    Python API (for in-process callers such as the mesh daemons; the `wg` control socket
+    speaks the same through meshwg.uapi): apply(DeviceUpdate), status() -> DeviceStatus,
+    wait_events(timeout) -> [HandshakeCompleted | EndpointChanged]."""
 
     def __init__(self, name: str, *, private_key: bytes | None = None, listen_port: int = 0,
                  fwmark: int = 0, mtu: int = DEFAULT_MTU, addresses: Iterable = (),
                  timers: Timers | None = None, manage_routes: bool = True,
                  uapi_directory: str = "/var/run/wireguard", offload: bool | None = None):
         """`offload=False` turns every offload off (`meshwg up --no-offload`); otherwise
-        the MESHWG_OFFLOAD environment variable picks them (meshwg.offload: by default UDP
-        GSO/GRO and TUN TSO/GRO, "udp" the UDP ones only, "0" none), each used where the
-        kernel has it."""
+        the MESHWG_OFFLOAD environment variable picks them (meshwg.device.offloads: by
+        default UDP GSO/GRO and TUN TSO/GRO, "udp" the UDP ones only, "0" none), each
+        used where the kernel has it."""
         self.name = name
-        self.offload = None if offload is not False else False   # None: per MESHWG_OFFLOAD
+        self.offloads = frozenset() if offload is False else offload_parts_from_env()
         self.mtu = mtu
         self.addresses = list(addresses)
         self.manage_routes = manage_routes
         self.uapi_directory = uapi_directory
         self.protocol = WireGuardProtocol(private_key, timers=timers, mtu=mtu,
-                                          wall_offset=time.time() - time.monotonic(),
-                                          address_bytes=_address_bytes)
+                                          wall_offset=time.time() - time.monotonic())
         self._initial_port = listen_port
         self._initial_fwmark = fwmark
         self.tun: TunDevice | None = None
         self.udp: UdpSocket | None = None
         self.uapi: UapiServer | None = None
+        self.stats: Counter[str] = Counter()     # the device's own counters (queues)
+        self.stats_directory = STATS_DIRECTORY
+        self._stats_file: StatsFile | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        self._handshakes: deque = deque()
-        self._handshake_ready = threading.Condition()
+        self._wake_r, self._wake_w = os.pipe()   # wakes the data path (stop, new socket)
+        # The one lock of every call into the protocol, and what it guards besides:
+        self._lock = threading.Lock()
+        self._running = False                    # threads started: output is sent
+        self._handshakes: deque[AdmittedHandshake] = deque()
+        self._handshake_ready = threading.Condition(self._lock)
+        self._events: deque[Event] = deque()
+        self._events_ready = threading.Condition(self._lock)
+        self._timer_due = math.inf               # when the timer thread wakes up next
         self._timer_wake = threading.Event()
+        self._stats_dirty = False                # something ran through the protocol
+        self._stats_written_at = -math.inf
+        self._apply_lock = threading.Lock()      # one apply at a time (routes, sockets)
         self._routed: set = set()
-        self._send_lock = threading.Lock()
-        self._next_stats_write = 0.0
-        self.stats_directory = STATS_DIRECTORY
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -106,48 +119,53 @@ class Device:
 
         On any failure everything already created is removed again."""
         try:
-            self.tun = TunDevice(self.name, offload=self.offload)
+            self.tun = TunDevice(self.name, offload="tun" in self.offloads)
             self.name = self.tun.name
-            self.udp = UdpSocket(self._initial_port, self._initial_fwmark, offload=self.offload)
+            self.udp = UdpSocket(self._initial_port, self._initial_fwmark,
+                                 offload="udp" in self.offloads)
             netconfig.configure_link(self.name, self.addresses, self.mtu)
             self._sync_routes()
+            self._stats_file = StatsFile(self.name, self.stats_directory)
             self.uapi = UapiServer(self.name, self.status, self.apply, directory=self.uapi_directory)
             self.uapi.start()
         except BaseException:
             self.stop()
             raise
+        with self._lock:
+            self._running = True
+            # what configuration queued before start (keepalives of peers with a
+            # persistent keepalive): say hello now
+            datagrams, events = self._collect()
+            counters = self._counters()
+            self._stats_written_at = time.monotonic()
+        self._stats_file.publish(counters)       # at once, so `meshwg show` finds it
+        self._send(datagrams)
+        self._log(events)
         for target, label in ((self._data_loop, "data-path"),
                               (self._handshake_loop, "handshake-worker"),
                               (self._timer_loop, "timers")):
             t = threading.Thread(target=target, name=f"{self.name}-{label}", daemon=True)
             t.start()
             self._threads.append(t)
-        # peers configured before start with persistent keepalive: say hello now
-        now = time.monotonic()
-        for peer in list(self.protocol.peers.values()):
-            if peer.persistent_keepalive and peer.endpoint is not None:
-                self.protocol.send_keepalive(peer, now)
-        self._flush()
         log.info("%s up: listening on UDP port %d (offloads: TUN %s, UDP GSO %s, UDP GRO %s)",
                  self.name, self.udp.port, "on" if self.tun.vnet_hdr else "off",
                  "on" if self.udp.gso else "off", "on" if self.udp.gro else "off")
 
     def stop(self) -> None:
+        """Stop the threads, remove the control socket, the counters file and the
+        interface (idempotent)."""
         self._stopping.set()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-        with self._handshake_ready:
+        self._wake_data_path()
+        with self._lock:
+            self._running = False
             self._handshake_ready.notify_all()
+            self._events_ready.notify_all()
         self._timer_wake.set()
         for t in self._threads:
             t.join(timeout=2.0)
         self._threads.clear()
-        try:
-            os.unlink(self.stats_path)
-        except OSError:
-            pass
+        if self._stats_file is not None:
+            self._stats_file.remove()
         if self.uapi is not None:
             self.uapi.close()
             self.uapi = None
@@ -157,58 +175,95 @@ class Device:
         if self.tun is not None:
             self.tun.close()       # the kernel removes the interface with its last descriptor
             self.tun = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     @property
     def listen_port(self) -> int:
         return self.udp.port if self.udp else 0
 
-    # ------------------------------------------------------------------ output
-    def _flush(self) -> None:
-        """Send what the protocol queued (handshakes, keepalives, staged packets)."""
+    def _wake_data_path(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ protocol output
+    def _collect(self) -> tuple[list[tuple[bytes, Any]], list[Event]]:
+        """With the lock held, after a call into the protocol: its datagrams (to send
+        once the lock is released) and events (moved to the event queue, returned for
+        the log); wakes the timer thread when the earliest deadline moved before its
+        wake-up time, or when the counters may have changed. Before start, output stays
+        queued in the protocol."""
+        if not self._running:
+            return [], []
+        protocol = self.protocol
+        datagrams = protocol.take_datagrams()
+        events = protocol.take_events()
+        if events:
+            queue = self._events
+            for event in events:
+                if len(queue) >= MAX_PENDING_EVENTS:
+                    queue.popleft()
+                    self.stats["pending_events_dropped"] += 1
+                queue.append(event)
+            self._events_ready.notify_all()
+        deadline = protocol.next_deadline()
+        if deadline is not None and deadline < self._timer_due:
+            self._timer_due = deadline
+            self._timer_wake.set()
+        if not self._stats_dirty:
+            self._stats_dirty = True
+            self._timer_wake.set()
+        return datagrams, events
+
+    def _send(self, datagrams: list[tuple[bytes, Any]]) -> None:
         udp = self.udp
         if udp is None:
             return
-        for datagram, endpoint in self.protocol.take_datagrams():
+        for datagram, endpoint in datagrams:
             udp.send(datagram, endpoint)
 
-    # ------------------------------------------------------------------ threads
-    def _open_received(self, runs: list, open_buffer: bytearray) -> None:
-        """Transport data to the TUN device; handshake messages that pass the cheap checks
-        to the handshake worker."""
-        protocol = self.protocol
-        now = time.monotonic()
-        packets, others = protocol.receive_transport_batch(runs, now, open_buffer)
-        if packets:
-            self.tun.write_batch(packets)
-        if not others:
-            return
-        queued = False
-        for datagram, source in others:
-            if not protocol.admit_handshake(datagram, source, now):
-                continue
-            if len(self._handshakes) < HANDSHAKE_QUEUE_MAX:
-                self._handshakes.append((datagram, source))
-                protocol.handshake_backlog = len(self._handshakes)
-                queued = True
-            else:
-                protocol.stats["handshake_queue_full"] += 1
-        if queued:
-            protocol.handshake_backlog = len(self._handshakes)
-            with self._handshake_ready:
-                self._handshake_ready.notify()
+    def _log(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, HandshakeCompleted):
+                log.info("%s: handshake with %s complete", self.name, encode_key(event.public_key))
+            elif isinstance(event, EndpointChanged):
+                log.info("%s: peer %s endpoint now %s", self.name, encode_key(event.public_key),
+                         format_endpoint(event.endpoint))
 
+    def wait_events(self, timeout: float | None = None) -> list[Event]:
+        """Block until at least one event is pending or `timeout` seconds pass (None: no
+        limit; the device stopping also ends the wait), then return and clear every
+        pending event, oldest first: HandshakeCompleted and EndpointChanged
+        (meshwg.core.events, also in meshwg.device.api). At most MAX_PENDING_EVENTS are
+        kept; older ones are dropped and counted (pending_events_dropped). One consumer."""
+        with self._lock:
+            if not self._events and not self._stopping.is_set():
+                self._events_ready.wait_for(
+                    lambda: self._events or self._stopping.is_set(), timeout)
+            events = list(self._events)
+            self._events.clear()
+        return events
+
+    # ------------------------------------------------------------------ threads
     def _data_loop(self) -> None:
         """Both directions of the data path, in one thread: TUN batches sealed and sent,
         UDP batches opened and written. One thread rather than a reader per direction:
         measured (bench/bench.py) to cost less CPU per GB and to cut the ping RTT, as no
         GIL hand-off between two readers sits in the path of each packet.
 
-        Reads are guided by poll: only a descriptor poll reported ready is read, and after
-        each round the loop goes straight back to poll (which returns at once while more
-        is queued). A lone packet after an idle spell therefore costs one poll, its read
-        and the send or write, and none of the reads that end in EAGAIN: on a cold CPU
-        each of those (a raised BlockingIOError) costs tens of microseconds."""
+        Reads are guided by poll, which waits without a timeout: only a descriptor poll
+        reported ready is read, and after each round the loop goes straight back to poll
+        (which returns at once while more is queued). A lone packet after an idle spell
+        therefore costs one poll, its read and the send or write, and none of the reads
+        that end in EAGAIN: on a cold CPU each of those (a raised BlockingIOError) costs
+        tens of microseconds."""
         protocol = self.protocol
+        lock = self._lock
+        collect = self._collect
         monotonic = time.monotonic
         tun = self.tun
         tun_fd = tun.fileno()
@@ -217,12 +272,15 @@ class Device:
         seal_buffer = bytearray(SEAL_BUFFER)
         open_buffer = bytearray(OPEN_BUFFER)
         stopping = self._stopping.is_set
+        handshakes = self._handshakes
         udp = None
         udp_fd = -1
         poll = None
         while not stopping():
             if udp is not self.udp:
                 udp = self.udp
+                if udp is None:
+                    return
                 udp_fd = udp.fileno()
                 poller = select.poll()
                 poller.register(tun_fd, select.POLLIN)
@@ -230,7 +288,7 @@ class Device:
                 poller.register(wake_fd, select.POLLIN)
                 poll = poller.poll
             tun_ready = udp_ready = False
-            for fd, _events in poll(200):
+            for fd, _events in poll():
                 if fd == tun_fd:
                     tun_ready = True
                 elif fd == udp_fd:
@@ -238,9 +296,16 @@ class Device:
                 elif fd == wake_fd:
                     os.read(wake_fd, 512)
             if tun_ready:
-                runs = protocol.encrypt_batch(tun.iter_packets(batch), monotonic(), seal_buffer)
+                with lock:
+                    runs = protocol.encrypt_batch(tun.iter_packets(batch), monotonic(),
+                                                  seal_buffer, UDP_GSO_MAX_BYTES,
+                                                  UDP_MAX_SEGMENTS)
+                    datagrams, events = collect()
                 if runs:
                     udp.send_runs(runs)
+                if datagrams or events:
+                    self._send(datagrams)
+                    self._log(events)
             if udp_ready:
                 try:
                     received = udp.recv_runs(GRO_BATCH if udp.gro else BATCH)
@@ -248,83 +313,89 @@ class Device:
                     if udp is self.udp:
                         raise
                     continue
-                if received:
-                    self._open_received(received, open_buffer)
-            if protocol._outgoing:
-                self._flush()
+                if not received:
+                    continue
+                with lock:
+                    packets, admitted = protocol.receive_batch(received, monotonic(),
+                                                               open_buffer, len(handshakes))
+                    if admitted:
+                        room = HANDSHAKE_QUEUE_MAX - len(handshakes)
+                        if len(admitted) > room:
+                            self.stats["handshake_queue_full"] += len(admitted) - room
+                            admitted = admitted[:room]
+                        handshakes.extend(admitted)
+                        self._handshake_ready.notify()
+                    datagrams, events = collect()
+                if packets:
+                    tun.write_batch(packets)
+                if datagrams or events:
+                    self._send(datagrams)
+                    self._log(events)
 
     def _handshake_loop(self) -> None:
+        """Admitted handshake messages, one per turn of the lock (each costs a few
+        Diffie-Hellman operations, so the data path waits for one at most)."""
         protocol = self.protocol
-        while not self._stopping.is_set():
-            with self._handshake_ready:
-                while not self._handshakes and not self._stopping.is_set():
-                    self._handshake_ready.wait(1.0)
-            while self._handshakes and not self._stopping.is_set():
-                datagram, source = self._handshakes.popleft()
-                protocol.handshake_backlog = len(self._handshakes)
-                protocol.receive_handshake(datagram, source, time.monotonic(), admitted=True)
-                self._flush()
-            self._timer_wake.set()   # handshakes change deadlines
+        handshakes = self._handshakes
+        stopping = self._stopping.is_set
+        while True:
+            with self._lock:
+                while not handshakes and not stopping():
+                    self._handshake_ready.wait()
+                if stopping():
+                    return
+                protocol.process_handshake(handshakes.popleft(), time.monotonic())
+                datagrams, events = self._collect()
+            self._send(datagrams)
+            self._log(events)
 
     def _timer_loop(self) -> None:
+        """Fire the protocol's timers at their deadlines; publish the counters file."""
         protocol = self.protocol
-        while not self._stopping.is_set():
-            deadline = protocol.next_deadline()
-            now = time.monotonic()
-            timeout = 0.25 if deadline is None else min(0.25, max(0.005, deadline - now))
-            self._timer_wake.wait(timeout)
-            self._timer_wake.clear()
-            if self._stopping.is_set():
-                break
-            protocol.tick(time.monotonic())
-            self._flush()
-            self._log_events()
-            if time.monotonic() >= self._next_stats_write:
-                self._next_stats_write = time.monotonic() + STATS_INTERVAL
-                self.write_stats()
-
-    def _log_events(self) -> None:
-        events = self.protocol.events
-        while events:
-            try:
-                ev = events.popleft()
-            except IndexError:
-                break
-            if isinstance(ev, HandshakeCompleted):
-                log.info("%s: handshake with %s complete", self.name, encode_key(ev.peer.public_key))
-            elif isinstance(ev, EndpointChanged):
-                log.info("%s: peer %s endpoint now %s", self.name, encode_key(ev.peer.public_key), ev.endpoint)
+        stopping = self._stopping.is_set
+        while not stopping():
+            with self._lock:
+                now = time.monotonic()
+                protocol.tick(now)
+                datagrams, events = self._collect()
+                deadline = protocol.next_deadline()
+                self._timer_due = math.inf if deadline is None else deadline
+                wake_at = self._timer_due
+                counters = None
+                if self._stats_dirty:
+                    publish_at = self._stats_written_at + STATS_INTERVAL
+                    if now >= publish_at:
+                        counters = self._counters()
+                        self._stats_dirty = False
+                        self._stats_written_at = now
+                    else:
+                        wake_at = min(wake_at, publish_at)
+                # everything that changed the deadlines so far is in wake_at; a change
+                # after the lock is released sets the event again
+                self._timer_wake.clear()
+            self._send(datagrams)
+            self._log(events)
+            if counters is not None:
+                self._stats_file.publish(counters)
+            self._timer_wake.wait(None if wake_at == math.inf
+                                  else max(0.0, wake_at - time.monotonic()))
 
     # ------------------------------------------------------------------ counters
-    @property
-    def stats_path(self) -> str:
-        return os.path.join(self.stats_directory, f"{self.name}.stats.json")
+    def _counters(self) -> dict[str, int]:
+        """The counters of the protocol, the device and the TUN device (lock held)."""
+        return merge_counters(("", self.protocol.stats), ("", self.stats),
+                              ("tun_", self.tun.stats if self.tun is not None else {}))
 
     def counters(self) -> dict[str, int]:
         """What was dropped or noted, by reason (malformed, replayed, decrypt_failed, ...)."""
-        out = {k: v for k, v in self.protocol.stats.items() if v}
-        if self.tun is not None:
-            out.update({f"tun_{k}" if not k.startswith("tun") else k: v
-                        for k, v in getattr(self.tun, "stats", {}).items() if v})
-        return dict(sorted(out.items()))
+        with self._lock:
+            return self._counters()
 
-    def write_stats(self) -> None:
-        """Publish the counters for `meshwg show` (the `wg` protocol has no field for them)."""
-        import json
-        try:
-            os.makedirs(self.stats_directory, mode=0o755, exist_ok=True)
-            tmp = f"{self.stats_path}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"interface": self.name, "counters": self.counters()}, f)
-            os.replace(tmp, self.stats_path)
-        except OSError as exc:
-            log.debug("cannot write %s: %s", self.stats_path, exc)
-
-    # ------------------------------------------------------------------ control socket
+    # ------------------------------------------------------------------ control
     def status(self) -> DeviceStatus:
-        p = self.protocol
-        with p.lock:
+        """The device's keys, port, mark and peers, as `wg show` would list them."""
+        with self._lock:
+            p = self.protocol
             peers = []
             for peer in p.peers.values():
                 wall = p.last_handshake_wall(peer)
@@ -332,7 +403,7 @@ class Device:
                 nsec = int((wall - sec) * 1e9) if wall else 0
                 peers.append(PeerStatus(
                     public_key=peer.public_key,
-                    preshared_key=None if peer.preshared_key == _ZERO_KEY else peer.preshared_key,
+                    preshared_key=None if peer.preshared_key == ZERO_KEY else peer.preshared_key,
                     endpoint=peer.endpoint, last_handshake_sec=sec, last_handshake_nsec=nsec,
                     tx_bytes=peer.tx_bytes, rx_bytes=peer.rx_bytes,
                     persistent_keepalive=peer.persistent_keepalive,
@@ -341,40 +412,45 @@ class Device:
                                 fwmark=self.udp.fwmark if self.udp else 0, peers=peers)
 
     def apply(self, update: DeviceUpdate) -> None:
-        """Apply a validated set request. Everything that can fail is checked or prepared
-        before the first change, so a failed set changes nothing."""
-        p = self.protocol
+        """Apply a validated set request (device fields, then peers in order). Everything
+        that can fail is checked or prepared before the first change, so a failed apply
+        changes nothing; raises UapiError (an endpoint that is not IP and port, a listen
+        port in use)."""
+        with self._apply_lock:
+            self._apply(update)
+            if self.tun is not None:
+                self._sync_routes()
+
+    def _apply(self, update: DeviceUpdate) -> None:
+        endpoints: dict[int, tuple[Any, list]] = {}
+        for i, pu in enumerate(update.peers):
+            try:
+                endpoints[i] = (None if pu.endpoint is None else normalize_endpoint(pu.endpoint),
+                                [normalize_endpoint(e) for e in pu.probe_endpoints])
+            except EndpointError as exc:
+                raise UapiError(str(exc)) from None
         new_udp = None
         if update.listen_port is not None and self.udp is not None and update.listen_port != self.udp.port:
             try:
-                new_udp = UdpSocket(update.listen_port, self.udp.fwmark, offload=self.offload)
+                new_udp = UdpSocket(update.listen_port, self.udp.fwmark,
+                                    offload="udp" in self.offloads)
             except BindError as exc:
                 raise UapiError(str(exc), ERR_PORT_IN_USE) from None
-        for pu in update.peers:
-            for endpoint in ([pu.endpoint] if pu.endpoint is not None else []) + list(pu.probe_endpoints):
-                try:
-                    _normalize_endpoint(endpoint)
-                except ValueError:
-                    raise UapiError(f"invalid endpoint {endpoint!r}") from None
-        now = time.monotonic()
-        keepalive_now = []
-        probes = []
-        with p.lock:
+        p = self.protocol
+        with self._lock:
+            now = time.monotonic()
             if update.private_key is not None:
-                p.set_private_key(None if update.private_key == _ZERO_KEY else update.private_key)
+                p.set_private_key(update.private_key)
             if new_udp is not None:
                 old, self.udp = self.udp, new_udp
-                try:
-                    os.write(self._wake_w, b"")
-                except OSError:
-                    pass
-                threading.Timer(0.5, old.close).start()
+                self._wake_data_path()
+                threading.Timer(OLD_SOCKET_GRACE, old.close).start()
             if update.fwmark is not None and self.udp is not None:
                 self.udp.set_fwmark(update.fwmark)
             if update.replace_peers:
                 for key in list(p.peers):
                     p.remove_peer(key)
-            for pu in update.peers:
+            for i, pu in enumerate(update.peers):
                 if pu.remove:
                     p.remove_peer(pu.public_key)
                     continue
@@ -383,43 +459,30 @@ class Device:
                     if pu.update_only or pu.public_key == p.public_key:
                         continue
                     peer = p.add_peer(pu.public_key)
+                endpoint, probes = endpoints[i]
                 if pu.preshared_key is not None:
                     p.set_preshared_key(peer, pu.preshared_key)
-                if pu.endpoint is not None:
-                    p.set_endpoint(peer, _normalize_endpoint(pu.endpoint))
+                if endpoint is not None:
+                    p.set_endpoint(peer, endpoint)
                 if pu.replace_allowed_ips:
-                    p.allowed_ips.remove_peer(peer)
-                for net in pu.allowed_ips:
-                    p.allowed_ips.insert(net, peer)
-                for net in getattr(pu, "remove_allowed_ips", ()):
-                    if net in p.allowed_ips.networks_of(peer):
-                        p.allowed_ips.remove(net)
+                    p.set_allowed_ips(peer, pu.allowed_ips)
+                else:
+                    p.add_allowed_ips(peer, pu.allowed_ips)
+                p.remove_allowed_ips(peer, pu.remove_allowed_ips)
                 if pu.persistent_keepalive is not None:
-                    was_off = peer.persistent_keepalive == 0
-                    peer.persistent_keepalive = pu.persistent_keepalive
-                    if pu.persistent_keepalive == 0:
-                        peer.persistent_keepalive_at = None
-                    elif was_off:
-                        keepalive_now.append(peer)
-                if pu.probe_endpoints:
-                    probes.append((peer, [_normalize_endpoint(e) for e in pu.probe_endpoints]))
-            if self.udp is not None and self.tun is not None:
-                for peer, candidates in probes:
-                    p.probe(peer, candidates, now)
-                for peer in keepalive_now:
-                    if peer.endpoint is not None and p.private_key is not None:
-                        p.send_keepalive(peer, now)
-        self._flush()
-        self._timer_wake.set()
-        if self.tun is not None:
-            self._sync_routes()
+                    p.set_persistent_keepalive(peer, pu.persistent_keepalive, now)
+                if probes and self._running:
+                    p.probe(peer, probes, now)
+            datagrams, events = self._collect()
+        self._send(datagrams)
+        self._log(events)
 
     def _sync_routes(self) -> None:
         if not self.manage_routes or self.tun is None:
             return
         wanted = set()
         p = self.protocol
-        with p.lock:
+        with self._lock:
             for peer in p.peers.values():
                 wanted.update(p.allowed_ips.networks_of(peer))
         stale = self._routed - wanted
@@ -433,7 +496,6 @@ class Device:
     # ------------------------------------------------------------------ configuration
     def configure(self, config) -> None:
         """Load an InterfaceConfig (meshwg.config) through the same path `wg setconf` uses."""
-
         update = DeviceUpdate(private_key=config.private_key, replace_peers=True, peers=[
             PeerUpdate(public_key=pc.public_key, preshared_key=pc.preshared_key,
                        endpoint=pc.endpoint, persistent_keepalive=pc.persistent_keepalive,

@@ -1,6 +1,6 @@
 """The Linux TUN device: open, read batches of packets, write packets.
 
-With offloads (the default; off with offload=False, MESHWG_OFFLOAD=0 or =udp) the device is
+With offloads (the default; off with offload=False) the device is
 opened with IFF_VNET_HDR and TUNSETOFFLOAD (checksum offload, TSO for IPv4 and IPv6):
 the kernel hands over TCP segments of up to 64 KiB, which are split into MTU-sized
 packets here, and takes coalesced TCP segments with a GSO header (meshwg.offload).
@@ -45,11 +45,9 @@ class TunDevice:
     The interface disappears when the descriptor is closed.
     """
 
-    def __init__(self, name: str, offload: bool | None = None):
+    def __init__(self, name: str, offload: bool = True):
         if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or " " in name:
             raise TunError(f"invalid interface name {name!r} (1-15 characters, no '/' or spaces)")
-        if offload is None:
-            offload = _offload.offload_enabled_from_env("tun")
         self.vnet_hdr = False        # True: every read and write carries a virtio_net_hdr
         self.stats = {"offload_errors": 0}
         self.read_count = 0

@@ -6,15 +6,12 @@ from __future__ import annotations
 import os
 import socket
 
-from meshwg.uapi.codec import DEFAULT_DIRECTORY
+from meshwg.uapi.codec import DEFAULT_DIRECTORY, socket_path
+from meshwg.util.errors import MeshwgError
 
 
-class ControlError(Exception):
-    pass
-
-
-def socket_path(interface: str, directory: str = DEFAULT_DIRECTORY) -> str:
-    return os.path.join(directory, f"{interface}.sock")
+class ControlError(MeshwgError):
+    """The control socket is missing, unreachable, or refused the request."""
 
 
 def list_interfaces(directory: str = DEFAULT_DIRECTORY) -> list[str]:

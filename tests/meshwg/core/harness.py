@@ -2,9 +2,9 @@
 
 No sockets, no threads, no sleeping: `Network.now` is the clock, the test moves it.
 Datagrams a node emits go onto `Network.wire` (FIFO, zero latency); `pump()` delivers
-them to the node listening at the destination address the way meshwg.device does
-(type 4 -> receive_transport, anything else -> receive_handshake) and collects what the
-receiver queued in return. `run_until(t)` walks the clock through every protocol
+them to the node listening at the destination address (receive_datagram, with the node's
+`backlog` as the handshake backlog the device would pass) and collects what the receiver
+queued in return. A node's `events` are what its protocol reported, in order. `run_until(t)` walks the clock through every protocol
 deadline up to t, ticking and pumping at each one.
 
 Also: builders for real IPv4/IPv6 packets (valid header, right total length).
@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from meshwg.core.crypto import generate_private_key, public_key
-from meshwg.device.device import _address_bytes
+from meshwg.core.events import Event
+from meshwg.core.messages import COUNTER_NONCE, TRANSPORT_HEADER
 from meshwg.core.peer import Peer
 from meshwg.core.protocol import WireGuardProtocol
 from meshwg.core.timers import Timers
@@ -85,6 +86,8 @@ class Node:
     ip6: str
     net: "Network"
     received: list[tuple[float, bytes]] = field(default_factory=list)   # inner packets -> TUN
+    backlog: int = 0                 # handshake backlog passed on receipt (load tests)
+    event_log: list[Event] = field(default_factory=list)
 
     @property
     def public_key(self) -> bytes:
@@ -118,6 +121,12 @@ class Node:
     def stats(self):
         return self.protocol.stats
 
+    @property
+    def events(self) -> list[Event]:
+        """Every event the node's protocol reported so far, in order."""
+        self.event_log.extend(self.protocol.take_events())
+        return self.event_log
+
 
 class Network:
     def __init__(self, start: float = START) -> None:
@@ -133,8 +142,7 @@ class Network:
     def add_node(self, name: str, index: int, *, timers: Timers | None = None,
                  mtu: int = 1420, host: str | None = None) -> Node:
         private = generate_private_key()
-        protocol = WireGuardProtocol(private, timers=timers, mtu=mtu, wall_offset=WALL_OFFSET,
-                                     address_bytes=_address_bytes)
+        protocol = WireGuardProtocol(private, timers=timers, mtu=mtu, wall_offset=WALL_OFFSET)
         node = Node(name, protocol, private, (host or f"192.0.2.{index}", 51820 + index),
                     f"10.0.0.{index}", f"fd00::{index}", self)
         self.nodes[name] = node
@@ -154,8 +162,8 @@ class Network:
             me.protocol.set_preshared_key(peer, key)
             if knows:
                 me.protocol.set_endpoint(peer, other.address)
-            for net in allowed or (f"{other.ip4}/32", f"{other.ip6}/128"):
-                me.protocol.allowed_ips.insert(ipaddress.ip_network(net), peer)
+            me.protocol.add_allowed_ips(peer, [ipaddress.ip_network(net) for net in
+                                               allowed or (f"{other.ip4}/32", f"{other.ip6}/128")])
 
     def move(self, node: Node, address: Endpoint) -> None:
         """The node now sends from, and listens at, `address` (NAT rebinding, new network)."""
@@ -189,13 +197,9 @@ class Network:
 
     def inject(self, node: Node, data: bytes, source: Endpoint) -> bytes | None:
         """Give raw bytes to `node` as if they arrived from `source`, like the device does."""
-        inner = None
-        if data and data[0] == TRANSPORT:
-            inner = node.protocol.receive_transport(data, source, self.now)
-            if inner is not None:
-                node.received.append((self.now, inner))
-        else:
-            node.protocol.receive_handshake(data, source, self.now)
+        inner = node.protocol.receive_datagram(data, source, self.now, node.backlog)
+        if inner is not None:
+            node.received.append((self.now, inner))
         self.collect()
         return inner
 
@@ -256,13 +260,13 @@ def seal_raw(sender: Node, receiver: Node, plaintext: bytes, counter: int) -> by
     """A transport message sealed with sender's current keypair for receiver, with any
     counter and any plaintext (what a peer holding the keys could send)."""
     kp = sender.peer(receiver).current
-    header = struct.pack("<IIQ", TRANSPORT, kp.remote_index, counter)
-    return header + kp.send_aead.encrypt(bytes(4) + struct.pack("<Q", counter), plaintext, None)
+    header = TRANSPORT_HEADER.pack(TRANSPORT, kp.remote_index, counter)
+    return header + kp.send_aead.encrypt(COUNTER_NONCE.pack(counter), plaintext, None)
 
 
 def counter_of(d: Datagram) -> int:
     """The counter in a transport datagram's header."""
-    return struct.unpack_from("<Q", d.data, 8)[0]
+    return TRANSPORT_HEADER.unpack_from(d.data)[2]
 
 
 def pair(*, timers: Timers | None = None, psk: bytes | None = None, mtu: int = 1420,

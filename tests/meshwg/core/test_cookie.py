@@ -7,11 +7,12 @@ import pytest
 
 from meshwg.core import crypto, messages, noise
 from meshwg.core.constants import COOKIE_REFRESH_TIME, LABEL_COOKIE, LABEL_MAC1
-from meshwg.core.cookie import CookieChecker, CookieGenerator, source_bytes
+from meshwg.core.cookie import CookieChecker, CookieGenerator
+from meshwg.util.endpoint import address_bytes, normalize_endpoint
 
 T0 = 1000.0
-SOURCE = source_bytes("192.0.2.7", 51820)
-OTHER_SOURCE = source_bytes("192.0.2.7", 51821)
+SOURCE = address_bytes(("192.0.2.7", 51820))[1]
+OTHER_SOURCE = address_bytes(("192.0.2.7", 51821))[1]
 
 
 class Pair:
@@ -50,6 +51,12 @@ def pair() -> Pair:
 
 def _mac2(message: bytes) -> bytes:
     return message[-16:]
+
+
+def source_bytes(host: str, port: int) -> bytes:
+    """The cookie input the protocol derives from a datagram's source: the device's
+    endpoint (normalize_endpoint) through the protocol's default address_bytes."""
+    return address_bytes(normalize_endpoint((host, port)))[1]
 
 
 def test_source_bytes():

@@ -1,4 +1,4 @@
-"""The deadline heap (meshwg.deadlines) finds exactly what a scan of every peer finds."""
+"""The deadline heap (meshwg.core.deadlines) finds exactly what a scan of every peer finds."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ times = st.floats(min_value=0.0, max_value=100.0, allow_nan=False)
 ops = st.lists(st.one_of(
     st.tuples(st.just("arm"), st.integers(0, N_PEERS - 1), st.sampled_from(TIMER_FIELDS), times),
     st.tuples(st.just("disarm"), st.integers(0, N_PEERS - 1), st.sampled_from(TIMER_FIELDS)),
-    st.tuples(st.just("keepalive"), st.integers(0, N_PEERS - 1), st.sampled_from([0, 0, 5, 25])),
     st.tuples(st.just("detach"), st.integers(0, N_PEERS - 1)),
     st.tuples(st.just("attach"), st.integers(0, N_PEERS - 1)),
     st.tuples(st.just("tick"), times),
@@ -32,8 +31,7 @@ def scan_earliest(peers: list[Peer]) -> float | None:
 
 
 def scan_due(peers: list[Peer], now: float) -> list[Peer]:
-    return [p for p in peers if p.needs_keepalive_arming()
-            or ((d := p.next_deadline()) is not None and d <= now)]
+    return [p for p in peers if (d := p.next_deadline()) is not None and d <= now]
 
 
 @settings(max_examples=300, deadline=None)
@@ -51,8 +49,6 @@ def test_queue_agrees_with_a_scan(script) -> None:
             setattr(peers[args[0]], args[1], args[2])
         elif kind == "disarm":
             setattr(peers[args[0]], args[1], None)
-        elif kind == "keepalive":
-            peers[args[0]].persistent_keepalive = args[1]
         elif kind == "detach":
             queue.detach(peers[args[0]])
             attached.discard(args[0])
@@ -69,8 +65,6 @@ def test_queue_agrees_with_a_scan(script) -> None:
                     t = getattr(peer, name)
                     if t is not None and t <= now:
                         setattr(peer, name, None)
-                if peer.needs_keepalive_arming():
-                    peer.persistent_keepalive_at = now + peer.persistent_keepalive
                 queue.requeue(peer)
         live = [peers[i] for i in sorted(attached)]
         assert queue.earliest() == scan_earliest(live)
@@ -81,7 +75,6 @@ def test_stale_entries_do_not_pile_up() -> None:
     queue = DeadlineQueue()
     peer = Peer(bytes(32))
     queue.attach(peer)
-    peer.persistent_keepalive = 25
     for i in range(1000):
         peer.persistent_keepalive_at = 100.0 + i
     assert len(queue) == 1 and queue.earliest() == 1099.0
@@ -94,9 +87,8 @@ class ScanProtocol(WireGuardProtocol):
         return scan_earliest(list(self.peers.values()))
 
     def tick(self, now: float) -> None:
-        with self.lock:
-            for peer in list(self.peers.values()):
-                self._tick_peer(peer, now)
+        for peer in list(self.peers.values()):
+            self._tick_peer(peer, now)
 
 
 def run_mesh(protocol_class: type, monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
@@ -114,9 +106,9 @@ def run_mesh(protocol_class: type, monkeypatch: pytest.MonkeyPatch) -> list[tupl
             net.connect(a, b)
     nodes[0].protocol.set_persistent_keepalive(nodes[0].peer(nodes[1]), 4, net.now)
     nodes[2].protocol.set_persistent_keepalive(nodes[2].peer(nodes[4]), 7, net.now)
-    nodes[4].peer(nodes[1]).persistent_keepalive = 5   # as Device.apply does: tick arms it
+    nodes[4].protocol.set_persistent_keepalive(nodes[4].peer(nodes[1]), 5, net.now)
     lonely = nodes[0].protocol.add_peer(bytes(range(32)))   # no endpoint: its keepalive never
-    lonely.persistent_keepalive = 3                          # goes out, tick re-arms it each time
+    nodes[0].protocol.set_persistent_keepalive(lonely, 3, net.now)   # goes out, tick re-arms it
     seen = [0]
 
     def lossy(d: harness.Datagram) -> bool:

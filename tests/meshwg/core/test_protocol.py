@@ -1,4 +1,4 @@
-"""meshwg.protocol: two or three WireGuardProtocol instances wired together in memory.
+"""meshwg.core.protocol: two or three WireGuardProtocol instances wired together in memory.
 
 Handshakes, keypair rotation, replay, roaming, cryptokey routing, cookies under load,
 hostile input, padding and configuration changes. The clock is virtual (see
@@ -19,7 +19,7 @@ from meshwg.core.constants import (COOKIE_REPLY_SIZE, INITIATION_SIZE, RATELIMIT
                               RESPONSE_SIZE, UNDER_LOAD_HOLD_TIME, UNDER_LOAD_QUEUE_SIZE)
 from meshwg.core.cookie import CookieGenerator
 from meshwg.core.crypto import generate_private_key
-from meshwg.core.protocol import EndpointChanged, HandshakeCompleted
+from meshwg.core.events import EndpointChanged, HandshakeCompleted
 from tests.meshwg.core.harness import (COOKIE_REPLY, INITIATION, KEEPALIVE_SIZE, RESPONSE, TRANSPORT,
                               Network, Node, established, ipv4_packet, ipv6_packet, pair,
                               seal_raw)
@@ -38,7 +38,7 @@ def drops(node: Node) -> int:
 
 
 def events(node: Node, kind: type) -> list:
-    return [e for e in node.protocol.events if isinstance(e, kind)]
+    return [e for e in node.events if isinstance(e, kind)]
 
 
 # ---------------------------------------------------------------------- handshakes
@@ -302,7 +302,7 @@ def test_endpoint_follows_initiation_and_response() -> None:
 
 def test_cookie_reply_does_not_move_endpoint() -> None:
     net, a, b = pair()
-    b.protocol.handshake_backlog = UNDER_LOAD_QUEUE_SIZE
+    b.backlog = UNDER_LOAD_QUEUE_SIZE
     a.initiate(b)
     net.deliver(net.wire.pop(0))
     (reply,) = net.wire
@@ -392,7 +392,7 @@ def test_inner_source_owned_by_another_peer_is_dropped() -> None:
         src.initiate(dst)
     net.pump()
     # b sends a packet claiming c's address: a has a route for it, but to c
-    b.protocol.allowed_ips.insert(ipaddress.ip_network(f"{c.ip4}/32"), b.peer(a))
+    b.protocol.add_allowed_ips(b.peer(a), [ipaddress.ip_network(f"{c.ip4}/32")])
     b.send(ipv4_packet(c.ip4, a.ip4, b"i am c"))
     net.pump()
     assert a.received == [] and a.stats["inner_source_not_allowed"] == 1
@@ -427,7 +427,7 @@ def test_ipv6_packets_cross_the_tunnel() -> None:
 # ---------------------------------------------------------------------- cookies under load
 def test_under_load_initiation_without_mac2_gets_cookie_reply_then_retry_completes() -> None:
     net, a, b = pair()
-    b.protocol.handshake_backlog = UNDER_LOAD_QUEUE_SIZE
+    b.backlog = UNDER_LOAD_QUEUE_SIZE
     packet = a.packet_to(b, b"through the cookie")
     a.send(packet)
     first = net.wire[0]
@@ -449,7 +449,7 @@ def test_under_load_initiation_without_mac2_gets_cookie_reply_then_retry_complet
 
 def test_mac2_is_bound_to_the_source_address() -> None:
     net, a, b = pair()
-    b.protocol.handshake_backlog = UNDER_LOAD_QUEUE_SIZE
+    b.backlog = UNDER_LOAD_QUEUE_SIZE
     a.initiate(b)
     net.pump()                                                  # cookie for a.address
     net.now += 1
@@ -462,7 +462,7 @@ def test_mac2_is_bound_to_the_source_address() -> None:
 
 def test_per_source_rate_limit_while_under_load() -> None:
     net, a, b = pair()
-    b.protocol.handshake_backlog = UNDER_LOAD_QUEUE_SIZE
+    b.backlog = UNDER_LOAD_QUEUE_SIZE
     a.initiate(b)
     net.pump()                                                  # a now holds a cookie
     burst = [a.initiate(b, at=net.now + 0.05 * (i + 1)) for i in range(RATELIMIT_BURST + 5)]
@@ -481,13 +481,10 @@ def test_not_under_load_without_backlog_and_flag_held_one_second() -> None:
     net, a, b = pair()
     p = b.protocol
     assert not p.is_under_load(net.now)
-    p.handshake_backlog = UNDER_LOAD_QUEUE_SIZE - 1
-    assert not p.is_under_load(net.now)
-    p.handshake_backlog = UNDER_LOAD_QUEUE_SIZE
-    assert p.is_under_load(net.now)
-    p.handshake_backlog = 0
-    assert p.is_under_load(net.now + UNDER_LOAD_HOLD_TIME - 0.01)
-    assert not p.is_under_load(net.now + UNDER_LOAD_HOLD_TIME + 0.01)
+    assert not p.is_under_load(net.now, UNDER_LOAD_QUEUE_SIZE - 1)
+    assert p.is_under_load(net.now, UNDER_LOAD_QUEUE_SIZE)
+    assert p.is_under_load(net.now + UNDER_LOAD_HOLD_TIME - 0.01, 0)
+    assert not p.is_under_load(net.now + UNDER_LOAD_HOLD_TIME + 0.01, 0)
     # and without load, an initiation without mac2 is answered normally
     net.now += 2
     a.initiate(b)
@@ -528,24 +525,27 @@ def _hostile_corpus(net: Network, a: Node, b: Node, rng: random.Random) -> list[
     return corpus
 
 
-@pytest.mark.parametrize("entry", ["receive_transport", "receive_handshake"])
+@pytest.mark.parametrize("entry", ["receive_datagram", "receive_batch"])
 def test_hostile_datagrams_never_raise_and_are_counted(entry: str) -> None:
     net, a, b = established()
     rng = random.Random(1234)
     corpus = _hostile_corpus(net, a, b, rng)
-    handler = getattr(b.protocol, entry)
+    p = b.protocol
     sessions = (b.peer(a).previous, b.peer(a).current, b.peer(a).next)
     endpoint = b.peer(a).endpoint
     received = len(b.received)
     before = drops(b)
     handled = 0
     for data in corpus:
-        # the device sends type-4 bytes to receive_transport and the rest to
-        # receive_handshake; a hostile sender controls the bytes, so try both entries
-        if entry == "receive_transport":
-            assert handler(data, NEW_A, net.now) is None
+        # one datagram at a time, or the device's way: a batch (the receive thread),
+        # then the admitted handshake messages (the handshake worker)
+        if entry == "receive_datagram":
+            assert p.receive_datagram(data, NEW_A, net.now) is None
         else:
-            handler(data, NEW_A, net.now)
+            packets, admitted = p.receive_batch([(data, len(data), NEW_A)], net.now)
+            assert packets == []
+            for handshake in admitted:
+                p.process_handshake(handshake, net.now)
         handled += 1
     b.protocol.take_datagrams()
     # every datagram was dropped and counted, nothing changed

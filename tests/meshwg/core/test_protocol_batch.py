@@ -1,6 +1,6 @@
 """The batch data path of WireGuardProtocol: encrypt_batch (GSO runs sealed in place) and
-receive_transport_batch (GRO runs opened in place) give the same datagrams, packets,
-counters, timers and drops as the one-at-a-time calls."""
+receive_batch (GRO runs opened in place, handshake messages admitted) give the same
+datagrams, packets, counters, timers and drops as the one-at-a-time calls."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import struct
 
 import pytest
 
+from meshwg.core.constants import MESSAGE_INITIATION
+from meshwg.core.events import EndpointChanged
+from meshwg.core.handshake import AdmittedHandshake
 from tests.meshwg.core import harness as h
 from tests.meshwg.core.harness import TRANSPORT, established, seal_raw
 
@@ -26,7 +29,7 @@ def test_runs_hold_equal_size_datagrams_the_peer_opens_in_order() -> None:
     runs = a.protocol.encrypt_batch(packets, net.now, bytearray(1 << 16))
     # 1400-byte packets pad to 1408 (+32); the shorter datagram (120 -> 128 + 32) ends its run
     assert [(len(v), size) for v, size, _ in runs] == [(5 * 1440 + 160, 1440), (2 * 1440, 1440)]
-    opened = [b.protocol.receive_transport(d, a.address, net.now) for d, _ in _datagrams(runs)]
+    opened = [b.protocol.receive_datagram(d, a.address, net.now) for d, _ in _datagrams(runs)]
     assert opened == packets
     assert {e for _, _, e in runs} == {b.address}
 
@@ -59,10 +62,10 @@ def test_batch_bookkeeping_equals_one_by_one() -> None:
         pb, bpeer = b.protocol, b.peer(a)
         bpeer.keepalive_at = None
         if batched:
-            got, _ = pb.receive_transport_batch([(d, len(d), a.address) for d, _ in out], net.now)
+            got, _ = pb.receive_batch([(d, len(d), a.address) for d, _ in out], net.now)
             got = [bytes(g) for g in got]
         else:
-            got = [pb.receive_transport(d, a.address, net.now) for d, _ in out]
+            got = [pb.receive_datagram(d, a.address, net.now) for d, _ in out]
             got = [g for g in got if g is not None]
         results.append((len(out), tx, peer.keepalive_at, peer.new_handshake_at is not None,
                         bpeer.rx_bytes, bpeer.keepalive_at, bpeer.new_handshake_at, got))
@@ -78,18 +81,25 @@ def test_no_keypair_stages_copies_of_views() -> None:
     assert list(a.peer(b).staged) == [packet]
 
 
-def test_gro_run_opens_all_and_returns_other_types_with_source() -> None:
+def test_gro_run_opens_all_and_admits_handshakes_with_their_source() -> None:
     net, a, b = established()
     packets = [a.packet_to(b, bytes([i]) * 1380) for i in range(4)]
     datagrams = [d for d, _ in a.protocol.encrypt_packets(packets, net.now)]
     size = len(datagrams[0])
-    handshake_like = bytes([1]) + bytes(size - 1)       # type 1 of the same size
-    data = b"".join(datagrams[:2] + [handshake_like] + datagrams[2:])
-    got, others = b.protocol.receive_transport_batch([(data, size, a.address)], net.now,
-                                                     bytearray(3000))   # forces a new buffer
+    handshake_like = bytes([1]) + bytes(size - 1)       # type 1 of the wrong size
+    net.now += 10
+    initiation = a.initiate(b).data                     # genuine, shorter: ends the run
+    net.wire.clear()
+    data = b"".join(datagrams[:2] + [handshake_like] + datagrams[2:] + [initiation])
+    malformed = b.stats["malformed"]
+    got, admitted = b.protocol.receive_batch([(data, size, a.address)], net.now,
+                                             bytearray(3000))   # forces a new buffer
     assert [bytes(g) for g in got] == packets
-    assert others == [(handshake_like, a.address)]
+    assert admitted == [AdmittedHandshake(MESSAGE_INITIATION, initiation, a.address)]
+    assert b.stats["malformed"] == malformed + 1
     assert b.peer(a).rx_bytes >= 4 * size
+    b.protocol.process_handshake(admitted[0], net.now)          # answered, once admitted
+    assert [d[0][0] for d in b.protocol.take_datagrams()] == [h.RESPONSE]
 
 
 def test_batch_drops_are_counted_and_roaming_is_reported_once() -> None:
@@ -104,8 +114,8 @@ def test_batch_drops_are_counted_and_roaming_is_reported_once() -> None:
     spoofed = seal_raw(a, b, h.ipv4_packet("10.9.9.9", b.ip4, b"s" * 100), 999)
     new_source = ("192.0.2.77", 4444)
     before = dict(pb.stats)
-    events = len(pb.events)
-    got, _ = pb.receive_transport_batch(
+    pb.take_events()
+    got, _ = pb.receive_batch(
         [(b"".join([good[0], bytes(forged), replayed, good[2]]), size, new_source),
          (short, len(short), new_source), (spoofed, len(spoofed), new_source)], net.now)
     assert len(got) == 2
@@ -113,7 +123,7 @@ def test_batch_drops_are_counted_and_roaming_is_reported_once() -> None:
     assert delta == {"decrypt_failed": 1, "replayed": 1, "malformed": 1,
                      "inner_source_not_allowed": 1}
     assert b.peer(a).endpoint == new_source
-    assert len(pb.events) == events + 1
+    assert pb.take_events() == [EndpointChanged(a.public_key, new_source)]
 
 
 @pytest.mark.parametrize("view", [False, True])
@@ -123,4 +133,4 @@ def test_encrypt_batch_takes_views_and_pads_through_scratch(view: bool) -> None:
     inputs = [memoryview(bytearray(p)) if view else p for p in packets]
     out = _datagrams(a.protocol.encrypt_batch(inputs, net.now))
     assert [len(d) % 16 for d, _ in out][:2] == [0, 0]
-    assert [b.protocol.receive_transport(d, a.address, net.now) for d, _ in out] == packets
+    assert [b.protocol.receive_datagram(d, a.address, net.now) for d, _ in out] == packets

@@ -22,7 +22,8 @@ from meshwg.config.wgquick import parse_config
 from meshwg.core.keys import encode_key
 from meshwg.device.api import DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate
 from meshwg.uapi.codec import (ERR_INVALID, ERR_IO, ERR_PORT_IN_USE, ERR_PROTOCOL, UapiError,
-                               UapiServer, UapiServerError, format_get, parse_set)
+                               format_get, parse_set)
+from meshwg.uapi.server import UapiServer, UapiServerError
 
 WG = shutil.which("wg")
 WG_DIR = "/var/run/wireguard"

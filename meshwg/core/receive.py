@@ -1,0 +1,221 @@
+"""The receive side of the protocol: datagrams from the network -> IP packets for the TUN
+device (transport data: open, replay check, cryptokey routing check, roaming), and the
+cheap admission of handshake messages. No I/O.
+
+Mixed into WireGuardProtocol (meshwg.core.protocol), whose keypair index, routing table,
+timers and counters it uses; handshake messages go to its Handshakes part
+(meshwg.core.handshake).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+from cryptography.exceptions import InvalidTag
+
+from meshwg.core.constants import MESSAGE_TRANSPORT, TRANSPORT_MIN_SIZE
+from meshwg.core.events import EndpointChanged, HandshakeCompleted
+from meshwg.core.handshake import AdmittedHandshake
+from meshwg.core.messages import COUNTER_NONCE, TRANSPORT_HEADER
+
+if TYPE_CHECKING:
+    from meshwg.core.keypair import Keypair
+    from meshwg.core.peer import Peer
+    from meshwg.core.protocol import WireGuardProtocol
+
+ReceivedRun = tuple[Any, int, Any]   # (datagrams of one source back to back, size of each, source)
+
+
+class ReceivePath:
+    """receive_batch (the device's call) and receive_datagram (one datagram, any type)."""
+
+    def receive_datagram(self: WireGuardProtocol, datagram: bytes, source: Any, now: float,
+                         handshake_backlog: int = 0) -> bytes | None:
+        """One datagram of any type, all its work done now: returns the inner IP packet
+        for the TUN device, or None (keepalive, handshake message, or dropped and counted).
+        A handshake message is admitted and processed at once (receive_batch, then
+        process_handshake); replies go to the output queue."""
+        packets, handshakes = self.receive_batch(((datagram, len(datagram), source),), now,
+                                                 bytearray(len(datagram)), handshake_backlog)
+        for handshake in handshakes:
+            self.process_handshake(handshake, now)
+        return bytes(packets[0]) if packets else None
+
+    def receive_batch(self: WireGuardProtocol, runs: Iterable[ReceivedRun], now: float,
+                      out: bytearray | None = None, handshake_backlog: int = 0
+                      ) -> tuple[list[memoryview], list[AdmittedHandshake]]:
+        """Datagrams from the network. `runs` holds (data, size, source): datagrams from
+        one source laid back to back, each `size` bytes but the last (what one UDP GRO
+        receive returns; a single datagram is (datagram, len(datagram), source)).
+
+        Returns (inner IP packets for the TUN device, handshake messages admitted for
+        process_handshake). Transport data is decrypted straight into `out` (the caller's
+        reused buffer; a new one is taken when it is full); each packet is a view valid
+        until `out` is reused. Handshake messages get the cheap checks here (admit:
+        type, size, mac1, and under load mac2 and the rate limit); `handshake_backlog`
+        is how many admitted messages wait for processing, which with the rate of
+        admissions decides whether the device is under load. Every dropped datagram is
+        counted in `stats`.
+
+        Bookkeeping is per run of consecutive datagrams to one keypair from one source,
+        with the same effect as per datagram: one keypair lookup and expiry check, then
+        endpoint, rx counter, timers and the rekey-on-receive check once."""
+        packets: list[memoryview] = []
+        handshakes: list[AdmittedHandshake] = []
+        if out is None:
+            out = bytearray(65536)
+        omv = memoryview(out)
+        cap = len(out)
+        po = 0
+        stats = self.stats
+        timers = self.timers
+        reject_time = timers.reject_after_time
+        reject_messages = timers.reject_after_messages
+        keypairs = self.keypairs_by_index
+        lookup = self.allowed_ips.lookup
+        unpack_header = TRANSPORT_HEADER.unpack_from
+        nonce_of = COUNTER_NONCE.pack
+        last_receiver = None
+        kp = None                 # keypair of the open run (None: none open)
+        run_source = None
+        run_bytes = 0
+        run_data = False
+        run_authenticated = False
+        open_ = replay = None
+        peer = None
+        last_src = None
+        src_ok = False
+        for data, size, source in runs:
+            total = len(data)
+            if not total:
+                stats["malformed"] += 1
+                continue
+            if size <= 0:
+                size = total
+            dmv = memoryview(data)
+            if source != run_source and kp is not None:
+                if run_authenticated:
+                    self._received(peer, kp, run_source, run_bytes, run_data, now)
+                run_bytes = 0
+                run_data = run_authenticated = False
+            run_source = source
+            for o in range(0, total, size):
+                end = o + size
+                if end > total:
+                    end = total
+                dlen = end - o
+                if data[o] != MESSAGE_TRANSPORT:
+                    admitted = self.admit_handshake(bytes(dmv[o:end]), source, now,
+                                                    handshake_backlog + len(handshakes))
+                    if admitted is not None:
+                        handshakes.append(admitted)
+                    continue
+                if dlen < TRANSPORT_MIN_SIZE:
+                    stats["malformed"] += 1
+                    continue
+                word, receiver, counter = unpack_header(data, o)
+                if word != MESSAGE_TRANSPORT:
+                    stats["malformed"] += 1
+                    continue
+                if receiver != last_receiver:
+                    if kp is not None and run_authenticated:
+                        self._received(peer, kp, run_source, run_bytes, run_data, now)
+                    run_bytes = 0
+                    run_data = run_authenticated = False
+                    last_src = None
+                    last_receiver = receiver
+                    kp = keypairs.get(receiver)
+                    open_ = None
+                    if kp is not None:
+                        open_ = kp.receive_aead.decrypt_into
+                        replay = kp.replay.check
+                        peer = kp.peer
+                        if now - kp.created >= reject_time:
+                            open_ = False
+                if open_ is None:
+                    stats["unknown_index"] += 1
+                    continue
+                if open_ is False or counter >= reject_messages:
+                    stats["expired_keypair"] += 1
+                    continue
+                plen = dlen - TRANSPORT_MIN_SIZE
+                if po + plen > cap:
+                    out = bytearray(max(cap, 65536))
+                    omv = memoryview(out)
+                    cap = len(out)
+                    po = 0
+                try:
+                    open_(nonce_of(counter), dmv[o + 16:end], None, omv[po:po + plen])
+                except InvalidTag:
+                    stats["decrypt_failed"] += 1
+                    continue
+                if not replay(counter):
+                    stats["replayed"] += 1
+                    continue
+                run_authenticated = True
+                run_bytes += dlen
+                if not plen:
+                    stats["keepalives_received"] += 1
+                    continue
+                version = out[po] >> 4
+                if version == 4 and plen >= 20:
+                    length = (out[po + 2] << 8) | out[po + 3]
+                    src = out[po + 12:po + 16]
+                elif version == 6 and plen >= 40:
+                    length = ((out[po + 4] << 8) | out[po + 5]) + 40
+                    src = out[po + 8:po + 24]
+                else:
+                    stats["inner_malformed"] += 1
+                    continue
+                if length > plen or length < 20:
+                    stats["inner_malformed"] += 1
+                    continue
+                if src != last_src:
+                    last_src = bytes(src)
+                    src_ok = lookup(last_src) is peer
+                if not src_ok:
+                    stats["inner_source_not_allowed"] += 1
+                    continue
+                run_data = True
+                packets.append(omv[po:po + length])
+                po += (plen + 15) & ~15
+        if kp is not None and run_authenticated:
+            self._received(peer, kp, run_source, run_bytes, run_data, now)
+        return packets, handshakes
+
+    def _received(self: WireGuardProtocol, peer: Peer, kp: Keypair, source: Any,
+                  rx_bytes: int, data: bool, now: float) -> None:
+        """Bookkeeping after authenticated transport datagrams from `source` to `kp`:
+        roaming, confirming the responder's next keypair, rx counter, timers and the
+        initiator's rekey on receive."""
+        if peer.endpoint != source:
+            peer.endpoint = source
+            self._event(EndpointChanged(peer.public_key, source))
+        if kp is peer.next:
+            self._confirm_next_keypair(peer, kp, now)
+        peer.rx_bytes += rx_bytes
+        timers = self.timers
+        # timers: any authenticated packet received / traversal
+        peer.new_handshake_at = None
+        if peer.persistent_keepalive:
+            peer.persistent_keepalive_at = now + peer.persistent_keepalive
+        if kp.is_initiator and kp is peer.current and now - kp.created >= timers.rekey_on_receive_age:
+            self._maybe_initiate(peer, now)
+        if data and peer.keepalive_at is None:   # data received: answer within KEEPALIVE_TIMEOUT
+            peer.keepalive_at = now + timers.keepalive_timeout
+
+    def _confirm_next_keypair(self: WireGuardProtocol, peer: Peer, kp: Keypair,
+                              now: float) -> None:
+        """The responder's first transport message under `kp` from the initiator: the
+        handshake is complete, `kp` becomes current."""
+        self._discard_keypair(peer.previous)
+        peer.previous = peer.current
+        peer.current = kp
+        peer.next = None
+        peer.last_handshake = now        # handshake complete, responder side
+        peer.retransmit_at = None        # a handshake of our own is no longer needed
+        peer.handshake_attempts = 0
+        self._event(HandshakeCompleted(peer.public_key, peer.endpoint))
+        # we can now send: flush what waited for this keypair
+        if peer.staged:
+            self._flush_staged(peer, now)

@@ -1,0 +1,279 @@
+"""The control socket: serves `wg` get/set requests for one interface on
+DIRECTORY/INTERFACE.sock (a Unix stream socket, mode 0600, as wireguard-go's
+ipc/uapi_unix.go). Several requests per connection, one thread per connection, all on a
+meshwg.util.service.Service: threads block in poll without timeouts (an idle socket costs
+nothing) and close() wakes and ends every one of them.
+
+The text of the requests and replies is meshwg.uapi.codec.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import os
+import socket
+import stat
+import threading
+from typing import Callable
+
+from meshwg.device.api import DeviceStatus, DeviceUpdate
+from meshwg.uapi.codec import (DEFAULT_DIRECTORY, ERR_INVALID, ERR_IO, ERR_PROTOCOL, UapiError,
+                               format_errno, format_get, parse_set, socket_path)
+from meshwg.util.errors import MeshwgError
+from meshwg.util.service import Service
+
+log = logging.getLogger("meshwg.uapi")
+
+MAX_LINE = 4096  # longer request lines are a protocol error
+RECEIVE_SIZE = 65536
+
+
+class UapiServerError(MeshwgError):
+    """The control socket could not be set up (one-line message naming the socket)."""
+
+
+class UapiServer:
+    """Serves get/set requests for one interface on DIRECTORY/INTERFACE.sock.
+
+    on_get returns the current DeviceStatus; on_set applies a validated DeviceUpdate and
+    may raise UapiError (e.g. ERR_PORT_IN_USE). Requests are serialised by one lock.
+    """
+
+    def __init__(self, interface: str, on_get: Callable[[], DeviceStatus],
+                 on_set: Callable[[DeviceUpdate], None], directory: str = DEFAULT_DIRECTORY):
+        if not interface or "/" in interface or interface in (".", ".."):
+            raise UapiServerError(f"invalid interface name for a control socket: {interface!r}")
+        self.interface = interface
+        self.directory = directory
+        self.path = socket_path(interface, directory)
+        self._on_get = on_get
+        self._on_set = on_set
+        self._request_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._service: Service | None = None
+        self._conns: set[socket.socket] = set()
+        self._inode: tuple[int, int] | None = None
+
+    # lifecycle
+
+    def start(self) -> None:
+        """Bind the socket (replacing a stale one) and start serving in background threads."""
+        if len(os.fsencode(self.path)) >= 108:
+            raise UapiServerError(f"{self.path}: path too long for a Unix socket")
+        try:
+            if not os.path.isdir(self.directory):
+                os.makedirs(self.directory, exist_ok=True)
+                os.chmod(self.directory, 0o755)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise UapiServerError(f"{self.directory}: cannot create control socket directory: "
+                                  f"{exc.strerror or exc}") from None
+        try:
+            self._bind(listener)
+            listener.listen(16)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        st = os.lstat(self.path)
+        self._inode = (st.st_dev, st.st_ino)
+        service = Service(f"uapi-{self.interface}")
+        service.on_close(listener.close)
+        with self._state_lock:
+            self._service = service
+        service.spawn(self._accept_loop, service, listener)
+
+    def _bind(self, listener: socket.socket) -> None:
+        old_umask = os.umask(0o077)
+        try:
+            try:
+                listener.bind(self.path)
+            except OSError as exc:
+                if exc.errno != _errno.EADDRINUSE:
+                    raise UapiServerError(f"{self.path}: cannot bind: {exc.strerror}") from None
+                self._remove_stale_socket()
+                try:
+                    listener.bind(self.path)
+                except OSError as exc2:
+                    raise UapiServerError(f"{self.path}: cannot bind: {exc2.strerror}") from None
+        finally:
+            os.umask(old_umask)
+
+    def _remove_stale_socket(self) -> None:
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise UapiServerError(f"{self.path}: exists and is not a socket; not replacing it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(self.path)
+        except ConnectionRefusedError:
+            os.unlink(self.path)  # nobody listens: a leftover of a dead process
+            return
+        except FileNotFoundError:
+            return
+        finally:
+            probe.close()
+        raise UapiServerError(f"{self.path}: another process already serves interface "
+                              f"{self.interface!r}")
+
+    def close(self) -> None:
+        """Stop serving, close every connection and remove the socket file (idempotent)."""
+        with self._state_lock:
+            service, self._service = self._service, None
+            conns = list(self._conns)
+        if service is None:
+            return
+        for conn in conns:          # ends a reply being sent to a client that does not read
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        service.stop()              # wakes the accept loop and every waiting connection
+        self._unlink_own_socket()
+
+    def _unlink_own_socket(self) -> None:
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self._inode:  # not a successor's socket
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> "UapiServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # serving
+
+    def _accept_loop(self, service: Service, listener: socket.socket) -> None:
+        while service.wait_readable(listener):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue                       # the client gave up before we got to it
+            conn.setblocking(True)             # replies are sent whole; reads follow poll
+            with self._state_lock:
+                if service.stopping:
+                    conn.close()
+                    return
+                self._conns.add(conn)
+            service.spawn(self._serve, service, conn, name=f"uapi-{self.interface}-conn")
+
+    def _serve(self, service: Service, conn: socket.socket) -> None:
+        reader = _LineReader(conn, service)
+        try:
+            with conn:
+                while True:
+                    op = reader.readline(MAX_LINE + 1)
+                    if not op:
+                        return
+                    if op == b"get=1\n":
+                        nxt = reader.read(1)
+                        if not nxt:
+                            return
+                        if nxt != b"\n":
+                            reply = format_errno(ERR_INVALID)
+                        else:
+                            reply = self.handle_get()
+                    elif op == b"set=1\n":
+                        lines, ok = self._read_request(reader)
+                        reply = self.handle_set(lines) if ok else format_errno(ERR_PROTOCOL)
+                        if not ok:
+                            conn.sendall(reply.encode())
+                            return
+                    else:
+                        log.warning("%s: invalid UAPI operation %r; closing connection",
+                                    self.path, op[:64])
+                        return
+                    conn.sendall(reply.encode())
+        except OSError:
+            pass  # client went away, or close() shut the connection down
+        finally:
+            with self._state_lock:
+                self._conns.discard(conn)
+
+    @staticmethod
+    def _read_request(reader: _LineReader) -> tuple[list[str], bool]:
+        """Lines up to the blank line (or EOF, which wireguard-go also accepts)."""
+        lines: list[str] = []
+        while True:
+            raw = reader.readline(MAX_LINE + 1)
+            if not raw:
+                return lines, True
+            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                return lines, False
+            if raw == b"\n":
+                return lines, True
+            lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def handle_get(self) -> str:
+        """The reply text to one get request."""
+        with self._request_lock:
+            try:
+                return format_get(self._on_get())
+            except UapiError as exc:
+                log.error("%s: get failed: %s", self.path, exc)
+                return format_errno(exc.errno)
+            except Exception:
+                log.exception("%s: get failed", self.path)
+                return format_errno(ERR_IO)
+
+    def handle_set(self, lines: list[str]) -> str:
+        """The reply text to one set request (its key=value lines)."""
+        with self._request_lock:
+            try:
+                self._on_set(parse_set(lines))
+                return format_errno(0)
+            except UapiError as exc:
+                log.warning("%s: set rejected: %s", self.path, exc)
+                return format_errno(exc.errno)
+            except Exception:
+                log.exception("%s: set failed", self.path)
+                return format_errno(ERR_IO)
+
+
+class _LineReader:
+    """The bytes of one connection as lines, received only when poll (through the
+    service) says some are there, so that stopping the service ends a waiting read."""
+
+    def __init__(self, conn: socket.socket, service: Service) -> None:
+        self._conn = conn
+        self._service = service
+        self._buf = bytearray()
+
+    def readline(self, limit: int) -> bytes:
+        """Up to and including the next newline, at most `limit` bytes; what is left at
+        the end of the stream; b"" at its end (or when the service stops)."""
+        while True:
+            end = self._buf.find(b"\n", 0, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self._buf) >= limit or not self._fill():
+                return self._take(min(limit, len(self._buf)))
+
+    def read(self, size: int) -> bytes:
+        """`size` bytes, fewer at the end of the stream."""
+        while len(self._buf) < size and self._fill():
+            pass
+        return self._take(min(size, len(self._buf)))
+
+    def _fill(self) -> bool:
+        if not self._service.wait_readable(self._conn):
+            return False
+        data = self._conn.recv(RECEIVE_SIZE)
+        if not data:
+            return False
+        self._buf += data
+        return True
+
+    def _take(self, size: int) -> bytes:
+        out = bytes(self._buf[:size])
+        del self._buf[:size]
+        return out
