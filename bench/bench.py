@@ -1,7 +1,7 @@
 """Throughput, latency and CPU cost of meshwg against wireguard-go, measured in the same run.
 
 Each implementation gets its own pair of network namespaces joined by a veth, with one
-WireGuard interface in each (tests/netlab.py builds them). Through each tunnel:
+WireGuard interface in each (discovery.lab.engines builds them). Through each tunnel:
 iperf3 TCP with one stream and with four (-P 4), the median ping RTT, and the CPU seconds
 both daemons spent per GB moved (utime + stime from /proc/PID/stat). Absolute figures
 drift between machines; the meshwg/wireguard-go ratio is the figure to quote.
@@ -13,35 +13,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from discovery.lab.engines import IMPLEMENTATIONS, TunnelPair, tunnel_pair
+from discovery.lab.netns import Cleanup, LabError, poll, unavailable_reason
+from handshakes import measure_handshakes_per_second as measure  # bench/, beside this script
 
-import netlab  # noqa: E402
-
-IMPLEMENTATIONS = ("meshwg", "wireguard-go")
 IPERF_PORT = 5201
 
 
 def measure_handshakes_per_second() -> float | None:
     """Handshakes per second one meshwg responder completes on one core (bench/handshakes.py)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from handshakes import measure_handshakes_per_second as measure
     return measure(2000)["handshakes_per_second"]
 
 
-def _iperf(pair: netlab.TunnelPair, seconds: float, streams: int) -> dict[str, float]:
+def _iperf(pair: TunnelPair, seconds: float, streams: int) -> dict[str, float]:
     """One iperf3 TCP run a -> b; returns Mbit/s and CPU seconds per GB of both daemons."""
     server = pair.ns_b.popen(["iperf3", "-s", "-1", "-B", pair.tunnel_b, "-p", str(IPERF_PORT)],
                              name="iperf3-server")
-    netlab.wait_until(
-        lambda: f":{IPERF_PORT}" in pair.ns_b.run(["ss", "-ltnH"]).stdout or not server.alive,
-        timeout=10, message=lambda: f"iperf3 server listening\n{server.output()}")
+    poll(lambda: f":{IPERF_PORT}" in pair.ns_b.run(["ss", "-ltnH"]).stdout or not server.alive,
+         10, lambda: f"iperf3 server listening\n{server.output()}")
     cpu_before = pair.a.daemon.cpu_seconds() + pair.b.daemon.cpu_seconds()
     client = pair.ns_a.run(["iperf3", "-c", pair.tunnel_b, "-p", str(IPERF_PORT), "-J",
                             "-t", str(seconds), "-P", str(streams)],
@@ -49,8 +42,8 @@ def _iperf(pair: netlab.TunnelPair, seconds: float, streams: int) -> dict[str, f
     cpu = pair.a.daemon.cpu_seconds() + pair.b.daemon.cpu_seconds() - cpu_before
     server.stop()
     if client.returncode != 0:
-        raise netlab.LabError(f"iperf3 client failed: {client.stdout[-1500:]} "
-                              f"{client.stderr[-1500:]}\n{server.output()}")
+        raise LabError(f"iperf3 client failed: {client.stdout[-1500:]} "
+                       f"{client.stderr[-1500:]}\n{server.output()}")
     end = json.loads(client.stdout)["end"]
     received = end["sum_received"]
     gigabytes = received["bytes"] / 1e9
@@ -59,8 +52,8 @@ def _iperf(pair: netlab.TunnelPair, seconds: float, streams: int) -> dict[str, f
 
 
 def bench_implementation(kind: str, seconds: float) -> dict[str, Any]:
-    with netlab.Lab() as lab:
-        pair = netlab.tunnel_pair(lab, kind, kind)
+    with Cleanup() as lab:
+        pair = tunnel_pair(lab, kind, kind)
         pair.ns_a.wait_ping(pair.tunnel_b, timeout=15)
         single = _iperf(pair, seconds, 1)
         multi = _iperf(pair, seconds, 4)
@@ -107,18 +100,6 @@ def render_table(results: dict[str, dict[str, Any]], handshakes: float | None) -
     return "\n".join(lines)
 
 
-def _preflight() -> str | None:
-    if os.geteuid() != 0:
-        return "bench needs root (network namespaces)"
-    if not os.path.exists("/dev/net/tun"):
-        return "/dev/net/tun is missing"
-    missing = [t for t in ("ip", "wg", "wireguard-go", "iperf3", "ping", "ss")
-               if shutil.which(t) is None]
-    if missing:
-        return f"tools missing: {', '.join(missing)}"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each iperf3 run")
@@ -126,19 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=IMPLEMENTATIONS, action="append",
                         help="bench only this implementation (repeatable)")
     args = parser.parse_args(argv)
-    problem = _preflight()
+    problem = unavailable_reason(("ip", "wg", "wireguard-go", "iperf3", "ping", "ss"))
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
         return 2
     kinds = args.only or list(IMPLEMENTATIONS)
-    if "meshwg" in kinds and netlab.meshwg_command() is None:
-        print("bench: meshwg CLI not found (.venv/bin/meshwg)", file=sys.stderr)
-        return 2
     results: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         try:
             results[kind] = bench_implementation(kind, args.seconds)
-        except (netlab.LabError, netlab.LabTimeout) as exc:
+        except LabError as exc:
             print(f"bench: {kind} failed: {exc}", file=sys.stderr)
             return 1
     handshakes = measure_handshakes_per_second() if "meshwg" in kinds else None

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from discovery.dnssd.client import resolve_zone  # noqa: E402
-from discovery.dnssd.server import DnsServer  # noqa: E402
-from discovery.dnssd.records import Directory, MemberRecord, instance_name  # noqa: E402
+from discovery.dnssd.client import resolve_zone
+from discovery.dnssd.server import DnsServer
+from discovery.dnssd.member import MemberRecord
+from discovery.dnssd.names import instance_name
+from discovery.dnssd.zone import Directory
 
 ZONE = "mesh.example."
 

@@ -1,4 +1,4 @@
-"""Mesh figures measured in the NAT lab (discovery/lab.py); a benchmark, not a test.
+"""Mesh figures measured in the NAT lab (discovery/lab/mesh.py); a benchmark, not a test.
 
 * join -> first ping over a direct path: a fresh member D behind NAT2 runs `meshwg join`
   with a reusable token; the clock stops at the first ping reply to A1 (behind NAT1) sent
@@ -17,13 +17,11 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from discovery.lab import mesh as mesh_lab  # noqa: E402
-from discovery.lab import netns  # noqa: E402
+from discovery.lab import mesh as mesh_lab
+from discovery.lab.netns import LabError, change_host_address, poll, unavailable_reason
+from discovery.lab.traffic import EchoProbe
 
 
 def time_join_to_direct_ping(lab: mesh_lab.MeshLab, token: str, index: int,
@@ -31,25 +29,16 @@ def time_join_to_direct_ping(lab: mesh_lab.MeshLab, token: str, index: int,
     """Seconds from starting `meshwg join` on a new member to its first direct ping to A1."""
     a1 = lab.members["a1"]
     nat1 = lab.routers["nat1"]
-    ns, address = lab.add_host("nat2", f"d{index}")
-    node = mesh_lab.Node(label=f"d{index}", ns=ns, interface=netns.unique_name("mwd"),
-                         listen_port=51830, state_dir=lab.workdir / f"d{index}" / "state",
-                         log_dir=lab.workdir / f"d{index}", router=lab.routers["nat2"],
-                         lan_address=address)
-    node.state_dir.parent.mkdir(parents=True, exist_ok=True)
-    lab.cleanup.push("socket", lambda: netns.remove_uapi_socket(node.interface))
+    node = lab.add_node("nat2", f"d{index}", 51830)
     started = time.monotonic()
     lab.join(node, token, wait=False)
 
     def direct_ping() -> bool:
-        if not node.daemon.alive:
-            raise mesh_lab.LabError(f"member {node.label} exited\n{node.daemon.output()}")
-        endpoints = node.ns.run(["wg", "show", node.interface, "endpoints"], check=False).stdout
-        row = dict(line.split("\t") for line in endpoints.splitlines() if "\t" in line)
-        if not row.get(a1.public_key, "").startswith(f"{nat1.public_address}:"):
+        node.daemon.check_alive()
+        if not node.wg.endpoints().get(a1.public_key, "").startswith(f"{nat1.public_address}:"):
             return False
         return node.ns.ping(a1.mesh_address, count=1, wait=0.3).returncode == 0
-    netns.poll(direct_ping, timeout, f"{node.label}'s first direct ping to A1", interval=0.02)
+    poll(direct_ping, timeout, f"{node.label}'s first direct ping to A1", interval=0.02)
     elapsed = time.monotonic() - started
     node.daemon.stop()
     lab.remove_member(node.label)
@@ -59,13 +48,14 @@ def time_join_to_direct_ping(lab: mesh_lab.MeshLab, token: str, index: int,
 def time_resume(lab: mesh_lab.MeshLab, change: Callable[[], None], timeout: float = 90.0
                 ) -> float:
     """Gap (seconds) in B -> A1 echo replies around `change()`."""
-    probe = mesh_lab.EchoProbe(lab.members["b"], lab.members["a1"])
+    a1 = lab.members["a1"]
+    probe = EchoProbe(lab.members["b"].ns, a1.ns, a1.mesh_address)
     try:
-        netns.poll(lambda: len(probe.replies()) >= 5, 15, "B -> A1 echo replies")
+        poll(lambda: len(probe.replies()) >= 5, 15, "B -> A1 echo replies")
         started = time.time()
         change()
         done = time.time()
-        return netns.poll(lambda: probe.gap(started, done), timeout, "B -> A1 traffic to resume")
+        return poll(lambda: probe.gap(started, done), timeout, "B -> A1 traffic to resume")
     finally:
         probe.stop()
 
@@ -93,8 +83,8 @@ def measure(joins: int, repeat: int) -> list[dict[str, Any]]:
 
             def renumber_b(old: str = old, new: str = new) -> None:
                 prefix = nat2.lan.prefixlen
-                netns.change_host_address(b.ns, "eth0", f"{old}/{prefix}", f"{new}/{prefix}",
-                                          nat2.lan_gateway)
+                change_host_address(b.ns, "eth0", f"{old}/{prefix}", f"{new}/{prefix}",
+                                    nat2.lan_gateway)
                 b.lan_address = new
             own_gaps.append(time_resume(lab, renumber_b))
         rows.append(summarize("resume after own address change", own_gaps))
@@ -108,13 +98,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="address changes of each kind (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    reason = netns.unavailable_reason()
+    reason = unavailable_reason()
     if reason:
         print(f"mesh_figures: {reason}", file=sys.stderr)
         return 2
     try:
         rows = measure(args.joins, args.repeat)
-    except (mesh_lab.LabError, netns.NetnsError, netns.PollTimeout) as exc:
+    except LabError as exc:
         print(f"mesh_figures: {exc}", file=sys.stderr)
         return 1
     if args.json:

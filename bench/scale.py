@@ -23,19 +23,15 @@ import ipaddress
 import json
 import os
 import random
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from meshwg.core.crypto import generate_private_key  # noqa: E402
-from meshwg.device.device import Device  # noqa: E402
-from meshwg.core.keypair import Keypair  # noqa: E402
-from meshwg.core.noise import TransportKeys  # noqa: E402
-from meshwg.uapi.codec import format_get, parse_set  # noqa: E402
+from meshwg.core.crypto import generate_private_key
+from meshwg.device.device import Device
+from meshwg.core.keypair import Keypair
+from meshwg.core.noise import TransportKeys
+from meshwg.uapi.codec import format_get, parse_set
 
 KEEPALIVE = 25
 BATCH = 64

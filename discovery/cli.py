@@ -250,7 +250,7 @@ def cmd_status(args) -> int:
 
 def cmd_lab(args) -> int:
     try:
-        from discovery.lab import mesh as lab
+        from discovery.lab import demo as lab
     except ImportError as exc:
         raise CliError(f"lab: not available ({exc})") from None
     return lab.main(args.lab_args)

@@ -8,8 +8,7 @@ from typing import Iterator
 
 import pytest
 
-
-from tests import netlab  # noqa: E402
+from discovery.lab.netns import Cleanup, unavailable_reason
 
 # Tools every namespace test relies on (Debian packages: iproute2, wireguard-tools,
 # wireguard-go, iputils-ping, iptables, conntrack).
@@ -23,7 +22,6 @@ def pytest_configure(config: pytest.Config) -> None:
 @functools.lru_cache(maxsize=None)
 def netns_unavailable_reason() -> str | None:
     """Why namespace tests cannot run here, or None when they can."""
-    from discovery.lab.netns import unavailable_reason
     return unavailable_reason(NETNS_TOOLS)
 
 
@@ -40,31 +38,17 @@ def require_tools(*tools: str) -> None:
         pytest.skip(f"tools missing: {', '.join(missing)}")
 
 
-def require_meshwg() -> None:
-    """Skip when the meshwg engine's CLI is not in the tree yet."""
-    if netlab.meshwg_command() is None:
-        pytest.skip("meshwg CLI not found (no .venv/bin/meshwg and no meshwg/cli.py)")
-
-
-requires_netns = pytest.mark.netns
-
-
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("netns") is not None:
         require_netns()
 
 
 @pytest.fixture
-def lab() -> Iterator[netlab.Lab]:
+def lab() -> Iterator[Cleanup]:
     """A lab registry; everything made through it is removed after the test, pass or fail."""
     require_netns()
-    registry = netlab.Lab()
+    registry = Cleanup()
     try:
         yield registry
     finally:
         registry.close()
-
-
-@pytest.fixture
-def meshwg_available() -> None:
-    require_meshwg()

@@ -1,54 +1,53 @@
-"""Network namespaces for labs: namespaces, veths, bridges, NAT routers, daemons, cleanup.
+"""Network namespaces for labs: the cleanup registry, namespaces, veths, bridges, processes.
 
-A small library the NAT lab (``discovery.lab``) and the lab tests build on. Everything is
-created through a :class:`Cleanup` registry, which undoes it in reverse order (processes
-before namespaces) also on exceptions and KeyboardInterrupt. Names are unique per process
-(they carry ``os.getpid()``) and interface names stay within Linux's 15 characters.
+The bottom of the lab library (``discovery.lab``): ``meshwg lab``, the tests and the
+benchmarks build everything through it. Everything is created through a :class:`Cleanup`
+registry, which undoes it newest first (processes before their namespace) on
+:meth:`Cleanup.close`, also after exceptions and KeyboardInterrupt. Names are unique per
+process (they carry ``os.getpid()``) and interface names stay within Linux's 15 characters.
 
-NAT modes of :class:`NatRouter` (see docs: netlab.md):
-
-* ``rewrite``: ``MASQUERADE --to-ports 40000-40100`` for UDP and TCP: endpoint-independent
-  mapping with port rewriting (what hole punching is built for);
-* ``symmetric``: ``MASQUERADE --random-fully``: a new public port per destination;
-* ``keep``: plain MASQUERADE (keeps the local port).
-
-Every router also gets a home router's filter rules (unsolicited inbound traffic on the
-uplink is dropped, so its conntrack entry is never confirmed) and does no hairpinning.
+Waiting is :func:`poll` (a predicate polled until a deadline), never a fixed sleep.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from meshwg.util.errors import MeshwgError
+
 PID = os.getpid()
-IFNAMSIZ = 15
-UAPI_DIR = Path("/var/run/wireguard")
-PORT_RANGE = "40000-40100"
-NAT_MODES = ("rewrite", "symmetric", "keep")
+IFNAMSIZ = 15                   # longest Linux interface name
 
 _counter = itertools.count(1)
 
 
-class NetnsError(RuntimeError):
-    """A lab command failed; the message names the command and carries its output."""
+class LabError(MeshwgError, RuntimeError):
+    """A lab command failed or the lab could not be built; the message names the command
+    (or step) and carries its output."""
 
 
-class PollTimeout(AssertionError):
-    """:func:`poll` ran out of time (an AssertionError, so pytest reports a failure)."""
+class ProcessExited(LabError):
+    """A lab process exited while something waited for it; :func:`poll` gives up at once."""
+
+
+class PollTimeout(LabError):
+    """:func:`poll` ran out of time; the message names what it waited for."""
 
 
 def unique_name(prefix: str, limit: int = IFNAMSIZ) -> str:
-    """A name unique to this process and call, such as ``mwa1234567n3`` (<= limit chars)."""
+    """A name unique to this process and call, such as ``mwa1234567n3`` (<= limit chars).
+    Raises ValueError when the prefix makes it longer than ``limit``."""
     name = f"{prefix}{PID}n{next(_counter)}"
     if len(name) > limit:
         raise ValueError(f"name {name!r} is longer than {limit} characters; use a shorter prefix")
@@ -56,47 +55,64 @@ def unique_name(prefix: str, limit: int = IFNAMSIZ) -> str:
 
 
 def poll(predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str],
-         interval: float = 0.1) -> Any:
-    """Call ``predicate`` until it returns something truthy and return that value.
+         interval: float = 0.05) -> Any:
+    """Call ``predicate`` every ``interval`` seconds until it returns something truthy;
+    return that value.
 
-    Exceptions from the predicate count as "not yet"; at the deadline :class:`PollTimeout`
-    names ``what`` (a string or a callable giving details) and the last exception.
+    Exceptions from the predicate count as "not yet", except :class:`ProcessExited`, which
+    is raised at once. At the deadline (``timeout`` seconds) :class:`PollTimeout` names
+    ``what`` (a string, or a callable giving details at that moment) and the last exception.
     """
     deadline = time.monotonic() + timeout
-    last: BaseException | None = None
+    last: Exception | None = None
     while True:
         try:
             value = predicate()
             if value:
                 return value
+        except ProcessExited:
+            raise
         except Exception as exc:  # noqa: BLE001 - "not yet"; reported at the deadline
             last = exc
         if time.monotonic() >= deadline:
             text = what() if callable(what) else what
-            detail = f" (last error: {last})" if last else ""
+            detail = f" (last error: {last!r})" if last else ""
             raise PollTimeout(f"timed out after {timeout:.1f}s waiting for {text}{detail}")
         time.sleep(interval)
 
 
-def run(cmd: Sequence[str], check: bool = True, timeout: float = 30.0,
+def _environment(env: dict[str, str] | None) -> dict[str, str] | None:
+    """This process's environment plus ``env`` (None: inherit unchanged)."""
+    return {**os.environ, **env} if env else None
+
+
+def run(cmd: Sequence[Any], check: bool = True, timeout: float = 30.0,
         input: str | None = None, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess[str]:
-    """Run a command (argv list) and capture its output; NetnsError when it fails."""
+    """Run a command (argv list; items are str()-ed) in this namespace and capture its text
+    output. ``env`` adds to the inherited environment. Raises LabError when it times out,
+    or exits non-zero and ``check`` is set."""
     argv = [str(c) for c in cmd]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              input=input, env=env)
+                              input=input, env=_environment(env))
     except subprocess.TimeoutExpired as exc:
-        raise NetnsError(f"command timed out after {timeout}s: {' '.join(argv)}") from exc
+        raise LabError(f"command timed out after {timeout}s: {' '.join(argv)}") from exc
     if check and proc.returncode != 0:
-        raise NetnsError(f"command failed (exit {proc.returncode}): {' '.join(argv)}: "
-                         f"{(proc.stderr or proc.stdout).strip()}")
+        raise LabError(f"command failed (exit {proc.returncode}): {' '.join(argv)}: "
+                       f"{(proc.stderr or proc.stdout).strip()}")
     return proc
+
+
+def python_argv(code: str, *args: Any) -> list[str]:
+    """argv running Python source (dedented) with this interpreter (the project's venv)."""
+    return [sys.executable, "-c", textwrap.dedent(code), *[str(a) for a in args]]
 
 
 def unavailable_reason(tools: Iterable[str] = ("ip", "iptables", "conntrack", "ping", "wg")
                        ) -> str | None:
-    """Why a namespace lab cannot run here (not root, no TUN, a tool missing), or None."""
+    """Why a namespace lab cannot run here (not root, no TUN, a tool missing, no
+    ``ip netns``), or None when it can."""
     if os.geteuid() != 0:
         return "network-namespace labs need root"
     if not os.path.exists("/dev/net/tun"):
@@ -115,7 +131,7 @@ def unavailable_reason(tools: Iterable[str] = ("ip", "iptables", "conntrack", "p
 # ----------------------------------------------------------------------------- cleanup
 
 class Cleanup:
-    """Undo actions, run last-in first-out by :meth:`close` (idempotent).
+    """The lab registry: undo actions run newest first by :meth:`close` (idempotent).
 
     Use as a context manager: ``close`` runs on normal exit, exceptions and
     KeyboardInterrupt. Errors from undo actions are collected, not raised.
@@ -126,10 +142,11 @@ class Cleanup:
         self.errors: list[str] = []
 
     def push(self, label: str, action: Callable[[], Any]) -> None:
+        """Register ``action`` (named ``label`` in error reports) to run at close."""
         self._actions.append((label, action))
 
     def close(self) -> list[str]:
-        """Run every action (newest first); return the errors seen."""
+        """Run every action (newest first); return the errors seen ("label: error")."""
         while self._actions:
             label, action = self._actions.pop()
             try:
@@ -148,9 +165,12 @@ class Cleanup:
 # ----------------------------------------------------------------------------- processes
 
 class Daemon:
-    """A background process whose stdout and stderr go to files (kept for failure reports)."""
+    """A background process whose stdout and stderr go to files (kept for failure reports).
 
-    def __init__(self, argv: Sequence[str], name: str, env: dict[str, str] | None = None,
+    It runs in its own session, so :meth:`stop` can kill what it started too.
+    """
+
+    def __init__(self, argv: Sequence[Any], name: str, env: dict[str, str] | None = None,
                  log_dir: str | None = None, cwd: str | None = None):
         self.name = name
         self.argv = [str(a) for a in argv]
@@ -161,9 +181,8 @@ class Daemon:
         self.stderr_path = self.log_dir / f"{name}.stderr"
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **(env or {})}, cwd=cwd,
-                                         start_new_session=True)
+                                         stdin=subprocess.DEVNULL, env=_environment(env),
+                                         cwd=cwd, start_new_session=True)
         self.pid = self.proc.pid
         self.started_at = time.monotonic()
 
@@ -186,11 +205,24 @@ class Daemon:
         return (f"[{self.name} pid {self.pid} exit {self.proc.poll()}: {' '.join(self.argv)}]\n"
                 f"--- stdout ---\n{self.stdout()[-tail:]}\n--- stderr ---\n{self.stderr()[-tail:]}")
 
+    def check_alive(self) -> None:
+        """Raise :class:`ProcessExited` (with the logs) when the process has exited."""
+        if not self.alive:
+            raise ProcessExited(f"{self.name} exited\n{self.output()}")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (utime + stime, seconds) the process has used so far (/proc/PID/stat)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        # after "pid (comm) " the state is field 3 (index 0): utime is field 14, stime 15.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def signal(self, sig: int) -> None:
         if self.alive:
             self.proc.send_signal(sig)
 
     def wait(self, timeout: float) -> int:
+        """The exit code; subprocess.TimeoutExpired when still running after ``timeout``."""
         return self.proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = 8.0) -> int | None:
@@ -211,9 +243,9 @@ class Daemon:
 # ----------------------------------------------------------------------------- namespaces
 
 class Namespace:
-    """A network namespace with loopback up; deleted by the cleanup registry."""
+    """A network namespace with loopback up; the registry deletes it (after its processes)."""
 
-    def __init__(self, cleanup: Cleanup, tag: str):
+    def __init__(self, cleanup: Cleanup, tag: str = "ns"):
         self.cleanup = cleanup
         self.tag = tag
         self.name = unique_name(f"mw{tag[:6]}", limit=40)
@@ -224,24 +256,37 @@ class Namespace:
     def __repr__(self) -> str:
         return f"Namespace({self.name})"
 
-    def argv(self, cmd: Sequence[str]) -> list[str]:
+    def argv(self, cmd: Sequence[Any]) -> list[str]:
+        """``cmd`` wrapped to run inside this namespace (``ip netns exec``)."""
         return ["ip", "netns", "exec", self.name, *[str(c) for c in cmd]]
 
-    def run(self, cmd: Sequence[str], check: bool = True, timeout: float = 30.0,
+    def run(self, cmd: Sequence[Any], check: bool = True, timeout: float = 30.0,
             input: str | None = None, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the namespace."""
+        """Run a command inside the namespace (see :func:`run`)."""
         return run(self.argv(cmd), check=check, timeout=timeout, input=input, env=env)
 
-    def popen(self, cmd: Sequence[str], name: str, env: dict[str, str] | None = None,
-              log_dir: str | None = None) -> Daemon:
-        """Start a background process inside; the registry stops it (before the namespace)."""
-        daemon = Daemon(self.argv(cmd), name, env=env, log_dir=log_dir)
+    def popen(self, cmd: Sequence[Any], name: str | None = None,
+              env: dict[str, str] | None = None, log_dir: str | None = None,
+              cwd: str | None = None) -> Daemon:
+        """Start a background process inside; the registry stops it (before the namespace)
+        and removes its logs unless they go to ``log_dir``."""
+        daemon = Daemon(self.argv(cmd), name or Path(str(cmd[0])).name, env=env,
+                        log_dir=log_dir, cwd=cwd)
         if daemon.owns_log_dir:
-            self.cleanup.push(f"remove logs of {name}",
+            self.cleanup.push(f"remove logs of {daemon.name}",
                               lambda: shutil.rmtree(daemon.log_dir, ignore_errors=True))
-        self.cleanup.push(f"stop {name}", daemon.stop)
+        self.cleanup.push(f"stop {daemon.name}", daemon.stop)
         return daemon
+
+    def run_python(self, code: str, *args: Any, timeout: float = 30.0,
+                   check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run Python source inside with this interpreter (see :func:`python_argv`)."""
+        return self.run(python_argv(code, *args), check=check, timeout=timeout)
+
+    def popen_python(self, code: str, *args: Any, name: str = "python") -> Daemon:
+        """Start Python source inside as a background :class:`Daemon`."""
+        return self.popen(python_argv(code, *args), name=name)
 
     def sysctl(self, key: str, value: str | int) -> None:
         self.run(["sysctl", "-qw", f"{key}={value}"])
@@ -250,7 +295,10 @@ class Namespace:
         return self.run(["sysctl", "-n", key]).stdout.strip()
 
     def add_address(self, ifname: str, cidr: str) -> None:
-        self.run(["ip", "addr", "add", cidr, "dev", ifname])
+        """Add an address with prefix ("10.0.0.1/24", "fd00::1/64"); IPv6 skips duplicate
+        address detection, so it is usable at once."""
+        extra = ["nodad"] if ":" in cidr else []
+        self.run(["ip", "addr", "add", cidr, "dev", ifname, *extra])
 
     def del_address(self, ifname: str, cidr: str) -> None:
         self.run(["ip", "addr", "del", cidr, "dev", ifname])
@@ -270,177 +318,82 @@ class Namespace:
 
     def ping(self, addr: str, count: int = 1, wait: float = 1.0, interval: float = 0.2,
              size: int | None = None) -> subprocess.CompletedProcess[str]:
-        """``ping -c COUNT``; never raises on loss (read returncode / output)."""
-        cmd = ["ping", "-n", "-c", count, "-W", wait, "-i", interval]
+        """``ping -c COUNT -W WAIT -i INTERVAL``; never raises on loss (read returncode and
+        output)."""
+        cmd: list[Any] = ["ping", "-n", "-c", count, "-W", wait, "-i", interval]
         if size is not None:
             cmd += ["-s", size]
         return self.run([*cmd, addr], check=False, timeout=count * (interval + wait) + 10)
+
+    def wait_ping(self, addr: str, timeout: float = 10.0) -> None:
+        """Ping until one reply arrives; PollTimeout after ``timeout`` seconds."""
+        poll(lambda: self.ping(addr, wait=0.5).returncode == 0, timeout,
+             f"ping {addr} from {self.name}", interval=0.0)
+
+    def ping_rtts(self, addr: str, count: int = 20, interval: float = 0.05) -> list[float]:
+        """Round-trip times in milliseconds of the replies to ``count`` pings."""
+        out = self.ping(addr, count=count, wait=2, interval=interval).stdout
+        return [float(line.split("time=")[1].split()[0])
+                for line in out.splitlines() if "time=" in line]
 
     def delete(self) -> None:
         run(["ip", "netns", "del", self.name], check=False)
 
 
-def veth(ns_a: Namespace, ns_b: Namespace, name_a: str | None = None,
-         name_b: str | None = None) -> tuple[str, str]:
-    """A veth pair between two namespaces, both ends up; returns (name in a, name in b)."""
-    name_a = name_a or unique_name("mwv")
-    name_b = name_b or unique_name("mwv")
+# ----------------------------------------------------------------------------- links
+
+def _as_list(addresses: str | Iterable[str] | None) -> list[str]:
+    if addresses is None:
+        return []
+    return [addresses] if isinstance(addresses, str) else list(addresses)
+
+
+def veth(ns_a: Namespace, ns_b: Namespace, addr_a: str | Iterable[str] | None = None,
+         addr_b: str | Iterable[str] | None = None, mtu: int | None = None,
+         names: tuple[str, str] | None = None) -> tuple[str, str]:
+    """A veth pair between two namespaces, addressed (with prefix; a list for several) and
+    up. ``names`` sets the two interface names (default: unique ones).
+    Returns (interface name in ns_a, interface name in ns_b)."""
+    name_a, name_b = names or (unique_name("mwv"), unique_name("mwv"))
     run(["ip", "link", "add", name_a, "netns", ns_a.name, "type", "veth",
          "peer", "name", name_b, "netns", ns_b.name])
-    ns_a.run(["ip", "link", "set", name_a, "up"])
-    ns_b.run(["ip", "link", "set", name_b, "up"])
+    for ns, name, addresses in ((ns_a, name_a, addr_a), (ns_b, name_b, addr_b)):
+        if mtu:
+            ns.run(["ip", "link", "set", name, "mtu", mtu])
+        for cidr in _as_list(addresses):
+            ns.add_address(name, cidr)
+        ns.run(["ip", "link", "set", name, "up"])
     return name_a, name_b
 
 
-def add_bridge(ns: Namespace, name: str) -> None:
-    """A Linux bridge in ``ns`` (multicast snooping off, so mDNS floods like a switch)."""
-    ns.run(["ip", "link", "add", name, "type", "bridge", "mcast_snooping", "0"])
-    ns.run(["ip", "link", "set", name, "up"])
+class Bridge:
+    """A Linux bridge (one L2 segment) in namespace ``ns``; hosts plug in with :meth:`attach`.
 
-
-def attach(bridge_ns: Namespace, bridge: str, host: Namespace, cidr: str | None,
-           host_ifname: str = "eth0") -> str:
-    """Plug ``host`` into ``bridge`` with a veth named ``host_ifname`` on the host side."""
-    host_if, port = veth(host, bridge_ns, unique_name("mwt"), unique_name("mwp"))
-    host.run(["ip", "link", "set", host_if, "down"])
-    host.run(["ip", "link", "set", host_if, "name", host_ifname])
-    host.run(["ip", "link", "set", host_ifname, "up"])
-    bridge_ns.run(["ip", "link", "set", port, "master", bridge])
-    if cidr:
-        host.add_address(host_ifname, cidr)
-    return host_ifname
-
-
-# ----------------------------------------------------------------------------- the internet
-
-class Internet:
-    """A fake internet: one bridge in its own namespace; public hosts attach with an address.
-
-    The bridge namespace also holds ``gateway`` (an address on the bridge) that routers use
-    as their default route, so renumbering can move a default route as on a real uplink.
+    Multicast snooping is off, so mDNS floods every port as on a small switch.
     """
 
-    def __init__(self, cleanup: Cleanup, network: str = "198.18.0.0/15",
-                 gateway: str = "198.18.0.1"):
-        self.network = ipaddress.ip_network(network)
-        self.gateway = gateway
-        self.ns = Namespace(cleanup, "inet")
-        self.bridge = "br0"
-        add_bridge(self.ns, self.bridge)
-        self.ns.add_address(self.bridge, self.cidr(gateway))
+    def __init__(self, ns: Namespace, name: str = "br0"):
+        self.ns = ns
+        self.name = name
+        ns.run(["ip", "link", "add", name, "type", "bridge", "mcast_snooping", "0"])
+        ns.run(["ip", "link", "set", name, "up"])
 
-    def cidr(self, address: str) -> str:
-        return f"{address}/{self.network.prefixlen}"
-
-    def attach(self, host: Namespace, address: str, ifname: str = "eth0") -> str:
-        """Give ``host`` a public ``address`` on the internet; returns its interface name."""
-        return attach(self.ns, self.bridge, host, self.cidr(address), ifname)
-
-
-# ----------------------------------------------------------------------------- NAT routers
-
-class NatRouter:
-    """A home router: a LAN bridge (``lan0``) and NAT towards its uplink on the internet.
-
-    LAN hosts attach with :meth:`add_host`; they get a default route via the router and a
-    224.0.0.0/4 route on the LAN for mDNS. No hairpinning (Linux does none by default).
-    """
-
-    def __init__(self, cleanup: Cleanup, internet: Internet, public_address: str,
-                 lan: str, mode: str = "rewrite", tag: str = "nat"):
-        if mode not in NAT_MODES:
-            raise ValueError(f"NAT mode {mode!r}: expected one of {', '.join(NAT_MODES)}")
-        self.cleanup, self.internet, self.mode = cleanup, internet, mode
-        self.public_address = public_address
-        self.lan = ipaddress.ip_network(lan)
-        self.lan_gateway = str(next(self.lan.hosts()))
-        self._next_host = 10
-        self.ns = Namespace(cleanup, tag)
-        self.ns.sysctl("net.ipv4.ip_forward", 1)
-        self.uplink = internet.attach(self.ns, public_address, "wan0")
-        # Deleting the primary address must promote the new (secondary) one, not drop it.
-        self.ns.sysctl(f"net.ipv4.conf.{self.uplink}.promote_secondaries", 1)
-        self.ns.run(["ip", "route", "add", "default", "via", internet.gateway,
-                     "dev", self.uplink, "src", public_address])
-        self.lan_bridge = "lan0"
-        add_bridge(self.ns, self.lan_bridge)
-        self.ns.add_address(self.lan_bridge, f"{self.lan_gateway}/{self.lan.prefixlen}")
-        self._install_rules()
-
-    def _install_rules(self) -> None:
-        up = self.uplink
-        if self.mode == "rewrite":
-            nat = [["-p", "udp", "-j", "MASQUERADE", "--to-ports", PORT_RANGE],
-                   ["-p", "tcp", "-j", "MASQUERADE", "--to-ports", PORT_RANGE],
-                   ["-j", "MASQUERADE"]]
-        elif self.mode == "symmetric":
-            nat = [["-j", "MASQUERADE", "--random-fully"]]
-        else:
-            nat = [["-j", "MASQUERADE"]]
-        for rule in nat:
-            self.ns.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", up, *rule])
-        for chain in ("INPUT", "FORWARD"):
-            self.ns.run(["iptables", "-A", chain, "-i", up, "-m", "conntrack",
-                         "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])
-            self.ns.run(["iptables", "-A", chain, "-i", up, "-j", "DROP"])
-
-    def next_lan_address(self) -> str:
-        address = str(self.lan.network_address + self._next_host)
-        self._next_host += 1
-        return address
-
-    def add_host(self, tag: str, address: str | None = None) -> tuple[Namespace, str]:
-        """A new LAN host namespace (interface ``eth0``); returns (namespace, address)."""
-        host = Namespace(self.cleanup, tag)
-        address = address or self.next_lan_address()
-        attach(self.ns, self.lan_bridge, host, f"{address}/{self.lan.prefixlen}")
-        host.run(["ip", "route", "add", "default", "via", self.lan_gateway])
-        host.run(["ip", "route", "add", "224.0.0.0/4", "dev", "eth0"])
-        return host, address
-
-    def renumber(self, new_address: str) -> None:
-        """Move the uplink to ``new_address``: add it, move the default route, delete the old
-        address and drop every mapping (``conntrack -F``), as an ISP renumbering does."""
-        old = self.public_address
-        self.ns.add_address(self.uplink, self.internet.cidr(new_address))
-        self.ns.run(["ip", "route", "replace", "default", "via", self.internet.gateway,
-                     "dev", self.uplink, "src", new_address])
-        self.ns.del_address(self.uplink, self.internet.cidr(old))
-        self.public_address = new_address
-        self.flush_mappings()
-
-    def flush_mappings(self) -> None:
-        """Drop every NAT mapping, as a router reboot or mapping timeout does."""
-        self.ns.run(["conntrack", "-F"], check=False)
-
-    def udp_mappings(self) -> list[dict[str, str]]:
-        """The router's UDP conntrack entries as dicts of the fields ``conntrack -L`` prints
-        (the first src/dst/sport/dport are the original direction, ``r*`` the reply)."""
-        out = self.ns.run(["conntrack", "-L", "-p", "udp"], check=False).stdout
-        entries = []
-        for line in out.splitlines():
-            fields: dict[str, str] = {}
-            for word in line.split():
-                if "=" in word:
-                    key, _, value = word.partition("=")
-                    fields["r" + key if key in fields else key] = value
-            if fields:
-                entries.append(fields)
-        return entries
+    def attach(self, host: Namespace, addresses: str | Iterable[str] | None = None,
+               ifname: str = "eth0") -> str:
+        """Plug ``host`` in through a veth named ``ifname`` on its side, with ``addresses``
+        (with prefix); returns ``ifname``."""
+        port = unique_name("mwp")
+        veth(host, self.ns, addresses, None, names=(ifname, port))
+        self.ns.run(["ip", "link", "set", port, "master", self.name])
+        return ifname
 
 
 def change_host_address(host: Namespace, ifname: str, old_cidr: str, new_cidr: str,
-                        gateway: str) -> None:
-    """Renumber a LAN host (a new DHCP lease): new address in, old out, default route back."""
+                        gateway: str | None = None) -> None:
+    """Renumber a host (a new DHCP lease): the new address in, the old one out (the new one
+    is promoted, not dropped), and the default route back via ``gateway`` when given."""
     host.sysctl(f"net.ipv4.conf.{ifname}.promote_secondaries", 1)
     host.add_address(ifname, new_cidr)
     host.del_address(ifname, old_cidr)
-    host.run(["ip", "route", "replace", "default", "via", gateway])
-
-
-def remove_uapi_socket(ifname: str) -> None:
-    """Remove a WireGuard UAPI socket left behind by a killed daemon (shared directory)."""
-    try:
-        (UAPI_DIR / f"{ifname}.sock").unlink()
-    except FileNotFoundError:
-        pass
+    if gateway:
+        host.run(["ip", "route", "replace", "default", "via", gateway])

@@ -1,4 +1,5 @@
-"""Validates the namespace lab itself with wireguard-go <-> wireguard-go (no meshwg code)."""
+"""Validates the namespace lab (discovery/lab) itself with wireguard-go <-> wireguard-go
+(no meshwg code)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ import os
 
 import pytest
 
-from tests import netlab
+from discovery.lab.engines import WireguardGo, start_wireguard, tunnel_pair
+from discovery.lab.nat import Internet, NatRouter
+from discovery.lab.netns import Cleanup, Namespace, PollTimeout, poll, run
+from discovery.lab.traffic import tcp_transfer
+from discovery.lab.wg import PeerConfig, keypair
 
 pytestmark = pytest.mark.netns
 
 
-def test_wireguard_go_pair_pings_both_ways_over_veth(lab: netlab.Lab) -> None:
-    pair = netlab.tunnel_pair(lab, "wireguard-go", "wireguard-go")
+def test_wireguard_go_pair_pings_both_ways_over_veth(lab: Cleanup) -> None:
+    pair = tunnel_pair(lab, "wireguard-go", "wireguard-go")
     pair.ns_a.wait_ping(pair.tunnel_b, timeout=10)
     pair.ns_b.wait_ping(pair.tunnel_a, timeout=10)
     assert pair.a.latest_handshakes()[pair.b.public_key] > 0
@@ -21,38 +26,37 @@ def test_wireguard_go_pair_pings_both_ways_over_veth(lab: netlab.Lab) -> None:
     assert pair.b.endpoints()[pair.a.public_key] == f"{pair.underlay_a}:{pair.port_a}"
 
 
-def test_tcp_transfer_helper_moves_data_intact(lab: netlab.Lab) -> None:
-    pair = netlab.tunnel_pair(lab, "wireguard-go", "wireguard-go")
+def test_tcp_transfer_helper_moves_data_intact(lab: Cleanup) -> None:
+    pair = tunnel_pair(lab, "wireguard-go", "wireguard-go")
     pair.ns_a.wait_ping(pair.tunnel_b, timeout=10)
-    result = netlab.tcp_transfer(pair.ns_a, pair.ns_b, pair.tunnel_b, 2_000_000, timeout=30)
+    result = tcp_transfer(pair.ns_a, pair.ns_b, pair.tunnel_b, 2_000_000, timeout=30)
     assert result.intact, result
     rx_b, _ = pair.b.transfer()[pair.a.public_key]
     assert rx_b >= 2_000_000
 
 
-def test_ipv6_inside_tunnel_over_ipv6_underlay(lab: netlab.Lab) -> None:
-    pair = netlab.tunnel_pair(lab, "wireguard-go", "wireguard-go", underlay_v6=True,
+def test_ipv6_inside_tunnel_over_ipv6_underlay(lab: Cleanup) -> None:
+    pair = tunnel_pair(lab, "wireguard-go", "wireguard-go", underlay_v6=True,
                               endpoints="a")
     pair.ns_a.wait_ping(pair.tunnel6_b, timeout=10)
     assert pair.b.endpoints()[pair.a.public_key] == f"[{pair.underlay6_a}]:{pair.port_a}"
 
 
-def test_nat_router_rewrites_ports_and_renumbers(lab: netlab.Lab) -> None:
+def test_nat_router_rewrites_ports_and_renumbers(lab: Cleanup) -> None:
     """A host behind a port-rewriting NAT keeps a tunnel to a public peer; the public peer
     sees the NAT's public address and a rewritten port, and the new address after renumbering."""
-    internet = lab.bridge("inet")
-    public = lab.namespace("pub")
-    internet.attach(public, "198.18.0.10/24")
-    home = lab.namespace("home")
-    router = lab.nat_router(internet, "198.18.0.20/24", home, lan_prefix="10.77.0.0/24")
-    keys_pub, keys_home = netlab.keypair(), netlab.keypair()
-    pub = netlab.start_wireguard(lab, "wireguard-go", public, ["10.99.0.1/24"], 51820,
-                                 keys_pub, [netlab.PeerConfig(keys_home.public,
-                                                              ["10.99.0.2/32"])])
-    behind = netlab.start_wireguard(
+    internet = Internet(lab)
+    public = Namespace(lab, "pub")
+    internet.attach(public, "198.18.0.10")
+    router = NatRouter(lab, internet, "198.18.0.20", "10.77.0.0/24")
+    home, _ = router.add_host("home")
+    keys_pub, keys_home = keypair(), keypair()
+    pub = start_wireguard(lab, "wireguard-go", public, ["10.99.0.1/24"], 51820,
+                          keys_pub, [PeerConfig(keys_home.public, ["10.99.0.2/32"])])
+    behind = start_wireguard(
         lab, "wireguard-go", home, ["10.99.0.2/24"], 51820, keys_home,
-        [netlab.PeerConfig(keys_pub.public, ["10.99.0.1/32"], endpoint="198.18.0.10:51820",
-                           persistent_keepalive=1)])
+        [PeerConfig(keys_pub.public, ["10.99.0.1/32"], endpoint="198.18.0.10:51820",
+                    persistent_keepalive=1)])
     home.wait_ping("10.99.0.1", timeout=10)
 
     def seen() -> str:
@@ -62,9 +66,9 @@ def test_nat_router_rewrites_ports_and_renumbers(lab: netlab.Lab) -> None:
     assert ip == "198.18.0.20"
     assert 40000 <= int(port) <= 40100, f"port not rewritten: {first}"
 
-    router.renumber("198.18.0.21/24")
-    netlab.wait_until(lambda: seen().startswith("198.18.0.21:"), timeout=10,
-                      message=lambda: f"public peer to see the renumbered NAT (sees {seen()})")
+    router.renumber("198.18.0.21")
+    poll(lambda: seen().startswith("198.18.0.21:"), 10,
+         lambda: f"public peer to see the renumbered NAT (sees {seen()})")
     public.wait_ping("10.99.0.2", timeout=10)
     assert behind.daemon.alive
 
@@ -72,24 +76,24 @@ def test_nat_router_rewrites_ports_and_renumbers(lab: netlab.Lab) -> None:
 def test_lab_close_removes_namespaces_processes_and_sockets() -> None:
     from tests.conftest import require_netns
     require_netns()
-    lab = netlab.Lab()
+    lab = Cleanup()
     try:
-        ns = lab.namespace("gone")
-        wg = lab.wireguard_go(ns, "10.99.0.1/24")
+        ns = Namespace(lab, "gone")
+        wg = WireguardGo(lab, ns, "10.99.0.1/24")
         sleeper = ns.popen(["sleep", "600"], name="sleeper")
         assert wg.socket_path.exists()
     finally:
         problems = lab.close()
     assert problems == []
-    assert ns.name not in netlab.host_run(["ip", "netns", "list"]).stdout
+    assert ns.name not in run(["ip", "netns", "list"]).stdout
     assert not wg.daemon.alive and not sleeper.alive
     assert not wg.socket_path.exists()
     assert not os.path.exists(f"/proc/{sleeper.pid}/stat") or not sleeper.alive
 
 
-def test_wait_until_reports_what_it_waited_for() -> None:
-    with pytest.raises(netlab.LabTimeout, match="the impossible"):
-        netlab.wait_until(lambda: False, timeout=0.2, message="the impossible")
+def test_poll_reports_what_it_waited_for() -> None:
+    with pytest.raises(PollTimeout, match="the impossible"):
+        poll(lambda: False, 0.2, "the impossible")
 
 
 _UDP_ECHO_SOURCE = r"""
@@ -112,21 +116,19 @@ for target in sys.argv[1:]:
 
 
 @pytest.mark.parametrize("mode,same_port", [("rewrite", True), ("symmetric", False)])
-def test_nat_router_mapping_behaviour(lab: netlab.Lab, mode: str, same_port: bool) -> None:
+def test_nat_router_mapping_behaviour(lab: Cleanup, mode: str, same_port: bool) -> None:
     """One LAN socket sends to two public hosts: a rewriting NAT shows both the same
     rewritten port, a --random-fully NAT a different port per destination."""
-    internet = lab.bridge("inet")
+    internet = Internet(lab)
     observers = []
     for i, ip in enumerate(("198.18.0.10", "198.18.0.11")):
-        ns = lab.namespace(f"obs{i}")
-        internet.attach(ns, f"{ip}/24")
+        ns = Namespace(lab, f"obs{i}")
+        internet.attach(ns, ip)
         d = ns.popen_python(_UDP_ECHO_SOURCE, ip, name=f"observer{i}")
-        netlab.wait_until(lambda d=d: "listening" in d.stdout(), timeout=10,
-                          message=lambda d=d: d.output())
+        poll(lambda d=d: "listening" in d.stdout(), 10, lambda d=d: d.output())
         observers.append(d)
-    home = lab.namespace("home")
-    lab.nat_router(internet, "198.18.0.20/24", home, mode=mode)
-    home.exec_python(_UDP_SEND_TWO, "198.18.0.10", "198.18.0.11")
+    home, _ = NatRouter(lab, internet, "198.18.0.20", "10.77.0.0/24", mode).add_host("home")
+    home.run_python(_UDP_SEND_TWO, "198.18.0.10", "198.18.0.11")
     seen = []
     for d in observers:
         d.wait(timeout=10)

@@ -1,4 +1,4 @@
-"""The NAT lab (discovery/lab.py): the mesh proven with real NATs, daemons and clients.
+"""The NAT lab (discovery/lab): the mesh proven with real NATs, daemons and clients.
 
 Two module-scoped labs, each built once:
 
@@ -29,18 +29,22 @@ from pathlib import Path
 import pytest
 
 from discovery.lab import mesh as mesh_lab
-from discovery.lab import netns
-from discovery.lab.netns import Cleanup, Namespace, poll
+from discovery.lab.avahi import AvahiObserver, avahi_unavailable
+from discovery.lab.engines import WireguardGo, meshwg_argv
+from discovery.lab.nat import PORT_RANGE, NatRouter
+from discovery.lab.netns import Cleanup, change_host_address, poll, unavailable_reason, unique_name
+from discovery.lab.traffic import EchoProbe
+from discovery.lab.wg import PeerConfig, remove_uapi_socket
 from discovery.enroll.tokens import decode_token, encode_token
 
 pytestmark = pytest.mark.netns
 
-PORT_LOW, PORT_HIGH = (int(p) for p in netns.PORT_RANGE.split("-"))
+PORT_LOW, PORT_HIGH = (int(p) for p in PORT_RANGE.split("-"))
 MESH_TOOLS = ("ip", "iptables", "conntrack", "ping", "wg", "dig")
 
 
 def _skip_unless_lab(tools: tuple[str, ...] = MESH_TOOLS) -> None:
-    reason = netns.unavailable_reason(tools)
+    reason = unavailable_reason(tools)
     if reason:
         pytest.skip(reason)
 
@@ -53,44 +57,6 @@ def _split_endpoint(endpoint: str) -> tuple[str, int]:
 # =============================================================================================
 # The topology with plain tools
 # =============================================================================================
-
-class WgGo:
-    """wireguard-go in a namespace, configured with wg/ip (enough to validate the NATs)."""
-
-    def __init__(self, cleanup: Cleanup, ns: Namespace, address: str, port: int):
-        self.ns = ns
-        self.ifname = netns.unique_name("mwg")
-        self.private = netns.run(["wg", "genkey"]).stdout.strip()
-        self.public = netns.run(["wg", "pubkey"], input=self.private + "\n").stdout.strip()
-        cleanup.push("wg socket", lambda: netns.remove_uapi_socket(self.ifname))
-        self.daemon = ns.popen(["wireguard-go", self.ifname], f"wggo-{self.ifname}",
-                               env={"WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "error"})
-        poll(lambda: ns.run(["wg", "show", self.ifname], check=False).returncode == 0, 10,
-             lambda: f"wireguard-go {self.ifname}\n{self.daemon.output()}")
-        with tempfile.NamedTemporaryFile("w", prefix="mwkey") as key:
-            key.write(self.private + "\n")
-            key.flush()
-            ns.run(["wg", "set", self.ifname, "private-key", key.name, "listen-port", port])
-        ns.add_address(self.ifname, f"{address}/24")
-        ns.run(["ip", "link", "set", self.ifname, "up"])
-
-    def peer(self, other: "WgGo", allowed: str, endpoint: str | None = None,
-             keepalive: int | None = None) -> None:
-        args = ["wg", "set", self.ifname, "peer", other.public, "allowed-ips", allowed]
-        if endpoint:
-            args += ["endpoint", endpoint]
-        if keepalive:
-            args += ["persistent-keepalive", keepalive]
-        self.ns.run(args)
-
-    def endpoint_of(self, other: "WgGo") -> str:
-        out = self.ns.run(["wg", "show", self.ifname, "endpoints"]).stdout
-        return dict(line.split("\t") for line in out.splitlines())[other.public]
-
-    def handshake_with(self, other: "WgGo") -> int:
-        out = self.ns.run(["wg", "show", self.ifname, "latest-handshakes"]).stdout
-        return int(dict(line.split("\t") for line in out.splitlines())[other.public])
-
 
 @pytest.fixture(scope="module")
 def topology():
@@ -107,7 +73,7 @@ UDP_SEND = ("import socket, sys\n"
             "for host in sys.argv[2:]: s.sendto(b'probe', (host, 9))\n")
 
 
-def _mappings(router: netns.NatRouter, local_port: int) -> dict[str, int]:
+def _mappings(router: NatRouter, local_port: int) -> dict[str, int]:
     """destination -> public port the router mapped local_port to."""
     return {m["dst"]: int(m["rdport"]) for m in router.udp_mappings()
             if m.get("sport") == str(local_port)}
@@ -145,39 +111,40 @@ def test_topology_lan_and_internet_reachability_no_hairpin(topology) -> None:
 def test_topology_wireguard_go_pair_punches_rewriting_nats_not_symmetric(topology) -> None:
     lab, cleanup = topology
     rv_ns = lab.rendezvous.ns
-    registry = WgGo(cleanup, rv_ns, "10.98.0.1", 51820)
+    registry = WireguardGo(cleanup, rv_ns, "10.98.0.1/24", 51820)
     addresses = {"a1": "10.98.0.2", "a2": "10.98.0.3", "b": "10.98.0.4", "c": "10.98.0.5"}
-    nodes = {label: WgGo(cleanup, lab.members[label].ns, address, 51002 + i)
+    nodes = {label: WireguardGo(cleanup, lab.members[label].ns, f"{address}/24", 51002 + i)
              for i, (label, address) in enumerate(addresses.items())}
     for label, node in nodes.items():
-        node.peer(registry, "10.98.0.1/32", f"{mesh_lab.RENDEZVOUS_ADDRESS}:51820", keepalive=1)
-        registry.peer(node, f"{addresses[label]}/32")
-    poll(lambda: all(registry.handshake_with(n) > 0 for n in nodes.values()), 15,
+        node.set_peer(PeerConfig(registry.public_key, ["10.98.0.1/32"],
+                                 f"{mesh_lab.RENDEZVOUS_ADDRESS}:51820", persistent_keepalive=1))
+        registry.set_peer(PeerConfig(node.public_key, [f"{addresses[label]}/32"]))
+    poll(lambda: all(registry.latest_handshakes()[n.public_key] > 0 for n in nodes.values()), 15,
          "every wireguard-go node to handshake with the registry")
     # The mappings the registry observed (what a rendezvous would publish).
-    seen = {label: registry.endpoint_of(node) for label, node in nodes.items()}
+    seen = {label: registry.endpoints()[node.public_key] for label, node in nodes.items()}
     for label in ("a1", "a2"):
         host, port = _split_endpoint(seen[label])
         assert host == lab.routers["nat1"].public_address and PORT_LOW <= port <= PORT_HIGH
     a1, a2, b, c = nodes["a1"], nodes["a2"], nodes["b"], nodes["c"]
     # A1 <-> B given each other's mapping: both send at once, the handshake completes.
-    a1.peer(b, "10.98.0.4/32", seen["b"])
-    b.peer(a1, "10.98.0.2/32", seen["a1"])
+    a1.set_peer(PeerConfig(b.public_key, ["10.98.0.4/32"], seen["b"]))
+    b.set_peer(PeerConfig(a1.public_key, ["10.98.0.2/32"], seen["a1"]))
     a1_ping = lab.members["a1"].ns.popen(["ping", "-c", "10", "-i", "0.2", "10.98.0.4"], "p1")
     b.ns.run(["ping", "-c", "10", "-i", "0.2", "-W", "1", "10.98.0.2"], check=False, timeout=30)
     a1_ping.wait(30)
-    assert b.handshake_with(a1) > 0 and a1.handshake_with(b) > 0
-    assert _split_endpoint(b.endpoint_of(a1))[0] == lab.routers["nat1"].public_address
+    assert b.latest_handshakes()[a1.public_key] > 0 and a1.latest_handshakes()[b.public_key] > 0
+    assert _split_endpoint(b.endpoints()[a1.public_key])[0] == lab.routers["nat1"].public_address
     # No hairpinning: A2 given A1's public mapping gets nowhere.
-    a2.peer(a1, "10.98.0.2/32", seen["a1"])
-    a1.peer(a2, "10.98.0.3/32", seen["a2"])
+    a2.set_peer(PeerConfig(a1.public_key, ["10.98.0.2/32"], seen["a1"]))
+    a1.set_peer(PeerConfig(a2.public_key, ["10.98.0.3/32"], seen["a2"]))
     assert lab.members["a2"].ns.ping("10.98.0.2", count=3, wait=1).returncode != 0
-    assert a2.handshake_with(a1) == 0
+    assert a2.latest_handshakes()[a1.public_key] == 0
     # Symmetric NAT3: C and B given the mappings the registry saw never handshake.
-    c.peer(b, "10.98.0.4/32", seen["b"])
-    b.peer(c, "10.98.0.5/32", seen["c"])
+    c.set_peer(PeerConfig(b.public_key, ["10.98.0.4/32"], seen["b"]))
+    b.set_peer(PeerConfig(c.public_key, ["10.98.0.5/32"], seen["c"]))
     assert lab.members["c"].ns.ping("10.98.0.4", count=3, wait=1).returncode != 0
-    assert c.handshake_with(b) == 0
+    assert c.latest_handshakes()[b.public_key] == 0
 
 
 # =============================================================================================
@@ -201,13 +168,13 @@ def test_mesh_nat_to_nat_is_direct_and_rendezvous_forwards_nothing(mesh) -> None
     lab = mesh
     a1, a2, b = lab.members["a1"], lab.members["a2"], lab.members["b"]
     nat1, nat2 = lab.routers["nat1"], lab.routers["nat2"]
-    b_endpoints = b.wg_endpoints()
+    b_endpoints = b.wg.endpoints()
     for member in (a1, a2):
         host, port = _split_endpoint(b_endpoints[_key(lab, member.label)])
         assert host == nat1.public_address, f"B's endpoint for {member.label}: {host}:{port}"
         assert PORT_LOW <= port <= PORT_HIGH, f"port {port} not in the rewritten range"
         assert host != member.lan_address
-    assert _split_endpoint(a1.wg_endpoints()[_key(lab, "b")])[0] == nat2.public_address
+    assert _split_endpoint(a1.wg.endpoints()[_key(lab, "b")])[0] == nat2.public_address
     assert b.peers_by_name()["a1"]["path"] == "direct"
     assert a1.peers_by_name()["b"]["path"] == "direct"
 
@@ -215,7 +182,7 @@ def test_mesh_nat_to_nat_is_direct_and_rendezvous_forwards_nothing(mesh) -> None
     assert rv.ns.read_sysctl("net.ipv4.ip_forward") == "0"
     forwarded0 = rv.ns.forwarded_datagrams()
     uplink0 = rv.ns.link_stats("eth0")["rx_bytes"]
-    rv_transfer0 = rv.wg_transfer()
+    rv_transfer0 = rv.wg.transfer()
     count, size = 200, 1000
     result = a1.ns.ping(b.mesh_address, count=count, interval=0.01, wait=1, size=size)
     received = int(re.search(r"(\d+) received", result.stdout).group(1))
@@ -225,7 +192,7 @@ def test_mesh_nat_to_nat_is_direct_and_rendezvous_forwards_nothing(mesh) -> None
     uplink_delta = rv.ns.link_stats("eth0")["rx_bytes"] - uplink0
     assert uplink_delta < burst / 10, f"rendezvous uplink got {uplink_delta} bytes during " \
                                       f"a {burst}-byte A1<->B burst"
-    rv_transfer = rv.wg_transfer()
+    rv_transfer = rv.wg.transfer()
     for label in ("a1", "b"):
         key = _key(lab, label)
         rx = rv_transfer[key][0] - rv_transfer0[key][0]
@@ -235,8 +202,8 @@ def test_mesh_nat_to_nat_is_direct_and_rendezvous_forwards_nothing(mesh) -> None
 def test_mesh_lan_pair_uses_lan_addresses_and_survives_rendezvous_outage(mesh) -> None:
     lab = mesh
     a1, a2 = lab.members["a1"], lab.members["a2"]
-    assert a1.wg_endpoints()[_key(lab, "a2")] == f"{a2.lan_address}:{a2.listen_port}"
-    assert a2.wg_endpoints()[_key(lab, "a1")] == f"{a1.lan_address}:{a1.listen_port}"
+    assert a1.wg.endpoints()[_key(lab, "a2")] == f"{a2.lan_address}:{a2.listen_port}"
+    assert a2.wg.endpoints()[_key(lab, "a1")] == f"{a1.lan_address}:{a1.listen_port}"
     assert a1.peers_by_name()["a2"]["path"] == "lan"
     assert lab.stop_rendezvous() == 0, lab.rendezvous.daemon.output()
     try:
@@ -305,7 +272,7 @@ def test_mesh_dig_from_member_sees_wgsd_layout(mesh) -> None:
     priority, weight, port, target = srv_rows[0][4:8]
     assert (priority, weight) == ("0", "0") and target.lower() == instance.lower()
     assert [row[4] for row in _rows(srv, "A")] == [lab.routers["nat2"].public_address], srv
-    rv_view = _split_endpoint(lab.rendezvous.wg_endpoints()[_key(lab, "b")])
+    rv_view = _split_endpoint(lab.rendezvous.wg.endpoints()[_key(lab, "b")])
     assert int(port) == rv_view[1]
     txt = _dig(lab, a1, instance, "TXT").stdout
     assert '"txtvers=1"' in txt and f'"pub={_key(lab, "b")}"' in txt, txt
@@ -313,14 +280,13 @@ def test_mesh_dig_from_member_sees_wgsd_layout(mesh) -> None:
 
 
 def test_mesh_avahi_browse_sees_lan_members(mesh) -> None:
-    from tests.mdns_lab import AvahiObserver, avahi_unavailable
     reason = avahi_unavailable()
     if reason:
         pytest.skip(reason)
     lab = mesh
     observer_ns, _ = lab.add_host("nat1", "obs")
     workdir = Path(tempfile.mkdtemp(prefix="mwavahi", dir=lab.workdir))
-    observer = AvahiObserver(observer_ns.name, workdir, f"observer{os.getpid()}")
+    observer = AvahiObserver(observer_ns, workdir, f"observer{os.getpid()}")
     try:
         wanted = {label: lab.members[label] for label in ("a1", "a2")}
 
@@ -350,13 +316,13 @@ def test_mesh_symmetric_member_gets_honest_none_path_without_flapping(mesh) -> N
     assert row["path"] == "none" and row.get("reason"), row
     key_b = _key(lab, "b")
     endpoints, paths = [], []
-    tx0 = c.wg_transfer().get(key_b, (0, 0))[1]
+    tx0 = c.wg.transfer().get(key_b, (0, 0))[1]
     started = time.monotonic()
     while time.monotonic() - started < 10:
-        endpoints.append(c.wg_endpoints().get(key_b, "(none)"))
+        endpoints.append(c.wg.endpoints().get(key_b, "(none)"))
         paths.append(c.peers_by_name()["b"]["path"])
         time.sleep(0.5)
-    tx = c.wg_transfer().get(key_b, (0, 0))[1] - tx0
+    tx = c.wg.transfer().get(key_b, (0, 0))[1] - tx0
     changes = sum(1 for x, y in zip(endpoints, endpoints[1:]) if x != y)
     assert changes <= 1, f"C's endpoint for B oscillates: {endpoints}"
     assert set(paths) == {"none"}, f"C's path for B flaps: {paths}"
@@ -368,10 +334,10 @@ def _refused_join(lab: mesh_lab.MeshLab, token: str) -> subprocess.CompletedProc
     """Run ``meshwg join TOKEN`` in B's namespace with a fresh state; it must exit."""
     node = lab.members["b"]
     state = Path(tempfile.mkdtemp(prefix="mwrefused", dir=lab.workdir)) / "state"
-    interface = netns.unique_name("mwrj")
-    lab.cleanup.push("socket", lambda: netns.remove_uapi_socket(interface))
-    argv = node.ns.argv(mesh_lab.meshwg_argv("join", token, "--state", state,
-                                             "--interface", interface, "--name", "intruder"))
+    interface = unique_name("mwrj")
+    lab.cleanup.push("socket", lambda: remove_uapi_socket(interface))
+    argv = node.ns.argv(meshwg_argv("join", token, "--state", state,
+                                    "--interface", interface, "--name", "intruder"))
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -423,7 +389,7 @@ def test_mesh_roaming_nat_renumber_resumes_without_restart(mesh) -> None:
     a1, b = lab.members["a1"], lab.members["b"]
     nat2 = lab.routers["nat2"]
     pid = b.daemon.pid
-    probe = mesh_lab.EchoProbe(b, a1)
+    probe = EchoProbe(b.ns, a1.ns, a1.mesh_address)
     try:
         poll(lambda: len(probe.replies()) >= 5, 10, "B's probes to reach A1")
         new_address = "198.18.2.2"
@@ -436,7 +402,7 @@ def test_mesh_roaming_nat_renumber_resumes_without_restart(mesh) -> None:
     finally:
         probe.stop()
     assert b.daemon.alive and b.daemon.pid == pid, "B was restarted"
-    poll(lambda: _split_endpoint(a1.wg_endpoints()[_key(lab, "b")])[0] == new_address, 30,
+    poll(lambda: _split_endpoint(a1.wg.endpoints()[_key(lab, "b")])[0] == new_address, 30,
          "A1's endpoint for B to move to NAT2's new public address")
     poll(lambda: a1.peers_by_name()["b"]["path"] == "direct", 15,
          lambda: f"A1's path for B to be direct again: {a1.peers_by_name()['b']}")
@@ -450,19 +416,19 @@ def test_mesh_lan_peer_found_by_mdns_alone_after_address_change(mesh) -> None:
     a1, a2 = lab.members["a1"], lab.members["a2"]
     nat1 = lab.routers["nat1"]
     assert lab.stop_rendezvous() == 0
-    probe = mesh_lab.EchoProbe(a2, a1)
+    probe = EchoProbe(a2.ns, a1.ns, a1.mesh_address)
     try:
         poll(lambda: len(probe.replies()) >= 5, 10, "A2's probes to reach A1")
         old, new = a1.lan_address, nat1.next_lan_address()
         started = time.time()
-        netns.change_host_address(a1.ns, "eth0", f"{old}/{nat1.lan.prefixlen}",
-                                  f"{new}/{nat1.lan.prefixlen}", nat1.lan_gateway)
+        change_host_address(a1.ns, "eth0", f"{old}/{nat1.lan.prefixlen}",
+                            f"{new}/{nat1.lan.prefixlen}", nat1.lan_gateway)
         a1.lan_address = new
         done = time.time()
         gap = poll(lambda: probe.gap(started, done), 45,
                    lambda: f"A2->A1 traffic to resume\n{a1.daemon.output()}")
         print(f"mDNS: A2->A1 resumed {gap:.2f} s after A1's LAN address changed")
-        assert a2.wg_endpoints()[_key(lab, "a1")] == f"{new}:{a1.listen_port}"
+        assert a2.wg.endpoints()[_key(lab, "a1")] == f"{new}:{a1.listen_port}"
     finally:
         probe.stop()
         lab.start_rendezvous()
@@ -474,7 +440,7 @@ def test_mesh_revocation_drops_member_everywhere(mesh) -> None:
     lab.remove_member("a2")
     removed_at = time.monotonic()
     others = [n for label, n in lab.members.items() if label != "a2"]
-    poll(lambda: all(a2_key not in n.wg_show("endpoints") for n in others),
+    poll(lambda: all(a2_key not in n.wg.per_peer("endpoints") for n in others),
          10 * lab.interval + 5, "every member to drop A2 from `wg show`")
     print(f"revocation: dropped everywhere after {time.monotonic() - removed_at:.2f} s")
     for node in others:

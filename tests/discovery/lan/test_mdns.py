@@ -1,14 +1,12 @@
 """LAN discovery over mDNS (discovery/mdns.py).
 
 Pure tests of the record layout, then a real LAN: a bridge namespace and one namespace per
-host; each member runs MdnsAnnouncer + MdnsBrowser in its own namespace (tests/mdns_lab.py).
+host; each member runs MdnsAnnouncer + MdnsBrowser in its own namespace (discovery/lab/lan.py).
 Members A and B are in mesh M, C in mesh N. avahi-daemon + avahi-browse act as an
 independent mDNS client.
 """
 
 from __future__ import annotations
-
-from tests import REPO
 
 import base64
 import json
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from discovery.lan.mdns import (
+from discovery.lan.records import (
     SERVICE_TYPE,
     LanPeer,
     MalformedAnnouncement,
@@ -31,7 +29,9 @@ from discovery.lan.mdns import (
     same_peer_view,
     validate_identity,
 )
-from tests.mdns_lab import PYTHON, AvahiObserver, Lan, Node, avahi_unavailable, netns_unavailable, poll
+from discovery.lab.avahi import AvahiObserver, avahi_unavailable
+from discovery.lab.lan import Lan, MdnsNode, agent_argv
+from discovery.lab.netns import Cleanup, change_host_address, poll, unavailable_reason
 
 KEY_A, KEY_B, KEY_C = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
 
@@ -116,23 +116,18 @@ def test_peer_views_compare_without_last_seen() -> None:
 
 @pytest.fixture(scope="module")
 def lan():
-    reason = netns_unavailable()
+    reason = unavailable_reason(("ip",))
     if reason:
         pytest.skip(reason)
-    lab = Lan("m")
-    nodes: list[Node] = []
-    try:
+    with Cleanup() as cleanup:
+        lab = Lan(cleanup)
         hosts = {label: lab.add_host(label, n) for label, n in (("a", 1), ("b", 2), ("c", 3))}
-        nodes = [Node(hosts["a"], "M", KEY_A, "alpha", "100.64.0.1", 51820),
-                 Node(hosts["b"], "M", KEY_B, "beta", "100.64.0.2", 51821),
-                 Node(hosts["c"], "N", KEY_C, "gamma", "100.64.1.3", 51822)]
+        nodes = [MdnsNode(hosts["a"], "M", KEY_A, "alpha", "100.64.0.1", 51820),
+                 MdnsNode(hosts["b"], "M", KEY_B, "beta", "100.64.0.2", 51821),
+                 MdnsNode(hosts["c"], "N", KEY_C, "gamma", "100.64.1.3", 51822)]
         for node in nodes:
             node.wait_event("started")
         yield lab, dict(zip("abc", nodes))
-    finally:
-        for node in nodes:
-            node.close()
-        lab.close()
 
 
 def test_members_of_one_mesh_find_each_other_and_ignore_other_meshes(lan) -> None:
@@ -163,10 +158,9 @@ def test_malformed_announcements_are_dropped_and_counted(lan) -> None:
     lab, nodes = lan
     a = nodes["a"]
     ns = lab.add_host("r", 50)
-    rogue = subprocess.Popen(["ip", "netns", "exec", ns, str(PYTHON), "tests/mdns_lab.py", "rogue",
-                              "--mesh", "M", "--address", "10.77.0.50"],
+    rogue = subprocess.Popen(ns.argv(agent_argv("rogue", "--mesh", "M", "--address", "10.77.0.50")),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, cwd=REPO)
+                             text=True)
     try:
         assert rogue.stdout is not None
         line = rogue.stdout.readline()
@@ -194,16 +188,13 @@ def test_address_change_is_followed_after_update_addresses(lan) -> None:
     b = nodes["b"]
     ns = lab.add_host("d", 4)
     d_key = b"\xdd" * 32
-    d = Node(ns, "M", d_key, "delta", "100.64.0.4", 51824, ipv6=False)
+    d = MdnsNode(ns, "M", d_key, "delta", "100.64.0.4", 51824, ipv6=False)
     try:
         d.wait_event("started")
         b.wait_peers(lambda t: t.get(b64(d_key), {}).get("addresses") == ["10.77.0.4"], 15,
                      "D at 10.77.0.4")
         # Renumber: new address first, then drop the old one (promoting the new one to primary).
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                        "net.ipv4.conf.eth0.promote_secondaries=1"], check=True)
-        subprocess.run(["ip", "-n", ns, "addr", "add", "10.77.0.44/24", "dev", "eth0"], check=True)
-        subprocess.run(["ip", "-n", ns, "addr", "del", "10.77.0.4/24", "dev", "eth0"], check=True)
+        change_host_address(ns, "eth0", "10.77.0.4/24", "10.77.0.44/24")
         t = time.time()
         d.send("update")
         assert d.wait_event("updated", after=t)["addresses"] == ["10.77.0.44"]
@@ -219,7 +210,7 @@ def test_stopped_member_is_removed(lan) -> None:
     b = nodes["b"]
     ns = lab.add_host("e", 5)
     e_key = b"\xee" * 32
-    e = Node(ns, "M", e_key, "echo", "100.64.0.5", 51825)
+    e = MdnsNode(ns, "M", e_key, "echo", "100.64.0.5", 51825)
     try:
         e.wait_event("started")
         b.wait_peers(lambda t: b64(e_key) in t, 15, "E appears")
@@ -236,7 +227,7 @@ def test_ipv6_only_member_is_found(lan) -> None:
     a = nodes["a"]
     ns = lab.add_host("f", None)
     f_key = b"\xff" * 32
-    f = Node(ns, "M", f_key, "foxtrot", "100.64.0.6", 51826)
+    f = MdnsNode(ns, "M", f_key, "foxtrot", "100.64.0.6", 51826)
     try:
         f.wait_event("started")
         link_local = lab.link_local("f")
@@ -252,11 +243,11 @@ def test_member_started_before_its_lan_address_is_found_after_update(lan) -> Non
     a = nodes["a"]
     ns = lab.add_host("g", None, ipv6=False)  # no address at all yet, as before DHCP
     g_key = b"\x77" * 32
-    g = Node(ns, "M", g_key, "golf", "100.64.0.7", 51827)
+    g = MdnsNode(ns, "M", g_key, "golf", "100.64.0.7", 51827)
     try:
         assert g.wait_event("started")["addresses"] == []
-        subprocess.run(["ip", "-n", ns, "addr", "add", "10.77.0.7/24", "dev", "eth0"], check=True)
-        subprocess.run(["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"], check=True)
+        ns.add_address("eth0", "10.77.0.7/24")
+        ns.run(["ip", "route", "add", "224.0.0.0/4", "dev", "eth0"])
         t = time.time()
         g.send("update")
         assert g.wait_event("updated", after=t)["addresses"] == ["10.77.0.7"]

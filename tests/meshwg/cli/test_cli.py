@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from tests import netlab
+from discovery.lab.netns import Namespace, poll
+from discovery.lab.wg import keypair
 from tests.conftest import require_netns
 
 MESHWG = [sys.executable, "-m", "meshwg"]
@@ -104,18 +105,18 @@ def test_up_show_json_warning_and_down(lab, tmp_path):
     """`meshwg up` warns about a world-readable key file, serves `show --json` and `wg`,
     and `meshwg down` removes the interface and its control socket."""
     require_netns()
-    ns = lab.namespace("cli")
+    ns = Namespace(lab, "cli")
     name = f"mwc{os.getpid() % 100000}"
     key = run("genkey").stdout.strip()
-    peer_key = netlab.keypair()
+    peer_key = keypair()
     conf = tmp_path / f"{name}.conf"
     conf.write_text(f"[Interface]\nPrivateKey = {key}\nListenPort = 51999\nAddress = 10.66.0.1/24\n\n"
                     f"[Peer]\nPublicKey = {peer_key.public}\nAllowedIPs = 10.66.0.2/32\n")
     conf.chmod(0o644)
     daemon = ns.popen(MESHWG + ["up", str(conf)], name="meshwg-up", cwd=os.getcwd())
     sock = f"/var/run/wireguard/{name}.sock"
-    lab.add_cleanup(lambda: os.path.exists(sock) and os.unlink(sock))
-    netlab.wait_until(lambda: os.path.exists(sock), 10, 0.05, "control socket")
+    lab.push("remove the control socket", lambda: os.path.exists(sock) and os.unlink(sock))
+    poll(lambda: os.path.exists(sock), 10, "control socket")
     assert oct(os.stat(sock).st_mode & 0o777) in ("0o700", "0o600", "0o755") and not os.stat(sock).st_mode & 0o007
     shown = json.loads(run("show", name, "--json").stdout)
     assert shown["listen_port"] == 51999
@@ -133,12 +134,12 @@ def test_up_show_json_warning_and_down(lab, tmp_path):
     def dropped():
         counters = json.loads(run("show", name, "--json").stdout).get("counters", {})
         return counters.get("malformed", 0) >= 4 and counters
-    counters = netlab.wait_until(dropped, 10, 0.2, "malformed datagrams counted in meshwg show")
+    counters = poll(dropped, 10, "malformed datagrams counted in meshwg show", interval=0.2)
     assert counters["malformed"] >= 4
     assert "counters: " in run("show", name).stdout
     out = run("down", name)
     assert out.returncode == 0, out.stderr
-    netlab.wait_until(lambda: not daemon.alive, 10, 0.05, "meshwg up to exit")
+    poll(lambda: not daemon.alive, 10, "meshwg up to exit")
     assert not os.path.exists(sock)
     assert ns.run(["ip", "link", "show", name], check=False).returncode != 0
     assert "chmod 600" in daemon.stderr()          # the world-readable key file was flagged

@@ -12,8 +12,9 @@ import os
 
 import pytest
 
-from tests import netlab
-from tests.conftest import require_meshwg
+from discovery.lab.engines import start_wireguard
+from discovery.lab.netns import Bridge, Cleanup, Namespace, poll
+from discovery.lab.wg import PeerConfig, keypair
 
 pytestmark = pytest.mark.netns
 
@@ -25,14 +26,13 @@ SOCKETS_PER_SOURCE = 2      # each bound to its own (random) port
 FLOOD_RATE = int(os.environ.get("NETLAB_FLOOD_RATE", "10000"))
 
 # Sends initiations until SIGTERM (or argv duration); counts valid cookie replies.
-# argv: target_ip port responder_public_b64 duration rate repo source_ip... (rate: packets
+# argv: target_ip port responder_public_b64 duration rate source_ip... (rate: packets
 # per second over all sockets; 0 = as fast as Python can send)
 FLOODER = r"""
 import base64, json, os, select, signal, socket, struct, sys, time
 target, port, pub_b64 = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-duration, rate, repo = float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
-sources = sys.argv[7:]
-sys.path.insert(0, repo)
+duration, rate = float(sys.argv[4]), float(sys.argv[5])
+sources = sys.argv[6:]
 from meshwg.core.crypto import hash_, mac
 mac1_key = hash_(b"mac1----", base64.b64decode(pub_b64))
 stop = False
@@ -94,35 +94,32 @@ print(json.dumps({"sent": sent, "cookie_replies": replies, "other_replies": bad,
 
 @pytest.fixture(params=["legit-wireguard-go", "legit-same-as-subject"])
 def legit_kind(request: pytest.FixtureRequest) -> str:
-    if SUBJECT == "meshwg":
-        require_meshwg()
     return "wireguard-go" if request.param == "legit-wireguard-go" else SUBJECT
 
 
 def test_flood_gets_cookie_replies_and_legit_peer_still_handshakes(
-        lab: netlab.Lab, legit_kind: str) -> None:
-    internet = lab.bridge("inet")
-    responder_ns, legit_ns, flooder_ns = (lab.namespace("resp"), lab.namespace("lgt"),
-                                          lab.namespace("fld"))
+        lab: Cleanup, legit_kind: str) -> None:
+    internet = Bridge(Namespace(lab, "inet"))
+    responder_ns, legit_ns, flooder_ns = (Namespace(lab, "resp"), Namespace(lab, "lgt"),
+                                          Namespace(lab, "fld"))
     internet.attach(responder_ns, "198.18.0.1/23")
     internet.attach(legit_ns, "198.18.0.2/23")
     flood_sources = [f"198.18.1.{i}" for i in range(1, FLOOD_SOURCES + 1)]
     internet.attach(flooder_ns, [f"{ip}/23" for ip in flood_sources])
 
-    keys_r, keys_l = netlab.keypair(), netlab.keypair()
-    responder = netlab.start_wireguard(
+    keys_r, keys_l = keypair(), keypair()
+    responder = start_wireguard(
         lab, SUBJECT, responder_ns, ["10.99.0.1/24"], 51820, keys_r,
-        [netlab.PeerConfig(keys_l.public, ["10.99.0.2/32"])])
-    legit = netlab.start_wireguard(
+        [PeerConfig(keys_l.public, ["10.99.0.2/32"])])
+    legit = start_wireguard(
         lab, legit_kind, legit_ns, ["10.99.0.2/24"], 51821, keys_l,
-        [netlab.PeerConfig(keys_r.public, ["10.99.0.1/32"], endpoint="198.18.0.1:51820")])
+        [PeerConfig(keys_r.public, ["10.99.0.1/32"], endpoint="198.18.0.1:51820")])
 
     flooder = flooder_ns.popen_python(FLOODER, "198.18.0.1", "51820", keys_r.public, "45",
-                                      str(FLOOD_RATE), str(netlab.REPO), *flood_sources, name="flooder")
+                                      str(FLOOD_RATE), *flood_sources, name="flooder")
     # The responder is under load once it answers the flood with cookies.
-    netlab.wait_until(lambda: "first-cookie-reply" in flooder.stdout() or not flooder.alive,
-                      timeout=15, interval=0.1,
-                      message=lambda: f"a cookie reply at the flooder\n{flooder.output()}")
+    poll(lambda: "first-cookie-reply" in flooder.stdout() or not flooder.alive, 15,
+         lambda: f"a cookie reply at the flooder\n{flooder.output()}", interval=0.1)
     assert flooder.alive, flooder.output()
     assert responder.latest_handshakes()[keys_l.public] == 0
 

@@ -11,8 +11,10 @@ import os
 
 import pytest
 
-from tests import netlab
-from tests.conftest import require_meshwg
+from discovery.lab.engines import TunnelPair, tunnel_pair
+from discovery.lab.netns import Cleanup, Namespace
+from discovery.lab.traffic import tcp_transfer
+from discovery.lab.wg import HandshakeRecorder
 
 pytestmark = pytest.mark.netns
 
@@ -22,16 +24,14 @@ TRANSFER_BYTES = 20 * 1024 * 1024
 
 @pytest.fixture(params=IMPLS)
 def impl(request: pytest.FixtureRequest) -> str:
-    if request.param == "meshwg":
-        require_meshwg()
     return request.param
 
 
-def _pair(lab: netlab.Lab, impl: str, **kwargs) -> netlab.TunnelPair:
-    return netlab.tunnel_pair(lab, impl, impl, **kwargs)
+def _pair(lab: Cleanup, impl: str, **kwargs) -> TunnelPair:
+    return tunnel_pair(lab, impl, impl, **kwargs)
 
 
-def test_ping_both_ways(lab: netlab.Lab, impl: str) -> None:
+def test_ping_both_ways(lab: Cleanup, impl: str) -> None:
     pair = _pair(lab, impl)
     pair.ns_a.wait_ping(pair.tunnel_b, timeout=10)
     pair.ns_b.wait_ping(pair.tunnel_a, timeout=10)
@@ -39,26 +39,25 @@ def test_ping_both_ways(lab: netlab.Lab, impl: str) -> None:
     assert pair.b.latest_handshakes()[pair.a.public_key] > 0
 
 
-def test_tcp_transfer_20mb_checksum_matches(lab: netlab.Lab, impl: str) -> None:
+def test_tcp_transfer_20mb_checksum_matches(lab: Cleanup, impl: str) -> None:
     pair = _pair(lab, impl)
     pair.ns_a.wait_ping(pair.tunnel_b, timeout=10)
-    result = netlab.tcp_transfer(pair.ns_a, pair.ns_b, pair.tunnel_b, TRANSFER_BYTES,
-                                 timeout=40)
+    result = tcp_transfer(pair.ns_a, pair.ns_b, pair.tunnel_b, TRANSFER_BYTES, timeout=40)
     assert result.intact, result
     rx_b, _ = pair.b.transfer()[pair.a.public_key]
     _, tx_a = pair.a.transfer()[pair.b.public_key]
     assert rx_b >= TRANSFER_BYTES and tx_a >= TRANSFER_BYTES
 
 
-def test_ipv6_inside_the_tunnel(lab: netlab.Lab, impl: str) -> None:
+def test_ipv6_inside_the_tunnel(lab: Cleanup, impl: str) -> None:
     pair = _pair(lab, impl)
     pair.ns_a.wait_ping(pair.tunnel6_b, timeout=10)
     pair.ns_b.wait_ping(pair.tunnel6_a, timeout=10)
-    result = netlab.tcp_transfer(pair.ns_b, pair.ns_a, pair.tunnel6_a, 2_000_000, timeout=30)
+    result = tcp_transfer(pair.ns_b, pair.ns_a, pair.tunnel6_a, 2_000_000, timeout=30)
     assert result.intact, result
 
 
-def test_ipv6_endpoint(lab: netlab.Lab, impl: str) -> None:
+def test_ipv6_endpoint(lab: Cleanup, impl: str) -> None:
     # Only a knows b's (IPv6) endpoint, so b learns a's from the authenticated initiation.
     pair = _pair(lab, impl, underlay_v6=True, endpoints="a")
     pair.ns_a.wait_ping(pair.tunnel_b, timeout=10)
@@ -66,7 +65,7 @@ def test_ipv6_endpoint(lab: netlab.Lab, impl: str) -> None:
     pair.ns_b.wait_ping(pair.tunnel6_a, timeout=10)
 
 
-def test_forced_rekey_during_transfer(lab: netlab.Lab, impl: str) -> None:
+def test_forced_rekey_during_transfer(lab: Cleanup, impl: str) -> None:
     if impl == "wireguard-go":
         pytest.skip("wireguard-go's timers cannot be shortened")
     # rekey_timeout 1 s: a rekey is not held back 5 s by the initiation rate limit, so the
@@ -76,21 +75,21 @@ def test_forced_rekey_during_transfer(lab: netlab.Lab, impl: str) -> None:
     pair.ns_a.wait_ping(pair.tunnel_b, timeout=10)
     # 11 s of paced traffic spans three rekey intervals; with reject_after_time=8 the
     # transfer stalls unless new sessions replace the old ones in time.
-    with netlab.HandshakeRecorder(pair.a, pair.b.public_key) as rec:
-        result = netlab.tcp_transfer(pair.ns_a, pair.ns_b, pair.tunnel_b, seconds=11,
-                                     rate=2_000_000, timeout=40)
+    with HandshakeRecorder(pair.a, pair.b.public_key) as rec:
+        result = tcp_transfer(pair.ns_a, pair.ns_b, pair.tunnel_b, seconds=11,
+                              rate=2_000_000, timeout=40)
     assert result.intact, result
     assert result.sent_bytes >= 10_000_000, result
     assert rec.advances >= 2, f"latest-handshake values seen during transfer: {rec.seen}"
 
 
-def _move_address(ns: netlab.Namespace, ifname: str, old: str, new: str) -> None:
+def _move_address(ns: Namespace, ifname: str, old: str, new: str) -> None:
     ns.sysctl(f"net.ipv4.conf.{ifname}.promote_secondaries", 1)
     ns.add_address(ifname, new)
     ns.del_address(ifname, old)
 
 
-def test_roaming_ipv4_and_ipv6(lab: netlab.Lab, impl: str) -> None:
+def test_roaming_ipv4_and_ipv6(lab: Cleanup, impl: str) -> None:
     """As the kernel's tests/netns.sh: the sender changes its source address and listen
     port, sends, and the other side's `wg show IFACE endpoints` shows the new address:port."""
     pair = _pair(lab, impl)
@@ -114,7 +113,7 @@ def test_roaming_ipv4_and_ipv6(lab: netlab.Lab, impl: str) -> None:
     pair.ns_b.wait_ping(pair.tunnel_a, timeout=10)
 
 
-def test_sigterm_removes_interface_and_socket(lab: netlab.Lab, impl: str) -> None:
+def test_sigterm_removes_interface_and_socket(lab: Cleanup, impl: str) -> None:
     pair = _pair(lab, impl)
     pair.ns_a.wait_ping(pair.tunnel_b, timeout=10)
     pair.a.daemon.signal(15)

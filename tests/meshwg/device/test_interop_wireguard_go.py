@@ -12,8 +12,10 @@ import time
 
 import pytest
 
-from tests import netlab
-from tests.conftest import require_meshwg
+from discovery.lab.engines import tunnel_pair
+from discovery.lab.netns import Cleanup, poll
+from discovery.lab.traffic import tcp_transfer
+from discovery.lab.wg import genpsk
 
 pytestmark = pytest.mark.netns
 
@@ -23,29 +25,27 @@ TRANSFER_BYTES = 4_000_000
 
 @pytest.fixture(params=["subject-initiates", "wireguard-go-initiates"])
 def initiator(request: pytest.FixtureRequest) -> str:
-    if SUBJECT == "meshwg":
-        require_meshwg()
     return request.param
 
 
 @pytest.fixture(params=[False, True], ids=["no-psk", "psk"])
 def psk(request: pytest.FixtureRequest) -> str | None:
-    return netlab.genpsk() if request.param else None
+    return genpsk() if request.param else None
 
 
 def _counters_agree(a: int, b: int) -> bool:
     return abs(a - b) <= max(4096, 0.01 * max(a, b))
 
 
-def test_handshake_ping_transfer_and_wg_show(lab: netlab.Lab, initiator: str,
+def test_handshake_ping_transfer_and_wg_show(lab: Cleanup, initiator: str,
                                              psk: str | None) -> None:
     started = int(time.time())
     if initiator == "subject-initiates":
-        pair = netlab.tunnel_pair(lab, SUBJECT, "wireguard-go", psk=psk, endpoints="a")
+        pair = tunnel_pair(lab, SUBJECT, "wireguard-go", psk=psk, endpoints="a")
         subject, subject_ns, subject_ip = pair.a, pair.ns_a, pair.tunnel_a
         other, other_ns, other_ip = pair.b, pair.ns_b, pair.tunnel_b
     else:
-        pair = netlab.tunnel_pair(lab, "wireguard-go", SUBJECT, psk=psk, endpoints="a")
+        pair = tunnel_pair(lab, "wireguard-go", SUBJECT, psk=psk, endpoints="a")
         subject, subject_ns, subject_ip = pair.b, pair.ns_b, pair.tunnel_b
         other, other_ns, other_ip = pair.a, pair.ns_a, pair.tunnel_a
     first_ns, first_target = pair.ns_a, pair.tunnel_b  # the side that has the endpoint
@@ -57,10 +57,10 @@ def test_handshake_ping_transfer_and_wg_show(lab: netlab.Lab, initiator: str,
     subject_ns.wait_ping(other_ip, timeout=10)
     other_ns.wait_ping(subject_ip, timeout=10)
 
-    up = netlab.tcp_transfer(subject_ns, other_ns, other_ip, TRANSFER_BYTES, timeout=30)
+    up = tcp_transfer(subject_ns, other_ns, other_ip, TRANSFER_BYTES, timeout=30)
     assert up.intact, up
-    down = netlab.tcp_transfer(other_ns, subject_ns, subject_ip, TRANSFER_BYTES,
-                               port=5202, timeout=30)
+    down = tcp_transfer(other_ns, subject_ns, subject_ip, TRANSFER_BYTES,
+                        port=5202, timeout=30)
     assert down.intact, down
 
     # `wg show` against the subject's interface reports the handshake and the traffic.
@@ -78,8 +78,8 @@ def test_handshake_ping_transfer_and_wg_show(lab: netlab.Lab, initiator: str,
     # Paced traffic loses nothing: the counter deltas must then agree across the two
     # implementations (subject rx ~ wireguard-go tx and the reverse).
     before_s, before_o = subject.transfer()[other.public_key], other.transfer()[subject.public_key]
-    paced = netlab.tcp_transfer(other_ns, subject_ns, subject_ip, seconds=1.5, rate=1_000_000,
-                                port=5203, timeout=30)
+    paced = tcp_transfer(other_ns, subject_ns, subject_ip, seconds=1.5, rate=1_000_000,
+                         port=5203, timeout=30)
     assert paced.intact, paced
 
     def deltas() -> tuple[int, int, int, int]:
@@ -90,9 +90,9 @@ def test_handshake_ping_transfer_and_wg_show(lab: netlab.Lab, initiator: str,
     def agreeing() -> tuple[int, int, int, int] | None:
         d = deltas()
         return d if _counters_agree(d[0], d[3]) and _counters_agree(d[1], d[2]) else None
-    d_s_rx, _, _, _ = netlab.wait_until(
-        agreeing, timeout=10, interval=0.2,
-        message=lambda: f"subject rx/tx deltas to match wireguard-go tx/rx: "
+    d_s_rx, _, _, _ = poll(
+        agreeing, 10, interval=0.2,
+        what=lambda: f"subject rx/tx deltas to match wireguard-go tx/rx: "
                         f"(s_rx, s_tx, o_rx, o_tx) = {deltas()}")
     assert d_s_rx >= paced.received_bytes
     assert f"peer: {other.public_key}" in subject.show()

@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
-from tests import netlab
+from discovery.lab.engines import MeshwgUp
+from discovery.lab.netns import Namespace, poll
+from discovery.lab.wg import genpsk, keypair
 from tests.conftest import require_netns, require_tools
 
 pytestmark = pytest.mark.netns
@@ -32,13 +34,13 @@ def peers_of(ifname: str) -> dict[str, dict[str, str]]:
 def device(lab):
     require_netns()
     require_tools("wg")
-    ns = lab.namespace("wgt")
-    return lab.meshwg(ns, "10.55.0.1/24", listen_port=51777)
+    ns = Namespace(lab, "wgt")
+    return MeshwgUp(lab, ns, "10.55.0.1/24", listen_port=51777)
 
 
 def test_showconf_round_trips_through_setconf(device, tmp_path):
-    p1, p2 = netlab.keypair(), netlab.keypair()
-    psk = netlab.genpsk()
+    p1, p2 = keypair(), keypair()
+    psk = genpsk()
     wg("set", device.ifname, "peer", p1.public, "allowed-ips", "10.55.0.2/32,fd55::2/128",
        "endpoint", "198.18.77.2:51820", "persistent-keepalive", "25")
     wg("set", device.ifname, "peer", p2.public, "allowed-ips", "10.55.0.3/32",
@@ -55,7 +57,7 @@ def test_showconf_round_trips_through_setconf(device, tmp_path):
 
 
 def test_addconf_adds_and_syncconf_removes(device, tmp_path):
-    p1, p2 = netlab.keypair(), netlab.keypair()
+    p1, p2 = keypair(), keypair()
     wg("set", device.ifname, "peer", p1.public, "allowed-ips", "10.55.0.2/32")
     extra = tmp_path / "extra.conf"
     extra.write_text(f"[Peer]\nPublicKey = {p2.public}\nAllowedIPs = 10.55.0.3/32\n")
@@ -74,7 +76,7 @@ def test_addconf_adds_and_syncconf_removes(device, tmp_path):
 
 
 def test_allowed_ip_moves_between_peers(device):
-    p1, p2 = netlab.keypair(), netlab.keypair()
+    p1, p2 = keypair(), keypair()
     wg("set", device.ifname, "peer", p1.public, "allowed-ips", "10.55.0.0/28")
     wg("set", device.ifname, "peer", p2.public, "allowed-ips", "10.55.0.0/28")
     peers = peers_of(device.ifname)
@@ -83,7 +85,7 @@ def test_allowed_ip_moves_between_peers(device):
 
 
 def test_refused_set_changes_nothing(device, lab):
-    p1 = netlab.keypair()
+    p1 = keypair()
     wg("set", device.ifname, "peer", p1.public, "allowed-ips", "10.55.0.2/32")
     before = wg("showconf", device.ifname).stdout
     # the port is taken by another socket in the same namespace: the whole set must fail
@@ -92,8 +94,8 @@ def test_refused_set_changes_nothing(device, lab):
         "s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n"
         "s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\n"
         "s.bind(('::',51778)); print('bound',flush=True); time.sleep(60)\n", name="blocker")
-    netlab.wait_until(lambda: "bound" in blocker.stdout(), 10, 0.05, "blocker bound")
-    p2 = netlab.keypair()
+    poll(lambda: "bound" in blocker.stdout(), 10, "blocker bound")
+    p2 = keypair()
     out = wg("set", device.ifname, "listen-port", "51778", "peer", p2.public,
              "allowed-ips", "10.55.0.9/32", check=False)
     assert out.returncode != 0
@@ -102,11 +104,11 @@ def test_refused_set_changes_nothing(device, lab):
 
 
 def test_remove_peer_and_private_key_change(device):
-    p1 = netlab.keypair()
+    p1 = keypair()
     wg("set", device.ifname, "peer", p1.public, "allowed-ips", "10.55.0.2/32")
     wg("set", device.ifname, "peer", p1.public, "remove")
     assert peers_of(device.ifname) == {}
-    new = netlab.keypair()
+    new = keypair()
     wg("set", device.ifname, "private-key", "/dev/stdin", input=new.private)
     assert wg("show", device.ifname, "public-key").stdout.strip() == new.public
 
