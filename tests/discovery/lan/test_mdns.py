@@ -1,9 +1,8 @@
-"""LAN discovery over mDNS (discovery/mdns.py).
-
-Pure tests of the record layout, then a real LAN: a bridge namespace and one namespace per
-host; each member runs MdnsAnnouncer + MdnsBrowser in its own namespace (discovery/lab/lan.py).
-Members A and B are in mesh M, C in mesh N. avahi-daemon + avahi-browse act as an
-independent mDNS client.
+"""LAN discovery over mDNS (discovery/lan: announcer, browser, service) on a real LAN: a
+bridge namespace and one namespace per host; each member runs MdnsAnnouncer + MdnsBrowser
+in its own namespace (discovery/lab/lan.py). Members A and B are in mesh M, C in mesh N.
+avahi-daemon + avahi-browse act as an independent mDNS client. The record layout itself is
+tested without I/O in test_records.py.
 """
 
 from __future__ import annotations
@@ -18,17 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from discovery.lan.records import (
-    SERVICE_TYPE,
-    LanPeer,
-    MalformedAnnouncement,
-    encode_txt,
-    instance_label,
-    instance_name,
-    parse_announcement,
-    same_peer_view,
-    validate_identity,
-)
+from discovery.lan.records import instance_label
 from discovery.lab.avahi import AvahiObserver, avahi_unavailable
 from discovery.lab.lan import Lan, MdnsNode, agent_argv
 from discovery.lab.netns import Cleanup, change_host_address, poll, unavailable_reason
@@ -39,80 +28,6 @@ KEY_A, KEY_B, KEY_C = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
 def b64(key: bytes) -> str:
     return base64.b64encode(key).decode()
 
-
-# ------------------------------------------------------------------------------------------
-# Record layout (no I/O)
-# ------------------------------------------------------------------------------------------
-
-def _props(txt: dict[str, str]) -> dict[bytes, bytes]:
-    return {k.encode(): v.encode() for k, v in txt.items()}
-
-
-def test_instance_label_is_short_dns_label_unique_per_mesh_and_key() -> None:
-    labels = {instance_label(m, k) for m in ("M", "N") for k in (KEY_A, KEY_B)}
-    assert len(labels) == 4
-    for label in labels:
-        assert len(label) <= 63 and label == label.lower() and label.startswith("mwg-")
-    assert instance_name("M", KEY_A) == f"{instance_label('M', KEY_A)}.{SERVICE_TYPE}"
-
-
-def test_announcement_round_trips_into_lan_peer() -> None:
-    txt = encode_txt("M", KEY_A, "alpha", "100.64.0.1")
-    assert txt == {"v": "1", "pub": b64(KEY_A), "mesh": "M", "addr": "100.64.0.1", "name": "alpha"}
-    peer = parse_announcement(instance_name("M", KEY_A), _props(txt),
-                              ["10.0.0.5", "127.0.0.1", "fe80::1%eth0", "224.0.0.251"], 51820, 7.0)
-    assert peer == LanPeer(KEY_A, "M", "alpha", "100.64.0.1", ["10.0.0.5", "fe80::1%eth0"], 51820, 7.0)
-
-
-@pytest.mark.parametrize("change, reason", [
-    ({"v": "2"}, "v"),
-    ({"pub": "not base64!"}, "base64"),
-    ({"pub": base64.b64encode(b"short").decode()}, "bytes"),
-    ({"addr": "nonsense"}, "addr"),
-    ({"name": "x" * 64}, "name"),
-    ({"mesh": ""}, "mesh"),
-])
-def test_malformed_txt_is_rejected(change: dict[str, str], reason: str) -> None:
-    txt = {**encode_txt("M", KEY_A, "alpha", "100.64.0.1"), **change}
-    with pytest.raises(MalformedAnnouncement, match=reason):
-        parse_announcement(instance_name("M", KEY_A), _props(txt), ["10.0.0.5"], 51820, 0.0)
-
-
-def test_missing_key_bad_port_and_borrowed_instance_name_are_rejected() -> None:
-    txt = encode_txt("M", KEY_A, "alpha", "100.64.0.1")
-    props = _props(txt)
-    del props[b"pub"]
-    with pytest.raises(MalformedAnnouncement, match="pub"):
-        parse_announcement(instance_name("M", KEY_A), props, [], 51820, 0.0)
-    with pytest.raises(MalformedAnnouncement, match="port"):
-        parse_announcement(instance_name("M", KEY_A), _props(txt), [], 0, 0.0)
-    with pytest.raises(MalformedAnnouncement, match="instance name"):
-        parse_announcement(instance_name("M", KEY_B), _props(txt), [], 51820, 0.0)
-    props = _props(txt)
-    props[b"name"] = b"\xff\xfe"
-    with pytest.raises(MalformedAnnouncement, match="UTF-8"):
-        parse_announcement(instance_name("M", KEY_A), props, [], 51820, 0.0)
-
-
-def test_bad_local_identity_is_one_clear_error() -> None:
-    with pytest.raises(ValueError, match=r"mesh address 'x' is not an IP address"):
-        validate_identity("M", KEY_A, "alpha", "x", 51820)
-    with pytest.raises(ValueError, match="public key must be 32 bytes, got 3"):
-        validate_identity("M", b"abc", "alpha", "100.64.0.1", 51820)
-    with pytest.raises(ValueError, match="port 0"):
-        validate_identity("M", KEY_A, "alpha", "100.64.0.1", 0)
-
-
-def test_peer_views_compare_without_last_seen() -> None:
-    a = {KEY_A: LanPeer(KEY_A, "M", "a", "100.64.0.1", ["10.0.0.1"], 1, 1.0)}
-    b = {KEY_A: LanPeer(KEY_A, "M", "a", "100.64.0.1", ["10.0.0.1"], 1, 2.0)}
-    c = {KEY_A: LanPeer(KEY_A, "M", "a", "100.64.0.1", ["10.0.0.2"], 1, 1.0)}
-    assert same_peer_view(a, b) and not same_peer_view(a, c) and not same_peer_view(a, {})
-
-
-# ------------------------------------------------------------------------------------------
-# A real LAN in network namespaces
-# ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def lan():
