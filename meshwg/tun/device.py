@@ -1,9 +1,9 @@
 """The Linux TUN device: open, read batches of packets, write packets.
 
-With offloads (the default; off with offload=False) the device is
-opened with IFF_VNET_HDR and TUNSETOFFLOAD (checksum offload, TSO for IPv4 and IPv6):
-the kernel hands over TCP segments of up to 64 KiB, which are split into MTU-sized
-packets here, and takes coalesced TCP segments with a GSO header (meshwg.offload).
+With offloads (the default; off with offload=False) the device is opened with
+IFF_VNET_HDR and TUNSETOFFLOAD (checksum offload, TSO for IPv4 and IPv6): the kernel
+hands over TCP segments of up to 64 KiB, which are split into MTU-sized packets here
+(meshwg.tun.tso), and takes coalesced TCP segments with a GSO header (meshwg.tun.gro).
 Where the kernel refuses, the device runs as a plain TUN, one packet per read/write.
 """
 
@@ -16,7 +16,10 @@ import os
 import struct
 from typing import Iterator, Sequence
 
-from meshwg.tun import offload as _offload
+from meshwg.tun.gro import coalesce_packets
+from meshwg.tun.tso import OffloadError, split_frame_in_place
+from meshwg.tun.vnet import VNET_HDR_SIZE, ZERO_VNET_HDR
+from meshwg.util.errors import MeshwgError
 
 log = logging.getLogger("meshwg.tun")
 
@@ -31,10 +34,10 @@ TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 IFNAMSIZ = 16
 MAX_PACKET = 65535
-READ_SIZE = MAX_PACKET + _offload.VNET_HDR_SIZE
+READ_SIZE = MAX_PACKET + VNET_HDR_SIZE
 
 
-class TunError(Exception):
+class TunError(MeshwgError):
     """The TUN device could not be created; the message says why in one line."""
 
 
@@ -50,12 +53,11 @@ class TunDevice:
             raise TunError(f"invalid interface name {name!r} (1-15 characters, no '/' or spaces)")
         self.vnet_hdr = False        # True: every read and write carries a virtio_net_hdr
         self.stats = {"offload_errors": 0}
-        self.read_count = 0
         self._frame_buffer: bytearray | None = None
         fd, self.name = self._open(name, IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0))
         if offload:
             try:
-                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", _offload.VNET_HDR_SIZE))
+                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_SIZE))
                 fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
                 self.vnet_hdr = True
             except OSError as exc:
@@ -89,71 +91,34 @@ class TunDevice:
     def fileno(self) -> int:
         return self.fd
 
-    def read_batch(self, limit: int = 64) -> list[bytes]:
-        """Packets that are ready now (empty if none), from at most `limit` reads. With
-        offloads a read may give many MTU-sized packets (a TCP segment split here)."""
-        if self.vnet_hdr:
-            return self._read_batch_vnet(limit)
-        out = []
-        read = os.read
-        fd = self.fd
-        try:
-            for _ in range(limit):
-                out.append(read(fd, MAX_PACKET))
-        except BlockingIOError:
-            pass
-        return out
-
-    def _read_batch_vnet(self, limit: int) -> list[bytes]:
-        out: list[bytes] = []
-        read = os.read
-        fd = self.fd
-        hdr_size = _offload.VNET_HDR_SIZE
-        unpack = _offload.VNET_HDR.unpack_from
-        split = _offload.split_packet
-        for _ in range(limit):
-            try:
-                frame = read(fd, READ_SIZE)
-            except BlockingIOError:
-                break
-            if len(frame) <= hdr_size:
-                continue
-            flags, gso_type = frame[0], frame[1]
-            if not flags and not gso_type:
-                out.append(frame[hdr_size:])
-                continue
-            try:
-                out.extend(split(_offload.VnetHdr(*unpack(frame)), memoryview(frame)[hdr_size:]))
-            except (_offload.OffloadError, IndexError, struct.error):
-                self.stats["offload_errors"] += 1
-        return out
-
     def iter_packets(self, limit: int = 64) -> Iterator:
-        """Read what is ready now (at most `limit` reads) and yield its IP packets. With
-        offloads a TCP segment of up to 64 KiB is split in place (offload.split_frame_in_place):
-        each packet is a view valid only until the next is taken; read_count says how many
-        reads returned data."""
-        self.read_count = 0
+        """Read what is ready now (at most `limit` reads) and yield its IP packets, one
+        per read without offloads. With offloads a TCP segment of up to 64 KiB is split
+        in place (tso.split_frame_in_place): each packet is a view valid only until the
+        next is taken. Reads happen as the packets are taken."""
+        fd = self.fd
         if not self.vnet_hdr:
-            packets = self.read_batch(limit)
-            self.read_count = len(packets)
-            yield from packets
+            read = os.read
+            for _ in range(limit):
+                try:
+                    packet = read(fd, MAX_PACKET)
+                except BlockingIOError:
+                    return
+                yield packet
             return
         readv = os.readv
-        fd = self.fd
         buf = self._frame_buffer          # one is enough: packets are taken one by one
         if buf is None:
             buf = self._frame_buffer = bytearray(READ_SIZE)
-        split = _offload.split_frame_in_place
+        split = split_frame_in_place
         for _ in range(limit):
             try:
                 n = readv(fd, (buf,))
             except BlockingIOError:
                 return
-            self.read_count += 1
             try:
                 packets = split(buf, 0, n)
-            except (_offload.OffloadError, IndexError, struct.error):
+            except (OffloadError, IndexError, struct.error):
                 self.stats["offload_errors"] += 1
                 continue
             yield from packets
@@ -163,17 +128,13 @@ class TunDevice:
         flow are merged into one write."""
         if self.vnet_hdr:
             if len(packets) == 1:          # nothing to coalesce: header and packet as is
-                self._writev_raw((_offload.ZERO_VNET_HDR, packets[0]))
+                self._writev_raw((ZERO_VNET_HDR, packets[0]))
                 return
-            for frame in _offload.coalesce_packets(packets):
+            for frame in coalesce_packets(packets):
                 self._write_raw(frame)
         else:
             for packet in packets:
                 self._write_raw(packet)
-
-    def write(self, packet: bytes) -> None:
-        """Write one IP packet."""
-        self._write_raw(_offload.ZERO_VNET_HDR + packet if self.vnet_hdr else packet)
 
     def _write_raw(self, packet: bytes) -> None:
         try:

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from meshwg.conn.gso import UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS
 from meshwg.core.constants import MESSAGE_INITIATION
 from meshwg.core.events import EndpointChanged
 from meshwg.core.handshake import AdmittedHandshake
@@ -134,3 +135,38 @@ def test_encrypt_batch_takes_views_and_pads_through_scratch(view: bool) -> None:
     out = _datagrams(a.protocol.encrypt_batch(inputs, net.now))
     assert [len(d) % 16 for d, _ in out][:2] == [0, 0]
     assert [b.protocol.receive_datagram(d, a.address, net.now) for d, _ in out] == packets
+
+
+def test_runs_split_by_endpoint_and_size_as_udp_gso_needs() -> None:
+    """A run is one endpoint and one datagram size; a shorter datagram ends it, a longer
+    one or another endpoint starts a new one (a UDP_SEGMENT send's rules)."""
+    net = h.Network()
+    a, b, c = (net.add_node(n, i) for i, n in enumerate("abc", 1))
+    net.connect(a, b)
+    net.connect(a, c)
+    a.initiate(b)
+    a.initiate(c)
+    net.pump()
+    # IP lengths 100, 50 and 120 seal to 112 + 32, 64 + 32 and 128 + 32 bytes
+    to_b = [a.packet_to(b, bytes([i]) * n) for i, n in enumerate((80, 80, 80, 30, 80))]
+    to_c = [a.packet_to(c, bytes([i]) * n) for i, n in enumerate((80, 100))]
+    runs = a.protocol.encrypt_batch(to_b + to_c, net.now)
+    assert [(endpoint, size, -(-len(view) // size)) for view, size, endpoint in runs] == [
+        (b.address, 144, 4), (b.address, 144, 1), (c.address, 144, 1), (c.address, 160, 1)]
+    opened = [(endpoint, net.inject(net.listening[endpoint], d, a.address))
+              for d, endpoint in _datagrams(runs)]
+    assert opened == [(b.address, p) for p in to_b] + [(c.address, p) for p in to_c]
+
+
+def test_runs_keep_to_udp_gso_limits() -> None:
+    net, a, b = established()
+    tiny = [a.packet_to(b, b"") for _ in range(200)]            # 20 bytes: 64 sealed
+    runs = a.protocol.encrypt_batch(tiny, net.now, bytearray(1 << 16), UDP_GSO_MAX_BYTES,
+                                    UDP_MAX_SEGMENTS)
+    assert [len(view) // size for view, size, _ in runs] == [64, 64, 64, 8]
+    full = [a.packet_to(b, bytes([i]) * 1380) for i in range(100)]   # 1440 sealed
+    runs = a.protocol.encrypt_batch(full, net.now, bytearray(1 << 16), UDP_GSO_MAX_BYTES,
+                                    UDP_MAX_SEGMENTS)
+    assert all(len(view) <= UDP_GSO_MAX_BYTES for view, _, _ in runs)
+    opened = [b.protocol.receive_datagram(d, a.address, net.now) for d, _ in _datagrams(runs)]
+    assert opened == full

@@ -1,0 +1,52 @@
+"""meshwg.conn: the device's UDP socket sends runs (UDP GSO, or one datagram per call)
+and receives runs (UDP GRO, or one datagram per call) that split back into exactly the
+datagrams sent; the GRO segment size comes from recvmsg's cmsg. Loopback only."""
+
+from __future__ import annotations
+
+import select
+import struct
+import time
+
+import pytest
+
+from meshwg.conn.gso import SOL_UDP, UDP_GRO, gro_segment_size
+from meshwg.conn.udp import UdpSocket
+
+
+def test_gro_segment_size_from_cmsg() -> None:
+    assert gro_segment_size([(SOL_UDP, UDP_GRO, struct.pack("=i", 1452))]) == 1452
+    assert gro_segment_size([(SOL_UDP, UDP_GRO, struct.pack("=H", 1200))]) == 1200
+    assert gro_segment_size([(0, 1, b"zz")]) == 0
+    assert gro_segment_size([]) == 0
+
+
+def receive(sock: UdpSocket, count: int, timeout: float = 5.0) -> list[tuple[bytes, tuple]]:
+    """`count` datagrams from recv_runs, each run split by its size, with the source."""
+    got: list[tuple[bytes, tuple]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        left = deadline - time.monotonic()
+        assert left > 0, f"received {len(got)} of {count} datagrams"
+        select.select([sock.fileno()], [], [], left)
+        for data, size, source in sock.recv_runs():
+            got += [(data[i:i + size], source) for i in range(0, len(data), size)]
+    return got
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["gso-gro", "plain"])
+def test_runs_sent_come_back_as_the_same_datagrams(offload: bool) -> None:
+    rx, tx = UdpSocket(0, offload=offload), UdpSocket(0, offload=offload)
+    try:
+        first = [bytes([i]) * 1000 for i in range(5)] + [b"\xee" * 300]   # the last shorter
+        second = [b"\x01" * 64] * 3
+        runs = [(memoryview(b"".join(first)), 1000, ("127.0.0.1", rx.port)),
+                (b"".join(second), 64, ("127.0.0.1", rx.port)),
+                (b"\x07" * 10, 10, ("127.0.0.1", rx.port))]           # a run of one
+        tx.send_runs(runs)
+        got = receive(rx, len(first) + len(second) + 1)
+        assert [d for d, _ in got] == first + second + [b"\x07" * 10]
+        assert {source for _, source in got} == {("127.0.0.1", tx.port)}   # IPv4, unmapped
+    finally:
+        rx.close()
+        tx.close()
