@@ -9,12 +9,14 @@ Endpoints are written as meshwg.util.endpoint writes them: ``1.2.3.4:51820``,
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
 from meshwg.util.endpoint import format_endpoint, parse_endpoint
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+PARSE_CACHE = 1 << 15   # endpoints remembered by parse_published: a directory re-read is cheap
 
 
 @dataclass
@@ -61,9 +63,12 @@ def format_published(host: str, port: int, what: str = "candidate") -> str:
     return format_endpoint((str(ip), check_port(port, f"{what} {host!r}")))
 
 
+@functools.lru_cache(maxsize=PARSE_CACHE)
 def parse_published(text: str, what: str = "candidate") -> tuple[str, int]:
-    """Inverse of :func:`format_published`: (canonical IP, port). Raises ValueError."""
-    host, port = parse_endpoint(text, ip_only=True)
+    """Inverse of :func:`format_published`: (canonical IP, port). Raises ValueError.
+    Results are remembered (a member's endpoint and candidates repeat at every read of
+    the directory); failures are not."""
+    host, port = parse_endpoint(text)          # IP-only is checked once, just below
     return str(published_ip(host, f"{what} {text!r}")), port
 
 

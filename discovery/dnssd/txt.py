@@ -8,11 +8,14 @@ than one 255-byte string are split over repeated keys; the parser joins them.
 
 from __future__ import annotations
 
+import functools
 from typing import Iterable
 
 from meshwg.core.keys import KeyFormatError, decode_key, encode_key
 
-from discovery.dnssd.member import MemberRecord, format_published, is_cidr, parse_published
+from discovery.dnssd.member import (
+    PARSE_CACHE, MemberRecord, format_published, is_cidr, parse_published,
+)
 
 TXT_STRING_MAX = 255
 RESERVED_TXT_KEYS = frozenset({"txtvers", "pub", "allowed", "name", "addr", "cand", "ep"})
@@ -89,8 +92,10 @@ def parse_txt(strings: Iterable[bytes]) -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=PARSE_CACHE)
 def decode_pub(text: str) -> bytes | None:
-    """The 32-byte key of a ``pub=`` value, or None when it is not one."""
+    """The 32-byte key of a ``pub=`` value, or None when it is not one (remembered, as
+    keys repeat at every read of the directory)."""
     try:
         return decode_key(text, "pub")
     except KeyFormatError:
