@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl import bindings as sodium
 
 from meshwg.core.messages import COUNTER_NONCE
+from meshwg.util.errors import MeshwgError
 
 KEY_SIZE = 32
 TAG_SIZE = 16
@@ -25,11 +26,11 @@ _ZERO32 = bytes(32)
 _pack_nonce = COUNTER_NONCE.pack
 
 
-class DecryptionError(Exception):
+class DecryptionError(MeshwgError):
     """An AEAD tag did not verify."""
 
 
-class WeakKeyError(Exception):
+class WeakKeyError(MeshwgError):
     """A Diffie-Hellman result was all zeros (a low-order public key)."""
 
 

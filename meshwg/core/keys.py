@@ -7,12 +7,13 @@ import binascii
 import os
 
 from meshwg.core import crypto
+from meshwg.util.errors import MeshwgError
 
 KEY_SIZE = 32
 KEY_B64_LEN = 44  # base64 of 32 bytes: 43 characters and one '=' of padding
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(MeshwgError, ValueError):
     """Text that is not a base64-encoded 32-byte WireGuard key."""
 
 

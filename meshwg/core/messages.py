@@ -10,11 +10,12 @@ import struct
 from dataclasses import dataclass
 
 from meshwg.core.constants import (COOKIE_REPLY_SIZE, INITIATION_SIZE, MESSAGE_COOKIE_REPLY,
-                        MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_TRANSPORT,
-                        RESPONSE_SIZE, TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE)
+                                   MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_TRANSPORT,
+                                   RESPONSE_SIZE, TRANSPORT_HEADER_SIZE, TRANSPORT_MIN_SIZE)
+from meshwg.util.errors import MeshwgError
 
 
-class MalformedPacket(ValueError):
+class MalformedPacket(MeshwgError, ValueError):
     """A datagram that is not a well-formed WireGuard message."""
 
 

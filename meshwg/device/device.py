@@ -139,8 +139,7 @@ class Device:
             counters = self._counters()
             self._stats_written_at = time.monotonic()
         self._stats_file.publish(counters)       # at once, so `meshwg show` finds it
-        self._send(datagrams)
-        self._log(events)
+        self._deliver(datagrams, events)
         for target, label in ((self._data_loop, "data-path"),
                               (self._handshake_loop, "handshake-worker"),
                               (self._timer_loop, "timers")):
@@ -219,14 +218,12 @@ class Device:
             self._timer_wake.set()
         return datagrams, events
 
-    def _send(self, datagrams: list[tuple[bytes, Any]]) -> None:
+    def _deliver(self, datagrams: list[tuple[bytes, Any]], events: list[Event]) -> None:
+        """After the lock is released: send what _collect took, log its events."""
         udp = self.udp
-        if udp is None:
-            return
-        for datagram, endpoint in datagrams:
-            udp.send(datagram, endpoint)
-
-    def _log(self, events: list[Event]) -> None:
+        if udp is not None:
+            for datagram, endpoint in datagrams:
+                udp.send(datagram, endpoint)
         for event in events:
             if isinstance(event, HandshakeCompleted):
                 log.info("%s: handshake with %s complete", self.name, encode_key(event.public_key))
@@ -264,6 +261,7 @@ class Device:
         protocol = self.protocol
         lock = self._lock
         collect = self._collect
+        deliver = self._deliver
         monotonic = time.monotonic
         tun = self.tun
         tun_fd = tun.fileno()
@@ -304,8 +302,7 @@ class Device:
                 if runs:
                     udp.send_runs(runs)
                 if datagrams or events:
-                    self._send(datagrams)
-                    self._log(events)
+                    deliver(datagrams, events)
             if udp_ready:
                 try:
                     received = udp.recv_runs(GRO_BATCH if udp.gro else BATCH)
@@ -329,8 +326,7 @@ class Device:
                 if packets:
                     tun.write_batch(packets)
                 if datagrams or events:
-                    self._send(datagrams)
-                    self._log(events)
+                    deliver(datagrams, events)
 
     def _handshake_loop(self) -> None:
         """Admitted handshake messages, one per turn of the lock (each costs a few
@@ -346,8 +342,7 @@ class Device:
                     return
                 protocol.process_handshake(handshakes.popleft(), time.monotonic())
                 datagrams, events = self._collect()
-            self._send(datagrams)
-            self._log(events)
+            self._deliver(datagrams, events)
 
     def _timer_loop(self) -> None:
         """Fire the protocol's timers at their deadlines; publish the counters file."""
@@ -373,8 +368,7 @@ class Device:
                 # everything that changed the deadlines so far is in wake_at; a change
                 # after the lock is released sets the event again
                 self._timer_wake.clear()
-            self._send(datagrams)
-            self._log(events)
+            self._deliver(datagrams, events)
             if counters is not None:
                 self._stats_file.publish(counters)
             self._timer_wake.wait(None if wake_at == math.inf
@@ -474,8 +468,7 @@ class Device:
                 if probes and self._running:
                     p.probe(peer, probes, now)
             datagrams, events = self._collect()
-        self._send(datagrams)
-        self._log(events)
+        self._deliver(datagrams, events)
 
     def _sync_routes(self) -> None:
         if not self.manage_routes or self.tun is None:

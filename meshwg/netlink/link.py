@@ -10,11 +10,13 @@ from typing import Iterable
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from meshwg.util.errors import MeshwgError
+
 log = logging.getLogger("meshwg.netconfig")
 
 
-class NetconfigError(Exception):
-    pass
+class NetconfigError(MeshwgError):
+    """An address, route or link change the kernel refused; one line naming it."""
 
 
 def _index(ipr: IPRoute, name: str) -> int:

@@ -43,6 +43,28 @@ def _ip_header_check(packet, l4_start: int, minimum: int) -> int:
     return version
 
 
+def _template(packet, version: int, hlen: int) -> tuple[bytearray, int, int]:
+    """A copy of the headers (rewritten per segment), the IPv4 ID of the first segment
+    (0 for IPv6) and the sum of the pseudo-header's addresses."""
+    header = bytearray(packet[:hlen])
+    if version == 4:
+        return header, U16.unpack_from(header, 4)[0], _from_bytes(header[12:20], "big") % 0xFFFF
+    return header, 0, _from_bytes(header[8:40], "big") % 0xFFFF
+
+
+def _segment_ip_header(header: bytearray, version: int, l4_start: int, length: int,
+                       ip_id: int) -> None:
+    """A segment's IP length (`length` bytes in all) and, for IPv4, its ID and header
+    checksum."""
+    if version == 4:
+        pack_u16_into(header, 2, length)
+        pack_u16_into(header, 4, ip_id & 0xFFFF)
+        header[10] = header[11] = 0
+        pack_u16_into(header, 10, -ones_sum(header[:l4_start]) % 0xFFFF)
+    else:
+        pack_u16_into(header, 4, length - 40)
+
+
 def split_tcp(packet, l4_start: int, mss: int) -> list[bytes]:
     """TSO in software: cut a TCP packet into segments of at most `mss` payload bytes.
 
@@ -56,16 +78,11 @@ def split_tcp(packet, l4_start: int, mss: int) -> list[bytes]:
         raise OffloadError("bad TCP header length")
     total = len(packet)
     payload_len = total - hlen
-    header = bytearray(packet[:hlen])
+    header, ip_id0, addr_sum = _template(packet, version, hlen)
     mv = memoryview(packet)
     seq0 = U32.unpack_from(header, l4_start + 4)[0]
     flags = header[l4_start + 13]
     csum_field = l4_start + 16
-    if version == 4:
-        ip_id0 = U16.unpack_from(header, 4)[0]
-        addr_sum = _from_bytes(header[12:20], "big") % 0xFFFF
-    else:
-        addr_sum = _from_bytes(header[8:40], "big") % 0xFFFF
     addr_sum += IPPROTO_TCP + thl
     out = []
     ones = ones_sum
@@ -79,13 +96,7 @@ def split_tcp(packet, l4_start: int, mss: int) -> list[bytes]:
         seg = mv[hlen + offset:hlen + offset + mss]
         n = len(seg)
         last = offset + mss >= payload_len
-        if version == 4:
-            pack_u16_into(header, 2, hlen + n)
-            pack_u16_into(header, 4, (ip_id0 + index) & 0xFFFF)
-            header[10] = header[11] = 0
-            pack_u16_into(header, 10, -ones(header[:l4_start]) % 0xFFFF)
-        else:
-            pack_u16_into(header, 4, hlen - 40 + n)
+        _segment_ip_header(header, version, l4_start, hlen + n, ip_id0 + index)
         pack_u32_into(header, l4_start + 4, (seq0 + offset) & 0xFFFFFFFF)
         f = flags
         if not last:
@@ -108,26 +119,15 @@ def split_udp(packet, l4_start: int, size: int) -> list[bytes]:
     version = _ip_header_check(packet, l4_start, 8)
     hlen = l4_start + 8
     payload_len = len(packet) - hlen
-    header = bytearray(packet[:hlen])
+    header, ip_id0, addr_sum = _template(packet, version, hlen)
     mv = memoryview(packet)
-    if version == 4:
-        ip_id0 = U16.unpack_from(header, 4)[0]
-        addr_sum = _from_bytes(header[12:20], "big") % 0xFFFF
-    else:
-        addr_sum = _from_bytes(header[8:40], "big") % 0xFFFF
     addr_sum += IPPROTO_UDP
     out = []
     offset = index = 0
     while True:
         seg = mv[hlen + offset:hlen + offset + size]
         n = len(seg)
-        if version == 4:
-            pack_u16_into(header, 2, hlen + n)
-            pack_u16_into(header, 4, (ip_id0 + index) & 0xFFFF)
-            header[10] = header[11] = 0
-            pack_u16_into(header, 10, -ones_sum(header[:l4_start]) % 0xFFFF)
-        else:
-            pack_u16_into(header, 4, hlen - 40 + n)
+        _segment_ip_header(header, version, l4_start, hlen + n, ip_id0 + index)
         pack_u16_into(header, l4_start + 4, 8 + n)
         header[l4_start + 6] = header[l4_start + 7] = 0
         value = -(addr_sum + 8 + n + ones_sum(header[l4_start:]) + ones_sum(seg)) % 0xFFFF

@@ -215,27 +215,26 @@ class UapiServer:
 
     def handle_get(self) -> str:
         """The reply text to one get request."""
-        with self._request_lock:
-            try:
-                return format_get(self._on_get())
-            except UapiError as exc:
-                log.error("%s: get failed: %s", self.path, exc)
-                return format_errno(exc.errno)
-            except Exception:
-                log.exception("%s: get failed", self.path)
-                return format_errno(ERR_IO)
+        return self._answer("get", lambda: format_get(self._on_get()))
 
     def handle_set(self, lines: list[str]) -> str:
         """The reply text to one set request (its key=value lines)."""
+        def apply() -> str:
+            self._on_set(parse_set(lines))
+            return format_errno(0)
+        return self._answer("set", apply)
+
+    def _answer(self, what: str, work: Callable[[], str]) -> str:
+        """work()'s reply, one request at a time: a UapiError answers with its errno, any
+        other exception (an engine bug, logged with its traceback) with EIO."""
         with self._request_lock:
             try:
-                self._on_set(parse_set(lines))
-                return format_errno(0)
+                return work()
             except UapiError as exc:
-                log.warning("%s: set rejected: %s", self.path, exc)
+                log.warning("%s: %s refused: %s", self.path, what, exc)
                 return format_errno(exc.errno)
             except Exception:
-                log.exception("%s: set failed", self.path)
+                log.exception("%s: %s failed", self.path, what)
                 return format_errno(ERR_IO)
 
 
