@@ -8,7 +8,9 @@ import re
 import sys
 import time
 
-from meshwg.cli.common import PID_DIRECTORY, CliError, StopSignal, check_privileges, write_pid_file
+from meshwg.cli.common import CliError, StopSignal, check_privileges, write_pid_file
+from meshwg.core.keys import decode_key, encode_key
+from meshwg.util.endpoint import format_endpoint
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -23,7 +25,7 @@ def parse_duration(text: str) -> float:
 
 
 def _state_errors():
-    from discovery.stores.rendezvous import StateError
+    from discovery.stores.errors import StateError
     from discovery.enroll.tokens import TokenError
     return (StateError, TokenError, ValueError)
 
@@ -44,7 +46,7 @@ def cmd_rendezvous_init(args) -> int:
         raise CliError(f"rendezvous init: {exc}") from None
     info = {"state": str(args.state), "network": st.network, "address": st.address,
             "endpoint": st.endpoint, "zone": st.zone, "interface": st.interface,
-            "listen_port": st.listen_port, "public_key": _b64(st.public_key), "mesh_id": st.mesh_id}
+            "listen_port": st.listen_port, "public_key": encode_key(st.public_key), "mesh_id": st.mesh_id}
     st.close()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -75,7 +77,9 @@ def _run_in_foreground(daemon, interface: str, banner) -> int:
     pid = write_pid_file(interface)
     print(banner(), file=sys.stderr, flush=True)
     try:
-        stop.wait()
+        # no timeout: a signal's handler still runs (lock waits are interruptible on
+        # POSIX) and an idle daemon's main thread never wakes
+        stop.event.wait()
     finally:
         daemon.stop()
         _unlink(pid)
@@ -86,8 +90,8 @@ def _start(daemon) -> None:
     from meshwg.conn.udp import BindError
     from meshwg.netlink.link import NetconfigError
     from meshwg.tun.device import TunError
-    from meshwg.uapi.codec import UapiServerError
-    from discovery.enroll.service import EnrollmentError
+    from meshwg.uapi.server import UapiServerError
+    from discovery.enroll.messages import EnrollmentError
     try:
         daemon.start()
     except (TunError, BindError, NetconfigError, UapiServerError, EnrollmentError) as exc:
@@ -126,10 +130,10 @@ def cmd_members(args) -> int:
     try:
         with RendezvousState.open(args.state) as st:
             members = st.members()
-            me = {"name": "(rendezvous)", "address": st.address, "public_key": _b64(st.public_key)}
+            me = {"name": "(rendezvous)", "address": st.address, "public_key": encode_key(st.public_key)}
     except _state_errors() as exc:
         raise CliError(f"members: {exc}") from None
-    rows = [{"name": m.name, "mesh_address": m.mesh_address, "public_key": _b64(m.public_key),
+    rows = [{"name": m.name, "mesh_address": m.mesh_address, "public_key": encode_key(m.public_key),
              "joined_at": m.joined_at, "last_seen": m.last_seen,
              "host_candidates": m.host_candidates} for m in members]
     if args.json:
@@ -157,7 +161,7 @@ def cmd_remove(args) -> int:
 
 # ---------------------------------------------------------------- join / status
 def cmd_join(args) -> int:
-    from discovery.stores.rendezvous import StateError
+    from discovery.stores.errors import StateError
     from discovery.daemons.member import MemberDaemon
     state_file = os.path.join(args.state, "member.json")
     check_privileges()          # before enrolling: a single-use token is not wasted
@@ -181,9 +185,10 @@ def cmd_join(args) -> int:
 def _enroll(args) -> None:
     import socket
     from meshwg.core.crypto import generate_private_key, public_key
-    from discovery.enroll.service import EnrollmentError, EnrollmentRefused, enroll
-    from discovery.lan.netwatch import lan_addresses
-    from discovery.stores.rendezvous import MemberState
+    from discovery.enroll.messages import EnrollmentError, EnrollmentRefused
+    from discovery.enroll.transport import enroll
+    from discovery.lan.interfaces import lan_addresses
+    from discovery.stores.member import MemberState
     from discovery.enroll.tokens import TokenError, decode_token
     try:
         token = decode_token(args.token)
@@ -192,7 +197,7 @@ def _enroll(args) -> None:
     name = args.name or re.sub(r"[^a-z0-9-]", "-", socket.gethostname().lower()).strip("-")[:63] or "member"
     private = generate_private_key()            # generated here; never leaves this machine
     port = args.listen_port or 0
-    candidates = [f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}"
+    candidates = [format_endpoint((ip, port))
                   for ip, _, _ in lan_addresses(exclude=(args.interface,))] if port else []
     try:
         result = enroll(token, public_key(private), name, candidates)
@@ -207,10 +212,10 @@ def _enroll(args) -> None:
 
 
 def cmd_status(args) -> int:
-    from discovery.daemons.member import status_path
+    from discovery.daemons.member_status import STATUS_DIRECTORY, status_path
     from meshwg.uapi import client as uapi_client
     names = [args.interface] if args.interface else sorted(
-        n[:-12] for n in _listdir(PID_DIRECTORY) if n.endswith(".status.json"))
+        n[:-12] for n in _listdir(STATUS_DIRECTORY) if n.endswith(".status.json"))
     if not names:
         raise CliError("status: no running `meshwg join` found (give --interface NAME)")
     docs = []
@@ -220,10 +225,13 @@ def cmd_status(args) -> int:
                 doc = json.load(f)
         except FileNotFoundError:
             raise CliError(f"status: {name} is not a running mesh member (no {status_path(name)})") from None
-        try:    # live counters from the engine
+        for p in doc["peers"]:      # the daemon's file holds no counters: read them live
+            p.setdefault("endpoint", None)
+            p.update(rx_bytes=0, tx_bytes=0, latest_handshake=None)
+        try:
             live = {p["public_key"]: p for p in uapi_client.parse_get(uapi_client.get(name))["peers"]}
             for p in doc["peers"]:
-                hexkey = _hex(p["public_key"])
+                hexkey = decode_key(p["public_key"]).hex()
                 if hexkey in live:
                     lp = live[hexkey]
                     p["endpoint"] = lp.get("endpoint")
@@ -263,16 +271,6 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _b64(key: bytes) -> str:
-    import base64
-    return base64.b64encode(key).decode()
-
-
-def _hex(b64: str) -> str:
-    import base64
-    return base64.b64decode(b64).hex()
-
-
 # ---------------------------------------------------------------- registration
 def register(sub) -> None:
     p = sub.add_parser("rendezvous", help="create or run the rendezvous (directory) node of a mesh")
@@ -293,7 +291,9 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_rendezvous_init)
     q = rsub.add_parser("run", help="run the rendezvous in the foreground until SIGINT/SIGTERM")
     q.add_argument("--state", required=True)
-    q.add_argument("--interval", type=float, default=1.0, help="directory update interval in seconds (default 1)")
+    q.add_argument("--interval", type=float, default=1.0,
+                   help="seconds between looks for membership changes made by other commands, "
+                        "e.g. `meshwg remove` (default 1)")
     q.add_argument("--interface", help="override the interface name saved at init")
     q.add_argument("--public-dns", metavar="HOST:PORT",
                    help="also serve DNS-SD on a public address (wgsd-client compatibility; "
@@ -326,7 +326,10 @@ def register(sub) -> None:
     p.add_argument("--interface", default="meshwg0", help="interface name (default meshwg0)")
     p.add_argument("--listen-port", type=int, default=0, help="UDP port (default: chosen by the kernel)")
     p.add_argument("--name", help="member name (default: the host name)")
-    p.add_argument("--interval", type=float, default=1.0, help="directory refresh interval in seconds")
+    p.add_argument("--interval", type=float, default=1.0,
+                   help="least seconds between two directory reads (default 1); the directory is "
+                        "read when the rendezvous announces a change or its serial moved (checked "
+                        "every 15 s)")
     p.add_argument("--no-mdns", action="store_true", help="do not publish or browse on the LAN")
     p.set_defaults(func=cmd_join)
 

@@ -1,12 +1,21 @@
 """The member daemon behind `meshwg join`: a meshwg engine plus discovery.
 
 - keeps a tunnel with persistent keepalive to the rendezvous;
-- resolves the directory (DNS-SD over the tunnel) every interval and when told of a change;
+- reads the directory (DNS-SD over the tunnel) when the rendezvous sends a NOTIFY or its
+  SOA serial changed (asked every SERIAL_POLL seconds: one small query, which also keeps
+  the tunnel to the rendezvous honest), never more often than every `interval` seconds;
+  when the directory does not answer, a handshake to the rendezvous is started at once
+  (after a rendezvous restart its old session is gone) and the read retried;
 - follows members of its mesh on the LAN with mDNS, also while the rendezvous is down;
-- adds, updates and removes peers on its own engine through the control socket (`wg`'s);
-- probes candidate endpoints (discovery.paths) and prefers LAN paths;
+- adds, updates and removes peers on its own engine, in-process (Device.apply/status);
+- probes candidate endpoints (discovery.traversal.paths) and prefers LAN paths;
 - re-announces at once when its own addresses change (netlink);
-- writes a status file for `meshwg status`.
+- writes a status file for `meshwg status` when what it says changes.
+
+It is a thin loop around discovery.traversal.reconcile: it sleeps until something happens
+(an engine event, a NOTIFY, an mDNS change, an address change, the reconciler's next
+deadline, the serial poll), then reconciles and applies the update. Idle, nothing wakes it
+but the path checks every few seconds and the serial poll.
 
 Only members listed by the rendezvous become peers: mDNS is unauthenticated, so it only
 ever contributes candidate endpoints for peers we already trust, and a forged answer can at
@@ -16,45 +25,49 @@ worst cost a handshake initiation.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import os
+import socket
 import threading
 import time
+from typing import Any
 
-from meshwg.uapi import client as uapi_client
-from meshwg.conn.udp import format_endpoint
+import dns.rdatatype
+
+from meshwg.core.keys import encode_key
+from meshwg.device.api import DeviceUpdate, PeerUpdate
 from meshwg.device.device import Device
+from meshwg.util.endpoint import Endpoint, format_endpoint, parse_endpoint
 
+from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
+from discovery.daemons.engine_events import EngineEvents
+from discovery.daemons.member_status import StatusFile, status_path
 from discovery.dnssd.client import DiscoveryError, resolve_zone
-from discovery.lan.mdns import MdnsAnnouncer, MdnsBrowser, MdnsService
-from discovery.lan.netwatch import AddressWatcher, lan_addresses
+from discovery.dnssd.exchange import Server, make_query, udp_exchange
+from discovery.dnssd.names import zone_name
 from discovery.dnssd.notify import NotifyListener
-from discovery.traversal.paths import Candidates, PathManager
-from discovery.dnssd.records import MemberRecord
+from discovery.dnssd.member import MemberRecord
+from discovery.lan.announcer import MdnsAnnouncer
+from discovery.lan.browser import MdnsBrowser
+from discovery.lan.interfaces import lan_addresses
+from discovery.lan.netwatch import AddressWatcher
+from discovery.lan.service import MdnsService
+from discovery.stores.member import MemberState
+from discovery.traversal.reconcile import MemberReconciler, lan_endpoints, rendezvous_peer
 from discovery.traversal.report import REPORT_PORT_DEFAULT, ReportError, send_report
-from discovery.stores.rendezvous import MemberState
-from discovery.enroll.tokens import parse_endpoint
 
 log = logging.getLogger("meshwg.member")
 
-STATUS_DIRECTORY = "/var/run/meshwg"
-DEFAULT_INTERVAL = 1.0
-RENDEZVOUS_KEEPALIVE = 5
-MEMBER_KEEPALIVE = 10
-DIRECTORY_CACHE = "directory.json"
+DEFAULT_INTERVAL = 1.0      # seconds: the directory is read at most this often
+SERIAL_POLL = 15.0          # seconds between SOA serial checks (NOTIFY or not)
+RETRY_START = 2.0           # seconds before a failed directory read is retried; doubles
+LAN_REFRESH = 30.0          # seconds between re-reads of mDNS's cache for LAN peers that left
+                            # without a goodbye (arrivals and changes come at once)
+
+__all__ = ["MemberDaemon", "status_path", "DEFAULT_INTERVAL", "SERIAL_POLL"]
 
 
-def status_path(interface: str) -> str:
-    return os.path.join(STATUS_DIRECTORY, f"{interface}.status.json")
-
-
-def _host_prefix(address: str) -> str:
-    return f"{address}/{128 if ':' in address else 32}"
-
-
-def _resolve_host(endpoint: str) -> tuple[str, int]:
-    import socket
+def _resolve_host(endpoint: str) -> Endpoint:
+    """The rendezvous's "HOST:PORT" with the host resolved to an address (once, at start)."""
     host, port = parse_endpoint(endpoint)
     try:
         ipaddress.ip_address(host)
@@ -62,6 +75,16 @@ def _resolve_host(endpoint: str) -> tuple[str, int]:
     except ValueError:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         return info[0][4][0], port
+
+
+def directory_serial(server: Server, zone: str, timeout: float) -> int:
+    """The SOA serial of the directory's zone (it changes with every directory update).
+    Raises DiscoveryError or OSError when the server does not answer properly."""
+    response = udp_exchange(server, [make_query(zone_name(zone), dns.rdatatype.SOA)], timeout)[0]
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return rrset[0].serial
+    raise DiscoveryError(f"{zone}: the directory's answer holds no SOA record")
 
 
 class MemberDaemon:
@@ -76,22 +99,31 @@ class MemberDaemon:
         self.network = ipaddress.ip_network(self.state.network)
         self.rendezvous_key = self.state.rendezvous_public_key
         self.rendezvous_endpoint = _resolve_host(self.state.rendezvous_endpoint)
-        self.paths = PathManager()
+        self.reconciler = MemberReconciler(self.rendezvous_key)
         self.device: Device | None = None
         self.mdns_service: MdnsService | None = None
         self.announcer: MdnsAnnouncer | None = None
         self.browser: MdnsBrowser | None = None
         self.watcher: AddressWatcher | None = None
-        self.directory: dict[bytes, MemberRecord] = self._load_directory_cache()
+        self.notify_listener: NotifyListener | None = None
+        self.engine_events: EngineEvents | None = None
+        self.directory: dict[bytes, MemberRecord] = load_directory(cache_path(state_dir))
         self.directory_ok: float | None = None
         self.directory_error: str | None = None
+        self.status_file = StatusFile(status_path(interface))
         self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._addresses_changed = threading.Event()
         self._thread: threading.Thread | None = None
-        self._reported: list[str] | None = None
-        self._resolve_now = threading.Event()
-        self.notify_listener: NotifyListener | None = None
+        self._reported: list[str] | None = None     # host candidates the rendezvous has
+        # set from other threads (NOTIFY, netlink, engine events); read by the loop
+        self._resolve_wanted = True
+        self._addresses_changed = False
+        # the loop's schedule (wall-clock seconds)
+        self._resolve_at = 0.0                 # the next serial check or retry
+        self._serial: int | None = None        # of the directory read last
+        self._resolve_not_before = 0.0         # `interval` after the last read
+        self._retry = RETRY_START
+        self._engine_view: dict[bytes, Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -100,20 +132,17 @@ class MemberDaemon:
                              addresses=[f"{st.address}/{self.network.prefixlen}"], manage_routes=False)
         self.device.start()
         try:
-            uapi_client.set_(self.interface, [
-                f"public_key={self.rendezvous_key.hex()}",
-                f"endpoint={format_endpoint(self.rendezvous_endpoint)}",
-                "replace_allowed_ips=true",
-                f"allowed_ip={_host_prefix(st.dns_address)}",
-                f"persistent_keepalive_interval={RENDEZVOUS_KEEPALIVE}",
-            ])
+            self.device.apply(DeviceUpdate(peers=[
+                rendezvous_peer(self.rendezvous_key, self.rendezvous_endpoint, st.dns_address)]))
             self._refresh_local_networks()
             if self.use_mdns:
                 self._start_mdns()
             self.watcher = AddressWatcher(self._on_address_change).start()
             self.notify_listener = NotifyListener(st.address, st.zone, st.dns_address,
                                                   self._on_directory_notify).start()
-            self._apply_directory(now=time.time())   # cached directory: links before the rendezvous answers
+            self.engine_events = EngineEvents(self.device, self._on_engine_events,
+                                              name="member-events").start()
+            self._reconcile(time.time())   # cached directory: links before the rendezvous answers
         except BaseException:
             self.stop()
             raise
@@ -131,7 +160,8 @@ class MemberDaemon:
             self.announcer.start()
             self.browser = MdnsBrowser(self.state.mesh_id, self.state.public_key,
                                        on_change=lambda peers: self._wake.set(),
-                                       service=self.mdns_service)
+                                       service=self.mdns_service,
+                                       refresh_interval=LAN_REFRESH)
             self.browser.start()
         except Exception as exc:   # no multicast-capable interface, etc.: keep going without LAN discovery
             log.warning("mDNS unavailable (%s); LAN discovery disabled", exc)
@@ -142,6 +172,8 @@ class MemberDaemon:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.engine_events is not None:
+            self.engine_events.stop()
         for part in (self.notify_listener, self.watcher, self.browser, self.announcer):
             if part is not None:
                 try:
@@ -151,222 +183,174 @@ class MemberDaemon:
         if self.device is not None:
             self.device.stop()
             self.device = None
-        try:
-            os.unlink(status_path(self.interface))
-        except FileNotFoundError:
-            pass
+        self.status_file.remove()
 
-    # ------------------------------------------------------------------ events
+    # ------------------------------------------------------------------ events (other threads)
     def _on_directory_notify(self) -> None:
-        self._resolve_now.set()
+        self._resolve_wanted = True
         self._wake.set()
 
     def _on_address_change(self) -> None:
-        self._addresses_changed.set()
+        self._addresses_changed = True
         self._wake.set()
 
-    def _refresh_local_networks(self) -> list[tuple[str, object, str]]:
-        addrs = lan_addresses(exclude=(self.interface,))
-        self.paths.set_local_networks([net for _, net, _ in addrs])
-        return addrs
-
-    def host_candidates(self) -> list[str]:
-        port = self.device.listen_port
-        return [format_endpoint((ip, port)) for ip, _, _ in self._refresh_local_networks()]
+    def _on_engine_events(self, events: list) -> None:
+        # a (new) session with the rendezvous after failed reads: the directory is back
+        if self.directory_error and any(ev.public_key == self.rendezvous_key for ev in events):
+            self._resolve_wanted = True
+        self._wake.set()
 
     # ------------------------------------------------------------------ main loop
     def _loop(self) -> None:
-        next_resolve = 0.0
         while not self._stopping.is_set():
-            now = time.time()
+            self._wake.clear()
+            deadline = None
             try:
-                if self._addresses_changed.is_set():
-                    self._addresses_changed.clear()
-                    self._handle_own_address_change()
-                if now >= next_resolve or self._resolve_now.is_set():
-                    self._resolve_now.clear()
-                    self._report_candidates()
-                    self._resolve_directory()
-                    # a large directory (10,000 members take ~0.5 s) is not re-read back to back
-                    next_resolve = now + max(self.interval, 3 * (time.time() - now))
-                self._apply_directory(now)
-                self._probe(now)
-                self._write_status(now)
-            except uapi_client.ControlError as exc:
-                log.warning("control socket: %s", exc)
+                deadline = self._step(time.time())
             except Exception:
                 log.exception("member loop iteration failed")
-            self._wake.wait(min(self.interval, 0.5))
-            self._wake.clear()
+                deadline = time.time() + 1.0
+            if self._stopping.is_set():
+                break
+            self._wake.wait(None if deadline is None else max(0.0, deadline - time.time()))
 
-    def _handle_own_address_change(self) -> None:
+    def _step(self, now: float) -> float | None:
+        """One round: own address changes, the directory if due, reconcile. Returns when
+        the next round is due at the latest (events come earlier)."""
+        if self._addresses_changed:
+            self._addresses_changed = False
+            self._handle_own_address_change(now)
+        if (self._resolve_wanted or now >= self._resolve_at) and now >= self._resolve_not_before:
+            self._read_directory(now)
+        next_deadline = self._reconcile(now)
+        times = [self._resolve_at]
+        if self._resolve_wanted:
+            times.append(self._resolve_not_before)
+        if next_deadline is not None:
+            times.append(next_deadline)
+        return min(times)
+
+    def _read_directory(self, now: float) -> None:
+        """Ask the serial; read the whole directory when told to, when the serial moved or
+        after a failure. Schedules the next check (a retry with backoff after a failure,
+        with a handshake to the rendezvous to replace a session it may have lost)."""
+        told, self._resolve_wanted = self._resolve_wanted, False
+        self._report_candidates()
+        server = (self.state.dns_address, self.state.dns_port)
+        try:
+            serial = directory_serial(server, self.state.zone, timeout=1.0)
+        except (DiscoveryError, OSError) as exc:
+            self.directory_error = str(exc)
+        else:
+            if told or serial != self._serial or self.directory_error is not None:
+                if self._resolve_directory():
+                    self._serial = serial
+            else:
+                self.directory_error = None
+        done = time.time()
+        # a large directory (10,000 members take ~0.5 s) is not re-read back to back
+        self._resolve_not_before = now + max(self.interval, 3 * (done - now))
+        if self.directory_error is None:
+            self._retry = RETRY_START
+            self._resolve_at = done + SERIAL_POLL
+            return
+        self._resolve_at = done + self._retry
+        self._retry = min(SERIAL_POLL, self._retry * 2)
+        self.device.apply(DeviceUpdate(peers=[PeerUpdate(
+            public_key=self.rendezvous_key, update_only=True,
+            probe_endpoints=[self.rendezvous_endpoint])]))
+
+    def _reconcile(self, now: float) -> float | None:
+        """Apply what the reconciler decides; write the status file if it changed."""
+        lan = {key: lan_endpoints(peer.addresses, peer.port)
+               for key, peer in (self.browser.peers() if self.browser is not None else {}).items()}
+        status = self.device.status()
+        plan = self.reconciler.reconcile(self.directory, lan, status, now)
+        if plan.update.peers:
+            self.device.apply(plan.update)
+        self._engine_view = {peer.public_key: peer for peer in status.peers}
+        try:
+            self.status_file.write(self.status(now))
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.status_file.path, exc)
+        return plan.next_deadline
+
+    def _refresh_local_networks(self) -> list[tuple[str, object, str]]:
+        addrs = lan_addresses(exclude=(self.interface,))
+        self.reconciler.paths.set_local_networks([net for _, net, _ in addrs])
+        return addrs
+
+    def _handle_own_address_change(self, now: float) -> None:
         log.info("own addresses changed: re-announcing")
         if self.announcer is not None:
             try:
                 self.announcer.update_addresses()
             except Exception:
                 log.exception("mDNS re-announce failed")
-        self._reported = None      # report new host candidates to the rendezvous now
+        self._refresh_local_networks()
+        self._reported = None          # report the new host candidates to the rendezvous now
+        self._resolve_wanted = True
         # let every peer (and the rendezvous) see our new source address at once
-        lines = [f"public_key={self.rendezvous_key.hex()}",
-                 f"probe_endpoint={format_endpoint(self.rendezvous_endpoint)}"]
-        now = time.time()
-        for key, path in self.paths.peers.items():
-            if path.endpoint is not None:
-                lines += [f"public_key={key.hex()}", "update_only=true",
-                          f"probe_endpoint={format_endpoint(path.endpoint)}"]
-            self.paths.path_may_have_moved(key, now)
-        uapi_client.set_(self.interface, lines)
+        self.device.apply(self.reconciler.own_addresses_changed(self.rendezvous_endpoint, now))
 
     def _report_candidates(self) -> None:
-        candidates = self.host_candidates()
-        if candidates == self._reported:
+        if self._reported is not None:
             return
+        port = self.device.listen_port
+        candidates = [format_endpoint((ip, port)) for ip, _, _ in self._refresh_local_networks()]
         try:
             send_report(self.state.dns_address, REPORT_PORT_DEFAULT, candidates, timeout=2.0)
             self._reported = candidates
         except ReportError as exc:
             log.debug("%s", exc)
 
-    def _resolve_directory(self) -> None:
+    def _resolve_directory(self) -> bool:
+        """Read the whole directory; False (and directory_error set) when that failed."""
         try:
             records = resolve_zone((self.state.dns_address, self.state.dns_port), self.state.zone,
                                    timeout=1.0)
         except (DiscoveryError, OSError) as exc:
             self.directory_error = str(exc)
-            return
+            return False
         self.directory_error = None
         self.directory_ok = time.time()
         own = self.state.public_key
         fresh = {r.public_key: r for r in records if r.public_key != own}
-        if set(fresh) != set(self.directory) or any(
-                fresh[k].endpoint != self.directory[k].endpoint for k in fresh):
-            self._save_directory_cache(fresh)
+        if fresh != self.directory:
+            try:
+                save_directory(cache_path(self.state_dir), fresh)
+            except OSError as exc:
+                log.warning("cannot save the directory cache: %s", exc)
         self.directory = fresh
-
-    def _lan_peers(self) -> dict:
-        return self.browser.peers() if self.browser is not None else {}
-
-    def _apply_directory(self, now: float) -> None:
-        """Make the engine's peers equal to the directory; feed the path manager."""
-        lan = self._lan_peers()
-        dev = uapi_client.parse_get(uapi_client.get(self.interface))
-        have = {bytes.fromhex(p["public_key"]): p for p in dev["peers"]}
-        lines: list[str] = []
-        for key in list(have):
-            if key != self.rendezvous_key and key not in self.directory:
-                lines += [f"public_key={key.hex()}", "remove=true"]
-                self.paths.forget(key)
-        for key, rec in self.directory.items():
-            allowed = _host_prefix(rec.mesh_address) if rec.mesh_address else None
-            peer = have.get(key)
-            if peer is None or (allowed and peer["allowed_ips"] != [allowed]):
-                lines += [f"public_key={key.hex()}", f"persistent_keepalive_interval={MEMBER_KEEPALIVE}",
-                          "replace_allowed_ips=true"] + ([f"allowed_ip={allowed}"] if allowed else [])
-            lan_peer = lan.get(key)
-            lan_eps = []
-            if lan_peer is not None:
-                for addr in lan_peer.addresses:
-                    if "%" in addr:
-                        continue
-                    lan_eps.append((addr, lan_peer.port))
-            self.paths.update_candidates(key, Candidates(lan=lan_eps, reflexive=rec.endpoint,
-                                                         host=list(rec.host_candidates)), now)
-        if lines:
-            uapi_client.set_(self.interface, lines)
-            dev = uapi_client.parse_get(uapi_client.get(self.interface))
-            have = {bytes.fromhex(p["public_key"]): p for p in dev["peers"]}
-        self._engine = have
-        for key in self.directory:
-            p = have.get(key)
-            if p is None:
-                continue
-            endpoint = parse_endpoint(p["endpoint"]) if p.get("endpoint") else None
-            self.paths.observe(key, endpoint, int(p.get("last_handshake_time_sec", 0)) or None,
-                               int(p.get("rx_bytes", 0)), now)
-
-    def _probe(self, now: float) -> None:
-        due = self.paths.probes_due(now)
-        if not due:
-            return
-        lines = []
-        for key, endpoints in due.items():
-            lines += [f"public_key={key.hex()}", "update_only=true"]
-            lines += [f"probe_endpoint={format_endpoint(ep)}" for ep in endpoints]
-        uapi_client.set_(self.interface, lines)
+        return True
 
     # ------------------------------------------------------------------ status
     def status(self, now: float | None = None) -> dict:
+        """What `meshwg status` shows, as of `now`: this member, the directory's health and
+        one row per peer (the rendezvous first). Live counters are the CLI's to add."""
         now = now or time.time()
         st = self.state
-        peers = []
-        have = getattr(self, "_engine", {})
-        rdv = have.get(self.rendezvous_key, {})
-        peers.append({
-            "name": "rendezvous", "public_key": _b64(self.rendezvous_key), "mesh_address": st.dns_address,
-            "endpoint": rdv.get("endpoint"), "path": "rendezvous",
-            "reason": self.directory_error or "directory reachable",
-            "latest_handshake": int(rdv.get("last_handshake_time_sec", 0)) or None,
-            "rx_bytes": int(rdv.get("rx_bytes", 0)), "tx_bytes": int(rdv.get("tx_bytes", 0)),
-        })
+        engine = self._engine_view
+        rdv = engine.get(self.rendezvous_key)
+        peers: list[dict[str, Any]] = [{
+            "name": "rendezvous", "public_key": encode_key(self.rendezvous_key),
+            "mesh_address": st.dns_address,
+            "endpoint": format_endpoint(rdv.endpoint) if rdv and rdv.endpoint else None,
+            "path": "rendezvous", "reason": self.directory_error or "directory reachable",
+        }]
         for key, rec in sorted(self.directory.items(), key=lambda kv: kv[1].name):
-            p = have.get(key, {})
-            path, reason = self.paths.describe(key, now)
+            peer = engine.get(key)
+            path, reason = self.reconciler.paths.describe(key, now)
             peers.append({
-                "name": rec.name, "public_key": _b64(key), "mesh_address": rec.mesh_address,
-                "endpoint": p.get("endpoint"), "path": path, "reason": reason,
-                "latest_handshake": int(p.get("last_handshake_time_sec", 0)) or None,
-                "rx_bytes": int(p.get("rx_bytes", 0)), "tx_bytes": int(p.get("tx_bytes", 0)),
+                "name": rec.name, "public_key": encode_key(key), "mesh_address": rec.mesh_address,
+                "endpoint": format_endpoint(peer.endpoint) if peer and peer.endpoint else None,
+                "path": path, "reason": reason,
             })
         return {
             "interface": self.interface,
-            "self": {"name": st.name, "mesh_address": st.address, "public_key": _b64(st.public_key),
+            "self": {"name": st.name, "mesh_address": st.address, "public_key": encode_key(st.public_key),
                      "listen_port": self.device.listen_port if self.device else None,
                      "mesh_id": st.mesh_id, "network": st.network},
             "directory": {"ok_at": self.directory_ok, "error": self.directory_error},
             "peers": peers,
-            "updated_at": now,
         }
-
-    def _write_status(self, now: float) -> None:
-        os.makedirs(STATUS_DIRECTORY, mode=0o755, exist_ok=True)
-        path = status_path(self.interface)
-        tmp = f"{path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.status(now), f, indent=1)
-        os.replace(tmp, path)
-
-    # ------------------------------------------------------------------ directory cache
-    def _load_directory_cache(self) -> dict[bytes, MemberRecord]:
-        path = os.path.join(self.state_dir, DIRECTORY_CACHE)
-        try:
-            with open(path) as f:
-                doc = json.load(f)
-            out = {}
-            for item in doc:
-                key = bytes.fromhex(item["public_key"])
-                out[key] = MemberRecord(public_key=key,
-                                        endpoint=tuple(item["endpoint"]) if item.get("endpoint") else None,
-                                        allowed_ips=item.get("allowed_ips", []), name=item.get("name", ""),
-                                        mesh_address=item.get("mesh_address", ""),
-                                        host_candidates=[tuple(c) for c in item.get("host_candidates", [])])
-            return out
-        except (OSError, ValueError, KeyError, TypeError):
-            return {}
-
-    def _save_directory_cache(self, records: dict[bytes, MemberRecord]) -> None:
-        path = os.path.join(self.state_dir, DIRECTORY_CACHE)
-        doc = [{"public_key": k.hex(), "endpoint": list(r.endpoint) if r.endpoint else None,
-                "allowed_ips": r.allowed_ips, "name": r.name, "mesh_address": r.mesh_address,
-                "host_candidates": [list(c) for c in r.host_candidates]} for k, r in records.items()]
-        tmp = f"{path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
-
-
-def _b64(key: bytes) -> str:
-    import base64
-    return base64.b64encode(key).decode()

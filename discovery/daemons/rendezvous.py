@@ -1,11 +1,16 @@
 """The rendezvous daemon: a meshwg node whose peers are the members.
 
 WireGuard roaming keeps its view of each member's endpoint equal to that member's current
-NAT mapping; it serves that view as DNS-SD (wgsd's layout, discovery.records) on its mesh
-address, admits new members over the enrollment service, and keeps its engine's peers equal
-to the membership in the state directory (so `meshwg remove`, run by another process, takes
-effect within one update interval). Peers are driven through the control socket, as `wg`
-would.
+NAT mapping; it serves that view as DNS-SD (wgsd's layout, discovery.dnssd.zone) on its
+mesh address, admits new members over the enrollment service, and keeps its engine's
+peers equal to the membership in the state directory.
+
+It drives its engine in-process (Device.apply/status) and reacts to it: when a member's
+endpoint changes (the engine's EndpointChanged and HandshakeCompleted events) the new
+endpoint is published and every member told by NOTIFY at once. The membership is re-read
+when this process changed it (enrollment, candidate reports) and when another process did
+(`meshwg remove`: a look at the store's data version every `interval` seconds, a few
+microseconds), with a full sync every SAFETY_POLL seconds besides.
 """
 
 from __future__ import annotations
@@ -13,43 +18,29 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+import time
+from typing import Any
 
-from meshwg.uapi import client as uapi_client
+from meshwg.device.api import DeviceUpdate
 from meshwg.device.device import Device
+from meshwg.util.endpoint import Endpoint, parse_endpoint
 
-from discovery.dnssd.server import DnsServer
-from discovery.enroll.service import EnrollmentServer
-from discovery.dnssd.records import Directory, MemberRecord
+from discovery.daemons.engine_events import EngineEvents
+from discovery.daemons.storewatch import StoreWatch
 from discovery.dnssd.notify import Notifier
+from discovery.dnssd.member import MemberRecord
+from discovery.dnssd.zone import Directory
+from discovery.dnssd.server import DnsServer
+from discovery.enroll.transport import EnrollmentServer
+from discovery.stores.errors import StateError
+from discovery.stores.rendezvous import DB_NAME, RendezvousState
+from discovery.traversal.reconcile import directory_records, rendezvous_peer_updates
 from discovery.traversal.report import REPORT_PORT_DEFAULT, CandidateReportServer
-from discovery.stores.rendezvous import RendezvousState
-from discovery.enroll.tokens import parse_endpoint
 
 log = logging.getLogger("meshwg.rendezvous")
 
-DEFAULT_INTERVAL = 1.0
-
-
-def _endpoint_from_uapi(text: str | None) -> tuple[str, int] | None:
-    if not text or text == "(none)":
-        return None
-    try:
-        host, port = parse_endpoint(text)
-    except ValueError:
-        return None
-    if "%" in host:          # a scoped link-local address means nothing to other members
-        return None
-    return host, port
-
-
-def _parse_candidates(items: list[str]) -> list[tuple[str, int]]:
-    out = []
-    for item in items:
-        try:
-            out.append(parse_endpoint(item))
-        except ValueError:
-            continue
-    return out
+DEFAULT_INTERVAL = 1.0      # seconds between looks for membership changes by other processes
+SAFETY_POLL = 30.0          # seconds between full syncs of engine, membership and directory
 
 
 class RendezvousDaemon:
@@ -63,11 +54,18 @@ class RendezvousDaemon:
         self.directory = Directory(self.state.zone)
         self.device: Device | None = None
         self.servers: list = []
+        self.notifier: Notifier | None = None
+        self.engine_events: EngineEvents | None = None
+        self.store_watch = StoreWatch(self.state.state_dir / DB_NAME)
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._published: list[MemberRecord] | None = None
-        self.notifier: Notifier | None = None
+        self._members: list = []                     # the membership as last read
+        self._endpoints: dict[bytes, Endpoint | None] = {}   # the engine's view, by key
+        self._lock = threading.Lock()                # guards _events and _resync
+        self._events: list = []
+        self._resync = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -77,6 +75,8 @@ class RendezvousDaemon:
         self.device.start()
         try:
             self.notifier = Notifier(st.zone, st.address)
+            self.engine_events = EngineEvents(self.device, self._on_engine_events,
+                                              name="rendezvous-events").start()
             self.sync_once()
             dns = DnsServer(self.directory, st.address, st.dns_port).start()
             self.servers.append(dns)
@@ -85,7 +85,8 @@ class RendezvousDaemon:
                 self.servers.append(DnsServer(self.directory, host, port).start())
             self.servers.append(EnrollmentServer(st, "::", st.enroll_port,
                                                  on_member_added=self._member_added).start())
-            self.servers.append(CandidateReportServer(st.address, REPORT_PORT_DEFAULT, self._candidates_reported).start())
+            self.servers.append(CandidateReportServer(st.address, REPORT_PORT_DEFAULT,
+                                                      self._candidates_reported).start())
         except BaseException:
             self.stop()
             raise
@@ -99,6 +100,8 @@ class RendezvousDaemon:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.engine_events is not None:
+            self.engine_events.stop()
         for server in reversed(self.servers):
             try:
                 server.stop()
@@ -110,65 +113,95 @@ class RendezvousDaemon:
         if self.device is not None:
             self.device.stop()
             self.device = None
+        self.store_watch.close()
         self.state.close()
 
-    # ------------------------------------------------------------------ callbacks
+    # ------------------------------------------------------------------ callbacks (other threads)
     def _member_added(self, member) -> None:
         log.info("enrolled %s (%s)", member.name, member.mesh_address)
-        self._wake.set()
+        self._request_sync()
 
     def _candidates_reported(self, source_ip: str, candidates: list[str]) -> None:
         member = self.state.find_member(source_ip)
         if member is None:
             log.info("candidate report from %s, which is no member: ignored", source_ip)
             return
-        self.state.update_candidates(member.public_key, candidates)
+        try:
+            self.state.update_candidates(member.public_key, candidates)
+        except StateError as exc:      # revoked meanwhile, or a candidate the store refuses
+            log.info("candidate report from %s: %s", source_ip, exc)
+            return
+        self._request_sync()
+
+    def _request_sync(self) -> None:
+        with self._lock:
+            self._resync = True
         self._wake.set()
 
-    # ------------------------------------------------------------------ sync
+    def _on_engine_events(self, events: list) -> None:
+        with self._lock:
+            self._events.extend(events)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ loop
     def _loop(self) -> None:
+        next_sync = time.monotonic() + SAFETY_POLL
         while not self._stopping.is_set():
-            self._wake.wait(self.interval)
             self._wake.clear()
-            if self._stopping.is_set():
-                break
             try:
-                self.sync_once()
+                with self._lock:
+                    resync, self._resync = self._resync, False
+                if resync or self.store_watch.changed() or time.monotonic() >= next_sync:
+                    self.sync_once()
+                    next_sync = time.monotonic() + SAFETY_POLL
+                else:
+                    self._apply_events()
             except Exception:
                 log.exception("directory update failed")
+            self._wake.wait(min(self.interval, max(0.0, next_sync - time.monotonic())))
+
+    def _take_events(self) -> list:
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def _apply_events(self) -> None:
+        """Members' new endpoints from the engine's events, published if they changed."""
+        members = {m.public_key for m in self._members}
+        changed = False
+        for event in self._take_events():
+            endpoint: Any = event.endpoint
+            if endpoint is None or event.public_key not in members:
+                continue
+            if self._endpoints.get(event.public_key) != endpoint:
+                self._endpoints[event.public_key] = endpoint
+                changed = True
+        if changed:
+            self._publish()
 
     def sync_once(self) -> None:
         """Make the engine's peers equal to the membership, then publish the directory."""
+        self._take_events()     # older than the status read below; later ones come in order
         members = self.state.members()
-        wanted = {m.public_key: m for m in members}
-        device = uapi_client.parse_get(uapi_client.get(self.interface))
-        have = {bytes.fromhex(p["public_key"]): p for p in device["peers"]}
-        lines: list[str] = []
-        for key in have.keys() - wanted.keys():
-            lines += [f"public_key={key.hex()}", "remove=true"]
-        for key, m in wanted.items():
-            allowed = f"{m.mesh_address}/{32 if ':' not in m.mesh_address else 128}"
-            peer = have.get(key)
-            if peer is None or peer["allowed_ips"] != [allowed]:
-                lines += [f"public_key={key.hex()}", "replace_allowed_ips=true", f"allowed_ip={allowed}"]
-        if lines:
-            uapi_client.set_(self.interface, lines)
-            device = uapi_client.parse_get(uapi_client.get(self.interface))
-            have = {bytes.fromhex(p["public_key"]): p for p in device["peers"]}
-        records = []
-        for key, m in wanted.items():
-            peer = have.get(key, {})
-            records.append(MemberRecord(
-                public_key=key, endpoint=_endpoint_from_uapi(peer.get("endpoint")),
-                allowed_ips=[f"{m.mesh_address}/{32 if ':' not in m.mesh_address else 128}"],
-                name=m.name, mesh_address=m.mesh_address,
-                host_candidates=_parse_candidates(m.host_candidates)))
+        status = self.device.status()
+        engine = {peer.public_key: peer for peer in status.peers}
+        updates = rendezvous_peer_updates(members, engine)
+        if updates:
+            self.device.apply(DeviceUpdate(peers=updates))
+            engine = {peer.public_key: peer for peer in self.device.status().peers}
+        self._members = members
+        self._endpoints = {key: peer.endpoint for key, peer in engine.items()}
+        self._publish()
+
+    def _publish(self) -> None:
+        """Serve the directory as the membership and endpoints say; NOTIFY the members
+        when it changed."""
+        records = directory_records(self._members, self._endpoints)
         if records == self._published:
             return                      # nothing changed: keep the serial, tell nobody
         self._published = records
         try:
             self.directory.set_members(records)
-            self._notify_members(wanted.values())
         except ValueError as exc:       # one bad record must not freeze the directory
             log.warning("directory update: %s; publishing the members without it", exc)
             good = []
@@ -179,10 +212,9 @@ class RendezvousDaemon:
                 except ValueError:
                     pass
             self.directory.set_members(good)
-            self._notify_members(wanted.values())
+        self._notify_members()
 
-    def _notify_members(self, members) -> None:
+    def _notify_members(self) -> None:
         """DNS NOTIFY to every member: re-read the directory now (inside the tunnel)."""
         if self.notifier is not None:
-            self.notifier.notify(m.mesh_address for m in members)
-
+            self.notifier.notify(m.mesh_address for m in self._members)

@@ -29,7 +29,7 @@ BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
 UPGRADE_INTERVAL = 10.0
 GIVE_UP_REPORT_AFTER = 10.0   # after this long without an answer, status explains why
-OBSERVE_FRACTION = 5          # a working path is looked at every silence_timeout / 5
+OBSERVE_FRACTION = 2.5        # a working path is looked at every silence_timeout / 2.5
 
 Endpoint = tuple[str, int]
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol
 
 from meshwg.device.api import DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate
-from meshwg.util.endpoint import Endpoint, EndpointError, host_prefix, parse_endpoint
+from meshwg.util.endpoint import Endpoint, host_prefix
 
-from discovery.dnssd.records import MemberRecord
+from discovery.dnssd.member import MemberRecord, parse_published, published_ip
 from discovery.traversal.paths import Candidates, PathManager
 
 RENDEZVOUS_KEEPALIVE = 5    # seconds: a member keeps its NAT mapping to the rendezvous open
@@ -63,20 +63,23 @@ def lan_endpoints(addresses: Iterable[str], port: int) -> list[Endpoint]:
 
 
 def publishable_endpoint(endpoint: Endpoint | None) -> Endpoint | None:
-    """An engine's endpoint for a member as the directory publishes it: a scoped
-    link-local address means nothing to other members (None)."""
-    if endpoint is None or "%" in endpoint[0]:
+    """An engine's endpoint for a member as the directory publishes it (canonical IP); a
+    scoped link-local address means nothing to other members (None)."""
+    if endpoint is None:
         return None
-    return endpoint
+    try:
+        return str(published_ip(endpoint[0], "endpoint")), endpoint[1]
+    except ValueError:
+        return None
 
 
 def candidate_endpoints(items: Iterable[str]) -> list[Endpoint]:
-    """Stored "IP:port" host candidates as endpoints; malformed ones are skipped."""
+    """Stored "IP:port" host candidates as publishable endpoints; others are skipped."""
     out = []
     for item in items:
         try:
-            out.append(parse_endpoint(item, ip_only=True))
-        except EndpointError:
+            out.append(parse_published(item))
+        except ValueError:
             continue
     return out
 

@@ -14,9 +14,11 @@ import socket
 import time
 from typing import Any, Callable
 
-from meshwg.util.endpoint import format_endpoint, parse_endpoint
+from meshwg.util.endpoint import format_endpoint
 from meshwg.util.errors import MeshwgError
 from meshwg.util.service import Service
+
+from discovery.dnssd.member import parse_published
 
 log = logging.getLogger("meshwg.report")
 
@@ -32,15 +34,15 @@ class ReportError(MeshwgError):
 
 def parse_candidates(items: Any) -> list[str]:
     """Validate a report's list of "IP:port" / "[IPv6]:port" strings (at most
-    MAX_CANDIDATES, IP literals only) -> the same endpoints in canonical text. Raises
-    ValueError (EndpointError) naming the bad item."""
+    MAX_CANDIDATES, publishable IP literals only) -> the same endpoints in canonical text.
+    Raises ValueError naming the bad item."""
     if not isinstance(items, list) or len(items) > MAX_CANDIDATES:
         raise ValueError(f"candidates must be a list of at most {MAX_CANDIDATES} endpoints")
     out = []
     for item in items:
         if not isinstance(item, str):
             raise ValueError(f"candidate {item!r} is not a string")
-        out.append(format_endpoint(parse_endpoint(item, ip_only=True)))
+        out.append(format_endpoint(parse_published(item)))
     return out
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import ipaddress
 
 from meshwg.device.api import DeviceStatus, PeerStatus
-from discovery.dnssd.records import MemberRecord
+from discovery.dnssd.member import MemberRecord
 from discovery.stores.rendezvous import Member
-from discovery.traversal.paths import BACKOFF_START, PathManager, REJECT_AFTER_TIME
+from discovery.traversal.paths import BACKOFF_START, OBSERVE_FRACTION, PathManager, REJECT_AFTER_TIME
 from discovery.traversal.reconcile import (MEMBER_KEEPALIVE, MemberReconciler, directory_records,
                                            lan_endpoints, member_peer_updates, candidate_endpoints,
                                            publishable_endpoint, rendezvous_peer,
@@ -130,7 +130,7 @@ def test_silent_path_is_probed_when_the_deadline_comes():
         plan = r.reconcile(directory, {}, st, now=now)
         probes = [u for u in plan.update.peers if u.probe_endpoints]
     assert probes and probes[0].probe_endpoints == [A_REFLEXIVE]
-    assert 26 <= now <= 1 + 25 + 25 / 5 + 1e-9, now   # within one look of the silence timeout
+    assert 26 <= now <= 1 + 25 + 25 / OBSERVE_FRACTION + 1e-9, now   # within one look
     assert "silent" in r.paths.describe(A, now)[1]
 
 
@@ -221,4 +221,4 @@ def test_directory_records_carry_engine_endpoints_and_valid_candidates():
 def test_helpers():
     assert publishable_endpoint(None) is None
     assert publishable_endpoint(("198.18.1.1", 40001)) == ("198.18.1.1", 40001)
-    assert candidate_endpoints(["1.2.3.4:5", "host:5", "1.2.3.4:0"]) == [("1.2.3.4", 5)]
+    assert candidate_endpoints(["1.2.3.4:5", "host:5", "1.2.3.4:0", "[fe80::1%eth0]:5"]) == [("1.2.3.4", 5)]
