@@ -36,7 +36,7 @@ def measure_handshakes_per_second(n: int = 2000) -> dict:
     start = time.process_time()
     wall = time.perf_counter()
     for packet, source in initiations:
-        responder.receive_handshake(packet, source, 2.0)
+        responder.receive_datagram(packet, source, 2.0)
     cpu = time.process_time() - start
     elapsed = time.perf_counter() - wall
     responses = [d for d, _ in responder.take_datagrams() if d[0] == 2]

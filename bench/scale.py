@@ -8,7 +8,7 @@ driven directly with packets and a virtual clock. For each peer count it reports
   transport keypair (an established session) each
 - UAPI set (parse + apply of all peers) and get (Device.status + format_get) times
 - per-packet time of the allowed-IP lookup, the keypair index lookup, encrypt_packets
-  (TUN -> UDP, batches of 64, destinations spread over every peer) and receive_transport
+  (TUN -> UDP, batches of 64, destinations spread over every peer) and receive_datagram
 - next_deadline() and tick() per call with every peer holding a 25 s persistent
   keepalive, and the timer thread's CPU share when driven like Device._timer_loop
 
@@ -153,7 +153,7 @@ def measure(n: int, rng: random.Random) -> dict[str, float]:
     datagrams = [d for d, _ in sealed]
     endpoints = {kp.local_index: kp.peer.endpoint for kp in p.keypairs_by_index.values()}
     sources = [endpoints[int.from_bytes(d[4:8], "little")] for d in datagrams]
-    receive = p.receive_transport
+    receive = p.receive_datagram
     start = time.perf_counter()
     opened = sum(receive(d, s, now) is not None for d, s in zip(datagrams, sources))
     row["receive_us_per_packet"] = (time.perf_counter() - start) / len(datagrams) * 1e6
@@ -178,7 +178,9 @@ def timer_loop(p, start: float, seconds: float) -> dict[str, float]:
     cpu = time.process_time()
     while now < start + seconds:
         deadline = p.next_deadline()
-        now += 0.25 if deadline is None else min(0.25, max(0.005, deadline - now))
+        if deadline is None:
+            break
+        now = max(now, deadline)          # the device sleeps until the next deadline
         p.tick(now)
         fired += len(p.take_datagrams())
         wakeups += 1

@@ -42,9 +42,10 @@ class StopSignal:
         self.event.set()
 
     def wait(self) -> int:
-        """Block until SIGINT or SIGTERM (returns at once if one came already)."""
-        while not self.event.wait(0.2):
-            pass
+        """Block until SIGINT or SIGTERM (returns at once if one came already). Costs no
+        CPU while waiting: the main thread sleeps in the event's lock, which a signal
+        interrupts to run the handler that sets the event."""
+        self.event.wait()
         return self.received[0]
 
 

@@ -75,7 +75,7 @@ def _start_device(device) -> None:
     from meshwg.conn.udp import BindError
     from meshwg.netlink.link import NetconfigError
     from meshwg.tun.device import TunError
-    from meshwg.uapi.codec import UapiServerError
+    from meshwg.uapi.server import UapiServerError
     try:
         device.start()
     except (TunError, BindError, NetconfigError, UapiServerError) as exc:

@@ -27,15 +27,14 @@ def encode_key(raw: bytes) -> str:
 def decode_key(text: str, what: str = "key") -> bytes:
     """The 32 bytes of a base64 key; KeyFormatError names `what` and the text if malformed."""
     stripped = text.strip()
-    bad = KeyFormatError(f"{what}: not a valid base64 WireGuard key: {text!r}")
-    if len(stripped) != KEY_B64_LEN or not stripped.endswith("=") or stripped.endswith("=="):
-        raise bad
-    try:
-        raw = base64.b64decode(stripped.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise bad from None
+    raw = b""
+    if len(stripped) == KEY_B64_LEN and stripped.endswith("=") and not stripped.endswith("=="):
+        try:
+            raw = base64.b64decode(stripped.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            pass
     if len(raw) != KEY_SIZE:
-        raise bad
+        raise KeyFormatError(f"{what}: not a valid base64 WireGuard key: {text!r}")
     return raw
 
 
