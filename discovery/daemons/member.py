@@ -29,6 +29,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import dns.rdatatype
@@ -41,7 +42,7 @@ from meshwg.util.endpoint import Endpoint, format_endpoint, parse_endpoint
 from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
 from discovery.daemons.engine_events import EngineEvents
 from discovery.daemons.member_status import StatusFile, status_path
-from discovery.dnssd.client import DiscoveryError, resolve_zone
+from discovery.dnssd.client import DiscoveryError, resolve_member, resolve_zone
 from discovery.dnssd.exchange import Server, make_query, udp_exchange
 from discovery.dnssd.names import zone_name
 from discovery.dnssd.notify import NotifyListener
@@ -59,7 +60,8 @@ log = logging.getLogger("meshwg.member")
 
 DEFAULT_INTERVAL = 1.0      # seconds: the directory is read at most this often
 SERIAL_POLL = 15.0          # seconds between SOA serial checks (NOTIFY or not)
-RETRY_START = 2.0           # seconds before a failed directory read is retried; doubles
+RETRY_START = 1.0           # seconds before a failed directory read is retried; doubles
+RETRY_MAX = 4.0             # ... up to this: a rendezvous back from a restart is found soon
 LAN_REFRESH = 30.0          # seconds between re-reads of mDNS's cache for LAN peers that left
                             # without a goodbye (arrivals and changes come at once)
 
@@ -232,30 +234,32 @@ class MemberDaemon:
 
     def _read_directory(self, now: float) -> None:
         """Ask the serial; read the whole directory when told to, when the serial moved or
-        after a failure. Schedules the next check (a retry with backoff after a failure,
-        with a handshake to the rendezvous to replace a session it may have lost)."""
+        after a failure; report new host candidates once the rendezvous answers. Schedules
+        the next check: a retry with backoff after a failure, with a handshake to the
+        rendezvous to replace a session it may have lost (it restarted, or we moved)."""
         told, self._resolve_wanted = self._resolve_wanted, False
-        self._report_candidates()
         server = (self.state.dns_address, self.state.dns_port)
         try:
             serial = directory_serial(server, self.state.zone, timeout=1.0)
         except (DiscoveryError, OSError) as exc:
             self.directory_error = str(exc)
         else:
+            self._report_candidates()
             if told or serial != self._serial or self.directory_error is not None:
                 if self._resolve_directory():
                     self._serial = serial
             else:
                 self.directory_error = None
         done = time.time()
-        # a large directory (10,000 members take ~0.5 s) is not re-read back to back
-        self._resolve_not_before = now + max(self.interval, 3 * (done - now))
         if self.directory_error is None:
+            # a large directory (10,000 members take ~0.5 s) is not re-read back to back
+            self._resolve_not_before = now + max(self.interval, 3 * (done - now))
             self._retry = RETRY_START
             self._resolve_at = done + SERIAL_POLL
             return
+        self._resolve_not_before = done + min(self.interval, self._retry)
         self._resolve_at = done + self._retry
-        self._retry = min(SERIAL_POLL, self._retry * 2)
+        self._retry = min(RETRY_MAX, self._retry * 2)
         self.device.apply(DeviceUpdate(peers=[PeerUpdate(
             public_key=self.rendezvous_key, update_only=True,
             probe_endpoints=[self.rendezvous_endpoint])]))
@@ -305,17 +309,26 @@ class MemberDaemon:
             log.debug("%s", exc)
 
     def _resolve_directory(self) -> bool:
-        """Read the whole directory; False (and directory_error set) when that failed."""
+        """Read the whole directory; False (and directory_error set) when that failed.
+
+        The listing holds the members with an endpoint; one that left it is asked for
+        alone: only a member the directory no longer knows at all (revoked) is dropped. One
+        known without an endpoint (a restarted rendezvous has not heard from it yet) keeps
+        its last endpoint as a candidate."""
+        server = (self.state.dns_address, self.state.dns_port)
+        own = self.state.public_key
         try:
-            records = resolve_zone((self.state.dns_address, self.state.dns_port), self.state.zone,
-                                   timeout=1.0)
+            records = resolve_zone(server, self.state.zone, timeout=1.0)
+            fresh = {r.public_key: r for r in records if r.public_key != own}
+            for key in [k for k in self.directory if k not in fresh]:
+                record = resolve_member(server, self.state.zone, key, timeout=1.0)
+                if record is not None:
+                    fresh[key] = replace(record, endpoint=record.endpoint or self.directory[key].endpoint)
         except (DiscoveryError, OSError) as exc:
             self.directory_error = str(exc)
             return False
         self.directory_error = None
         self.directory_ok = time.time()
-        own = self.state.public_key
-        fresh = {r.public_key: r for r in records if r.public_key != own}
         if fresh != self.directory:
             try:
                 save_directory(cache_path(self.state_dir), fresh)

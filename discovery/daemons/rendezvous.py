@@ -3,7 +3,10 @@
 WireGuard roaming keeps its view of each member's endpoint equal to that member's current
 NAT mapping; it serves that view as DNS-SD (wgsd's layout, discovery.dnssd.zone) on its
 mesh address, admits new members over the enrollment service, and keeps its engine's
-peers equal to the membership in the state directory.
+peers equal to the membership in the state directory. The directory it publishes is also
+kept in the state directory (discovery.daemons.directory_cache): after a restart it starts
+handshakes to the members' last endpoints at once, so the members' sessions, and the
+directory's endpoints, come back without waiting for the members to notice.
 
 It drives its engine in-process (Device.apply/status) and reacts to it: when a member's
 endpoint changes (the engine's EndpointChanged and HandshakeCompleted events) the new
@@ -25,6 +28,7 @@ from meshwg.device.api import DeviceUpdate
 from meshwg.device.device import Device
 from meshwg.util.endpoint import Endpoint, parse_endpoint
 
+from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
 from discovery.daemons.engine_events import EngineEvents
 from discovery.daemons.storewatch import StoreWatch
 from discovery.dnssd.notify import Notifier
@@ -66,6 +70,9 @@ class RendezvousDaemon:
         self._lock = threading.Lock()                # guards _events and _resync
         self._events: list = []
         self._resync = False
+        self.cache_path = cache_path(self.state.state_dir)
+        self._last_endpoints = {key: record.endpoint
+                                for key, record in load_directory(self.cache_path).items()}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -185,7 +192,8 @@ class RendezvousDaemon:
         members = self.state.members()
         status = self.device.status()
         engine = {peer.public_key: peer for peer in status.peers}
-        updates = rendezvous_peer_updates(members, engine)
+        updates = rendezvous_peer_updates(members, engine, self._last_endpoints)
+        self._last_endpoints = {}       # the directory before a restart: used once
         if updates:
             self.device.apply(DeviceUpdate(peers=updates))
             engine = {peer.public_key: peer for peer in self.device.status().peers}
@@ -200,6 +208,10 @@ class RendezvousDaemon:
         if records == self._published:
             return                      # nothing changed: keep the serial, tell nobody
         self._published = records
+        try:
+            save_directory(self.cache_path, {record.public_key: record for record in records})
+        except OSError as exc:
+            log.warning("cannot save the directory cache: %s", exc)
         try:
             self.directory.set_members(records)
         except ValueError as exc:       # one bad record must not freeze the directory

@@ -157,18 +157,28 @@ class MemberReconciler:
         return DeviceUpdate(peers=updates)
 
 
-def rendezvous_peer_updates(members: Iterable[Enrolled], engine: Mapping[bytes, PeerStatus]
+def rendezvous_peer_updates(members: Iterable[Enrolled], engine: Mapping[bytes, PeerStatus],
+                            last_endpoints: Mapping[bytes, Endpoint | None] | None = None
                             ) -> list[PeerUpdate]:
     """Updates that make the rendezvous's engine peers equal to the membership: revoked
     members removed, new ones added with their mesh address as allowed IP. Endpoints are
-    learnt by roaming (members keep the rendezvous alive)."""
+    learnt by roaming (members keep the rendezvous alive); a member the engine has no
+    endpoint for but `last_endpoints` has (the directory before a restart) gets that one
+    and a handshake to it at once, so its session comes back without waiting for it."""
     wanted = {m.public_key: m for m in members}
+    last_endpoints = last_endpoints or {}
     updates = [PeerUpdate(public_key=key, remove=True) for key in engine if key not in wanted]
     for key, member in wanted.items():
         allowed = [host_network(member.mesh_address)]
         peer = engine.get(key)
+        update = PeerUpdate(public_key=key)
         if peer is None or peer.allowed_ips != allowed:
-            updates.append(PeerUpdate(public_key=key, replace_allowed_ips=True, allowed_ips=allowed))
+            update.replace_allowed_ips, update.allowed_ips = True, allowed
+        last = last_endpoints.get(key)
+        if last is not None and (peer is None or peer.endpoint is None):
+            update.endpoint, update.probe_endpoints = last, [last]
+        if update != PeerUpdate(public_key=key):
+            updates.append(update)
     return updates
 
 

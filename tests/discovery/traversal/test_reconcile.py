@@ -206,6 +206,18 @@ def test_rendezvous_peers_follow_membership():
     assert rendezvous_peer_updates(members[:1], {A: peer(A, ["10.99.0.2/32"])}) == []
 
 
+def test_rendezvous_restart_gives_members_their_last_endpoint_and_a_handshake():
+    members = [member(A, "10.99.0.2"), member(B, "10.99.0.3")]
+    last = {A: A_REFLEXIVE, B: B_REFLEXIVE}
+    engine = {B: peer(B, ["10.99.0.3/32"], endpoint=("198.18.2.9", 40111))}   # B came back
+    updates = rendezvous_peer_updates(members, engine, last)
+    assert [(u.public_key, u.endpoint, u.probe_endpoints) for u in updates] == [
+        (A, A_REFLEXIVE, [A_REFLEXIVE])]
+    assert updates[0].allowed_ips == [net("10.99.0.2/32")]
+    assert rendezvous_peer_updates(members, {A: peer(A, ["10.99.0.2/32"], A_REFLEXIVE),
+                                             B: peer(B, ["10.99.0.3/32"], B_REFLEXIVE)}, last) == []
+
+
 def test_directory_records_carry_engine_endpoints_and_valid_candidates():
     members = [member(A, "10.99.0.2", ["10.1.0.11:51822", "garbage", "[fd00::5]:51822"]),
                member(B, "10.99.0.3")]
