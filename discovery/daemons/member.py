@@ -90,6 +90,11 @@ def directory_serial(server: Server, zone: str, timeout: float) -> int:
 
 
 class MemberDaemon:
+    """`meshwg join`'s daemon for the membership in `state_dir` (discovery.stores.member):
+    start() creates the interface and the threads, stop() removes them; status() is what
+    the status file holds. Raises StateError (no membership) and, from start(), the
+    engine's errors (TUN, bind, netlink)."""
+
     def __init__(self, state_dir: str, interface: str = "meshwg0", listen_port: int = 0,
                  interval: float = DEFAULT_INTERVAL, mdns: bool = True):
         self.state_dir = state_dir

@@ -48,6 +48,10 @@ SAFETY_POLL = 30.0          # seconds between full syncs of engine, membership a
 
 
 class RendezvousDaemon:
+    """`meshwg rendezvous run`'s daemon for the state in `state_dir`: start() creates the
+    interface and serves DNS-SD, enrollment and candidate reports; stop() ends them.
+    Raises StateError (no state) and, from start(), the engine's and servers' errors."""
+
     def __init__(self, state_dir: str, interval: float = DEFAULT_INTERVAL,
                  public_dns: str | None = None, interface: str | None = None):
         self.state = RendezvousState.open(state_dir)
