@@ -77,9 +77,7 @@ def _run_in_foreground(daemon, interface: str, banner) -> int:
     pid = write_pid_file(interface)
     print(banner(), file=sys.stderr, flush=True)
     try:
-        # no timeout: a signal's handler still runs (lock waits are interruptible on
-        # POSIX) and an idle daemon's main thread never wakes
-        stop.event.wait()
+        stop.wait()
     finally:
         daemon.stop()
         _unlink(pid)
