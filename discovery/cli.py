@@ -9,6 +9,7 @@ import sys
 import time
 
 from meshwg.cli.common import CliError, StopSignal, check_privileges, write_pid_file
+from meshwg.util.errors import MeshwgError
 from meshwg.core.keys import decode_key, encode_key
 from meshwg.util.endpoint import format_endpoint
 
@@ -24,12 +25,6 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def _state_errors():
-    from discovery.stores.errors import StateError
-    from discovery.enroll.tokens import TokenError
-    return (StateError, TokenError, ValueError)
-
-
 # ---------------------------------------------------------------- rendezvous
 def cmd_rendezvous_init(args) -> int:
     from discovery.stores.rendezvous import RendezvousState
@@ -42,7 +37,7 @@ def cmd_rendezvous_init(args) -> int:
         st = RendezvousState.init(args.state, args.network, args.endpoint,
                                   listen_port=args.listen_port, interface=args.interface or "meshwg-rdv",
                                   **kwargs)
-    except _state_errors() as exc:
+    except MeshwgError as exc:
         raise CliError(f"rendezvous init: {exc}") from None
     info = {"state": str(args.state), "network": st.network, "address": st.address,
             "endpoint": st.endpoint, "zone": st.zone, "interface": st.interface,
@@ -63,7 +58,7 @@ def cmd_rendezvous_run(args) -> int:
     try:
         daemon = RendezvousDaemon(args.state, interval=args.interval, public_dns=args.public_dns,
                                   interface=args.interface)
-    except _state_errors() as exc:
+    except MeshwgError as exc:
         raise CliError(f"rendezvous run: {exc}") from None
     return _run_in_foreground(daemon, daemon.interface, lambda: (
         f"meshwg: rendezvous {daemon.interface} running (mesh {daemon.network}, "
@@ -85,16 +80,9 @@ def _run_in_foreground(daemon, interface: str, banner) -> int:
 
 
 def _start(daemon) -> None:
-    from meshwg.conn.udp import BindError
-    from meshwg.netlink.link import NetconfigError
-    from meshwg.tun.device import TunError
-    from meshwg.uapi.server import UapiServerError
-    from discovery.enroll.messages import EnrollmentError
     try:
         daemon.start()
-    except (TunError, BindError, NetconfigError, UapiServerError, EnrollmentError) as exc:
-        raise CliError(str(exc)) from None
-    except OSError as exc:
+    except OSError as exc:      # MeshwgError goes up to the one handler in meshwg.cli.main
         raise CliError(f"cannot start: {exc.strerror or exc}") from None
 
 
@@ -112,7 +100,7 @@ def cmd_invite(args) -> int:
     try:
         with RendezvousState.open(args.state) as st:
             token = st.create_invite(reusable=args.reusable, expires_in=expires)
-    except _state_errors() as exc:
+    except MeshwgError as exc:
         raise CliError(f"invite: {exc}") from None
     text = encode_token(token)
     if args.json:
@@ -129,7 +117,7 @@ def cmd_members(args) -> int:
         with RendezvousState.open(args.state) as st:
             members = st.members()
             me = {"name": "(rendezvous)", "address": st.address, "public_key": encode_key(st.public_key)}
-    except _state_errors() as exc:
+    except MeshwgError as exc:
         raise CliError(f"members: {exc}") from None
     rows = [{"name": m.name, "mesh_address": m.mesh_address, "public_key": encode_key(m.public_key),
              "joined_at": m.joined_at, "last_seen": m.last_seen,
@@ -150,7 +138,7 @@ def cmd_remove(args) -> int:
     try:
         with RendezvousState.open(args.state) as st:
             m = st.remove_member(args.member)
-    except _state_errors() as exc:
+    except MeshwgError as exc:
         raise CliError(f"remove: {exc}") from None
     print(f"removed {m.name} ({m.mesh_address}); a running rendezvous drops it from every member "
           f"within one update interval")
@@ -159,7 +147,6 @@ def cmd_remove(args) -> int:
 
 # ---------------------------------------------------------------- join / status
 def cmd_join(args) -> int:
-    from discovery.stores.errors import StateError
     from discovery.daemons.member import MemberDaemon
     state_file = os.path.join(args.state, "member.json")
     check_privileges()          # before enrolling: a single-use token is not wasted
@@ -173,7 +160,7 @@ def cmd_join(args) -> int:
     try:
         daemon = MemberDaemon(args.state, interface=args.interface, listen_port=args.listen_port,
                               interval=args.interval, mdns=not args.no_mdns)
-    except (StateError, ValueError) as exc:
+    except MeshwgError as exc:
         raise CliError(f"join: {exc}") from None
     st = daemon.state
     return _run_in_foreground(daemon, args.interface, lambda: (
@@ -210,10 +197,11 @@ def _enroll(args) -> None:
 
 
 def cmd_status(args) -> int:
-    from discovery.daemons.member_status import STATUS_DIRECTORY, status_path
+    from discovery.daemons.member_status import status_path
+    from meshwg.util.files import RUN_DIRECTORY
     from meshwg.uapi import client as uapi_client
     names = [args.interface] if args.interface else sorted(
-        n[:-12] for n in _listdir(STATUS_DIRECTORY) if n.endswith(".status.json"))
+        n[:-12] for n in _listdir(RUN_DIRECTORY) if n.endswith(".status.json"))
     if not names:
         raise CliError("status: no running `meshwg join` found (give --interface NAME)")
     docs = []

@@ -8,44 +8,20 @@ are not in it: `meshwg status` reads those live from the engine.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
-from meshwg.util.files import atomic_write
+from meshwg.util.files import RUN_DIRECTORY, JsonFile
 
-STATUS_DIRECTORY = "/var/run/meshwg"
-
-
-def status_path(interface: str, directory: str = STATUS_DIRECTORY) -> str:
+def status_path(interface: str, directory: str = RUN_DIRECTORY) -> str:
     """/var/run/meshwg/INTERFACE.status.json"""
     return os.path.join(directory, f"{interface}.status.json")
 
 
-class StatusFile:
+class StatusFile(JsonFile):
     """write(doc) replaces the file when `doc` differs from what was written last; the
-    time of that write is added as "updated_at" (wall-clock seconds)."""
+    time of that write is added as "updated_at" (wall-clock seconds). Raises OSError."""
 
-    def __init__(self, path: str):
-        self.path = path
-        self.writes = 0
-        self._last: str | None = None
-
-    def write(self, doc: dict[str, Any]) -> bool:
-        """True when the file was written. Raises OSError."""
-        text = json.dumps(doc, sort_keys=True)
-        if text == self._last:
-            return False
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        atomic_write(self.path, json.dumps({**doc, "updated_at": time.time()}, indent=1), mode=0o644)
-        self._last = text
-        self.writes += 1
-        return True
-
-    def remove(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        self._last = None
+    def write(self, doc: dict[str, Any], extra: dict[str, Any] | None = None) -> bool:
+        return super().write(doc, {"updated_at": time.time(), **(extra or {})})

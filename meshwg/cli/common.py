@@ -7,8 +7,7 @@ import signal
 import threading
 
 from meshwg.util.errors import MeshwgError
-
-PID_DIRECTORY = "/var/run/meshwg"
+from meshwg.util.files import RUN_DIRECTORY as PID_DIRECTORY
 
 
 class CliError(MeshwgError):

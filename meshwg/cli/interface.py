@@ -55,7 +55,7 @@ def cmd_up(args) -> int:
                     manage_routes=not args.no_routes,
                     offload=False if getattr(args, "no_offload", False) else None)
     device.configure(config)
-    _start_device(device)
+    device.start()      # its errors (MeshwgError) are printed by meshwg.cli.main
     pid_path = write_pid_file(device.name)
     try:
         print(f"meshwg: {device.name} is up (UDP port {device.listen_port}); Ctrl-C or "
@@ -69,17 +69,6 @@ def cmd_up(args) -> int:
             pass
     print(f"meshwg: {device.name} removed", file=sys.stderr)
     return 0
-
-
-def _start_device(device) -> None:
-    from meshwg.conn.udp import BindError
-    from meshwg.netlink.link import NetconfigError
-    from meshwg.tun.device import TunError
-    from meshwg.uapi.server import UapiServerError
-    try:
-        device.start()
-    except (TunError, BindError, NetconfigError, UapiServerError) as exc:
-        fail(str(exc))
 
 
 def cmd_down(args) -> int:

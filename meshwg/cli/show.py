@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 
-from meshwg.cli.common import PID_DIRECTORY, fail
+from meshwg.cli.common import fail
+from meshwg.device.stats import stats_path
 
 
 def _b64(hexkey: str) -> str:
@@ -42,7 +42,7 @@ def interface_summary(name: str) -> dict:
         from meshwg.core.crypto import public_key
         out["public_key"] = base64.b64encode(public_key(bytes.fromhex(dev["private_key"]))).decode()
     try:
-        with open(os.path.join(PID_DIRECTORY, f"{name}.stats.json")) as f:
+        with open(stats_path(name)) as f:
             out["counters"] = json.load(f).get("counters", {})
     except (OSError, ValueError):
         out["counters"] = {}

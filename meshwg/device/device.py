@@ -44,7 +44,8 @@ from meshwg.core.protocol import WireGuardProtocol
 from meshwg.core.timers import Timers
 from meshwg.device.api import DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate
 from meshwg.device.offloads import offload_parts_from_env
-from meshwg.device.stats import STATS_DIRECTORY, StatsFile, merge_counters
+from meshwg.device.stats import StatsFile, merge_counters
+from meshwg.util.files import RUN_DIRECTORY
 from meshwg.netlink import link as netconfig
 from meshwg.tun.device import TunDevice
 from meshwg.uapi.codec import ERR_PORT_IN_USE, UapiError
@@ -94,7 +95,7 @@ class Device:
         self.udp: UdpSocket | None = None
         self.uapi: UapiServer | None = None
         self.stats: Counter[str] = Counter()     # the device's own counters (queues)
-        self.stats_directory = STATS_DIRECTORY
+        self.stats_directory = RUN_DIRECTORY
         self._stats_file: StatsFile | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()

@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 from ipaddress import ip_interface, ip_network
-from pathlib import Path
 
 import pytest
 
