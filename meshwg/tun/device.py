@@ -137,13 +137,7 @@ class TunDevice:
                 self._write_raw(packet)
 
     def _write_raw(self, packet: bytes) -> None:
-        try:
-            os.write(self.fd, packet)
-        except BlockingIOError:
-            pass  # the kernel queue is full: drop, as a router would
-        except OSError as exc:
-            if exc.errno not in (errno.EIO, errno.EINVAL, errno.ENOBUFS):
-                raise
+        self._writev_raw((packet,))
 
     def _writev_raw(self, parts: Sequence) -> None:
         try:
