@@ -6,6 +6,7 @@ ChaCha20-Poly1305 from `cryptography`, XChaCha20-Poly1305 from libsodium (PyNaCl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -72,14 +73,19 @@ def generate_private_key() -> bytes:
     return clamp(os.urandom(32))
 
 
+# Loading a private key costs a scalar multiplication in OpenSSL (it derives the public
+# key): about as much as the exchange itself. A handshake uses the static key and its
+# ephemeral key two or three times each, so the last few loaded keys are kept.
+_private_key_object = functools.lru_cache(maxsize=8)(X25519PrivateKey.from_private_bytes)
+
+
 def public_key(private: bytes) -> bytes:
-    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+    return _private_key_object(private).public_key().public_bytes_raw()
 
 
 def dh(private: bytes, public: bytes) -> bytes:
     try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(public))
+        shared = _private_key_object(private).exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError as exc:  # cryptography refuses an all-zero shared secret
         raise WeakKeyError(str(exc)) from None
     if shared == _ZERO32:
