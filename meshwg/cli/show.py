@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
 from meshwg.cli.common import fail
+from meshwg.core.keys import encode_key
 from meshwg.device.stats import stats_path
-
-
-def _b64(hexkey: str) -> str:
-    return base64.b64encode(bytes.fromhex(hexkey)).decode()
 
 
 def _ago(seconds: float) -> str:
@@ -40,7 +36,7 @@ def interface_summary(name: str) -> dict:
            "peers": []}
     if dev.get("private_key"):
         from meshwg.core.crypto import public_key
-        out["public_key"] = base64.b64encode(public_key(bytes.fromhex(dev["private_key"]))).decode()
+        out["public_key"] = encode_key(public_key(bytes.fromhex(dev["private_key"])))
     try:
         with open(stats_path(name)) as f:
             out["counters"] = json.load(f).get("counters", {})
@@ -49,7 +45,7 @@ def interface_summary(name: str) -> dict:
     for p in dev["peers"]:
         sec = int(p.get("last_handshake_time_sec", 0))
         out["peers"].append({
-            "public_key": _b64(p["public_key"]),
+            "public_key": encode_key(bytes.fromhex(p["public_key"])),
             "preshared_key": bool(p.get("preshared_key")) and p.get("preshared_key") != "0" * 64,
             "endpoint": p.get("endpoint"),
             "allowed_ips": p["allowed_ips"],
