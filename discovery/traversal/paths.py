@@ -79,6 +79,8 @@ class PathManager:
         self.local_networks = list(local_networks or [])   # our LAN subnets
         self.silence_timeout = silence_timeout
         self.peers: dict[bytes, PeerPath] = {}
+        self.own_families: set[int] | None = None     # set_own_facts (netcheck)
+        self.own_hard_nat: bool | None = None
 
     def set_local_networks(self, networks: list) -> None:
         self.local_networks = list(networks)
@@ -211,16 +213,16 @@ class PathManager:
         return max(min(times), now) if times else None
 
     def describe(self, key: bytes, now: float) -> tuple[str, str]:
-        """(path, reason): path is 'lan', 'direct' or 'none'. The reason names no running
+        """(path, reason): path is 'lan' (endpoint in one of our subnets), 'direct' (a public
+        or reflexive address), 'direct (private address)' (private, not our LAN) or 'none'.
+        The reason names no running
         duration, so it changes only when the path's state does (the member writes its
         status file on change)."""
         path = self.peers.get(key)
         if path is None:
             return "none", "unknown peer"
         if self.is_working(key, now):
-            if self._on_lan(path):
-                return "lan", "LAN address (found by mDNS or a host candidate on our subnet)"
-            return "direct", "direct path through NAT (reflexive or public address)"
+            return self._label(path.endpoint)
         if not path.candidates.all():
             return "none", "no candidate endpoints known yet (peer not in the directory or not on the LAN)"
         if path.endpoint is not None and path.last_handshake is not None:
@@ -229,11 +231,52 @@ class PathManager:
                                 f"{len(path.candidates.all())} candidates")
         n = len(path.candidates.all())
         if path.probing_since is not None and now - path.probing_since >= GIVE_UP_REPORT_AFTER:
-            return "none", (f"no direct path: {n} candidate(s) did not answer in over "
-                            f"{int(GIVE_UP_REPORT_AFTER)} s (an endpoint-dependent, 'symmetric', NAT "
-                            f"on one side blocks hole punching); no relay available yet; retrying every "
-                            f"{int(path.backoff)} s")
+            return "none", (f"no direct path: {self._why_no_answer(path)}; no relay available "
+                            f"yet; retrying every {int(path.backoff)} s")
         return "none", f"no direct path yet: probing {n} candidate(s)"
+
+    def set_own_facts(self, families: set[int] | None = None, hard_nat: bool | None = None) -> None:
+        """What this node knows of its own connectivity (from `meshwg netcheck`): the IP
+        versions it can send on (None: unknown) and whether its NAT maps per destination
+        (None: unknown). Only describe()'s reasons use them."""
+        self.own_families = set(families) if families is not None else None
+        self.own_hard_nat = hard_nat
+
+    def _label(self, endpoint: Endpoint | None) -> tuple[str, str]:
+        """(path, reason) for a working path, by what its endpoint is."""
+        host = endpoint[0] if endpoint else ""
+        if in_networks(host, self.local_networks):
+            return "lan", "endpoint on one of our LAN subnets"
+        if in_networks(host, PRIVATE_NETWORKS):
+            return "direct (private address)", (f"endpoint {host} is a private address not on our "
+                                                f"LAN subnets (VPN, carrier NAT or routed LAN)")
+        return "direct", "endpoint at the peer's public or reflexive address"
+
+    def _why_no_answer(self, path: PeerPath) -> str:
+        """What was found when no candidate answered, most specific first."""
+        cands = path.candidates.all()
+        families = {_family(ep[0]) for ep in cands} - {None}
+        if self.own_families is not None and families and not families & self.own_families:
+            mine = "/".join(f"IPv{v}" for v in sorted(self.own_families)) or "none"
+            theirs = "/".join(f"IPv{v}" for v in sorted(families))
+            return f"no common address family (we have {mine}, the peer's candidates are {theirs})"
+        text = f"{len(cands)} candidate(s) did not answer in over {int(GIVE_UP_REPORT_AFTER)} s"
+        if self.own_hard_nat:
+            text += " (our own NAT maps per destination, as netcheck found: hole punching fails)"
+        return text
+
+
+PRIVATE_NETWORKS = [ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",   # RFC 1918
+    "100.64.0.0/10",                                   # RFC 6598 carrier NAT
+    "169.254.0.0/16", "fc00::/7", "fe80::/10")]       # link-local, RFC 4193 ULA
+
+
+def _family(host: str) -> int | None:
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
 
 
 def _unique(items: list[Endpoint]) -> list[Endpoint]:
