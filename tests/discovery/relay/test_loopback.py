@@ -56,8 +56,8 @@ def test_relay_forwards_between_bound_members_both_ways(relay_pair) -> None:
     assert (data, source) == (b"reply", ca.endpoint(b.public))
     assert server.counters["forwarded_datagrams"] == 2
     assert server.counters["forwarded_bytes"] == 2 * wire.SEND_OVERHEAD + 128 + 5
-    assert ca.peer_counters()[b.public] == (5, 128)
-    assert cb.peer_counters()[a.public] == (128, 5)
+    poll(lambda: ca.peer_counters()[b.public] == (5, 128) and cb.peer_counters()[a.public] == (128, 5),
+         5.0, lambda: f"relayed (rx, tx) bytes: {ca.peer_counters()} {cb.peer_counters()}")
 
 
 def test_stranger_datagrams_are_dropped_and_counted(relay_pair) -> None:
