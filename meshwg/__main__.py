@@ -1,5 +1,5 @@
 import sys
 
-from meshwg.cli.main import main
+from meshwg.cli import main
 
 sys.exit(main())

@@ -55,7 +55,7 @@ def cmd_up(args) -> int:
                     manage_routes=not args.no_routes,
                     offload=False if getattr(args, "no_offload", False) else None)
     device.configure(config)
-    device.start()      # its errors (MeshwgError) are printed by meshwg.cli.main
+    device.start()      # its errors (MeshwgError) are printed by meshwg.cli.app
     pid_path = write_pid_file(device.name)
     try:
         print(f"meshwg: {device.name} is up (UDP port {device.listen_port}); Ctrl-C or "

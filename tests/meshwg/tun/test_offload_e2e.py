@@ -45,6 +45,6 @@ def test_meshwg_with_all_offloads_interoperates_with_wireguard_go(
 
 
 def test_no_offload_flag_is_accepted() -> None:
-    from meshwg.cli.main import build_parser
+    from meshwg.cli.app import build_parser
     args = build_parser().parse_args(["up", "x.conf", "--no-offload"])
     assert args.no_offload is True
