@@ -21,7 +21,8 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from meshwg.util.endpoint import format_endpoint
+from meshwg.util.endpoint import EndpointError, format_endpoint
+from meshwg.util.resolve import resolve
 from meshwg.util.errors import MeshwgError
 
 from discovery.dnssd.wire import OUR_UDP_PAYLOAD
@@ -60,11 +61,9 @@ def _check_rcode(server: Server, query: dns.message.Message, response: dns.messa
 def _sockaddr(server: Server) -> tuple[int, tuple]:
     host, port = server
     try:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise DiscoveryError(f"DNS server {format_endpoint(server)}: cannot resolve host: {exc}") from None
-    family, _, _, _, sockaddr = info[0]
-    return family, sockaddr
+        return resolve(host, port)[0]
+    except EndpointError as exc:
+        raise DiscoveryError(f"DNS server {format_endpoint(server)}: {exc}") from None
 
 
 def tcp_exchange(server: Server, queries: list[dns.message.Message], timeout: float) -> list[dns.message.Message]:

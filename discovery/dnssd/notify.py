@@ -27,6 +27,7 @@ import dns.opcode
 import dns.rdatatype
 
 from meshwg.util.service import Service
+from meshwg.util.resolve import family_of
 
 log = logging.getLogger("meshwg.notify")
 
@@ -78,7 +79,7 @@ class Notifier:
 
     def __init__(self, zone: str, source_address: str):
         self.zone = zone
-        family = socket.AF_INET6 if ":" in source_address else socket.AF_INET
+        family = family_of(source_address)
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
         try:
@@ -177,7 +178,7 @@ class NotifyListener:
         self.zone = zone
         self.allowed_source = allowed_source
         self.on_notify = on_notify
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        family = family_of(address)
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.bind((address, port))
         self._sock.setblocking(False)

@@ -12,7 +12,6 @@ is served over TCP only.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 import struct
 import threading
@@ -27,6 +26,7 @@ import dns.rdatatype
 from meshwg.util.endpoint import format_endpoint
 from meshwg.util.errors import MeshwgError
 from meshwg.util.service import Service
+from meshwg.util.resolve import family_of
 
 from discovery.dnssd.cache import ResponseCache
 from discovery.dnssd.wire import TCP_LIMIT, encode_response, udp_size_limit
@@ -104,7 +104,7 @@ class DnsServer:
         if self._service is not None:
             raise RuntimeError("DnsServer already started")
         try:
-            family = socket.AF_INET6 if ipaddress.ip_address(self.address).version == 6 else socket.AF_INET
+            family = family_of(self.address)
         except ValueError:
             raise DnsServerError(errno.EINVAL, f"DNS server address {self.address!r} is not an IP address") from None
         udp, tcp = self._bind_pair(family)

@@ -19,6 +19,7 @@ from typing import Callable
 
 from meshwg.util.endpoint import format_endpoint
 from meshwg.util.service import Service
+from meshwg.util.resolve import family_of
 
 from discovery.enroll.messages import (
     MAX_MESSAGE, EnrollmentError, EnrollmentResult, make_request, parse_response,
@@ -97,7 +98,7 @@ class EnrollmentServer:
         return self._listener.getsockname()[1]
 
     def start(self) -> "EnrollmentServer":
-        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        family = family_of(self.address)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from meshwg.util.endpoint import format_endpoint
 from meshwg.util.errors import MeshwgError
 from meshwg.util.service import Service
+from meshwg.util.resolve import family_of
 
 from discovery.dnssd.member import parse_published
 
@@ -63,7 +64,7 @@ class CandidateReportServer:
 
     def start(self) -> "CandidateReportServer":
         """Bind and serve; OSError if the address or port cannot be bound."""
-        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        family = family_of(self.address)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

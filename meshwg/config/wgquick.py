@@ -12,15 +12,15 @@ import re
 import socket
 import stat
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Union
 
 from meshwg.core.keys import KeyFormatError, decode_key, encode_key
 from meshwg.util.endpoint import EndpointError, format_endpoint, parse_port, split_hostport
 from meshwg.util.errors import MeshwgError
 from meshwg.util.prefix import Network, has_host_bits, parse_network
+from meshwg.util.resolve import Resolver, resolve_endpoint
 
 Interface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
-Resolver = Callable[..., list]
 
 MIN_MTU = 68
 MAX_MTU = 65535
@@ -228,14 +228,9 @@ class _Parser:
         except ValueError:
             pass
         try:
-            results = self.resolve(host, port, 0, socket.SOCK_DGRAM)
-        except (OSError, UnicodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise self.error(f"{name}: cannot resolve host {host!r} in {value!r}: {reason}") from None
-        for family, _type, _proto, _canon, sockaddr in results:
-            if family in (socket.AF_INET, socket.AF_INET6):
-                return sockaddr[0]
-        raise self.error(f"{name}: host {host!r} in {value!r} has no IPv4 or IPv6 address")
+            return resolve_endpoint(host, port, getaddrinfo=self.resolve)[0]
+        except EndpointError as exc:
+            raise self.error(f"{name}: {exc} in {value!r}") from None
 
     def set_persistentkeepalive(self, name: str, value: str) -> None:
         if value.lower() == "off":
