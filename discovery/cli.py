@@ -159,7 +159,8 @@ def cmd_join(args) -> int:
         raise CliError(f"join: no membership in {args.state}: give the token from `meshwg invite`")
     try:
         daemon = MemberDaemon(args.state, interface=args.interface, listen_port=args.listen_port,
-                              interval=args.interval, mdns=not args.no_mdns)
+                              interval=args.interval, mdns=not args.no_mdns,
+                              portmap=not args.no_portmap)
     except MeshwgError as exc:
         raise CliError(f"join: {exc}") from None
     st = daemon.state
@@ -317,6 +318,8 @@ def register(sub) -> None:
                         "read when the rendezvous announces a change or its serial moved (checked "
                         "every 15 s)")
     p.add_argument("--no-mdns", action="store_true", help="do not publish or browse on the LAN")
+    p.add_argument("--no-portmap", action="store_true",
+                   help="do not ask the home gateway for a port mapping (PCP, NAT-PMP, UPnP)")
     p.set_defaults(func=cmd_join)
 
     p = sub.add_parser("status", help="one row per peer: name, address, path, endpoint, handshake, rx/tx")

@@ -10,6 +10,8 @@
 - adds, updates and removes peers on its own engine, in-process (Device.apply/status);
 - probes candidate endpoints (discovery.traversal.paths) and prefers LAN paths;
 - re-announces at once when its own addresses change (netlink);
+- keeps a port mapping on the home gateway (discovery.portmap: PCP, NAT-PMP, UPnP) and
+  reports its external endpoint as one more host candidate;
 - writes a status file for `meshwg status` when what it says changes.
 
 It is a thin loop around discovery.traversal.reconcile: it sleeps until something happens
@@ -52,6 +54,7 @@ from discovery.lan.browser import MdnsBrowser
 from discovery.lan.interfaces import lan_addresses
 from discovery.lan.netwatch import AddressWatcher
 from discovery.lan.service import MdnsService
+from discovery.portmap.mapper import Mapping, PortMapper
 from discovery.stores.member import MemberState
 from discovery.traversal.reconcile import MemberReconciler, lan_endpoints, rendezvous_peer
 from discovery.traversal.report import REPORT_PORT_DEFAULT, ReportError, send_report
@@ -96,13 +99,16 @@ class MemberDaemon:
     engine's errors (TUN, bind, netlink)."""
 
     def __init__(self, state_dir: str, interface: str = "meshwg0", listen_port: int = 0,
-                 interval: float = DEFAULT_INTERVAL, mdns: bool = True):
+                 interval: float = DEFAULT_INTERVAL, mdns: bool = True, portmap: bool = True):
         self.state_dir = state_dir
         self.state = MemberState.load(state_dir)
         self.interface = interface
         self.listen_port = listen_port
         self.interval = interval
         self.use_mdns = mdns
+        self.use_portmap = portmap
+        self.portmapper: PortMapper | None = None   # a mapping on the home gateway
+        self._mapped: str | None = None             # its external endpoint, reported
         self.network = ipaddress.ip_network(self.state.network)
         self.rendezvous_key = self.state.rendezvous_public_key
         self.rendezvous_endpoint = _resolve_host(self.state.rendezvous_endpoint)
@@ -144,6 +150,9 @@ class MemberDaemon:
             self._refresh_local_networks()
             if self.use_mdns:
                 self._start_mdns()
+            if self.use_portmap:
+                self.portmapper = PortMapper(self.device.listen_port,
+                                             on_change=self._on_portmap).start()
             self.watcher = AddressWatcher(self._on_address_change).start()
             self.notify_listener = NotifyListener(st.address, st.zone, st.dns_address,
                                                   self._on_directory_notify).start()
@@ -181,6 +190,8 @@ class MemberDaemon:
             self._thread.join(timeout=5)
         if self.engine_events is not None:
             self.engine_events.stop()
+        if self.portmapper is not None:
+            self.portmapper.stop()             # deletes the mapping on the gateway
         for part in (self.notify_listener, self.watcher, self.browser, self.announcer):
             if part is not None:
                 try:
@@ -196,6 +207,15 @@ class MemberDaemon:
     def _on_directory_notify(self) -> None:
         self._resolve_wanted = True
         self._wake.set()
+
+    def _on_portmap(self, mapping: Mapping | None) -> None:
+        # a new or moved mapping is one more host candidate: report it to the rendezvous
+        endpoint = mapping.endpoint if mapping else None
+        if endpoint != self._mapped:
+            self._mapped = endpoint
+            self._reported = None
+            self._resolve_wanted = True
+            self._wake.set()
 
     def _on_address_change(self) -> None:
         self._addresses_changed = True
@@ -307,6 +327,8 @@ class MemberDaemon:
             return
         port = self.device.listen_port
         candidates = [format_endpoint((ip, port)) for ip, _, _ in self._refresh_local_networks()]
+        if self._mapped is not None:
+            candidates.append(self._mapped)
         try:
             send_report(self.state.dns_address, REPORT_PORT_DEFAULT, candidates, timeout=2.0)
             self._reported = candidates
@@ -370,5 +392,6 @@ class MemberDaemon:
                      "listen_port": self.device.listen_port if self.device else None,
                      "mesh_id": st.mesh_id, "network": st.network},
             "directory": {"ok_at": self.directory_ok, "error": self.directory_error},
+            "portmap": self.portmapper.status() if self.portmapper is not None else None,
             "peers": peers,
         }
