@@ -178,9 +178,6 @@ class EchoProbe:
                 rows.append((int(parts[0]), float(parts[1]), float(parts[2])))
         return rows
 
-    def replies_sent_after(self, when: float) -> list[tuple[int, float, float]]:
-        return [r for r in self.replies() if r[1] > when]
-
     def gap(self, change_started: float, change_done: float) -> float | None:
         """Seconds from the last reply received before a change started to the first reply
         to a probe sent after it was done (None while traffic has not resumed)."""

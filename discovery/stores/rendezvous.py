@@ -406,12 +406,6 @@ class RendezvousState:
             rows = self._db.execute("SELECT * FROM invites ORDER BY created_at").fetchall()
         return [_invite_from_row(r) for r in rows]
 
-    def revoke_invite(self, invite_id: str) -> None:
-        """Delete an invite; later requests with it are refused as unknown."""
-        with self._transaction() as db:
-            if db.execute("DELETE FROM invites WHERE id = ?", (invite_id,)).rowcount == 0:
-                raise StateError(f"no invite with id {invite_id!r}")
-
     def redeem_invite(self, invite_id: str, nonce: bytes, name: str, public_key: bytes,
                       host_candidates: list[str], now: float) -> Member:
         """Atomically: record the nonce, check the invite, add the member, count the use.

@@ -21,7 +21,6 @@ from meshwg.core.messages import COUNTER_NONCE
 from meshwg.util.errors import MeshwgError
 
 KEY_SIZE = 32
-TAG_SIZE = 16
 XNONCE_SIZE = 24
 _ZERO32 = bytes(32)
 _pack_nonce = COUNTER_NONCE.pack

@@ -42,10 +42,6 @@ class Keypair:
     def next_counter(self) -> int:
         return next(self._counter)
 
-    def peek_counter(self) -> int:
-        """The next counter that would be used (for tests and rekey-after-messages)."""
-        return int(repr(self._counter)[6:-1])  # "count(N)"
-
     def set_counter(self, value: int) -> None:
         """Jump the send counter (tests of REKEY/REJECT_AFTER_MESSAGES)."""
         self._counter = itertools.count(value)

@@ -27,7 +27,6 @@ ERR_IO = -_errno.EIO                   # -5
 ERR_PROTOCOL = -_errno.EPROTO          # -71
 ERR_INVALID = -_errno.EINVAL           # -22
 ERR_PORT_IN_USE = -_errno.EADDRINUSE   # -98
-ERR_UNKNOWN = -55                      # ENOANO
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _DIGITS = re.compile(r"[0-9]+")
