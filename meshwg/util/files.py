@@ -62,9 +62,12 @@ class JsonFile:
         return True
 
     def remove(self) -> None:
-        """Delete the file (missing is fine); the next write writes again."""
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        """Delete the file if this writer wrote it (a second process that failed to start
+        must not remove the running one's file); the next write writes again."""
+        if self.writes:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
         self._last = None
+        self.writes = 0
