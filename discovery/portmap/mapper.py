@@ -94,10 +94,12 @@ def select_wait(sock: socket.socket, seconds: float) -> bool:
 
 
 def _exchange(gateway: str, request: bytes, parse: Callable[[bytes], object],
-              budget: float, wait: Wait) -> tuple[object, str]:
+              budget: float, wait: Wait,
+              on_drop: Callable[[], None] | None = None) -> tuple[object, str]:
     """Send ``request`` to gateway:5351 from a fresh UDP socket, retransmitting after
     0.25 s, doubling (RFC 6886 section 3.1), until ``parse`` accepts a reply or ``budget``
-    seconds pass. Replies that do not parse are dropped (MalformedMessage); an error
+    seconds pass. Replies that do not parse are dropped (MalformedMessage; ``on_drop()``
+    counts them); an error
     result or an ICMP port unreachable ends it at once. Returns (parsed, local address)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -129,6 +131,8 @@ def _exchange(gateway: str, request: bytes, parse: Callable[[bytes], object],
                     return parse(data), local
                 except MalformedMessage as exc:
                     log.debug("dropped a reply from %s: %s", gateway, exc)
+                    if on_drop is not None:
+                        on_drop()
             if time.monotonic() >= deadline:
                 raise PortMapError(f"port mapping: no reply from {gateway}:5351")
     finally:
@@ -150,8 +154,8 @@ class PortMapper:
 
     ``mapping`` is the current :class:`Mapping` or None; ``on_change(mapping or None)``
     runs in the mapper's thread after every successful mapping or renewal and when the
-    mapping is lost (compare endpoints to see a move). ``renewals`` and ``failures``
-    count renewals and failed attempts.
+    mapping is lost (compare endpoints to see a move). ``renewals``, ``failures`` and
+    ``dropped`` count renewals, failed attempts and malformed replies dropped.
     """
 
     def __init__(self, internal_port: int, gateway: str | None = None,
@@ -168,6 +172,7 @@ class PortMapper:
         self.mapping: Mapping | None = None
         self.renewals = 0
         self.failures = 0
+        self.dropped = 0
         self.last_error = ""
         self._nonce = os.urandom(pcp.NONCE_SIZE)      # one per mapping (RFC 6887 11.1)
         self._upnp: UpnpClient | None = None
@@ -196,6 +201,9 @@ class PortMapper:
         return mapping.as_status() if mapping else None
 
     # ------------------------------------------------------------------ the thread
+    def _count_drop(self) -> None:
+        self.dropped += 1
+
     def _wait(self, sock: socket.socket, seconds: float) -> bool:
         return bool(self._service.wait_readable(sock, timeout=seconds))
 
@@ -254,7 +262,7 @@ class PortMapper:
                                          self.lifetime, suggested)
         reply, _ = _exchange(gateway, request,
                              lambda data: pcp.decode_map_response(data, self._nonce),
-                             PROTOCOL_BUDGET["pcp"], wait)
+                             PROTOCOL_BUDGET["pcp"], wait, self._count_drop)
         assert isinstance(reply, pcp.MapResponse)
         return Mapping("pcp", reply.external_address, reply.external_port,
                        self.internal_port, reply.lifetime, time.monotonic())
@@ -262,11 +270,12 @@ class PortMapper:
     def _map_natpmp(self, gateway: str, wait: Wait) -> Mapping:
         budget = PROTOCOL_BUDGET["natpmp"] / 2
         address, _ = _exchange(gateway, natpmp.encode_external_address_request(),
-                               natpmp.decode_external_address_response, budget, wait)
+                               natpmp.decode_external_address_response, budget, wait,
+                               self._count_drop)
         suggested = self.mapping.external_port if self.mapping else self.internal_port
         reply, _ = _exchange(gateway, natpmp.encode_map_request(
             self.internal_port, suggested, self.lifetime), natpmp.decode_map_response,
-            budget, wait)
+            budget, wait, self._count_drop)
         assert isinstance(address, natpmp.ExternalAddress)
         assert isinstance(reply, natpmp.Mapping)
         return Mapping("natpmp", address.address, reply.external_port, self.internal_port,

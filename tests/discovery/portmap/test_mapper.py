@@ -84,6 +84,7 @@ def test_falls_back_from_pcp_to_natpmp_and_deletes_on_stop(gateway):
     assert (mapping.protocol, mapping.endpoint, mapping.lifetime) == (
         "natpmp", "203.0.113.7:51821", 3600)
     assert server.requests[0][0] == 2                       # PCP was asked first
+    assert mapper.dropped == 3          # the garbage before each reply (PCP, 2 NAT-PMP)
     mapper.mapping = mapping
     mapper.stop()
     assert server.requests[-1] == natpmp.encode_delete_request(51820)
