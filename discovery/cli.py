@@ -57,7 +57,7 @@ def cmd_rendezvous_run(args) -> int:
     check_privileges()
     try:
         daemon = RendezvousDaemon(args.state, interval=args.interval, public_dns=args.public_dns,
-                                  interface=args.interface)
+                                  interface=args.interface, relay=not args.no_relay)
     except MeshwgError as exc:
         raise CliError(f"rendezvous run: {exc}") from None
     return _run_in_foreground(daemon, daemon.interface, lambda: (
@@ -239,8 +239,19 @@ def cmd_status(args) -> int:
         for p in doc["peers"]:
             hs = f"{int(now - p['latest_handshake'])}s ago" if p.get("latest_handshake") else "never"
             print(f"  {p['name'][:14]:14} {p['mesh_address']:15} {p['path']:10} {str(p.get('endpoint') or '-'):24} "
-                  f"{hs:10} {p['rx_bytes']:>10} {p['tx_bytes']:>10}  {p['reason'] if p['path'] == 'none' else ''}")
+                  f"{hs:10} {p['rx_bytes']:>10} {p['tx_bytes']:>10}  {_path_note(p)}")
     return 0
+
+
+def _path_note(peer: dict) -> str:
+    """The REASON column: why a pair is not direct (none: no path; relay: "relay via NAME:
+    why", with the bytes relayed)."""
+    if peer["path"] == "none":
+        return peer["reason"]
+    if peer["path"] == "relay":
+        return (f"{peer['reason']} (relayed rx {peer.get('relay_rx_bytes', 0)} B, "
+                f"tx {peer.get('relay_tx_bytes', 0)} B)")
+    return ""
 
 
 def cmd_lab(args) -> int:
@@ -285,6 +296,9 @@ def register(sub) -> None:
     q.add_argument("--public-dns", metavar="HOST:PORT",
                    help="also serve DNS-SD on a public address (wgsd-client compatibility; "
                         "leaks every member's endpoint to anyone who asks)")
+    q.add_argument("--no-relay", action="store_true",
+                   help="do not relay members' WireGuard datagrams (UDP on the WireGuard port + 1) "
+                        "for pairs without a direct path")
     q.set_defaults(func=cmd_rendezvous_run)
 
     p = sub.add_parser("invite", help="print a join token")

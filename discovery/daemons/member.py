@@ -9,6 +9,8 @@
 - follows members of its mesh on the LAN with mDNS, also while the rendezvous is down;
 - adds, updates and removes peers on its own engine, in-process (Device.apply/status);
 - probes candidate endpoints (discovery.traversal.paths) and prefers LAN paths;
+- binds at the rendezvous's relay (discovery.relay, UDP on its WireGuard port + 1) and
+  moves a pair onto it when no direct path works;
 - re-announces at once when its own addresses change (netlink);
 - keeps a port mapping on the home gateway (discovery.portmap: PCP, NAT-PMP, UPnP) and
   reports its external endpoint as one more host candidate;
@@ -36,6 +38,7 @@ from typing import Any
 
 import dns.rdatatype
 
+from meshwg.core.events import HandshakeCompleted
 from meshwg.core.keys import encode_key
 from meshwg.device.api import DeviceUpdate, PeerUpdate
 from meshwg.device.device import Device
@@ -55,6 +58,7 @@ from discovery.lan.interfaces import lan_addresses
 from discovery.lan.netwatch import AddressWatcher
 from discovery.lan.service import MdnsService
 from discovery.portmap.mapper import Mapping, PortMapper
+from discovery.relay.client import RelayClient
 from discovery.stores.member import MemberState
 from discovery.traversal.reconcile import MemberReconciler, lan_endpoints, rendezvous_peer
 from discovery.traversal.report import REPORT_PORT_DEFAULT, ReportError, send_report
@@ -120,6 +124,7 @@ class MemberDaemon:
         self.watcher: AddressWatcher | None = None
         self.notify_listener: NotifyListener | None = None
         self.engine_events: EngineEvents | None = None
+        self.relay: RelayClient | None = None      # the rendezvous's relay (its WG port + 1)
         self.directory: dict[bytes, MemberRecord] = load_directory(cache_path(state_dir))
         self.directory_ok: float | None = None
         self.directory_error: str | None = None
@@ -148,6 +153,9 @@ class MemberDaemon:
             self.device.apply(DeviceUpdate(peers=[
                 rendezvous_peer(self.rendezvous_key, self.rendezvous_endpoint, st.dns_address)]))
             self._refresh_local_networks()
+            host, port = self.rendezvous_endpoint
+            self.relay = RelayClient(st.private_key, self.rendezvous_key, (host, port + 1),
+                                     self.device.listen_port, on_bound=self._wake.set).start()
             if self.use_mdns:
                 self._start_mdns()
             if self.use_portmap:
@@ -192,7 +200,7 @@ class MemberDaemon:
             self.engine_events.stop()
         if self.portmapper is not None:
             self.portmapper.stop()             # deletes the mapping on the gateway
-        for part in (self.notify_listener, self.watcher, self.browser, self.announcer):
+        for part in (self.notify_listener, self.watcher, self.browser, self.announcer, self.relay):
             if part is not None:
                 try:
                     part.stop()
@@ -225,6 +233,10 @@ class MemberDaemon:
         # a (new) session with the rendezvous after failed reads: the directory is back
         if self.directory_error and any(ev.public_key == self.rendezvous_key for ev in events):
             self._resolve_wanted = True
+        # a new session with the rendezvous: it may have restarted and lost our relay binding
+        if self.relay is not None and any(isinstance(ev, HandshakeCompleted) and
+                                          ev.public_key == self.rendezvous_key for ev in events):
+            self.relay.rebind()
         self._wake.set()
 
     # ------------------------------------------------------------------ main loop
@@ -294,7 +306,11 @@ class MemberDaemon:
         lan = {key: lan_endpoints(peer.addresses, peer.port)
                for key, peer in (self.browser.peers() if self.browser is not None else {}).items()}
         status = self.device.status()
-        plan = self.reconciler.reconcile(self.directory, lan, status, now)
+        relays = {}
+        if self.relay is not None:
+            self.relay.set_peers(self.directory)
+            relays = self.relay.endpoints() if self.relay.bound else {}
+        plan = self.reconciler.reconcile(self.directory, lan, status, now, relays=relays)
         if plan.update.peers:
             self.device.apply(plan.update)
         self._engine_view = {peer.public_key: peer for peer in status.peers}
@@ -319,6 +335,8 @@ class MemberDaemon:
         self._refresh_local_networks()
         self._reported = None          # report the new host candidates to the rendezvous now
         self._resolve_wanted = True
+        if self.relay is not None:
+            self.relay.rebind()
         # let every peer (and the rendezvous) see our new source address at once
         self.device.apply(self.reconciler.own_addresses_changed(self.rendezvous_endpoint, now))
 
@@ -378,14 +396,19 @@ class MemberDaemon:
             "endpoint": format_endpoint(rdv.endpoint) if rdv and rdv.endpoint else None,
             "path": "rendezvous", "reason": self.directory_error or "directory reachable",
         }]
+        relayed = self.relay.peer_counters() if self.relay is not None else {}
         for key, rec in sorted(self.directory.items(), key=lambda kv: kv[1].name):
             peer = engine.get(key)
             path, reason = self.reconciler.paths.describe(key, now)
-            peers.append({
+            row = {
                 "name": rec.name, "public_key": encode_key(key), "mesh_address": rec.mesh_address,
                 "endpoint": format_endpoint(peer.endpoint) if peer and peer.endpoint else None,
                 "path": path, "reason": reason,
-            })
+            }
+            if path == "relay":
+                row["relay"] = self.relay.name if self.relay is not None else None
+                row["relay_rx_bytes"], row["relay_tx_bytes"] = relayed.get(key, (0, 0))
+            peers.append(row)
         return {
             "interface": self.interface,
             "self": {"name": st.name, "mesh_address": st.address, "public_key": encode_key(st.public_key),

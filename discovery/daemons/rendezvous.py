@@ -8,6 +8,10 @@ kept in the state directory (discovery.daemons.directory_cache): after a restart
 handshakes to the members' last endpoints at once, so the members' sessions, and the
 directory's endpoints, come back without waiting for the members to notice.
 
+It also runs the members-only relay (discovery.relay.server, UDP on its WireGuard port + 1,
+`relay=False` / `--no-relay` to turn it off) for pairs with no direct path; its counters
+are logged when they changed at a sync.
+
 It drives its engine in-process (Device.apply/status) and reacts to it: when a member's
 endpoint changes (the engine's EndpointChanged and HandshakeCompleted events) the new
 endpoint is published and every member told by NOTIFY at once. The membership is re-read
@@ -36,6 +40,7 @@ from discovery.dnssd.member import MemberRecord
 from discovery.dnssd.zone import Directory
 from discovery.dnssd.server import DnsServer
 from discovery.enroll.transport import EnrollmentServer
+from discovery.relay.server import RelayServer
 from discovery.stores.errors import StateError
 from discovery.stores.rendezvous import DB_NAME, RendezvousState
 from discovery.traversal.reconcile import directory_records, rendezvous_peer_updates
@@ -53,8 +58,11 @@ class RendezvousDaemon:
     Raises StateError (no state) and, from start(), the engine's and servers' errors."""
 
     def __init__(self, state_dir: str, interval: float = DEFAULT_INTERVAL,
-                 public_dns: str | None = None, interface: str | None = None):
+                 public_dns: str | None = None, interface: str | None = None, relay: bool = True):
         self.state = RendezvousState.open(state_dir)
+        self.relay_enabled = relay          # a members-only UDP relay on the WG port + 1
+        self.relay: RelayServer | None = None
+        self._relay_counters: dict[str, int] = {}
         self.interval = interval
         self.public_dns = public_dns
         self.interface = interface or self.state.interface
@@ -88,6 +96,9 @@ class RendezvousDaemon:
             self.notifier = Notifier(st.zone, st.address)
             self.engine_events = EngineEvents(self.device, self._on_engine_events,
                                               name="rendezvous-events").start()
+            if self.relay_enabled:
+                self.relay = RelayServer(st.private_key, "::", self.device.listen_port + 1).start()
+                self.servers.append(self.relay)
             self.sync_once()
             dns = DnsServer(self.directory, st.address, st.dns_port).start()
             self.servers.append(dns)
@@ -203,6 +214,11 @@ class RendezvousDaemon:
             engine = {peer.public_key: peer for peer in self.device.status().peers}
         self._members = members
         self._endpoints = {key: peer.endpoint for key, peer in engine.items()}
+        if self.relay is not None:
+            self.relay.set_members(m.public_key for m in members)
+            if self.relay.counters != self._relay_counters:
+                self._relay_counters = dict(self.relay.counters)
+                log.info("relay: %s", " ".join(f"{k}={v}" for k, v in self._relay_counters.items() if v))
         self._publish()
 
     def _publish(self) -> None:

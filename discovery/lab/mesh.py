@@ -200,12 +200,13 @@ class MeshLab:
         return status
 
     def expected_path(self, a: str, b: str) -> str:
-        """The path a pair should settle on: lan (same NAT), none (a symmetric NAT), direct."""
+        """The path a pair should settle on: lan (same NAT), relay (a symmetric NAT: through
+        the rendezvous's relay), direct."""
         site_a, site_b = MEMBERS[a][0], MEMBERS[b][0]
         if site_a == site_b:
             return "lan"
         if SITES[site_a][2] == "symmetric" or SITES[site_b][2] == "symmetric":
-            return "none"
+            return "relay"
         return "direct"
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -219,7 +220,7 @@ class MeshLab:
                 for label, node in self.members.items()}
 
     def mesh_formed(self) -> bool:
-        """Every pair shows its expected path (pairs with a symmetric NAT: listed at all)."""
+        """Every pair shows its expected path."""
         view = self.mesh_view()
         for a, b in self.pairs():
             row = view[a].get(b)

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from meshwg.core import crypto
 from meshwg.util.endpoint import Endpoint, format_endpoint, normalize_endpoint
@@ -49,10 +49,12 @@ class RelayedPeer:
 class RelayClient:
     """A member's link to one relay at `relay` (IP, port) with public key `relay_public`;
     `engine_port`: the local engine's UDP port. set_peers() makes one proxy per peer
-    key; endpoint(key) is the endpoint to give the engine for it."""
+    key; endpoint(key) is the endpoint to give the engine for it. `on_bound()` is called
+    (from the client's thread) when the relay first acknowledges a bind."""
 
     def __init__(self, private_key: bytes, relay_public: bytes, relay: Endpoint, engine_port: int,
-                 name: str = "rendezvous"):
+                 name: str = "rendezvous", on_bound: Callable[[], None] | None = None):
+        self.on_bound = on_bound
         self.private_key = private_key
         self.public_key = crypto.public_key(private_key)
         self.relay_public = relay_public
@@ -80,6 +82,8 @@ class RelayClient:
         """One proxy socket per key (new ones opened, gone ones closed)."""
         wanted = {wire.member_id(k): k for k in public_keys if k != self.public_key}
         with self._lock:
+            if wanted.keys() == self._peers.keys():
+                return
             for ident in [i for i in self._peers if i not in wanted]:
                 self._peers.pop(ident).sock.close()
             for ident, key in wanted.items():
@@ -118,7 +122,7 @@ class RelayClient:
         self.service.stop()
 
     def rebind(self) -> None:
-        """Bind again now (our addresses changed)."""
+        """Bind again now (our addresses changed, or the relay may have restarted)."""
         self._next_bind = 0.0
         self._wake()
 
@@ -146,7 +150,7 @@ class RelayClient:
             self.counters["binds_sent"] += 1
         except OSError as exc:
             log.debug("relay %s: bind failed: %s", self.name, exc)
-        self._next_bind = now + (BIND_REFRESH if self.bound else BIND_RETRY)
+        self._next_bind = now + BIND_RETRY          # until acknowledged: then BIND_REFRESH
 
     def _loop(self) -> None:
         while not self.service.stopping:
@@ -211,10 +215,14 @@ class RelayClient:
                 continue
             if datagram.kind == wire.BIND_ACK:
                 if datagram.first_id == self.own_id and datagram.timestamp == self._pending_bind:
-                    if self.bound_at is None:
-                        log.info("relay %s at %s: bound", self.name, format_endpoint(self.relay))
-                        self._next_bind = time.monotonic() + BIND_REFRESH
+                    first = self.bound_at is None
                     self.bound_at = time.monotonic()
+                    self._next_bind = self.bound_at + BIND_REFRESH
+                    self._pending_bind = None
+                    if first:
+                        log.info("relay %s at %s: bound", self.name, format_endpoint(self.relay))
+                        if self.on_bound is not None:
+                            self.on_bound()
                     self.counters["binds_acked"] += 1
                 continue
             if datagram.kind != wire.DELIVER or datagram.second_id != self.own_id:

@@ -15,6 +15,10 @@ Rules (from what users of wgsd, Tailscale and Nebula asked for):
   within `silence_timeout` (peers keep each other alive with persistent keepalives). A path
   that goes silent is re-probed at once; a peer whose reflexive address changes while we
   use the old one is re-probed at once.
+- A peer with a relay (set_relay: the local proxy endpoint of discovery.relay.client)
+  moves onto it when no direct path works: no candidates, or probing unanswered for
+  RELAY_AFTER seconds, also after a direct path went silent (relays_due). Direct probing
+  goes on with backoff; an authenticated answer moves the engine's endpoint back (roaming).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
 UPGRADE_INTERVAL = 10.0
 GIVE_UP_REPORT_AFTER = 10.0   # after this long without an answer, status explains why
+RELAY_AFTER = 1.0             # seconds of unanswered probing before a pair moves to its relay
 OBSERVE_FRACTION = 2.5        # a working path is looked at every silence_timeout / 2.5
 
 Endpoint = tuple[str, int]
@@ -64,6 +69,8 @@ class PeerPath:
     lan_tier_tried: bool = False
     was_working: bool = False
     suspect: bool = False        # the path may have broken (peer's mapping moved, we moved)
+    relay: Endpoint | None = None   # the local proxy endpoint of a relay for this peer
+    relay_name: str = ""
 
 
 def in_networks(host: str, networks: list) -> bool:
@@ -115,7 +122,7 @@ class PathManager:
             path.last_rx_change = now
         path.endpoint = endpoint
         path.last_handshake = last_handshake or None
-        working = self.is_working(key, now)
+        working = self.direct_working(key, now)
         if working:
             path.backoff = BACKOFF_START
             path.probing_since = None
@@ -131,6 +138,32 @@ class PathManager:
         if now - path.last_handshake > REJECT_AFTER_TIME:
             return False
         return path.last_rx_change is not None and now - path.last_rx_change <= self.silence_timeout
+
+    def direct_working(self, key: bytes, now: float) -> bool:
+        """Working, and not through the relay."""
+        path = self.peers.get(key)
+        return self.is_working(key, now) and not _on_relay(path)
+
+    def set_relay(self, key: bytes, endpoint: Endpoint | None, name: str = "rendezvous") -> None:
+        """The relay's local proxy endpoint for this peer (None: no relay), and the
+        relay's name for status."""
+        path = self.peers.setdefault(key, PeerPath())
+        path.relay, path.relay_name = endpoint, name
+
+    def _relay_wanted(self, path: PeerPath, now: float) -> bool:
+        """A relay is known and not in use, and no direct path works: none to try, or
+        probing has gone RELAY_AFTER unanswered."""
+        if path.relay is None or _on_relay(path):
+            return False
+        if not path.candidates.all():
+            return True
+        return path.probing_since is not None and now - path.probing_since >= RELAY_AFTER
+
+    def relays_due(self, now: float) -> dict[bytes, Endpoint]:
+        """Peers to move onto their relay now (the engine's endpoint set to the proxy).
+        Direct probing goes on; an authenticated answer moves the endpoint back (roaming)."""
+        return {key: path.relay for key, path in self.peers.items()
+                if not self.direct_working(key, now) and self._relay_wanted(path, now)}
 
     def _on_lan(self, path: PeerPath) -> bool:
         return path.endpoint is not None and path.endpoint in path.candidates.lan
@@ -160,7 +193,7 @@ class PathManager:
                 due[key] = cands.all()
                 path.probes_sent += len(due[key])
                 continue
-            if self.is_working(key, now):
+            if self.direct_working(key, now):
                 if cands.lan and not self._on_lan(path) and now - path.last_upgrade_probe >= UPGRADE_INTERVAL:
                     path.last_upgrade_probe = now
                     due[key] = list(cands.lan)
@@ -194,7 +227,9 @@ class PathManager:
         times: list[float] = []
         for key, path in self.peers.items():
             cands = path.candidates
-            if self.is_working(key, now):
+            if path.relay is not None and not _on_relay(path) and path.probing_since is not None:
+                times.append(path.probing_since + RELAY_AFTER)
+            if self.direct_working(key, now):
                 times.append(min(now + self.silence_timeout / OBSERVE_FRACTION,
                                  path.last_handshake + REJECT_AFTER_TIME))
                 if path.suspect and cands.all():
@@ -222,6 +257,8 @@ class PathManager:
         if path is None:
             return "none", "unknown peer"
         if self.is_working(key, now):
+            if _on_relay(path):
+                return "relay", f"relay via {path.relay_name}: {self._why_not_direct(path, now)}"
             return self._label(path.endpoint)
         if not path.candidates.all():
             return "none", "no candidate endpoints known yet (peer not in the directory or not on the LAN)"
@@ -252,6 +289,14 @@ class PathManager:
                                                 f"LAN subnets (VPN, carrier NAT or routed LAN)")
         return "direct", "endpoint at the peer's public or reflexive address"
 
+    def _why_not_direct(self, path: PeerPath, now: float) -> str:
+        """Why a relayed pair is not direct (no running durations)."""
+        if not path.candidates.all():
+            return "no direct candidate endpoints known"
+        if path.probing_since is not None and now - path.probing_since >= GIVE_UP_REPORT_AFTER:
+            return f"no direct path: {self._why_no_answer(path)}; still probing"
+        return f"direct candidates not answered yet (probing {len(path.candidates.all())})"
+
     def _why_no_answer(self, path: PeerPath) -> str:
         """What was found when no candidate answered, most specific first."""
         cands = path.candidates.all()
@@ -270,6 +315,10 @@ PRIVATE_NETWORKS = [ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",   # RFC 1918
     "100.64.0.0/10",                                   # RFC 6598 carrier NAT
     "169.254.0.0/16", "fc00::/7", "fe80::/10")]       # link-local, RFC 4193 ULA
+
+
+def _on_relay(path: PeerPath | None) -> bool:
+    return path is not None and path.relay is not None and path.endpoint == path.relay
 
 
 def _family(host: str) -> int | None:

@@ -122,16 +122,22 @@ class MemberReconciler:
         self.keepalive = keepalive
 
     def reconcile(self, directory: Mapping[bytes, MemberRecord],
-                  lan: Mapping[bytes, list[Endpoint]], status: DeviceStatus, now: float) -> Plan:
+                  lan: Mapping[bytes, list[Endpoint]], status: DeviceStatus, now: float,
+                  relays: Mapping[bytes, Endpoint] | None = None, relay_name: str = "rendezvous") -> Plan:
         """`directory`: the other members by key; `lan`: LAN endpoints mDNS found, by key
         (only listed members use them: mDNS is unauthenticated); `status`: the engine's,
-        read just before. Returns the peers to add/change/remove, then the probes due."""
+        read just before; `relays`: the relay client's local proxy endpoint per peer
+        (discovery.relay.client), `relay_name` the relay's name. Returns the peers to
+        add/change/remove, the probes due, and the peers moved onto their relay (endpoint
+        set to the proxy, with a handshake through it)."""
+        relays = relays or {}
         engine = {peer.public_key: peer for peer in status.peers}
         updates = member_peer_updates(directory, engine, keep=(self.rendezvous_key,),
                                       keepalive=self.keepalive)
         for key in [k for k in self.paths.peers if k not in directory]:
             self.paths.forget(key)
         for key, record in directory.items():
+            self.paths.set_relay(key, relays.get(key), relay_name)
             self.paths.update_candidates(key, Candidates(lan=list(lan.get(key, ())),
                                                          reflexive=record.endpoint,
                                                          host=list(record.host_candidates)), now)
@@ -141,6 +147,10 @@ class MemberReconciler:
                                    peer.rx_bytes, now)
         for key, endpoints in self.paths.probes_due(now).items():
             updates.append(PeerUpdate(public_key=key, update_only=True, probe_endpoints=endpoints))
+        for key, endpoint in self.paths.relays_due(now).items():
+            if key in engine:
+                updates.append(PeerUpdate(public_key=key, update_only=True, endpoint=endpoint,
+                                          probe_endpoints=[endpoint]))
         return Plan(DeviceUpdate(peers=updates), self.paths.next_deadline(now))
 
     def own_addresses_changed(self, rendezvous_endpoint: Endpoint, now: float) -> DeviceUpdate:

@@ -96,3 +96,20 @@ def test_member_cannot_make_the_relay_send_to_an_address_that_did_not_bind(relay
             victim.sock.recvfrom(4096)
     finally:
         victim.sock.close()
+
+
+def test_clients_bind_again_after_the_relay_restarts(relay_pair) -> None:
+    """A restarted relay knows no binding; rebind() (the member calls it on a new session
+    with the rendezvous) makes forwarding work again at once."""
+    server, a, b, (ca, cb) = relay_pair
+    port, private = server.port, server.private_key
+    server.stop()
+    fresh = RelayServer(private, host="127.0.0.1", port=port, members=[a.public, b.public]).start()
+    try:
+        for client in (ca, cb):
+            client.rebind()
+        poll(lambda: len(fresh.bound()) == 2, 5.0, lambda: f"both bound again: {fresh.counters}")
+        a.sock.sendto(b"after restart", ca.endpoint(b.public))
+        assert b.sock.recvfrom(4096)[0] == b"after restart"
+    finally:
+        fresh.stop()
