@@ -12,6 +12,7 @@ is served over TCP only.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 import struct
 import threading
@@ -25,7 +26,7 @@ import dns.rdatatype
 
 from meshwg.util.endpoint import format_endpoint
 from meshwg.util.errors import MeshwgError
-from meshwg.util.service import Service
+from meshwg.util.service import Service, StreamReader
 from meshwg.util.resolve import family_of
 
 from discovery.dnssd.cache import ResponseCache
@@ -104,7 +105,7 @@ class DnsServer:
         if self._service is not None:
             raise RuntimeError("DnsServer already started")
         try:
-            family = family_of(self.address)
+            family = family_of(str(ipaddress.ip_address(self.address)))
         except ValueError:
             raise DnsServerError(errno.EINVAL, f"DNS server address {self.address!r} is not an IP address") from None
         udp, tcp = self._bind_pair(family)
@@ -113,7 +114,10 @@ class DnsServer:
         service.on_close(udp.close)
         service.on_close(tcp.close)
         service.spawn(self._serve_udp, service, udp, name=f"dns-udp-{self._port}")
-        service.spawn(self._serve_tcp, service, tcp, name=f"dns-tcp-{self._port}")
+        service.spawn(lambda: service.serve_connections(
+            tcp, lambda client, _peer: self._serve_client(service, client),
+            limit=self.max_tcp_clients, name=f"dns-tcp-client-{self._port}",
+            on_reject=lambda: self._count(tcp_rejected=1)), name=f"dns-tcp-{self._port}")
         self._service = service
         return self
 
@@ -245,33 +249,21 @@ class DnsServer:
 
     # -- TCP
 
-    def _serve_tcp(self, service: Service, tcp: socket.socket) -> None:
-        while service.wait_readable(tcp):
-            try:
-                client, _ = tcp.accept()
-            except OSError:          # nothing pending after all, or a transient error
-                continue
-            with self._lock:
-                full = len(self._clients) >= self.max_tcp_clients
-                if not full:
-                    self._clients.add(client)
-                    self._counters.tcp_connections += 1
-                else:
-                    self._counters.tcp_rejected += 1
-            if full:
-                client.close()
-                continue
-            service.spawn(self._serve_client, service, client, name=f"dns-tcp-client-{self._port}")
-
     def _serve_client(self, service: Service, client: socket.socket) -> None:
+        """One TCP client: length-prefixed queries (RFC 1035 section 4.2.2) until it
+        closes, idles for tcp_idle_timeout seconds or the server stops."""
+        with self._lock:
+            self._clients.add(client)
+            self._counters.tcp_connections += 1
+        reader = StreamReader(client, service, idle_timeout=self.tcp_idle_timeout)
         try:
             client.settimeout(self.tcp_idle_timeout)  # bounds writes; reads wait on the service
             while True:
-                header = self._recv_exact(service, client, 2)
+                header = reader.read_exact(2)
                 if header is None:
                     return
                 (length,) = struct.unpack("!H", header)
-                data = self._recv_exact(service, client, length) if length else b""
+                data = reader.read_exact(length) if length else b""
                 if data is None:
                     return
                 self._count(queries_tcp=1)
@@ -284,19 +276,3 @@ class DnsServer:
         finally:
             with self._lock:
                 self._clients.discard(client)
-            client.close()
-
-    def _recv_exact(self, service: Service, sock: socket.socket, n: int) -> bytes | None:
-        """n bytes, or None on EOF, an idle timeout or stop()."""
-        chunks = bytearray()
-        while len(chunks) < n:
-            if not service.wait_readable(sock, timeout=self.tcp_idle_timeout):
-                return None
-            try:
-                chunk = sock.recv(n - len(chunks))
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            chunks += chunk
-        return bytes(chunks)

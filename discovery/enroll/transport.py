@@ -10,15 +10,13 @@ time (more are closed and counted as dropped_busy).
 from __future__ import annotations
 
 import logging
-import select
 import socket
-import threading
 import time
 from collections import Counter
 from typing import Callable
 
 from meshwg.util.endpoint import format_endpoint
-from meshwg.util.service import Service
+from meshwg.util.service import Service, StreamReader
 from meshwg.util.resolve import family_of
 
 from discovery.enroll.messages import (
@@ -29,41 +27,6 @@ from discovery.enroll.tokens import Token
 from discovery.stores.rendezvous import Member, RendezvousState
 
 log = logging.getLogger(__name__)
-
-Wait = Callable[[socket.socket, float], bool]   # (socket, seconds) -> readable before then?
-
-
-def _poll_readable(sock: socket.socket, timeout: float) -> bool:
-    """Wait up to `timeout` seconds for `sock` to be readable (the client's Wait)."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(max(0, int(timeout * 1000))))
-
-
-def read_line(sock: socket.socket, limit: int, deadline: float,
-              wait: Wait = _poll_readable) -> bytes | None:
-    """Read up to and including b"\\n" before `deadline` (time.monotonic() seconds); None
-    on EOF, timeout, a socket error or more than `limit` bytes without a newline."""
-    buf = bytearray()
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not wait(sock, remaining):
-            return None
-        try:
-            chunk = sock.recv(min(4096, limit + 1 - len(buf)))
-        except (BlockingIOError, InterruptedError):
-            continue
-        except OSError:
-            return None
-        if not chunk:
-            return None
-        buf += chunk
-        end = buf.find(b"\n")
-        if end >= 0:
-            return bytes(buf[:end + 1])
-        if len(buf) > limit:
-            return None
-
 
 class EnrollmentServer:
     """Threaded TCP enrollment service (default port: the rendezvous's enroll port).
@@ -82,7 +45,7 @@ class EnrollmentServer:
         self.on_member_added = on_member_added
         self.clock = clock
         self.timeout = timeout
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
         self._listener: socket.socket | None = None
         self._service: Service | None = None
 
@@ -115,7 +78,11 @@ class EnrollmentServer:
         self._listener = sock
         self._service = Service("enroll")
         self._service.on_close(sock.close)
-        self._service.spawn(self._accept_loop, sock, name="enroll-accept")
+        svc = self._service
+        svc.spawn(lambda: svc.serve_connections(
+            sock, lambda conn, peer: self._serve(svc, conn, peer), limit=self.max_connections,
+            name="enroll-conn", on_reject=lambda: self.core.count("dropped_busy")),
+            name="enroll-accept")
         return self
 
     def stop(self) -> None:
@@ -131,48 +98,26 @@ class EnrollmentServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _accept_loop(self, listener: socket.socket) -> None:
-        svc = self._service
-        assert svc is not None
-        while svc.wait_readable(listener):
-            try:
-                conn, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError as exc:
-                log.warning("enrollment accept failed: %s", exc)
-                continue
-            if not self._slots.acquire(blocking=False):
-                self.core.count("dropped_busy")
-                conn.close()
-                continue
-            svc.spawn(self._serve, svc, conn, peer, name="enroll-conn")
-
     def _serve(self, svc: Service, conn: socket.socket, peer: tuple) -> None:
-        try:
-            with conn:
-                conn.settimeout(self.timeout)      # bounds sendall; reads wait on the service
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                line = read_line(conn, MAX_MESSAGE, time.monotonic() + self.timeout,
-                                 lambda s, t: bool(svc.wait_readable(s, timeout=t)))
-                if line is None:
-                    if not svc.stopping:
-                        self.core.count("dropped_unreadable")
-                    return
-                response, member = self.core.handle(line, self.clock())
-                if member is not None:
-                    log.info("enrolled %s (%s) from %s", member.name, member.mesh_address, peer[0])
-                    if self.on_member_added is not None:
-                        try:
-                            self.on_member_added(member)
-                        except Exception:
-                            log.exception("on_member_added failed for %s", member.name)
+        conn.settimeout(self.timeout)      # bounds sendall; reads wait on the service
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        line = StreamReader(conn, svc, deadline=time.monotonic() + self.timeout).read_line(MAX_MESSAGE)
+        if line is None:
+            if not svc.stopping:
+                self.core.count("dropped_unreadable")
+            return
+        response, member = self.core.handle(line, self.clock())
+        if member is not None:
+            log.info("enrolled %s (%s) from %s", member.name, member.mesh_address, peer[0])
+            if self.on_member_added is not None:
                 try:
-                    conn.sendall(response)
-                except OSError:
-                    self.core.count("dropped_send_failed")
-        finally:
-            self._slots.release()
+                    self.on_member_added(member)
+                except Exception:
+                    log.exception("on_member_added failed for %s", member.name)
+        try:
+            conn.sendall(response)
+        except OSError:
+            self.core.count("dropped_send_failed")
 
 
 def enroll(token: Token, public_key: bytes, name: str, host_candidates: list[str],
@@ -193,7 +138,7 @@ def enroll(token: Token, public_key: bytes, name: str, host_candidates: list[str
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(request.to_wire())
-            line = read_line(sock, MAX_MESSAGE, deadline)
+            line = StreamReader(sock, deadline=deadline).read_line(MAX_MESSAGE)
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise EnrollmentError(f"cannot reach the rendezvous enrollment service at {where}: "

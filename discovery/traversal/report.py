@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from meshwg.util.endpoint import format_endpoint
 from meshwg.util.errors import MeshwgError
-from meshwg.util.service import Service
+from meshwg.util.service import Service, StreamReader
 from meshwg.util.resolve import family_of
 
 from discovery.dnssd.member import parse_published
@@ -27,6 +27,7 @@ REPORT_PORT_DEFAULT = 5354   # TCP, on the rendezvous's mesh address only
 MAX_REPORT = 4096            # bytes of one report line
 MAX_CANDIDATES = 16
 READ_TIMEOUT = 2.0           # seconds a sender has to deliver its line
+MAX_CONNECTIONS = 32         # reports served at once (one per member at most, normally)
 
 
 class ReportError(MeshwgError):
@@ -77,38 +78,19 @@ class CandidateReportServer:
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._service.on_close(sock.close)
-        self._service.spawn(self._serve)
-        return self
-
-    def _serve(self) -> None:
         svc = self._service
-        while svc.wait_readable(self._sock):
-            try:
-                conn, addr = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                continue
-            with conn:
-                self._handle(conn, addr[0])
+        svc.spawn(lambda: svc.serve_connections(
+            sock, lambda conn, peer: self._handle(conn, peer[0]), limit=MAX_CONNECTIONS,
+            name="report-conn", on_reject=self._rejected), name="report-accept")
+        return self
 
     def _read_line(self, conn: socket.socket) -> bytes:
         """The first line a sender writes (at most MAX_REPORT bytes, within READ_TIMEOUT)."""
-        conn.setblocking(False)
-        deadline = time.monotonic() + READ_TIMEOUT
-        data = b""
-        while b"\n" not in data:
-            if len(data) > MAX_REPORT:
-                raise ValueError(f"report longer than {MAX_REPORT} bytes")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._service.wait_readable(conn, timeout=remaining):
-                raise ValueError("report not finished in time")
-            try:
-                chunk = conn.recv(1024)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                break
-            data += chunk
-        return data.split(b"\n", 1)[0]
+        line = StreamReader(conn, self._service,
+                            deadline=time.monotonic() + READ_TIMEOUT).read_line(MAX_REPORT)
+        if line is None:
+            raise ValueError(f"no report line of at most {MAX_REPORT} bytes within {READ_TIMEOUT:g} s")
+        return line
 
     def _handle(self, conn: socket.socket, source: str) -> None:
         try:
@@ -132,6 +114,9 @@ class CandidateReportServer:
             conn.sendall(reply)
         except OSError:
             pass
+
+    def _rejected(self) -> None:
+        self.dropped += 1
 
     def stop(self) -> None:
         self._service.stop()

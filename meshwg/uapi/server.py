@@ -21,12 +21,13 @@ from meshwg.device.api import DeviceStatus, DeviceUpdate
 from meshwg.uapi.codec import (DEFAULT_DIRECTORY, ERR_INVALID, ERR_IO, ERR_PROTOCOL, UapiError,
                                format_errno, format_get, parse_set, socket_path)
 from meshwg.util.errors import MeshwgError
-from meshwg.util.service import Service
+from meshwg.util.service import Service, StreamReader
 
 log = logging.getLogger("meshwg.uapi")
 
 MAX_LINE = 4096  # longer request lines are a protocol error
 RECEIVE_SIZE = 65536
+MAX_CONNECTIONS = 1024  # concurrent `wg` clients; more are closed at once
 
 
 class UapiServerError(MeshwgError):
@@ -82,7 +83,9 @@ class UapiServer:
         service.on_close(listener.close)
         with self._state_lock:
             self._service = service
-        service.spawn(self._accept_loop, service, listener)
+        service.spawn(lambda: service.serve_connections(
+            listener, lambda conn, _peer: self._serve(service, conn), limit=MAX_CONNECTIONS,
+            name=f"uapi-{self.interface}-conn"), name=f"uapi-{self.interface}")
 
     def _bind(self, listener: socket.socket) -> None:
         old_umask = os.umask(0o077)
@@ -152,47 +155,37 @@ class UapiServer:
 
     # serving
 
-    def _accept_loop(self, service: Service, listener: socket.socket) -> None:
-        while service.wait_readable(listener):
-            try:
-                conn, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                continue                       # the client gave up before we got to it
-            conn.setblocking(True)             # replies are sent whole; reads follow poll
-            with self._state_lock:
-                if service.stopping:
-                    conn.close()
-                    return
-                self._conns.add(conn)
-            service.spawn(self._serve, service, conn, name=f"uapi-{self.interface}-conn")
-
     def _serve(self, service: Service, conn: socket.socket) -> None:
-        reader = _LineReader(conn, service)
+        conn.setblocking(True)             # replies are sent whole; reads follow poll
+        with self._state_lock:
+            if service.stopping:
+                return
+            self._conns.add(conn)
+        reader = StreamReader(conn, service, chunk=RECEIVE_SIZE)
         try:
-            with conn:
-                while True:
-                    op = reader.readline(MAX_LINE + 1)
-                    if not op:
+            while True:
+                op = reader.readline(MAX_LINE + 1)
+                if not op:
+                    return
+                if op == b"get=1\n":
+                    nxt = reader.read(1)
+                    if not nxt:
                         return
-                    if op == b"get=1\n":
-                        nxt = reader.read(1)
-                        if not nxt:
-                            return
-                        if nxt != b"\n":
-                            reply = format_errno(ERR_INVALID)
-                        else:
-                            reply = self.handle_get()
-                    elif op == b"set=1\n":
-                        lines, ok = self._read_request(reader)
-                        reply = self.handle_set(lines) if ok else format_errno(ERR_PROTOCOL)
-                        if not ok:
-                            conn.sendall(reply.encode())
-                            return
+                    if nxt != b"\n":
+                        reply = format_errno(ERR_INVALID)
                     else:
-                        log.warning("%s: invalid UAPI operation %r; closing connection",
-                                    self.path, op[:64])
+                        reply = self.handle_get()
+                elif op == b"set=1\n":
+                    lines, ok = self._read_request(reader)
+                    reply = self.handle_set(lines) if ok else format_errno(ERR_PROTOCOL)
+                    if not ok:
+                        conn.sendall(reply.encode())
                         return
-                    conn.sendall(reply.encode())
+                else:
+                    log.warning("%s: invalid UAPI operation %r; closing connection",
+                                self.path, op[:64])
+                    return
+                conn.sendall(reply.encode())
         except OSError:
             pass  # client went away, or close() shut the connection down
         finally:
@@ -200,7 +193,7 @@ class UapiServer:
                 self._conns.discard(conn)
 
     @staticmethod
-    def _read_request(reader: _LineReader) -> tuple[list[str], bool]:
+    def _read_request(reader: StreamReader) -> tuple[list[str], bool]:
         """Lines up to the blank line (or EOF, which wireguard-go also accepts)."""
         lines: list[str] = []
         while True:
@@ -236,43 +229,3 @@ class UapiServer:
             except Exception:
                 log.exception("%s: %s failed", self.path, what)
                 return format_errno(ERR_IO)
-
-
-class _LineReader:
-    """The bytes of one connection as lines, received only when poll (through the
-    service) says some are there, so that stopping the service ends a waiting read."""
-
-    def __init__(self, conn: socket.socket, service: Service) -> None:
-        self._conn = conn
-        self._service = service
-        self._buf = bytearray()
-
-    def readline(self, limit: int) -> bytes:
-        """Up to and including the next newline, at most `limit` bytes; what is left at
-        the end of the stream; b"" at its end (or when the service stops)."""
-        while True:
-            end = self._buf.find(b"\n", 0, limit)
-            if end >= 0:
-                return self._take(end + 1)
-            if len(self._buf) >= limit or not self._fill():
-                return self._take(min(limit, len(self._buf)))
-
-    def read(self, size: int) -> bytes:
-        """`size` bytes, fewer at the end of the stream."""
-        while len(self._buf) < size and self._fill():
-            pass
-        return self._take(min(size, len(self._buf)))
-
-    def _fill(self) -> bool:
-        if not self._service.wait_readable(self._conn):
-            return False
-        data = self._conn.recv(RECEIVE_SIZE)
-        if not data:
-            return False
-        self._buf += data
-        return True
-
-    def _take(self, size: int) -> bytes:
-        out = bytes(self._buf[:size])
-        del self._buf[:size]
-        return out

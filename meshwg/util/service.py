@@ -13,6 +13,9 @@ only that thread's current piece of work: loops go on, per-connection handlers e
     svc.spawn(loop)
     ...
     svc.stop()
+
+Stream servers use serve_connections (the accept loop, one thread per connection, a limit)
+and StreamReader (lines or exact sizes with a deadline, ended by stop()).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import os
 import select
 import threading
+import time
 from typing import Any, Callable
 
 log = logging.getLogger("meshwg.service")
@@ -90,6 +94,39 @@ class Service:
         """Wait `seconds` unless stopped first; True when the time passed."""
         return not self._stopping.wait(seconds)
 
+    def serve_connections(self, listener: Any, handle: Callable[[Any, Any], Any], *,
+                          limit: int = 64, name: str | None = None,
+                          on_reject: Callable[[], Any] | None = None) -> None:
+        """The accept loop of a stream server: run it in a thread of this service
+        (`spawn(lambda: svc.serve_connections(listener, handle, ...))`; the listener
+        non-blocking).
+        Each connection goes to handle(conn, peer) in a thread of its own, at most
+        `limit` at once: one more is closed at once and on_reject() called. The
+        connection is closed when handle returns. Returns when the service stops."""
+        slots = threading.BoundedSemaphore(limit)
+
+        def serve_one(conn: Any, peer: Any) -> None:
+            try:
+                with conn:
+                    handle(conn, peer)
+            finally:
+                slots.release()
+
+        while self.wait_readable(listener):
+            try:
+                conn, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue                    # the client gave up before we got to it
+            except OSError as exc:
+                log.warning("%s: accept failed: %s", self.name, exc)
+                continue
+            if not slots.acquire(blocking=False):
+                conn.close()
+                if on_reject is not None:
+                    on_reject()
+                continue
+            self.spawn(serve_one, conn, peer, name=name or f"{self.name}-conn")
+
     def stop(self, timeout: float = 2.0) -> None:
         """Stop every thread (idempotent), then run the close hooks."""
         if self._stopping.is_set() and self._wake_w < 0:
@@ -117,3 +154,78 @@ class Service:
             except OSError:
                 pass
         self._wake_r = self._wake_w = -1
+
+
+class StreamReader:
+    """Lines and exact sizes from a stream socket, received only when poll says bytes are
+    there, so a read ends at the end of the stream, at `deadline` (time.monotonic()
+    seconds), after `idle_timeout` seconds without a byte, or when `service` stops,
+    whichever comes first. Without a service it waits with poll alone (a client)."""
+
+    def __init__(self, conn: Any, service: Service | None = None, *,
+                 deadline: float | None = None, idle_timeout: float | None = None,
+                 chunk: int = 4096) -> None:
+        self.conn = conn
+        self.service = service
+        self.deadline = deadline
+        self.idle_timeout = idle_timeout
+        self.chunk = chunk
+        self._buf = bytearray()
+
+    def readline(self, limit: int) -> bytes:
+        """Up to and including the next newline, at most `limit` bytes; fewer (no newline)
+        when the stream ends, the time is up or the service stops first."""
+        while True:
+            end = self._buf.find(b"\n", 0, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self._buf) >= limit or not self._fill():
+                return self._take(min(limit, len(self._buf)))
+
+    def read_line(self, limit: int) -> bytes | None:
+        """One whole line (with its newline) of at most `limit` bytes, else None."""
+        line = self.readline(limit)
+        return line if line.endswith(b"\n") else None
+
+    def read(self, size: int) -> bytes:
+        """`size` bytes; fewer when the stream ends, the time is up or the service stops."""
+        while len(self._buf) < size and self._fill():
+            pass
+        return self._take(min(size, len(self._buf)))
+
+    def read_exact(self, size: int) -> bytes | None:
+        """Exactly `size` bytes, else None."""
+        data = self.read(size)
+        return data if len(data) == size else None
+
+    def _wait(self) -> bool:
+        timeout = self.idle_timeout
+        if self.deadline is not None:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        if self.service is not None:
+            return bool(self.service.wait_readable(self.conn, timeout=timeout))
+        poller = select.poll()
+        poller.register(self.conn, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+
+    def _fill(self) -> bool:
+        while self._wait():
+            try:
+                data = self.conn.recv(self.chunk)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return False
+            if not data:
+                return False
+            self._buf += data
+            return True
+        return False
+
+    def _take(self, size: int) -> bytes:
+        out = bytes(self._buf[:size])
+        del self._buf[:size]
+        return out

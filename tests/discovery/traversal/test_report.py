@@ -104,3 +104,18 @@ def test_stop_is_prompt_while_a_sender_is_silent(server):
 def test_parse_candidates_names_the_bad_item():
     with pytest.raises(ValueError, match="nope"):
         parse_candidates(["nope"])
+
+
+def test_a_silent_sender_does_not_hold_up_the_others(server):
+    """Connections are served at once each (meshwg.util.service.serve_connections): a
+    member's report is answered while another connection sends nothing."""
+    srv, reports = server
+    silent = socket.create_connection(("127.0.0.1", srv.port))
+    try:
+        send_report("127.0.0.1", srv.port, ["10.1.0.10:51821"], timeout=5.0)
+        assert reports.get(timeout=5) == ("127.0.0.1", ["10.1.0.10:51821"])
+        silent.setblocking(False)
+        with pytest.raises(BlockingIOError):    # still waited on: the report did not queue behind it
+            silent.recv(64)
+    finally:
+        silent.close()
