@@ -10,7 +10,7 @@ import time
 
 from meshwg.cli.common import CliError, StopSignal, check_privileges, write_pid_file
 from meshwg.util.errors import MeshwgError
-from meshwg.core.keys import decode_key, encode_key
+from meshwg.core.keys import encode_key
 from meshwg.util.endpoint import format_endpoint
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -82,7 +82,7 @@ def _run_in_foreground(daemon, interface: str, banner) -> int:
 def _start(daemon) -> None:
     try:
         daemon.start()
-    except OSError as exc:      # MeshwgError goes up to the one handler in meshwg.cli.main
+    except OSError as exc:      # MeshwgError goes up to the one handler in meshwg.cli.app
         raise CliError(f"cannot start: {exc.strerror or exc}") from None
 
 
@@ -200,6 +200,7 @@ def _enroll(args) -> None:
 def cmd_status(args) -> int:
     from discovery.daemons.member_status import status_path
     from meshwg.util.files import RUN_DIRECTORY
+    from meshwg.cli.show import peer_summary
     from meshwg.uapi import client as uapi_client
     names = [args.interface] if args.interface else sorted(
         n[:-12] for n in _listdir(RUN_DIRECTORY) if n.endswith(".status.json"))
@@ -216,14 +217,12 @@ def cmd_status(args) -> int:
             p.setdefault("endpoint", None)
             p.update(rx_bytes=0, tx_bytes=0, latest_handshake=None)
         try:
-            live = {p["public_key"]: p for p in uapi_client.parse_get(uapi_client.get(name))["peers"]}
+            live = {s["public_key"]: s for s in map(peer_summary, uapi_client.get(name).peers)}
             for p in doc["peers"]:
-                hexkey = decode_key(p["public_key"]).hex()
-                if hexkey in live:
-                    lp = live[hexkey]
-                    p["endpoint"] = lp.get("endpoint")
-                    p["rx_bytes"], p["tx_bytes"] = int(lp.get("rx_bytes", 0)), int(lp.get("tx_bytes", 0))
-                    p["latest_handshake"] = int(lp.get("last_handshake_time_sec", 0)) or None
+                if p["public_key"] in live:
+                    lp = live[p["public_key"]]
+                    p.update(endpoint=lp["endpoint"], rx_bytes=lp["rx_bytes"], tx_bytes=lp["tx_bytes"],
+                             latest_handshake=lp["latest_handshake"])
         except uapi_client.ControlError:
             pass
         docs.append(doc)

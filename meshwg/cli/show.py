@@ -7,6 +7,7 @@ import time
 
 from meshwg.cli.common import fail
 from meshwg.core.keys import encode_key
+from meshwg.util.endpoint import format_endpoint
 from meshwg.device.stats import stats_path
 
 
@@ -28,31 +29,33 @@ def _bytes(n: int) -> str:
     return str(n)
 
 
+def peer_summary(peer) -> dict:
+    """One peer of a DeviceStatus (meshwg.device.api.PeerStatus) as `show --json` and
+    `meshwg status` print it: base64 key, "IP:port" endpoint, unix-seconds handshake."""
+    return {
+        "public_key": encode_key(peer.public_key),
+        "preshared_key": peer.preshared_key is not None,
+        "endpoint": format_endpoint(peer.endpoint) if peer.endpoint is not None else None,
+        "allowed_ips": [str(net) for net in peer.allowed_ips],
+        "latest_handshake": peer.last_handshake_sec or None,
+        "rx_bytes": peer.rx_bytes, "tx_bytes": peer.tx_bytes,
+        "persistent_keepalive": peer.persistent_keepalive,
+    }
+
+
 def interface_summary(name: str) -> dict:
     from meshwg.uapi import client as uapi_client
-    dev = uapi_client.parse_get(uapi_client.get(name))
-    out = {"interface": name, "public_key": None,
-           "listen_port": int(dev.get("listen_port", 0)), "fwmark": int(dev.get("fwmark", 0)),
-           "peers": []}
-    if dev.get("private_key"):
+    dev = uapi_client.get(name)
+    out = {"interface": name, "public_key": None, "listen_port": dev.listen_port,
+           "fwmark": dev.fwmark, "peers": [peer_summary(p) for p in dev.peers]}
+    if dev.private_key:
         from meshwg.core.crypto import public_key
-        out["public_key"] = encode_key(public_key(bytes.fromhex(dev["private_key"])))
+        out["public_key"] = encode_key(public_key(dev.private_key))
     try:
         with open(stats_path(name)) as f:
             out["counters"] = json.load(f).get("counters", {})
     except (OSError, ValueError):
         out["counters"] = {}
-    for p in dev["peers"]:
-        sec = int(p.get("last_handshake_time_sec", 0))
-        out["peers"].append({
-            "public_key": encode_key(bytes.fromhex(p["public_key"])),
-            "preshared_key": bool(p.get("preshared_key")) and p.get("preshared_key") != "0" * 64,
-            "endpoint": p.get("endpoint"),
-            "allowed_ips": p["allowed_ips"],
-            "latest_handshake": sec or None,
-            "rx_bytes": int(p.get("rx_bytes", 0)), "tx_bytes": int(p.get("tx_bytes", 0)),
-            "persistent_keepalive": int(p.get("persistent_keepalive_interval", 0)),
-        })
     return out
 
 

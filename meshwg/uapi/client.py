@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import socket
 
-from meshwg.uapi.codec import DEFAULT_DIRECTORY, socket_path
+from meshwg.device.api import DeviceStatus
+from meshwg.uapi.codec import DEFAULT_DIRECTORY, UapiError, parse_get, socket_path
 from meshwg.util.errors import MeshwgError
 
 
@@ -46,15 +47,16 @@ def _request(interface: str, text: str, directory: str, timeout: float) -> list[
     return [line for line in lines if line]
 
 
-def get(interface: str, directory: str = DEFAULT_DIRECTORY, timeout: float = 5.0) -> list[tuple[str, str]]:
-    """The key=value pairs of a get=1 request; raises ControlError on errno != 0."""
-    pairs = []
-    for line in _request(interface, "get=1\n\n", directory, timeout):
-        key, _, value = line.partition("=")
-        pairs.append((key, value))
-    if not pairs or pairs[-1] != ("errno", "0"):
-        raise ControlError(f"{interface}: get failed ({pairs[-1][1] if pairs else 'no answer'})")
-    return pairs[:-1]
+def get(interface: str, directory: str = DEFAULT_DIRECTORY, timeout: float = 5.0) -> DeviceStatus:
+    """The interface's status through a get=1 request; raises ControlError when it is
+    unreachable, refuses, or answers something malformed."""
+    lines = _request(interface, "get=1\n\n", directory, timeout)
+    if not lines or lines[-1] != "errno=0":
+        raise ControlError(f"{interface}: get failed ({lines[-1] if lines else 'no answer'})")
+    try:
+        return parse_get(lines[:-1])
+    except UapiError as exc:
+        raise ControlError(f"{interface}: malformed get reply: {exc}") from None
 
 
 def set_(interface: str, lines: list[str], directory: str = DEFAULT_DIRECTORY, timeout: float = 5.0) -> None:
@@ -63,20 +65,3 @@ def set_(interface: str, lines: list[str], directory: str = DEFAULT_DIRECTORY, t
     reply = _request(interface, text, directory, timeout)
     if reply != ["errno=0"]:
         raise ControlError(f"{interface}: set refused ({', '.join(reply) or 'no answer'})")
-
-
-def parse_get(pairs: list[tuple[str, str]]) -> dict:
-    """Turn get pairs into {'private_key':..., 'listen_port':..., 'peers': [{...}]}."""
-    device: dict = {"peers": []}
-    current = None
-    for key, value in pairs:
-        if key == "public_key":
-            current = {"public_key": value, "allowed_ips": []}
-            device["peers"].append(current)
-        elif current is None:
-            device[key] = value
-        elif key == "allowed_ip":
-            current["allowed_ips"].append(value)
-        else:
-            current[key] = value
-    return device

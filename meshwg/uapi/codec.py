@@ -15,7 +15,7 @@ import errno as _errno
 import os
 import re
 
-from meshwg.device.api import DeviceStatus, DeviceUpdate, Network, PeerUpdate
+from meshwg.device.api import DeviceStatus, DeviceUpdate, Network, PeerStatus, PeerUpdate
 from meshwg.util.endpoint import format_endpoint, parse_endpoint
 from meshwg.util.errors import MeshwgError
 from meshwg.util.prefix import parse_network
@@ -167,6 +167,40 @@ def format_get(status: DeviceStatus) -> str:
         out.extend(f"allowed_ip={net}" for net in peer.allowed_ips)
     out.append("errno=0")
     return "\n".join(out) + "\n\n"
+
+
+def parse_get(lines: list[str]) -> DeviceStatus:
+    """The reply to get=1 (its key=value lines, without the final errno) back into a
+    DeviceStatus: the inverse of format_get, for clients (`meshwg show`, `meshwg status`).
+    Unknown keys are skipped (newer peers); raises UapiError for a malformed value."""
+    status = DeviceStatus(private_key=None, listen_port=0, fwmark=0, peers=[])
+    peer: PeerStatus | None = None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key == "public_key":
+            peer = PeerStatus(public_key=_hex_key(key, value), preshared_key=None, endpoint=None,
+                              last_handshake_sec=0, last_handshake_nsec=0, tx_bytes=0,
+                              rx_bytes=0, persistent_keepalive=0, allowed_ips=[])
+            status.peers.append(peer)
+        elif peer is None:
+            if key == "private_key":
+                status.private_key = _hex_key(key, value)
+            elif key in ("listen_port", "fwmark"):
+                setattr(status, key, _uint(key, value, 0xFFFFFFFF))
+        elif key == "preshared_key":
+            psk = _hex_key(key, value)
+            peer.preshared_key = psk if any(psk) else None
+        elif key == "endpoint":
+            peer.endpoint = parse_uapi_endpoint(value)
+        elif key == "allowed_ip":
+            peer.allowed_ips.append(_network(key, value))
+        elif key in ("last_handshake_time_sec", "last_handshake_time_nsec", "tx_bytes",
+                     "rx_bytes", "persistent_keepalive_interval"):
+            field = {"last_handshake_time_sec": "last_handshake_sec",
+                     "last_handshake_time_nsec": "last_handshake_nsec",
+                     "persistent_keepalive_interval": "persistent_keepalive"}.get(key, key)
+            setattr(peer, field, _uint(key, value, 2 ** 64 - 1))
+    return status
 
 
 def format_errno(code: int) -> str:
