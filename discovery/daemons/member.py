@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 import threading
 import time
 from dataclasses import replace
@@ -42,6 +41,7 @@ from meshwg.core.events import HandshakeCompleted
 from meshwg.core.keys import encode_key
 from meshwg.device.api import DeviceUpdate, PeerUpdate
 from meshwg.device.device import Device
+from meshwg.util.resolve import resolve_endpoint
 from meshwg.util.endpoint import Endpoint, format_endpoint, parse_endpoint
 
 from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
@@ -77,13 +77,7 @@ __all__ = ["MemberDaemon", "status_path", "DEFAULT_INTERVAL", "SERIAL_POLL"]
 
 def _resolve_host(endpoint: str) -> Endpoint:
     """The rendezvous's "HOST:PORT" with the host resolved to an address (once, at start)."""
-    host, port = parse_endpoint(endpoint)
-    try:
-        ipaddress.ip_address(host)
-        return host, port
-    except ValueError:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        return info[0][4][0], port
+    return resolve_endpoint(*parse_endpoint(endpoint))   # EndpointError: one line for the user
 
 
 def directory_serial(server: Server, zone: str, timeout: float) -> int:
