@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from meshwg.cli.common import CliError, StopSignal, check_privileges, write_pid_file
+from meshwg.cli.common import CliError, StopSignal, check_privileges, run_in_foreground
 from meshwg.util.errors import MeshwgError
 from meshwg.core.keys import encode_key
 from meshwg.util.endpoint import format_endpoint
@@ -67,30 +67,8 @@ def cmd_rendezvous_run(args) -> int:
 
 def _run_in_foreground(daemon, interface: str, banner) -> int:
     """Start a daemon, record its pid for `meshwg down`, run until SIGINT/SIGTERM, stop it."""
-    stop = StopSignal()
-    _start(daemon)
-    pid = write_pid_file(interface)
-    print(banner(), file=sys.stderr, flush=True)
-    try:
-        stop.wait()
-    finally:
-        daemon.stop()
-        _unlink(pid)
+    run_in_foreground(daemon, lambda: interface, banner, StopSignal())
     return 0
-
-
-def _start(daemon) -> None:
-    try:
-        daemon.start()
-    except OSError as exc:      # MeshwgError goes up to the one handler in meshwg.cli.app
-        raise CliError(f"cannot start: {exc.strerror or exc}") from None
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def cmd_invite(args) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+from typing import Callable
 
 from meshwg.util.errors import MeshwgError
 from meshwg.util.files import RUN_DIRECTORY as PID_DIRECTORY
@@ -55,3 +57,28 @@ def write_pid_file(name: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(f"{os.getpid()}\n")
     return path
+
+
+def run_in_foreground(thing, name: Callable[[], str], banner: Callable[[], str],
+                      stop: StopSignal) -> None:
+    """Start `thing` (a Device or a mesh daemon: start()/stop()), record its pid as
+    PID_DIRECTORY/NAME.pid for `meshwg down`, print the banner, run until SIGINT/SIGTERM,
+    then stop it and remove the pid file. `stop` is installed before `thing` was made, so
+    a signal during start-up stops it cleanly. MeshwgError from start() goes up to the
+    CLI's one handler; other OSErrors become one line."""
+    try:
+        thing.start()
+    except OSError as exc:
+        if isinstance(exc, MeshwgError):
+            raise
+        raise CliError(f"cannot start: {exc.strerror or exc}") from None
+    pid_path = write_pid_file(name())
+    try:
+        print(banner(), file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        thing.stop()
+        try:
+            os.unlink(pid_path)
+        except FileNotFoundError:
+            pass

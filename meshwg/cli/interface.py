@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 
-from meshwg.cli.common import PID_DIRECTORY, StopSignal, check_privileges, fail, write_pid_file
+from meshwg.cli.common import PID_DIRECTORY, StopSignal, check_privileges, fail, run_in_foreground
 
 
 def interface_name_from_path(path: str) -> str:
@@ -55,18 +55,9 @@ def cmd_up(args) -> int:
                     manage_routes=not args.no_routes,
                     offload=False if getattr(args, "no_offload", False) else None)
     device.configure(config)
-    device.start()      # its errors (MeshwgError) are printed by meshwg.cli.app
-    pid_path = write_pid_file(device.name)
-    try:
-        print(f"meshwg: {device.name} is up (UDP port {device.listen_port}); Ctrl-C or "
-              f"`meshwg down {device.name}` stops it", file=sys.stderr, flush=True)
-        stop.wait()
-    finally:
-        device.stop()
-        try:
-            os.unlink(pid_path)
-        except FileNotFoundError:
-            pass
+    run_in_foreground(device, lambda: device.name, lambda: (
+        f"meshwg: {device.name} is up (UDP port {device.listen_port}); Ctrl-C or "
+        f"`meshwg down {device.name}` stops it"), stop)
     print(f"meshwg: {device.name} removed", file=sys.stderr)
     return 0
 
