@@ -35,8 +35,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import dns.rdatatype
-
 from meshwg.core.events import HandshakeCompleted
 from meshwg.core.keys import encode_key
 from meshwg.device.api import DeviceUpdate, PeerUpdate
@@ -47,9 +45,7 @@ from meshwg.util.endpoint import Endpoint, format_endpoint, parse_endpoint
 from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
 from discovery.daemons.engine_events import EngineEvents
 from discovery.daemons.member_status import StatusFile, status_path
-from discovery.dnssd.client import DiscoveryError, resolve_member, resolve_zone
-from discovery.dnssd.exchange import Server, make_query, udp_exchange
-from discovery.dnssd.names import zone_name
+from discovery.dnssd.client import DiscoveryError, directory_serial, resolve_member, resolve_zone
 from discovery.dnssd.notify import NotifyListener
 from discovery.dnssd.member import MemberRecord
 from discovery.lan.announcer import MdnsAnnouncer
@@ -78,16 +74,6 @@ __all__ = ["MemberDaemon", "status_path", "DEFAULT_INTERVAL", "SERIAL_POLL"]
 def _resolve_host(endpoint: str) -> Endpoint:
     """The rendezvous's "HOST:PORT" with the host resolved to an address (once, at start)."""
     return resolve_endpoint(*parse_endpoint(endpoint))   # EndpointError: one line for the user
-
-
-def directory_serial(server: Server, zone: str, timeout: float) -> int:
-    """The SOA serial of the directory's zone (it changes with every directory update).
-    Raises DiscoveryError or OSError when the server does not answer properly."""
-    response = udp_exchange(server, [make_query(zone_name(zone), dns.rdatatype.SOA)], timeout)[0]
-    for rrset in response.answer:
-        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
-            return rrset[0].serial
-    raise DiscoveryError(f"{zone}: the directory's answer holds no SOA record")
 
 
 class MemberDaemon:

@@ -170,3 +170,13 @@ def resolve_member(
         return parse_member_answers(name, _answer_rrsets(txt_response))
     records = _complete(server, origin, [name], rrsets, timeout, 1)
     return records[0] if records else None
+
+
+def directory_serial(server: Server, zone: str, timeout: float) -> int:
+    """The SOA serial of the directory's zone (it changes with every directory update).
+    Raises DiscoveryError or OSError when the server does not answer properly."""
+    response = udp_exchange(server, [make_query(zone_name(zone), dns.rdatatype.SOA)], timeout)[0]
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return rrset[0].serial
+    raise DiscoveryError(f"{zone}: the directory's answer holds no SOA record")
