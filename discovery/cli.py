@@ -1,4 +1,5 @@
-"""The mesh subcommands of `meshwg`: rendezvous, invite, members, remove, join, status, lab."""
+"""The mesh subcommands of `meshwg`: rendezvous, invite, members, remove, join, status, netcheck,
+lab."""
 
 from __future__ import annotations
 
@@ -317,6 +318,9 @@ def register(sub) -> None:
     p.add_argument("--interface", help="member interface (default: every running member)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    from discovery.netcheck.command import register as register_netcheck
+    register_netcheck(sub)
 
     p = sub.add_parser("lab", help="build a NAT lab in network namespaces and run a mesh in it",
                        description="Builds a fake internet, two NATed home networks and a rendezvous in "

@@ -53,6 +53,7 @@ from discovery.lan.browser import MdnsBrowser
 from discovery.lan.interfaces import lan_addresses
 from discovery.lan.netwatch import AddressWatcher
 from discovery.lan.service import MdnsService
+from discovery.netcheck.facts import own_facts
 from discovery.portmap.mapper import Mapping, PortMapper
 from discovery.relay.client import RelayClient
 from discovery.stores.member import MemberState
@@ -97,6 +98,8 @@ class MemberDaemon:
         self.rendezvous_key = self.state.rendezvous_public_key
         self.rendezvous_endpoint = _resolve_host(self.state.rendezvous_endpoint)
         self.reconciler = MemberReconciler(self.rendezvous_key)
+        # what `meshwg netcheck` last found here: the only grounds for blaming our own NAT
+        self.reconciler.paths.set_own_facts(*own_facts(state_dir, time.time()))
         self.device: Device | None = None
         self.mdns_service: MdnsService | None = None
         self.announcer: MdnsAnnouncer | None = None

@@ -41,6 +41,7 @@ from discovery.dnssd.zone import Directory
 from discovery.dnssd.server import DnsServer
 from discovery.enroll.transport import EnrollmentServer
 from discovery.relay.server import RelayServer
+from discovery.netcheck.responder import ObservationResponder, observe_ports
 from discovery.stores.errors import StateError
 from discovery.stores.rendezvous import DB_NAME, RendezvousState
 from discovery.traversal.reconcile import directory_records, rendezvous_peer_updates
@@ -109,6 +110,8 @@ class RendezvousDaemon:
                                                  on_member_added=self._member_added).start())
             self.servers.append(CandidateReportServer(st.address, REPORT_PORT_DEFAULT,
                                                       self._candidates_reported).start())
+            # `meshwg netcheck`'s "what is my address" responder, on the WG port + 2 and + 3
+            self.servers.append(ObservationResponder(observe_ports(self.device.listen_port)).start())
         except BaseException:
             self.stop()
             raise
