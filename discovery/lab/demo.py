@@ -2,8 +2,8 @@
 
 The proof: every member pings every other member over the mesh, each pair's ``wg show``
 endpoint is the direct one (the peer's LAN address behind the same NAT, its NAT's public
-address otherwise; none expected through a symmetric NAT), and the rendezvous forwarded
-no packet. See ``discovery.lab.mesh`` for the topology.
+address otherwise; through a symmetric NAT, the relay client's 127.0.0.1 proxy: the
+rendezvous's relay), and the rendezvous forwarded no packet. See ``discovery.lab.mesh`` for the topology.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def directness(lab: MeshLab) -> list[dict[str, Any]]:
             want = peer.lan_address
         elif expected == "direct":
             want = peer.router.public_address if peer.router else None
+        elif expected == "relay":
+            want = "127.0.0.1"          # the relay client's local proxy for this peer
         else:
             want = None
         rows.append({"from": a, "to": b, "endpoint": endpoint, "expected": expected,
@@ -122,6 +124,9 @@ def format_report(doc: dict[str, Any]) -> str:
     for row in doc["directness"]:
         if row["expected"] == "none":
             verdict = "no direct path expected (symmetric NAT)"
+        elif row["expected"] == "relay":
+            verdict = (f"{'OK' if row['ok'] else 'NOT'} relay: 127.0.0.1 is the proxy to the "
+                       f"rendezvous's relay (symmetric NAT)")
         else:
             where = "its LAN address" if row["expected"] == "lan" else "its NAT's public address"
             verdict = (f"{'OK' if row['ok'] else 'NOT'} {row['expected']}: "

@@ -87,3 +87,17 @@ def test_reconciler_sets_the_proxy_endpoint_with_a_handshake_through_it() -> Non
     reconciler.reconcile(directory, {}, status, T0)
     plan = reconciler.reconcile(directory, {}, status, T0 + RELAY_AFTER)
     assert not [u for u in plan.update.peers if u.endpoint is not None]
+
+
+def test_idle_relayed_pair_stays_relayed_while_its_session_is_fresh() -> None:
+    """Keepalives may flow one way only: a relayed pair without rx is kept until its
+    handshake ages past REJECT_AFTER_TIME (rekeying needs an answer through the relay)."""
+    from discovery.traversal.paths import REJECT_AFTER_TIME
+    paths = _manager()
+    paths.observe(K, PROXY, T0, 148, T0)
+    quiet = T0 + 60
+    paths.observe(K, PROXY, T0, 148, quiet)
+    assert paths.describe(K, quiet)[0] == "relay"
+    stale = T0 + REJECT_AFTER_TIME + 1
+    paths.observe(K, PROXY, T0, 148, stale)
+    assert paths.describe(K, stale)[0] == "none"
