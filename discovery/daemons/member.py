@@ -318,6 +318,8 @@ class MemberDaemon:
         self._refresh_local_networks()
         self._reported = None          # report the new host candidates to the rendezvous now
         self._resolve_wanted = True
+        if self.portmapper is not None:
+            self.portmapper.refresh()          # a new address (or gateway): map again now
         if self.relay is not None:
             self.relay.rebind()
         # let every peer (and the rendezvous) see our new source address at once

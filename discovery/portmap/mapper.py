@@ -4,7 +4,8 @@ It tries PCP (RFC 6887), then NAT-PMP (RFC 6886), then UPnP IGD, each bounded so
 whole discovery takes under 3 s; renews the mapping at half its lifetime (RFC 6886 section
 3.3 and RFC 6887 section 11.2.1 both advise renewing well before expiry); retries a failed
 discovery later (:data:`RETRY_AFTER`, doubling to :data:`RETRY_MAX`); deletes the mapping
-on stop. Its one thread sleeps until the next renewal through
+on stop; maps again at once on :meth:`PortMapper.refresh` (the host moved). Its one thread
+sleeps until the next renewal through
 :class:`meshwg.util.service.Service`, so it never blocks the member daemon and costs
 nothing between renewals.
 """
@@ -178,6 +179,10 @@ class PortMapper:
         self._upnp: UpnpClient | None = None
         self._service = Service("portmap")
         self._lock = threading.Lock()
+        self._kick_r, self._kick_w = os.pipe()      # refresh() wakes the thread through it
+        os.set_blocking(self._kick_r, False)
+        os.set_blocking(self._kick_w, False)
+        self._service.on_close(self._close_kick)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "PortMapper":
@@ -195,6 +200,21 @@ class PortMapper:
             except PortMapError as exc:
                 log.info("could not delete the %s mapping: %s", mapping.protocol, exc)
 
+    def refresh(self) -> None:
+        """Map again now (this host's address or gateway changed), not at the next renewal."""
+        with self._lock:
+            if self._kick_w >= 0:
+                try:
+                    os.write(self._kick_w, b"x")
+                except OSError:         # already kicked (pipe full)
+                    pass
+
+    def _close_kick(self) -> None:
+        with self._lock:
+            for fd in (self._kick_r, self._kick_w):
+                os.close(fd)
+            self._kick_r = self._kick_w = -1
+
     def status(self) -> dict | None:
         """{"protocol", "endpoint", "lifetime"} of the current mapping, or None."""
         mapping = self.mapping
@@ -203,6 +223,15 @@ class PortMapper:
     # ------------------------------------------------------------------ the thread
     def _count_drop(self) -> None:
         self.dropped += 1
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep until ``seconds`` pass or refresh() is called; False once stopping."""
+        if self._service.wait_readable(self._kick_r, timeout=seconds):
+            try:
+                os.read(self._kick_r, 64)
+            except OSError:
+                pass
+        return not self._service.stopping
 
     def _wait(self, sock: socket.socket, seconds: float) -> bool:
         return bool(self._service.wait_readable(sock, timeout=seconds))
@@ -217,7 +246,7 @@ class PortMapper:
                 self.last_error = str(exc)
                 log.info("port mapping for UDP %d: %s", self.internal_port, exc)
                 self._set(None)
-                if not self._service.sleep(retry):
+                if not self._sleep(retry):
                     return
                 retry = min(retry * 2, RETRY_MAX)
                 continue
@@ -226,7 +255,7 @@ class PortMapper:
                 return
             retry = RETRY_AFTER
             self._set(mapping)
-            if not self._service.sleep(max(MIN_RENEW, mapping.lifetime / 2)):
+            if not self._sleep(max(MIN_RENEW, mapping.lifetime / 2)):
                 return
             self.renewals += 1
 

@@ -105,6 +105,22 @@ def test_thread_reports_the_mapping(gateway):
         mapper.stop()
 
 
+def test_refresh_maps_again_at_once(gateway):
+    address, server = gateway
+    mapped = threading.Semaphore(0)
+    mapper = PortMapper(51820, gateway=address, protocols=("natpmp",), lifetime=3600,
+                        on_change=lambda m: mapped.release())
+    mapper.start()
+    try:
+        assert mapped.acquire(timeout=5)                    # the first mapping
+        before = len(server.requests)
+        mapper.refresh()                                    # renewal is 1800 s away
+        assert mapped.acquire(timeout=5)
+        assert len(server.requests) > before and mapper.renewals == 1
+    finally:
+        mapper.stop()
+
+
 def test_no_gateway_answers():
     mapper = PortMapper(51820, gateway="127.83.51.2", protocols=("pcp", "natpmp"))
     with pytest.raises(PortMapError) as info:
