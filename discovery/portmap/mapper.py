@@ -314,7 +314,8 @@ class PortMapper:
         budget = PROTOCOL_BUDGET["upnp"]
         client = self._upnp
         if client is None or client.gateway_address != gateway:
-            client = UpnpClient(gateway, _local_address(gateway), timeout=budget / 3)
+            # four steps at most (SSDP, description, AddPortMapping, GetExternalIPAddress)
+            client = UpnpClient(gateway, _local_address(gateway), timeout=budget / 4)
             client.discover(wait)
             self._upnp = client
         external = self.mapping.external_port if self.mapping else self.internal_port
