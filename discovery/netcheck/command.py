@@ -13,8 +13,9 @@ import sys
 import time
 
 from meshwg.util.endpoint import parse_port, split_hostport
+from meshwg.util.errors import MeshwgError
 
-from discovery.netcheck.classify import classify, summary_lines
+from discovery.netcheck.classify import Observations, classify, summary_lines
 from discovery.netcheck.facts import save_report
 from discovery.netcheck.probe import gather
 from discovery.netcheck.responder import observe_ports
@@ -29,11 +30,23 @@ def rendezvous_endpoint(state_dir: str) -> str:
     return MemberState.load(state_dir).rendezvous_endpoint
 
 
+class NetcheckError(MeshwgError):
+    """netcheck cannot run: the rendezvous host does not resolve."""
+
+
 def run(rendezvous: str) -> dict:
-    """Probe the rendezvous at ``rendezvous`` (HOST:PORT, its WireGuard port) -> report."""
+    """Probe the rendezvous at ``rendezvous`` (HOST:PORT, its WireGuard port) -> report.
+    NetcheckError when its host has no address."""
     host, port_text = split_hostport(rendezvous)
     port = parse_port(port_text)
-    return classify(gather(host, observe_ports(port), rendezvous))
+    return classify(check_resolved(gather(host, observe_ports(port), rendezvous)))
+
+
+def check_resolved(obs: Observations) -> Observations:
+    """``obs``, or NetcheckError when the rendezvous host had no address in any family."""
+    if obs.ipv4.target is None and obs.ipv6.target is None:
+        raise NetcheckError(f"netcheck: rendezvous {obs.rendezvous}: the host does not resolve")
+    return obs
 
 
 def cmd_netcheck(args) -> int:

@@ -4,6 +4,7 @@ import pytest
 
 from discovery.netcheck import wire
 from discovery.netcheck.classify import FamilyObservations, Observations, classify, summary_lines
+from discovery.netcheck.command import NetcheckError, check_resolved
 
 PORTS = (51822, 51823)
 LOCAL = ("10.1.0.10", 40123)
@@ -106,3 +107,12 @@ def test_malformed_answers_are_refused():
     assert wire.parse_answer(good[:-1]) is None
     assert wire.parse_answer(wire.encode_request(bytes(12))) is None
     assert wire.parse_answer(good[:18] + bytes([6]) + good[19:]) is None     # family/length mismatch
+
+
+def test_a_rendezvous_host_without_addresses_is_an_error_not_a_report():
+    nowhere = observations(FamilyObservations(route=True, target=None),
+                           FamilyObservations(route=True, target=None))
+    with pytest.raises(NetcheckError, match="does not resolve"):
+        check_resolved(nowhere)
+    resolved = observations(v4({}))
+    assert check_resolved(resolved) is resolved
