@@ -213,10 +213,11 @@ def cmd_status(args) -> int:
         me = doc["self"]
         print(f"{doc['interface']}: {me['name']} {me['mesh_address']} (port {me['listen_port']}, "
               f"mesh {me['network']})")
-        print(f"  {'NAME':14} {'ADDRESS':15} {'PATH':10} {'ENDPOINT':24} {'HANDSHAKE':10} {'RX':>10} {'TX':>10}  REASON")
+        width = max([10] + [len(p["path"]) for p in doc["peers"]])
+        print(f"  {'NAME':14} {'ADDRESS':15} {'PATH':{width}} {'ENDPOINT':24} {'HANDSHAKE':10} {'RX':>10} {'TX':>10}  REASON")
         for p in doc["peers"]:
             hs = f"{int(now - p['latest_handshake'])}s ago" if p.get("latest_handshake") else "never"
-            print(f"  {p['name'][:14]:14} {p['mesh_address']:15} {p['path']:10} {str(p.get('endpoint') or '-'):24} "
+            print(f"  {p['name'][:14]:14} {p['mesh_address']:15} {p['path']:{width}} {str(p.get('endpoint') or '-'):24} "
                   f"{hs:10} {p['rx_bytes']:>10} {p['tx_bytes']:>10}  {_path_note(p)}")
     return 0
 
