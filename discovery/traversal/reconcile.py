@@ -145,12 +145,15 @@ class MemberReconciler:
             if peer is not None:
                 self.paths.observe(key, peer.endpoint, peer.last_handshake_sec or None,
                                    peer.rx_bytes, now)
+        # a move onto the relay goes first, with its handshake through the relay: a probe
+        # round in the same update would be rate-limited or replace that handshake
+        moved = {key: endpoint for key, endpoint in self.paths.relays_due(now).items() if key in engine}
+        for key, endpoint in moved.items():
+            updates.append(PeerUpdate(public_key=key, update_only=True, endpoint=endpoint,
+                                      probe_endpoints=[endpoint]))
         for key, endpoints in self.paths.probes_due(now).items():
-            updates.append(PeerUpdate(public_key=key, update_only=True, probe_endpoints=endpoints))
-        for key, endpoint in self.paths.relays_due(now).items():
-            if key in engine:
-                updates.append(PeerUpdate(public_key=key, update_only=True, endpoint=endpoint,
-                                          probe_endpoints=[endpoint]))
+            if key not in moved:
+                updates.append(PeerUpdate(public_key=key, update_only=True, probe_endpoints=endpoints))
         return Plan(DeviceUpdate(peers=updates), self.paths.next_deadline(now))
 
     def own_addresses_changed(self, rendezvous_endpoint: Endpoint, now: float) -> DeviceUpdate:

@@ -101,3 +101,15 @@ def test_idle_relayed_pair_stays_relayed_while_its_session_is_fresh() -> None:
     stale = T0 + REJECT_AFTER_TIME + 1
     paths.observe(K, PROXY, T0, 148, stale)
     assert paths.describe(K, stale)[0] == "none"
+
+
+def test_move_to_the_relay_is_not_mixed_with_a_probe_round() -> None:
+    """The engine allows one probe round per PROBE_MIN_INTERVAL and a new initiation
+    replaces the one in flight: the relay's handshake goes alone."""
+    reconciler = MemberReconciler(RDV)
+    directory = {K: MemberRecord(public_key=K, endpoint=REFLEXIVE, allowed_ips=[], name="c",
+                                 mesh_address="", host_candidates=[])}
+    reconciler.reconcile(directory, {}, _status(), T0, relays={K: PROXY})
+    plan = reconciler.reconcile(directory, {}, _status(), T0 + RELAY_AFTER, relays={K: PROXY})
+    probes = [u.probe_endpoints for u in plan.update.peers if u.public_key == K and u.probe_endpoints]
+    assert probes == [[PROXY]], probes
