@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 from meshwg.core import crypto
 from meshwg.util.endpoint import Endpoint, format_endpoint, normalize_endpoint
 from meshwg.util.service import Service
+from meshwg.util.resolve import family_of
 
 from discovery.relay import wire
 
@@ -69,7 +70,7 @@ class RelayClient:
         self._lock = threading.Lock()
         self._pending_bind: int | None = None
         self._next_bind = 0.0
-        family = socket.AF_INET6 if ":" in relay[0] else socket.AF_INET
+        family = family_of(relay[0])
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
         self._wake_r, self._wake_w = os.pipe()

@@ -22,6 +22,7 @@ from meshwg.core import crypto
 from meshwg.util.endpoint import Endpoint, format_endpoint, normalize_endpoint
 from meshwg.util.errors import MeshwgError
 from meshwg.util.service import Service
+from meshwg.util.resolve import family_of
 
 from discovery.relay import wire
 
@@ -94,7 +95,7 @@ class RelayServer:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "RelayServer":
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        family = family_of(self.host)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             if family == socket.AF_INET6:

@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 
 from meshwg.core import crypto
+from meshwg.util.errors import MeshwgError
 
 MAGIC = b"MWR1"
 BIND, BIND_ACK, SEND, DELIVER = 1, 2, 3, 4
@@ -43,11 +44,11 @@ _KEY_LABEL = b"meshwg relay key v1"
 BIND_WINDOW_NS = 120 * 10**9                    # a first bind may be this old (or early)
 
 
-class Malformed(ValueError):
+class Malformed(MeshwgError, ValueError):
     """A datagram that is no relay datagram (size, magic, type)."""
 
 
-class BadMac(ValueError):
+class BadMac(MeshwgError, ValueError):
     """A datagram whose MAC does not verify under the key it claims."""
 
 
