@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -40,6 +39,7 @@ from meshwg.core.keys import encode_key
 from meshwg.device.api import DeviceUpdate, PeerUpdate
 from meshwg.device.device import Device
 from meshwg.util.resolve import resolve_endpoint
+from meshwg.util.service import Service
 from meshwg.util.endpoint import Endpoint, format_endpoint, parse_endpoint
 
 from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
@@ -112,9 +112,7 @@ class MemberDaemon:
         self.directory_ok: float | None = None
         self.directory_error: str | None = None
         self.status_file = StatusFile(status_path(interface))
-        self._stopping = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop_service = Service("member-loop")     # the main loop (wake-or-deadline)
         self._reported: list[str] | None = None     # host candidates the rendezvous has
         # set from other threads (NOTIFY, netlink, engine events); read by the loop
         self._resolve_wanted = True
@@ -138,7 +136,7 @@ class MemberDaemon:
             self._refresh_local_networks()
             host, port = self.rendezvous_endpoint
             self.relay = RelayClient(st.private_key, self.rendezvous_key, (host, port + 1),
-                                     self.device.listen_port, on_bound=self._wake.set).start()
+                                     self.device.listen_port, on_bound=self._loop_service.wake).start()
             if self.use_mdns:
                 self._start_mdns()
             if self.use_portmap:
@@ -153,8 +151,7 @@ class MemberDaemon:
         except BaseException:
             self.stop()
             raise
-        self._thread = threading.Thread(target=self._loop, name="member-loop", daemon=True)
-        self._thread.start()
+        self._loop_service.spawn(self._loop_service.loop, self._round, name="member-loop")
         log.info("member %s (%s) on %s, port %d", st.name, st.address, self.interface,
                  self.device.listen_port)
 
@@ -166,7 +163,7 @@ class MemberDaemon:
                                            service=self.mdns_service)
             self.announcer.start()
             self.browser = MdnsBrowser(self.state.mesh_id, self.state.public_key,
-                                       on_change=lambda peers: self._wake.set(),
+                                       on_change=lambda peers: self._loop_service.wake(),
                                        service=self.mdns_service,
                                        refresh_interval=LAN_REFRESH)
             self.browser.start()
@@ -175,10 +172,7 @@ class MemberDaemon:
             self.announcer = self.browser = None
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._loop_service.stop(timeout=5)
         if self.engine_events is not None:
             self.engine_events.stop()
         if self.portmapper is not None:
@@ -197,7 +191,7 @@ class MemberDaemon:
     # ------------------------------------------------------------------ events (other threads)
     def _on_directory_notify(self) -> None:
         self._resolve_wanted = True
-        self._wake.set()
+        self._loop_service.wake()
 
     def _on_portmap(self, mapping: Mapping | None) -> None:
         # a new or moved mapping is one more host candidate: report it to the rendezvous
@@ -206,11 +200,11 @@ class MemberDaemon:
             self._mapped = endpoint
             self._reported = None
             self._resolve_wanted = True
-            self._wake.set()
+            self._loop_service.wake()
 
     def _on_address_change(self) -> None:
         self._addresses_changed = True
-        self._wake.set()
+        self._loop_service.wake()
 
     def _on_engine_events(self, events: list) -> None:
         # a (new) session with the rendezvous after failed reads: the directory is back
@@ -220,21 +214,14 @@ class MemberDaemon:
         if self.relay is not None and any(isinstance(ev, HandshakeCompleted) and
                                           ev.public_key == self.rendezvous_key for ev in events):
             self.relay.rebind()
-        self._wake.set()
+        self._loop_service.wake()
 
     # ------------------------------------------------------------------ main loop
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            deadline = None
-            try:
-                deadline = self._step(time.time())
-            except Exception:
-                log.exception("member loop iteration failed")
-                deadline = time.time() + 1.0
-            if self._stopping.is_set():
-                break
-            self._wake.wait(None if deadline is None else max(0.0, deadline - time.time()))
+    def _round(self) -> float | None:
+        """One round of the main loop (meshwg.util.service.Service.loop): seconds until
+        the next one is due at the latest (events wake it earlier)."""
+        deadline = self._step(time.time())
+        return None if deadline is None else deadline - time.time()
 
     def _step(self, now: float) -> float | None:
         """One round: own address changes, the directory if due, reconcile. Returns when

@@ -30,6 +30,7 @@ from typing import Any
 
 from meshwg.device.api import DeviceUpdate
 from meshwg.device.device import Device
+from meshwg.util.service import Service
 from meshwg.util.endpoint import Endpoint, parse_endpoint
 
 from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
@@ -74,9 +75,8 @@ class RendezvousDaemon:
         self.notifier: Notifier | None = None
         self.engine_events: EngineEvents | None = None
         self.store_watch = StoreWatch(self.state.state_dir / DB_NAME)
-        self._stopping = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop_service = Service("rendezvous-sync")   # the main loop (wake-or-deadline)
+        self._next_sync = 0.0
         self._published: list[MemberRecord] | None = None
         self._members: list = []                     # the membership as last read
         self._endpoints: dict[bytes, Endpoint | None] = {}   # the engine's view, by key
@@ -115,16 +115,13 @@ class RendezvousDaemon:
         except BaseException:
             self.stop()
             raise
-        self._thread = threading.Thread(target=self._loop, name="rendezvous-sync", daemon=True)
-        self._thread.start()
+        self._next_sync = time.monotonic() + SAFETY_POLL
+        self._loop_service.spawn(self._loop_service.loop, self._round, name="rendezvous-sync")
         log.info("rendezvous %s: mesh %s, DNS-SD on %s:%d zone %s", self.interface, self.network,
                  st.address, st.dns_port, st.zone)
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._loop_service.stop(timeout=5)
         if self.engine_events is not None:
             self.engine_events.stop()
         for server in reversed(self.servers):
@@ -161,29 +158,26 @@ class RendezvousDaemon:
     def _request_sync(self) -> None:
         with self._lock:
             self._resync = True
-        self._wake.set()
+        self._loop_service.wake()
 
     def _on_engine_events(self, events: list) -> None:
         with self._lock:
             self._events.extend(events)
-        self._wake.set()
+        self._loop_service.wake()
 
     # ------------------------------------------------------------------ loop
-    def _loop(self) -> None:
-        next_sync = time.monotonic() + SAFETY_POLL
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                with self._lock:
-                    resync, self._resync = self._resync, False
-                if resync or self.store_watch.changed() or time.monotonic() >= next_sync:
-                    self.sync_once()
-                    next_sync = time.monotonic() + SAFETY_POLL
-                else:
-                    self._apply_events()
-            except Exception:
-                log.exception("directory update failed")
-            self._wake.wait(min(self.interval, max(0.0, next_sync - time.monotonic())))
+    def _round(self) -> float:
+        """One round of the main loop (meshwg.util.service.Service.loop): a full sync when
+        asked for, when another process changed the store or every SAFETY_POLL seconds,
+        else the engine's events; seconds until the next round (events wake it earlier)."""
+        with self._lock:
+            resync, self._resync = self._resync, False
+        if resync or self.store_watch.changed() or time.monotonic() >= self._next_sync:
+            self.sync_once()
+            self._next_sync = time.monotonic() + SAFETY_POLL
+        else:
+            self._apply_events()
+        return min(self.interval, max(0.0, self._next_sync - time.monotonic()))
 
     def _take_events(self) -> list:
         with self._lock:

@@ -42,6 +42,7 @@ class Service:
         self._threads: list[threading.Thread] = []
         self._on_close: list[Callable[[], Any]] = []
         self._lock = threading.Lock()
+        self._wakeup = threading.Event()        # for loop(): wake() asks for a round now
 
     @property
     def stopping(self) -> bool:
@@ -94,6 +95,28 @@ class Service:
         """Wait `seconds` unless stopped first; True when the time passed."""
         return not self._stopping.wait(seconds)
 
+    def loop(self, step: Callable[[], float | None]) -> None:
+        """A wake-or-deadline loop (run it with spawn): step() runs at once, then again
+        when wake() is called or the seconds it returned have passed (None: only when
+        woken), until the service stops. An exception in step() is logged and counted,
+        and the next round comes a second later."""
+        while not self._stopping.is_set():
+            self._wakeup.clear()
+            try:
+                delay = step()
+            except Exception:           # noqa: BLE001 -- the loop goes on
+                with self._lock:
+                    self.errors += 1
+                log.exception("%s: loop round failed", self.name)
+                delay = 1.0
+            if self._stopping.is_set():
+                break
+            self._wakeup.wait(None if delay is None else max(0.0, delay))
+
+    def wake(self) -> None:
+        """Ask loop() for a round now (any thread, any time; cheap when already awake)."""
+        self._wakeup.set()
+
     def serve_connections(self, listener: Any, handle: Callable[[Any, Any], Any], *,
                           limit: int = 64, name: str | None = None,
                           on_reject: Callable[[], Any] | None = None) -> None:
@@ -132,6 +155,7 @@ class Service:
         if self._stopping.is_set() and self._wake_w < 0:
             return
         self._stopping.set()
+        self._wakeup.set()
         try:
             os.write(self._wake_w, b"x")
         except OSError:

@@ -62,3 +62,36 @@ def test_service_stop_wakes_a_blocked_loop_and_counts_errors() -> None:
     svc.stop()                                 # idempotent
     a.close()
     b.close()
+
+
+def test_service_loop_runs_at_once_on_wake_and_at_its_deadline() -> None:
+    """Service.loop: a round at start, one per wake(), one when the returned delay has
+    passed; a failing round is counted and retried; stop() ends a loop that waits."""
+    svc = Service("loop")
+    rounds: list[str] = []
+    ran = threading.Event()
+    delays = iter([None, 0.05, None])          # 1st: wait for wake; 2nd: due soon; 3rd: wait
+
+    def step():
+        rounds.append("round")
+        ran.set()
+        try:
+            delay = next(delays)
+        except StopIteration:
+            raise RuntimeError("a round that fails") from None
+        return delay
+
+    svc.spawn(svc.loop, step)
+    assert ran.wait(5)
+    ran.clear()
+    svc.wake()                                 # second round now
+    assert ran.wait(5)
+    ran.clear()
+    assert ran.wait(5)                         # third round: after its 0.05 s delay
+    ran.clear()
+    svc.wake()                                 # fourth round fails: counted, retried after 1 s
+    assert ran.wait(5)
+    ran.clear()
+    assert ran.wait(5) and svc.errors >= 1
+    svc.stop(timeout=5)
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name == "loop")
