@@ -56,7 +56,7 @@ class WireGuardProtocol(SendPath, ReceivePath, Handshakes, TimerEvents):
                  address_bytes: Callable[[Any], tuple[bytes, bytes]] = endpoint_address_bytes):
         self.timers = timers or Timers()
         self.mtu = mtu
-        self.wall_offset = wall_offset          # wall clock = now + wall_offset
+        self.wall_offset = wall_offset          # wall clock = now + wall_offset (set_wall_clock)
         self.private_key: bytes | None = None
         self.public_key: bytes | None = None
         self.cookie_checker: CookieChecker | None = None
@@ -123,8 +123,10 @@ class WireGuardProtocol(SendPath, ReceivePath, Handshakes, TimerEvents):
         peer.staged.clear()
 
     def set_persistent_keepalive(self, peer: Peer, interval: int, now: float) -> None:
-        """Send a keepalive every `interval` seconds of silence (0: off). Turning it on
-        sends one now when the peer can be reached (wireguard-go does the same)."""
+        """Send a keepalive every `interval` seconds in which we sent nothing (0: off);
+        what we receive does not postpone it (wireguard-go's does: on an idle pair with
+        keepalives on both ends only one end would send). Turning it on sends one now
+        when the peer can be reached (wireguard-go does the same)."""
         was_off = not peer.persistent_keepalive
         peer.persistent_keepalive = interval
         if not interval:
@@ -184,7 +186,16 @@ class WireGuardProtocol(SendPath, ReceivePath, Handshakes, TimerEvents):
             if index not in self.keypairs_by_index and index not in self.handshakes_by_index:
                 return index
 
+    def set_wall_clock(self, wall: float, now: float) -> None:
+        """The wall clock (Unix seconds) reads `wall` at monotonic `now`. The caller
+        passes it with its inputs (the device: time.time() with every batch), so the
+        TAI64N timestamp of each initiation follows a clock set after start (a router
+        that boots before NTP), as wireguard-go and the kernel read the clock for each
+        initiation (whitepaper section 5.1; wireguard-go device/noise-protocol.go)."""
+        self.wall_offset = wall - now
+
     def wall_time(self, now: float) -> float:
+        """Wall-clock seconds at monotonic `now`, by the latest set_wall_clock."""
         return now + self.wall_offset
 
     def last_handshake_wall(self, peer: Peer) -> float | None:

@@ -195,10 +195,11 @@ class ReceivePath:
             self._confirm_next_keypair(peer, kp, now)
         peer.rx_bytes += rx_bytes
         timers = self.timers
-        # timers: any authenticated packet received / traversal
+        # timers: any authenticated packet received. Unlike wireguard-go's traversal timer,
+        # receiving does not postpone the persistent keepalive: it counts our own silence,
+        # so on an idle pair both sides send (each keeps its own NAT mapping: RFC 4787
+        # REQ-6 requires NATs to refresh on outbound packets only) and each hears the other
         peer.new_handshake_at = None
-        if peer.persistent_keepalive:
-            peer.persistent_keepalive_at = now + peer.persistent_keepalive
         if kp.is_initiator and kp is peer.current and now - kp.created >= timers.rekey_on_receive_age:
             self._maybe_initiate(peer, now)
         if data and peer.keepalive_at is None:   # data received: answer within KEEPALIVE_TIMEOUT

@@ -270,17 +270,35 @@ def test_persistent_keepalive_every_interval_of_silence_and_at_once_when_enabled
     assert times(kas) == pytest.approx([t1, t1 + 25, t1 + 50, t1 + 75])
     assert b.stats["keepalives_received"] - received_before == 4
 
-    # authenticated traffic either way resets the interval: a's data at +80 makes b
-    # send a passive keepalive at +90, so a's next persistent keepalive is due at +115
+    # what a sends resets the interval, what it receives does not: a's data at +80 makes
+    # b send a passive keepalive at +90, and a's next persistent keepalive is due at +105
     net.run_until(t1 + 80)
     a.send(a.packet_to(b))
     net.run_until(t1 + 116)
     assert times(net.sent(TRANSPORT, b, since=t1 + 76)) == pytest.approx([t1 + 90])
-    assert times(net.sent(TRANSPORT, a, since=t1 + 76)) == pytest.approx([t1 + 80, t1 + 115])
+    assert times(net.sent(TRANSPORT, a, since=t1 + 76)) == pytest.approx([t1 + 80, t1 + 105])
 
     a.protocol.set_persistent_keepalive(a.peer(b), 0, net.now)   # off: silence
     net.run_until(t1 + 300)
     assert net.sent(since=t1 + 116) == []
+
+
+def test_persistent_keepalive_on_both_ends_of_an_idle_pair_flows_both_ways() -> None:
+    # wireguard-go postpones the persistent keepalive on receive too, so the end whose
+    # timer fires first silences the other for good (on a real link latency decides;
+    # here b's longer interval does): one end then hears nothing, and a mesh member
+    # would take its working path for a silent one (and the silent end's NAT mapping
+    # lives only as long as its NAT refreshes on inbound packets)
+    net, a, b = established()
+    t1 = net.now + 1
+    net.run_until(t1)
+    a.protocol.set_persistent_keepalive(a.peer(b), 10, net.now)
+    b.protocol.set_persistent_keepalive(b.peer(a), 15, net.now)
+    net.run_until(t1 + 600)                      # idle, rekeys included
+    for node, interval in ((a, 10), (b, 15)):
+        sent = times(net.sent(sender=node, since=t1))   # keepalives and rekey handshakes
+        assert len(net.sent(TRANSPORT, node, since=t1)) >= 600 // interval - 5
+        assert max(gaps(sent + [t1 + 600])) <= interval + EPS
 
 
 def test_persistent_keepalive_without_session_starts_handshake() -> None:
