@@ -184,6 +184,14 @@ class Device:
     def listen_port(self) -> int:
         return self.udp.port if self.udp else 0
 
+    def _now(self) -> float:
+        """Monotonic seconds for a call into the protocol (lock held), which gets the
+        wall clock read now with it: initiations carry the time of their sending, also
+        after the clock was set (meshwg.core.protocol.set_wall_clock)."""
+        now = time.monotonic()
+        self.protocol.set_wall_clock(time.time(), now)
+        return now
+
     def _wake_data_path(self) -> None:
         try:
             os.write(self._wake_w, b"x")
@@ -263,7 +271,7 @@ class Device:
         lock = self._lock
         collect = self._collect
         deliver = self._deliver
-        monotonic = time.monotonic
+        now = self._now
         tun = self.tun
         tun_fd = tun.fileno()
         wake_fd = self._wake_r
@@ -296,7 +304,7 @@ class Device:
                     os.read(wake_fd, 512)
             if tun_ready:
                 with lock:
-                    runs = protocol.encrypt_batch(tun.iter_packets(batch), monotonic(),
+                    runs = protocol.encrypt_batch(tun.iter_packets(batch), now(),
                                                   seal_buffer, UDP_GSO_MAX_BYTES,
                                                   UDP_MAX_SEGMENTS)
                     datagrams, events = collect()
@@ -314,7 +322,7 @@ class Device:
                 if not received:
                     continue
                 with lock:
-                    packets, admitted = protocol.receive_batch(received, monotonic(),
+                    packets, admitted = protocol.receive_batch(received, now(),
                                                                open_buffer, len(handshakes))
                     if admitted:
                         room = HANDSHAKE_QUEUE_MAX - len(handshakes)
@@ -341,7 +349,7 @@ class Device:
                     self._handshake_ready.wait()
                 if stopping():
                     return
-                protocol.process_handshake(handshakes.popleft(), time.monotonic())
+                protocol.process_handshake(handshakes.popleft(), self._now())
                 datagrams, events = self._collect()
             self._deliver(datagrams, events)
 
@@ -351,7 +359,7 @@ class Device:
         stopping = self._stopping.is_set
         while not stopping():
             with self._lock:
-                now = time.monotonic()
+                now = self._now()
                 protocol.tick(now)
                 datagrams, events = self._collect()
                 deadline = protocol.next_deadline()
@@ -433,7 +441,7 @@ class Device:
                 raise UapiError(str(exc), ERR_PORT_IN_USE) from None
         p = self.protocol
         with self._lock:
-            now = time.monotonic()
+            now = self._now()
             if update.private_key is not None:
                 p.set_private_key(update.private_key)
             if new_udp is not None:
