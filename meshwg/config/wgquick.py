@@ -1,7 +1,24 @@
 """wg-quick configuration files: parse, validate and format, with PATH:LINE errors.
 
 The accepted language is wg-quick's: an [Interface] section and [Peer] sections of
-`Key = Value` lines; section names and keys are case-insensitive, `#` starts a comment.
+`Key = Value` lines; section names and keys are case-insensitive, `#` starts a comment
+(except in the hook keys, whose whole value goes to bash, as wg-quick does); a UTF-8 byte
+order mark before the first line is skipped.
+
+Where wg (wireguard-tools src/config.c) or wg-quick (src/wg-quick/linux.bash) accept a
+value, it is accepted with the same meaning; the rest is refused with one "PATH:LINE:"
+line. In particular:
+- `Endpoint = fd77::2:51820`: an IPv6 address without brackets is split at the last colon,
+  as `wg setconf` does (address fd77::2, port 51820).
+- Every number is bounded before it is converted (leading zeros allowed, as strtoul does),
+  so thousands of digits are a one-line error.
+- A peer whose PublicKey is the interface's own public key is left out with a warning: wg,
+  the kernel and wireguard-go ignore such a peer silently.
+- An all-zero PrivateKey is refused: wg passes it on, and the kernel and wireguard-go then
+  run with no private key at all, which meshwg refuses for a file without PrivateKey too.
+- wg-quick's own keys: DNS (servers and search domains), Table (off, auto, main or a
+  number), PreUp/PostUp/PreDown/PostDown (repeatable, `%i` kept for the runner to
+  replace) and SaveConfig (true/false); meshwg.cli.quick applies them.
 """
 
 from __future__ import annotations
@@ -14,6 +31,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Union
 
+from meshwg.core.crypto import public_key
 from meshwg.core.keys import KeyFormatError, decode_key, encode_key
 from meshwg.util.endpoint import EndpointError, format_endpoint, parse_port, split_hostport
 from meshwg.util.errors import MeshwgError
@@ -25,15 +43,31 @@ Interface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 MIN_MTU = 68
 MAX_MTU = 65535
 
-# wg-quick keys that only matter to wg-quick's shell hooks / resolver setup: accepted, ignored.
-IGNORED_INTERFACE_KEYS = {k.lower(): k for k in
-                          ("DNS", "Table", "PreUp", "PostUp", "PreDown", "PostDown", "SaveConfig")}
-INTERFACE_KEYS = {k.lower(): k for k in ("PrivateKey", "ListenPort", "Address", "MTU", "FwMark")}
+MAX_TABLE = 0xFFFFFFFF         # routing table ids are 32 bits (RTA_TABLE)
+TABLE_MAIN = 254              # RT_TABLE_MAIN
+
+HOOK_KEYS = ("PreUp", "PostUp", "PreDown", "PostDown")
+INTERFACE_KEYS = {k.lower(): k for k in ("PrivateKey", "ListenPort", "Address", "MTU", "FwMark",
+                                         "DNS", "Table", "SaveConfig") + HOOK_KEYS}
 PEER_KEYS = {k.lower(): k for k in
              ("PublicKey", "PresharedKey", "AllowedIPs", "Endpoint", "PersistentKeepalive")}
-REPEATABLE_KEYS = {"address", "allowedips"} | set(IGNORED_INTERFACE_KEYS)
+REPEATABLE_KEYS = {"address", "allowedips", "dns"} | {k.lower() for k in HOOK_KEYS}
+EMPTY_ALLOWED = {"address", "allowedips", "dns"} | {k.lower() for k in HOOK_KEYS}
 
 _DIGITS = re.compile(r"[0-9]+")
+_DOMAIN = re.compile(r"~?(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252}[A-Za-z0-9_.])?|\.)")
+_BOM = "\ufeff"
+
+
+def bounded_int(text: str, high: int, low: int = 0) -> int | None:
+    """A decimal number in low..high (leading zeros allowed, as strtoul reads them), or
+    None; never converts more digits than `high` has."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(high)) or not low <= int(digits) <= high:
+        return None
+    return int(digits)
 _SECTION = re.compile(r"\[\s*([^\]]*?)\s*\]")
 
 
@@ -67,6 +101,14 @@ class InterfaceConfig:
     mtu: int | None = None
     fwmark: int | None = None  # 0 = explicitly off
     peers: list[PeerConfig] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)          # name server addresses
+    dns_search: list[str] = field(default_factory=list)   # search domains
+    table: str | None = None  # None (= auto), "auto", "off", "main" or a decimal table id
+    pre_up: list[str] = field(default_factory=list)       # bash snippets, "%i" unreplaced
+    post_up: list[str] = field(default_factory=list)
+    pre_down: list[str] = field(default_factory=list)
+    post_down: list[str] = field(default_factory=list)
+    save_config: bool = False
     warnings: list[str] = field(default_factory=list, compare=False)  # "PATH:LINE: ..." lines
 
 
@@ -77,7 +119,9 @@ class _Parser:
         self.section: str | None = None
         self.interface_line: int | None = None
         self.private_key: bytes | None = None
-        self.iface: dict = {"listen_port": None, "addresses": [], "mtu": None, "fwmark": None}
+        self.iface: dict = {"listen_port": None, "addresses": [], "mtu": None, "fwmark": None,
+                            "dns": [], "dns_search": [], "table": None, "pre_up": [],
+                            "post_up": [], "pre_down": [], "post_down": [], "save_config": False}
         self.peers: list[PeerConfig] = []
         self.peer_has_key: list[bool] = []
         self.seen_keys: dict[str, int] = {}  # key -> first line, for the current section
@@ -89,6 +133,8 @@ class _Parser:
         return ConfigError(self.path, line if line is not None else self.lineno, message)
 
     def parse(self, text: str) -> InterfaceConfig:
+        if text.startswith(_BOM):
+            text = text[len(_BOM):]
         for self.lineno, raw in enumerate(text.splitlines(), start=1):
             line = raw.split("#", 1)[0].strip()
             if not line:
@@ -98,7 +144,9 @@ class _Parser:
             else:
                 key, sep, value = line.partition("=")
                 if not sep:
-                    raise self.error(f"expected 'Key = Value', got {line!r}")
+                    raise self.error(f"expected 'Key = Value', got {_short(line)!r}")
+                if self.section == "interface" and key.strip().lower() in _HOOKS:
+                    value = raw.partition("=")[2]   # a hook keeps its '#' (wg-quick's unstripped_value)
                 self.handle(key.strip(), value.strip())
         return self.finish()
 
@@ -114,28 +162,28 @@ class _Parser:
             self.peers.append(PeerConfig(public_key=b"", line=self.lineno))
             self.peer_has_key.append(False)
         else:
-            raise self.error(f"unknown section {line!r} (expected [Interface] or [Peer])")
+            raise self.error(f"unknown section {_short(line)!r} (expected [Interface] or [Peer])")
         self.seen_keys = {}
 
     def handle(self, key: str, value: str) -> None:
         lower = key.lower()
         if self.section is None:
-            raise self.error(f"{key} = {value!r} appears before any [Interface] or [Peer] section")
+            raise self.error(f"{key} = {_short(value)!r} appears before any [Interface] or [Peer] section")
         known = INTERFACE_KEYS if self.section == "interface" else PEER_KEYS
-        if lower in IGNORED_INTERFACE_KEYS and self.section == "interface":
-            self.warnings.append(f"{self.path}:{self.lineno}: {IGNORED_INTERFACE_KEYS[lower]} is a "
-                                 f"wg-quick setting that meshwg ignores")
-            return
         if lower not in known:
             where = "[Interface]" if self.section == "interface" else "[Peer]"
-            raise self.error(f"unknown key {key!r} in {where} section")
+            raise self.error(f"unknown key {_short(key)!r} in {where} section")
         name = known[lower]
         if lower not in REPEATABLE_KEYS:
             if lower in self.seen_keys:
                 raise self.error(f"{name} given twice (first on line {self.seen_keys[lower]})")
             self.seen_keys[lower] = self.lineno
-        if not value and lower not in ("address", "allowedips"):
+        if not value and lower not in EMPTY_ALLOWED:
             raise self.error(f"{name}: empty value")
+        if lower in _HOOKS:
+            if value:
+                self.iface[_HOOKS[lower]].append(value)
+            return
         getattr(self, f"set_{lower}")(name, value)
 
     # [Interface]
@@ -143,17 +191,20 @@ class _Parser:
     def key(self, name: str, value: str) -> bytes:
         try:
             return decode_key(value, name)
-        except KeyFormatError as exc:
-            raise self.error(str(exc)) from None
+        except KeyFormatError:
+            raise self.error(f"{name}: not a valid base64 WireGuard key: {_short(value)!r}") from None
 
     def set_privatekey(self, name: str, value: str) -> None:
         self.private_key = self.key(name, value)
+        if self.private_key == bytes(32):
+            raise self.error(f"{name}: all zeros, which wg takes as no private key at all; "
+                             f"generate one with `meshwg genkey`")
 
     def set_listenport(self, name: str, value: str) -> None:
         try:
             self.iface["listen_port"] = parse_port(value, lowest=0)
         except EndpointError:
-            raise self.error(f"{name}: not a port number (0-65535): {value!r}") from None
+            raise self.error(f"{name}: not a port number (0-65535): {_short(value)!r}") from None
 
     def set_address(self, name: str, value: str) -> None:
         for item in _comma_list(value):
@@ -162,28 +213,55 @@ class _Parser:
                     raise ValueError(item)
                 self.iface["addresses"].append(ipaddress.ip_interface(item))
             except ValueError:
-                raise self.error(f"{name}: not an IP address with optional /prefix: {item!r}") from None
+                raise self.error(f"{name}: not an IP address with optional /prefix: {_short(item)!r}") from None
 
     def set_mtu(self, name: str, value: str) -> None:
-        if not _DIGITS.fullmatch(value) or not MIN_MTU <= int(value) <= MAX_MTU:
-            raise self.error(f"{name}: not a number in {MIN_MTU}-{MAX_MTU}: {value!r}")
-        self.iface["mtu"] = int(value)
+        mtu = bounded_int(value, MAX_MTU, MIN_MTU)
+        if mtu is None:
+            raise self.error(f"{name}: not a number in {MIN_MTU}-{MAX_MTU}: {_short(value)!r}")
+        self.iface["mtu"] = mtu
 
     def set_fwmark(self, name: str, value: str) -> None:
-        try:
-            if value.lower() == "off":
-                mark = 0
-            elif value[:2].lower() == "0x" and len(value) > 2:
-                mark = int(value[2:], 16) if re.fullmatch(r"[0-9a-fA-F]+", value[2:]) else -1
-            elif _DIGITS.fullmatch(value):
-                mark = int(value)
-            else:
-                mark = -1
-        except ValueError:
-            mark = -1
-        if not 0 <= mark <= 0xFFFFFFFF:
-            raise self.error(f"{name}: neither 'off' nor a number in 0-0xffffffff: {value!r}")
+        if value.lower() == "off":
+            mark: int | None = 0
+        elif value[:2].lower() == "0x" and re.fullmatch(r"0*[0-9a-fA-F]{1,8}", value[2:]):
+            mark = int(value[2:], 16)
+        else:
+            mark = bounded_int(value, 0xFFFFFFFF)
+        if mark is None:
+            raise self.error(f"{name}: neither 'off' nor a number in 0-0xffffffff: {_short(value)!r}")
         self.iface["fwmark"] = mark
+
+    def set_dns(self, name: str, value: str) -> None:
+        """wg-quick's split: what looks like an address (digits and dots, or a colon) is a
+        name server, anything else a search domain."""
+        for item in value.replace(",", " ").split():
+            if re.fullmatch(r"[0-9.]+", item) or ":" in item:
+                try:
+                    self.iface["dns"].append(str(ipaddress.ip_address(item)))
+                except ValueError:
+                    raise self.error(f"{name}: not an IP address: {_short(item)!r}") from None
+            elif _DOMAIN.fullmatch(item):
+                self.iface["dns_search"].append(item)
+            else:
+                raise self.error(f"{name}: neither an IP address nor a search domain: "
+                                 f"{_short(item)!r}")
+
+    def set_table(self, name: str, value: str) -> None:
+        lower = value.lower()
+        if lower in ("off", "auto", "main"):
+            self.iface["table"] = lower
+            return
+        table = bounded_int(value, MAX_TABLE, 1)
+        if table is None:
+            raise self.error(f"{name}: neither 'off', 'auto', 'main' nor a routing table number "
+                             f"in 1-{MAX_TABLE}: {_short(value)!r}")
+        self.iface["table"] = str(table)
+
+    def set_saveconfig(self, name: str, value: str) -> None:
+        if value.lower() not in ("true", "false"):
+            raise self.error(f"{name}: neither true nor false: {_short(value)!r}")
+        self.iface["save_config"] = value.lower() == "true"
 
     # [Peer]
 
@@ -204,7 +282,7 @@ class _Parser:
             try:
                 net = parse_network(item)
             except ValueError:
-                raise self.error(f"{name}: not a CIDR prefix: {item!r}") from None
+                raise self.error(f"{name}: not a CIDR prefix: {_short(item)!r}") from None
             if has_host_bits(item):
                 self.warnings.append(f"{self.path}:{self.lineno}: {name}: {item} has a nonzero "
                                      f"host part; using {net}")
@@ -212,15 +290,30 @@ class _Parser:
 
     def set_endpoint(self, name: str, value: str) -> None:
         try:
-            host, port_text = split_hostport(value)
+            if not value.startswith("[") and value.count(":") > 1:
+                host, port_text = self.unbracketed_ipv6(name, value)
+            else:
+                host, port_text = split_hostport(value)
         except EndpointError as exc:
-            reason = str(exc).split(": ", 1)[-1]
-            raise self.error(f"{name}: not HOST:PORT or [IPv6]:PORT ({reason}): {value!r}") from None
+            reason = _short(str(exc).split(": ", 1)[-1], 80)
+            raise self.error(f"{name}: not HOST:PORT or [IPv6]:PORT ({reason}): {_short(value)!r}") from None
         try:
             port = parse_port(port_text)
         except EndpointError:
-            raise self.error(f"{name}: port is not a number in 1-65535: {value!r}") from None
+            raise self.error(f"{name}: port is not a number in 1-65535: {_short(value)!r}") from None
         self.peers[-1].endpoint = (self.resolve_host(name, host, port, value), port)
+
+    def unbracketed_ipv6(self, name: str, value: str) -> tuple[str, str]:
+        """`wg setconf` splits an unbracketed endpoint at its last colon (config.c,
+        parse_endpoint): "fd77::2:51820" is fd77::2 port 51820. The part before must then
+        be an IPv6 address."""
+        host, _, port_text = value.rpartition(":")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise self.error(f"{name}: not HOST:PORT or [IPv6]:PORT ({_short(host)!r} before the last "
+                             f"colon is not an IPv6 address): {_short(value)!r}") from None
+        return host, port_text
 
     def resolve_host(self, name: str, host: str, port: int, value: str) -> str:
         try:
@@ -230,15 +323,14 @@ class _Parser:
         try:
             return resolve_endpoint(host, port, getaddrinfo=self.resolve)[0]
         except EndpointError as exc:
-            raise self.error(f"{name}: {exc} in {value!r}") from None
+            raise self.error(f"{name}: {exc} in {_short(value)!r}") from None
 
     def set_persistentkeepalive(self, name: str, value: str) -> None:
-        if value.lower() == "off":
-            self.peers[-1].persistent_keepalive = 0
-        elif _DIGITS.fullmatch(value) and int(value) <= 65535:
-            self.peers[-1].persistent_keepalive = int(value)
-        else:
-            raise self.error(f"{name}: neither 'off' nor a number of seconds in 0-65535: {value!r}")
+        seconds = 0 if value.lower() == "off" else bounded_int(value, 65535)
+        if seconds is None:
+            raise self.error(f"{name}: neither 'off' nor a number of seconds in 0-65535: "
+                             f"{_short(value)!r}")
+        self.peers[-1].persistent_keepalive = seconds
 
     def finish(self) -> InterfaceConfig:
         for peer, has_key in zip(self.peers, self.peer_has_key):
@@ -248,8 +340,23 @@ class _Parser:
             raise self.error("no [Interface] section", 1)
         if self.private_key is None:
             raise self.error("[Interface] section without PrivateKey", self.interface_line)
+        own = public_key(self.private_key)
+        for peer in [p for p in self.peers if p.public_key == own]:
+            self.warnings.append(f"{self.path}:{peer.line}: [Peer] has this interface's own "
+                                 f"public key; it is left out (wg ignores it too)")
+            self.peers.remove(peer)
         return InterfaceConfig(path=self.path, private_key=self.private_key, peers=self.peers,
                                warnings=self.warnings, **self.iface)
+
+
+_HOOKS = {k.lower(): f"{k[:-2].lower()}_{k[-2:].lower()}" if k.endswith("Up")
+          else f"{k[:-4].lower()}_down" for k in HOOK_KEYS}   # "preup" -> "pre_up"
+
+
+def _short(value: str, limit: int = 40) -> str:
+    """A value quoted in an error, cut to `limit` characters (a line of 5,000 digits stays
+    one readable line)."""
+    return value if len(value) <= limit else f"{value[:limit]}...({len(value)} characters)"
 
 
 def _comma_list(value: str) -> list[str]:
@@ -301,6 +408,13 @@ def format_config(cfg: InterfaceConfig) -> str:
         out.append(f"MTU = {cfg.mtu}")
     if cfg.fwmark is not None:
         out.append(f"FwMark = {cfg.fwmark:#x}" if cfg.fwmark else "FwMark = off")
+    out += [f"DNS = {item}" for item in cfg.dns + cfg.dns_search]
+    if cfg.table is not None:
+        out.append(f"Table = {cfg.table}")
+    if cfg.save_config:
+        out.append("SaveConfig = true")
+    for key in HOOK_KEYS:
+        out += [f"{key} = {command}" for command in getattr(cfg, _HOOKS[key.lower()])]
     for peer in cfg.peers:
         out += ["", "[Peer]", f"PublicKey = {encode_key(peer.public_key)}"]
         if peer.preshared_key is not None:

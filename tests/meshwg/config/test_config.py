@@ -83,8 +83,8 @@ def test_full_file_parses_every_key():
     assert a.line == 12 and b.line == 20
     assert b.endpoint == ("fd00::2", 4500) and b.persistent_keepalive == 0
     assert b.preshared_key is None and b.allowed_ips == []
-    assert cfg.warnings == ["full.conf:9: DNS is a wg-quick setting that meshwg ignores",
-                            "full.conf:10: PostUp is a wg-quick setting that meshwg ignores"]
+    assert cfg.dns == ["1.1.1.1"] and cfg.post_up == ["iptables -A FORWARD -i %i -j ACCEPT"]
+    assert cfg.warnings == []
 
 
 def test_defaults_when_optional_keys_absent():
@@ -162,7 +162,8 @@ PEER = f"[Peer]\nPublicKey = {PUB1}\n"
     (BASE + PEER + "Endpoint = 1.2.3.4\n", 5, "Endpoint: not HOST:PORT or [IPv6]:PORT"),
     (BASE + PEER + "Endpoint = 1.2.3.4:0\n", 5, "Endpoint: port is not a number in 1-65535: '1.2.3.4:0'"),
     (BASE + PEER + "Endpoint = 1.2.3.4:http\n", 5, "Endpoint: port is not a number in 1-65535"),
-    (BASE + PEER + "Endpoint = fd00::1:51820\n", 5, "IPv6 addresses must be written [ADDRESS]:PORT"),
+    (BASE + PEER + "Endpoint = fd00::1\n", 5, "'fd00:' before the last colon is not an IPv6 address"),
+    (BASE + PEER + "Endpoint = host:name:1\n", 5, "'host:name' before the last colon is not an IPv6"),
     (BASE + PEER + "Endpoint = [fd00::1:51820\n", 5, "no closing ']'"),
     (BASE + PEER + "PersistentKeepalive = 65536\n", 5,
      "PersistentKeepalive: neither 'off' nor a number of seconds in 0-65535: '65536'"),
@@ -182,7 +183,7 @@ def test_format_config_round_trips():
     text = format_config(cfg)
     again = parse_config(text, "full.conf", resolve=no_dns)
     assert again == cfg
-    assert "PostUp" not in text and "FwMark = 0x1234" in text
+    assert "PostUp = iptables -A FORWARD -i %i -j ACCEPT" in text and "FwMark = 0x1234" in text
     assert "Endpoint = [fd00::2]:4500" in text
 
 
