@@ -178,7 +178,7 @@ def _enroll(args) -> None:
 
 def cmd_status(args) -> int:
     from discovery.daemons.member_status import status_path
-    from meshwg.util.files import RUN_DIRECTORY
+    from meshwg.util.files import RUN_DIRECTORY, process_running, read_pid_file
     from meshwg.cli.show import peer_summary
     from meshwg.uapi import client as uapi_client
     names = [args.interface] if args.interface else sorted(
@@ -195,6 +195,11 @@ def cmd_status(args) -> int:
         for p in doc["peers"]:      # the daemon's file holds no counters: read them live
             p.setdefault("endpoint", None)
             p.update(rx_bytes=0, tx_bytes=0, latest_handshake=None)
+        pid = read_pid_file(name)   # a member killed with -9 leaves its files behind
+        doc.update(running=pid is not None and process_running(pid), pid=pid)
+        if not doc["running"]:
+            docs.append(doc)
+            continue
         try:
             live = {s["public_key"]: s for s in map(peer_summary, uapi_client.get(name).peers)}
             for p in doc["peers"]:
@@ -213,6 +218,11 @@ def cmd_status(args) -> int:
         me = doc["self"]
         print(f"{doc['interface']}: {me['name']} {me['mesh_address']} (port {me['listen_port']}, "
               f"mesh {me['network']})")
+        if not doc["running"]:
+            gone = f"process {doc['pid']} is gone" if doc["pid"] else "no pid file"
+            print(f"  NOT RUNNING: {gone} (killed?); its last status is from "
+                  f"{int(now - doc.get('updated_at', now))}s ago. `meshwg join` starts it again")
+            continue
         width = max([10] + [len(p["path"]) for p in doc["peers"]])
         print(f"  {'NAME':14} {'ADDRESS':15} {'PATH':{width}} {'ENDPOINT':24} {'HANDSHAKE':10} {'RX':>10} {'TX':>10}  REASON")
         for p in doc["peers"]:

@@ -10,6 +10,7 @@ from typing import Callable
 
 from meshwg.util.errors import MeshwgError
 from meshwg.util.files import RUN_DIRECTORY as PID_DIRECTORY
+from meshwg.util.files import write_pid_file
 
 
 class CliError(MeshwgError):
@@ -48,15 +49,6 @@ class StopSignal:
         interrupts to run the handler that sets the event."""
         self.event.wait()
         return self.received[0]
-
-
-def write_pid_file(name: str) -> str:
-    os.makedirs(PID_DIRECTORY, mode=0o755, exist_ok=True)
-    path = os.path.join(PID_DIRECTORY, f"{name}.pid")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    return path
 
 
 def run_in_foreground(thing, name: Callable[[], str], banner: Callable[[], str],

@@ -8,6 +8,7 @@ import sys
 import time
 
 from meshwg.cli.common import PID_DIRECTORY, StopSignal, check_privileges, fail, run_in_foreground
+from meshwg.util.files import process_running
 
 
 def interface_name_from_path(path: str) -> str:
@@ -77,18 +78,8 @@ def cmd_down(args) -> int:
         fail(f"{args.interface}: process {pid} is gone; removed stale {path}")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if not _process_running(pid):
+        if not process_running(pid):
             return 0
         time.sleep(0.05)
     fail(f"{args.interface}: process {pid} did not stop within 10 s")
     return 1
-
-
-def _process_running(pid: int) -> bool:
-    """True while the process exists and has not exited (a zombie has exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")

@@ -1,4 +1,6 @@
-"""Atomic file writes: readers see the old file or the new one, never a part of either."""
+"""Atomic file writes: readers see the old file or the new one, never a part of either.
+Everything written here is mode 0600 whatever the umask (state, status, counters and pid
+files name peers and endpoints); the pid files of running commands and their liveness."""
 
 from __future__ import annotations
 
@@ -37,12 +39,46 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o600) 
 RUN_DIRECTORY = "/var/run/meshwg"   # pid, counters and status files of running interfaces
 
 
+def pid_path(name: str, directory: str = RUN_DIRECTORY) -> str:
+    """DIRECTORY/NAME.pid"""
+    return os.path.join(directory, f"{name}.pid")
+
+
+def write_pid_file(name: str, directory: str = RUN_DIRECTORY) -> str:
+    """Record this process as DIRECTORY/NAME.pid (atomically, mode 0600); its path.
+    Raises OSError."""
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    path = pid_path(name, directory)
+    atomic_write(path, f"{os.getpid()}\n")
+    return path
+
+
+def read_pid_file(name: str, directory: str = RUN_DIRECTORY) -> int | None:
+    """The pid DIRECTORY/NAME.pid names, or None (no such file, or not a pid)."""
+    try:
+        with open(pid_path(name, directory)) as f:
+            text = f.read(32).strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return int(text) if text.isdigit() and 0 < int(text) < 1 << 32 else None
+
+
+def process_running(pid: int) -> bool:
+    """True while the process exists and has not exited (a zombie has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
 class JsonFile:
     """A JSON document in a file that readers poll (`meshwg show`, `meshwg status`),
     rewritten atomically and only when the document changed, so an idle writer writes
     nothing. `extra` fields (a timestamp) are written but do not count as a change."""
 
-    def __init__(self, path: str | os.PathLike, mode: int = 0o644) -> None:
+    def __init__(self, path: str | os.PathLike, mode: int = 0o600) -> None:
         self.path = os.fspath(path)
         self.mode = mode
         self.writes = 0

@@ -21,7 +21,7 @@ def test_status_file_is_written_on_change_only(tmp_path):
     doc = {"interface": "mw0", "peers": [{"name": "b", "path": "direct"}]}
     assert status.write(doc)
     first = os.stat(path)
-    assert oct(first.st_mode & 0o777) == "0o644"
+    assert oct(first.st_mode & 0o777) == "0o600"        # it names peers and endpoints
     written = json.loads(open(path).read())
     assert written["peers"] == doc["peers"] and written["updated_at"] > 0
     assert not status.write(json.loads(json.dumps(doc)))      # equal content: no write
