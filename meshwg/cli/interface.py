@@ -32,6 +32,7 @@ def parse_timer_overrides(items: list[str]) -> dict[str, float]:
 
 
 def cmd_up(args) -> int:
+    from meshwg.cli.quick import QuickInterface, check_collisions, derive_mtu, plan_routes
     from meshwg.config.wgquick import ConfigError, load_config, private_key_permission_warning
     from meshwg.device.device import Device
     from meshwg.core.timers import Timers
@@ -51,14 +52,17 @@ def cmd_up(args) -> int:
             print(line if line.startswith("Warning") else f"Warning: {line}", file=sys.stderr)
     check_privileges()
     stop = StopSignal()
-    device = Device(name, listen_port=config.listen_port or 0, fwmark=config.fwmark or 0,
-                    mtu=config.mtu or 1420, addresses=config.addresses, timers=timers,
-                    manage_routes=not args.no_routes,
+    plan = plan_routes(config, no_routes=args.no_routes)
+    check_collisions(config, plan, name)
+    device = Device(name, listen_port=config.listen_port or 0,
+                    fwmark=config.fwmark or plan.policy_table or 0,
+                    mtu=derive_mtu(config), addresses=config.addresses, timers=timers,
+                    manage_routes=plan.device_routes,
                     offload=False if getattr(args, "no_offload", False) else None)
     device.configure(config)
-    run_in_foreground(device, lambda: device.name, lambda: (
-        f"meshwg: {device.name} is up (UDP port {device.listen_port}); Ctrl-C or "
-        f"`meshwg down {device.name}` stops it"), stop)
+    run_in_foreground(QuickInterface(config, device, plan), lambda: device.name, lambda: (
+        f"meshwg: {device.name} is up (UDP port {device.listen_port}, MTU {device.mtu}); "
+        f"Ctrl-C or `meshwg down {device.name}` stops it"), stop)
     print(f"meshwg: {device.name} removed", file=sys.stderr)
     return 0
 

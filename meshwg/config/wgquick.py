@@ -90,6 +90,7 @@ class PeerConfig:
     endpoint: tuple[str, int] | None = None  # (IP string, port), host names already resolved
     persistent_keepalive: int = 0  # seconds, 0 = off
     line: int = field(default=0, compare=False)  # line of the [Peer] header
+    allowed_ip_lines: dict = field(default_factory=dict, compare=False, repr=False)  # net -> line
 
 
 @dataclass
@@ -287,6 +288,7 @@ class _Parser:
                 self.warnings.append(f"{self.path}:{self.lineno}: {name}: {item} has a nonzero "
                                      f"host part; using {net}")
             self.peers[-1].allowed_ips.append(net)
+            self.peers[-1].allowed_ip_lines.setdefault(net, self.lineno)
 
     def set_endpoint(self, name: str, value: str) -> None:
         try:

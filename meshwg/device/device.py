@@ -31,7 +31,7 @@ import select
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from meshwg.conn.gso import UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS
 from meshwg.conn.udp import BindError, UdpSocket
@@ -115,13 +115,17 @@ class Device:
         self._routed: set = set()
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    def start(self, after_create: Callable[[str], None] | None = None) -> None:
         """Create the interface and the socket, configure them, start serving.
+        `after_create(name)` runs once the interface exists, before its addresses, MTU
+        and routes are set (wg-quick's PreUp).
 
         On any failure everything already created is removed again."""
         try:
             self.tun = TunDevice(self.name, offload="tun" in self.offloads)
             self.name = self.tun.name
+            if after_create is not None:
+                after_create(self.name)
             self.udp = UdpSocket(self._initial_port, self._initial_fwmark,
                                  offload="udp" in self.offloads)
             netconfig.configure_link(self.name, self.addresses, self.mtu)

@@ -47,7 +47,8 @@ def configure_link(name: str, addresses: Iterable, mtu: int) -> None:
 def add_routes(name: str, networks: Iterable) -> list:
     """Route each allowed-IP network through the interface; returns those added.
 
-    Default routes (/0) are skipped with a warning: they need wg-quick's policy routing.
+    Default routes (/0) are skipped: they need wg-quick's policy routing, which `meshwg up`
+    adds itself (meshwg.netlink.routing); logged for other callers.
     """
     added = []
     with IPRoute() as ipr:
@@ -55,7 +56,8 @@ def add_routes(name: str, networks: Iterable) -> list:
         for net in networks:
             net = ipaddress.ip_network(net, strict=False)
             if net.prefixlen == 0:
-                log.warning("not routing %s through %s: a default route needs policy routing", net, name)
+                log.info("not routing %s through %s here: a default route needs policy routing "
+                         "(meshwg up adds it with Table = auto)", net, name)
                 continue
             try:
                 ipr.route("add", dst=str(net.network_address), dst_len=net.prefixlen, oif=idx)
