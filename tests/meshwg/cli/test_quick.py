@@ -3,6 +3,8 @@ hooks, the resolver commands and SaveConfig's file (issue 9, cases 15-17 and 20)
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from ipaddress import ip_interface, ip_network
 from types import SimpleNamespace
 
@@ -12,6 +14,7 @@ from meshwg.cli.quick import (DnsSetting, QuickError, check_collisions, derive_m
                               resolvconf_name, run_hooks, saved_config)
 from meshwg.config.wgquick import ConfigError, format_config, parse_config
 from meshwg.core.keys import decode_key, generate_private_key_b64, public_key_b64
+from tests import REPO
 
 PRIV = generate_private_key_b64()
 PUB1 = public_key_b64(generate_private_key_b64())
@@ -170,3 +173,23 @@ def test_saved_config_is_the_running_state_plus_wg_quick_keys():
     assert p.allowed_ips == [ip_network("10.1.0.0/24"), ip_network("10.2.0.0/16")]
     with_mtu = saved_config(config("MTU = 1300\n"), status, [], 1280)
     assert with_mtu.mtu == 1280
+
+
+def test_meshwg_up_case_19_inputs_through_the_command_line(tmp_path):
+    """Case 19 as a user meets it: 5,000 digits of PersistentKeepalive (after an
+    unbracketed IPv6 endpoint, accepted) and an all-zero PrivateKey are one FILE:LINE line,
+    exit status 1, before anything is created. (What is accepted is shown by
+    tests/meshwg/config/test_wgquick_compat.py.)"""
+    def up(text: str, name: str):
+        path = tmp_path / name
+        path.write_bytes(text.encode())
+        path.chmod(0o600)
+        return path, subprocess.run([sys.executable, "-m", "meshwg", "up", str(path)],
+                                    capture_output=True, text=True, timeout=60, cwd=REPO)
+    path, out = up(f"[Interface]\nPrivateKey = {PRIV}\n[Peer]\nPublicKey = {PUB1}\n"
+                   f"Endpoint = fd77::2:51820\nPersistentKeepalive = {'9' * 5000}\n", "mwk1.conf")
+    err = out.stderr.strip()
+    assert out.returncode == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{path}:6: PersistentKeepalive" in err and len(err) < 300
+    path, out = up(f"[Interface]\nPrivateKey = {'A' * 43}=\n", "mwk2.conf")
+    assert out.returncode == 1 and f"{path}:2: PrivateKey: all zeros" in out.stderr

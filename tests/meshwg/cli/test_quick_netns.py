@@ -12,6 +12,7 @@ import pytest
 
 from discovery.lab.engines import WireguardGo
 from discovery.lab.netns import Namespace, poll, unique_name, veth
+from discovery.lab.traffic import tcp_transfer
 from discovery.lab.wg import PeerConfig, keypair, remove_uapi_socket
 
 pytestmark = pytest.mark.netns
@@ -81,7 +82,7 @@ def test_exit_peer_default_route_policy_and_mtu_from_the_endpoint_path(lab, tmp_
     default route, also under a strict reverse-path filter (wg-quick's connmark rules);
     with no MTU line, a 1280-byte underlay gives 1200 and full-size packets pass with DF
     set. down removes the rules."""
-    c, _e, exit_peer = client_and_exit(lab, mtu=1280)
+    c, e, exit_peer = client_and_exit(lab, mtu=1280)
     up = Up(lab, c, tmp_path, f"Address = {TUNNEL_C}/24\n\n[Peer]\n"
                                f"PublicKey = {exit_peer.public_key}\n"
                                f"Endpoint = {EXIT_PUBLIC}:51820\nAllowedIPs = 0.0.0.0/0\n")
@@ -109,6 +110,9 @@ def test_exit_peer_default_route_policy_and_mtu_from_the_endpoint_path(lab, tmp_
     df = c.ping(INTERNET, count=3, size=1200 - 28, interval=0.2)
     assert df.returncode == 0 and " 0% packet loss" in df.stdout, df.stdout
     assert exit_peer.transfer()[up.keys.public][0] >= before + 3 * 1200
+    # a bulk TCP transfer through the tunnel (over the 1280-byte path) arrives whole
+    bulk = tcp_transfer(c, e, TUNNEL_E, nbytes=4 << 20, timeout=120)
+    assert bulk.intact, bulk
     up.down()
     rules = up.ip("rule")
     assert "51820" not in rules and "suppress_prefixlength" not in rules
