@@ -5,6 +5,11 @@ meshwg.util.service.Service: threads block in poll without timeouts (an idle soc
 nothing) and close() wakes and ends every one of them.
 
 The text of the requests and replies is meshwg.uapi.codec.
+
+Hostile or broken clients are bounded: a request is at most MAX_REQUEST_BYTES and
+MAX_REQUEST_LINES and must arrive within REQUEST_TIMEOUT (IDLE_TIMEOUT between requests
+on one connection), a reply not taken within SEND_TIMEOUT ends the connection, and close()
+is prompt whatever clients do (Service.stop shuts their connections down).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from typing import Callable
 
 from meshwg.device.api import DeviceStatus, DeviceUpdate
@@ -28,6 +34,13 @@ log = logging.getLogger("meshwg.uapi")
 MAX_LINE = 4096  # longer request lines are a protocol error
 RECEIVE_SIZE = 65536
 MAX_CONNECTIONS = 1024  # concurrent `wg` clients; more are closed at once
+# One set request: 1 M lines (a peer with a million allowed IPs) and 64 MiB at most, all of
+# it within REQUEST_TIMEOUT seconds of its first line; more is a protocol error (errno)
+MAX_REQUEST_LINES = 1 << 20
+MAX_REQUEST_BYTES = 64 << 20
+REQUEST_TIMEOUT = 120.0
+IDLE_TIMEOUT = 60.0     # seconds a connection may wait between requests
+SEND_TIMEOUT = 30.0     # seconds a client may take to read a reply
 
 
 class UapiServerError(MeshwgError):
@@ -53,7 +66,6 @@ class UapiServer:
         self._request_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._service: Service | None = None
-        self._conns: set[socket.socket] = set()
         self._inode: tuple[int, int] | None = None
 
     # lifecycle
@@ -127,15 +139,10 @@ class UapiServer:
         """Stop serving, close every connection and remove the socket file (idempotent)."""
         with self._state_lock:
             service, self._service = self._service, None
-            conns = list(self._conns)
         if service is None:
             return
-        for conn in conns:          # ends a reply being sent to a client that does not read
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        service.stop()              # wakes the accept loop and every waiting connection
+        service.stop()      # wakes the accept loop and every waiting connection, shuts
+                            # down each (ends a reply sent to a client that does not read)
         self._unlink_own_socket()
 
     def _unlink_own_socket(self) -> None:
@@ -156,17 +163,15 @@ class UapiServer:
     # serving
 
     def _serve(self, service: Service, conn: socket.socket) -> None:
-        conn.setblocking(True)             # replies are sent whole; reads follow poll
-        with self._state_lock:
-            if service.stopping:
-                return
-            self._conns.add(conn)
-        reader = StreamReader(conn, service, chunk=RECEIVE_SIZE)
+        conn.settimeout(SEND_TIMEOUT)      # replies are sent whole; reads follow poll
+        reader = StreamReader(conn, service, chunk=RECEIVE_SIZE, idle_timeout=IDLE_TIMEOUT)
         try:
             while True:
+                reader.deadline = None
                 op = reader.readline(MAX_LINE + 1)
                 if not op:
                     return
+                reader.deadline = time.monotonic() + REQUEST_TIMEOUT
                 if op == b"get=1\n":
                     nxt = reader.read(1)
                     if not nxt:
@@ -187,23 +192,27 @@ class UapiServer:
                     return
                 conn.sendall(reply.encode())
         except OSError:
-            pass  # client went away, or close() shut the connection down
-        finally:
-            with self._state_lock:
-                self._conns.discard(conn)
+            pass  # client went away, did not read its reply, or close() shut it down
 
     @staticmethod
     def _read_request(reader: StreamReader) -> tuple[list[str], bool]:
-        """Lines up to the blank line (or EOF, which wireguard-go also accepts)."""
+        """Lines up to the blank line (or EOF, which wireguard-go also accepts); not ok
+        when a line or the request is too long, or its time is up before its end."""
         lines: list[str] = []
+        size = 0
         while True:
             raw = reader.readline(MAX_LINE + 1)
-            if not raw:
-                return lines, True
+            if not raw:             # complete at the end of the stream, not at a timeout
+                return lines, reader.ended
             if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
                 return lines, False
             if raw == b"\n":
                 return lines, True
+            size += len(raw)
+            if size > MAX_REQUEST_BYTES or len(lines) >= MAX_REQUEST_LINES:
+                log.warning("set request over %d lines or %d bytes: refused, connection "
+                            "closed", MAX_REQUEST_LINES, MAX_REQUEST_BYTES)
+                return lines, False
             lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
     def handle_get(self) -> str:

@@ -15,19 +15,31 @@ only that thread's current piece of work: loops go on, per-connection handlers e
     svc.stop()
 
 Stream servers use serve_connections (the accept loop, one thread per connection, a limit)
-and StreamReader (lines or exact sizes with a deadline, ended by stop()).
+and StreamReader (lines or exact sizes with a deadline, ended by stop()). The accept loop
+survives what the system runs out of (descriptors, buffers, threads: it pauses accepting
+briefly and serves on), and stop() is prompt whatever clients do: it shuts down every
+connection a handler holds (ending a send to a client that does not read) and waits for
+all threads together at most `timeout` seconds.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
+import socket
 import threading
 import time
 from typing import Any, Callable
 
 log = logging.getLogger("meshwg.service")
+
+# accept() errors that say the process or system is out of something (descriptors, buffer
+# memory): accepting again at once would spin, so the accept loop pauses, doubling from
+# the first to the last of ACCEPT_BACKOFF seconds while they last, and serves on
+RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+ACCEPT_BACKOFF = (0.01, 1.0)
 
 
 class Service:
@@ -36,6 +48,8 @@ class Service:
     def __init__(self, name: str) -> None:
         self.name = name
         self.errors = 0                     # exceptions caught in this service's threads
+        self.accept_errors = 0              # accepts that failed for want of resources
+        self._conns: set[Any] = set()       # connections handlers hold (serve_connections)
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -125,33 +139,71 @@ class Service:
         non-blocking).
         Each connection goes to handle(conn, peer) in a thread of its own, at most
         `limit` at once: one more is closed at once and on_reject() called. The
-        connection is closed when handle returns. Returns when the service stops."""
+        connection is closed when handle returns, and shut down by stop(). Accept errors
+        never end the loop: for want of descriptors or memory (RESOURCE_ERRORS, or no
+        thread to be had) it pauses (ACCEPT_BACKOFF) and accepts again, logging once per
+        spell (`accept_errors` counts them). Returns when the service stops."""
         slots = threading.BoundedSemaphore(limit)
+        pause = 0.0
 
         def serve_one(conn: Any, peer: Any) -> None:
             try:
                 with conn:
                     handle(conn, peer)
             finally:
+                with self._lock:
+                    self._conns.discard(conn)
                 slots.release()
 
-        while self.wait_readable(listener):
+        while not self._stopping.is_set():
+            if not self.wait_readable(listener):
+                self.sleep(ACCEPT_BACKOFF[0])   # stopped (the loop ends), or poll failed
+                continue
             try:
                 conn, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 continue                    # the client gave up before we got to it
             except OSError as exc:
-                log.warning("%s: accept failed: %s", self.name, exc)
+                if exc.errno not in RESOURCE_ERRORS:
+                    log.debug("%s: accept failed: %s", self.name, exc)  # ECONNABORTED, ...
+                    continue
+                pause = self._accept_pause(pause, exc)
                 continue
             if not slots.acquire(blocking=False):
                 conn.close()
                 if on_reject is not None:
                     on_reject()
                 continue
-            self.spawn(serve_one, conn, peer, name=name or f"{self.name}-conn")
+            with self._lock:
+                self._conns.add(conn)
+            try:
+                self.spawn(serve_one, conn, peer, name=name or f"{self.name}-conn")
+            except RuntimeError as exc:     # can't start new thread
+                with self._lock:
+                    self._conns.discard(conn)
+                conn.close()
+                slots.release()
+                pause = self._accept_pause(pause, exc)
+                continue
+            if pause:
+                log.warning("%s: accepting connections again", self.name)
+                pause = 0.0
+
+    def _accept_pause(self, pause: float, exc: BaseException) -> float:
+        """Count a failed accept, log the first of a spell, wait; the next pause."""
+        with self._lock:
+            self.accept_errors += 1
+        if not pause:
+            log.warning("%s: cannot accept a connection (%s): pausing accepts, serving on",
+                        self.name, exc)
+        pause = min(max(pause * 2, ACCEPT_BACKOFF[0]), ACCEPT_BACKOFF[1])
+        self.sleep(pause)
+        return pause
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop every thread (idempotent), then run the close hooks."""
+        """Stop every thread (idempotent), then run the close hooks. Connections that
+        handlers hold are shut down first (a handler blocked sending to a client that
+        does not read returns); the threads get `timeout` seconds in all, not each."""
         if self._stopping.is_set() and self._wake_w < 0:
             return
         self._stopping.set()
@@ -160,12 +212,19 @@ class Service:
             os.write(self._wake_w, b"x")
         except OSError:
             pass
-        current = threading.current_thread()
         with self._lock:
             threads = list(self._threads)
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        current = threading.current_thread()
+        deadline = time.monotonic() + timeout
         for thread in threads:
             if thread is not current:
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
         for action in self._on_close:
             try:
                 action()
@@ -194,6 +253,7 @@ class StreamReader:
         self.deadline = deadline
         self.idle_timeout = idle_timeout
         self.chunk = chunk
+        self.ended = False          # the peer ended the stream (not a timeout or a stop)
         self._buf = bytearray()
 
     def readline(self, limit: int) -> bytes:
@@ -244,6 +304,7 @@ class StreamReader:
             except OSError:
                 return False
             if not data:
+                self.ended = True
                 return False
             self._buf += data
             return True
