@@ -334,8 +334,10 @@ def register(sub) -> None:
     register_netcheck(sub)
 
     p = sub.add_parser("lab", help="build a NAT lab in network namespaces and run a mesh in it",
-                       description="Builds a fake internet, two NATed home networks and a rendezvous in "
-                                   "network namespaces, runs the real daemons, shows the ping matrix and "
-                                   "each node's status, and cleans up.")
+                       description="Builds a fake internet, a rendezvous and members behind real Linux "
+                                   "NATs (cone, symmetric, double, hairpinning or not, UDP blocked, ...) "
+                                   "in network namespaces, runs the real daemons, shows the connectivity "
+                                   "matrix (each pairing's path and time to first packet; `-- --json`), "
+                                   "and cleans up. `-- --mesh`: the four-member mesh proof instead.")
     p.add_argument("lab_args", nargs="*", help="options passed to the lab (see `meshwg lab -- --help`)")
     p.set_defaults(func=cmd_lab)

@@ -1,9 +1,14 @@
-"""``meshwg lab`` (``make demo``): build the mesh lab, prove the mesh, print the proof.
+"""``meshwg lab`` (``make demo``): the connectivity matrix, or the mesh proof, in a NAT lab.
 
-The proof: every member pings every other member over the mesh, each pair's ``wg show``
-endpoint is the direct one (the peer's LAN address behind the same NAT, its NAT's public
-address otherwise; through a symmetric NAT, the relay client's 127.0.0.1 proxy: the
-rendezvous's relay), and the rendezvous forwarded no packet. See ``discovery.lab.mesh`` for the topology.
+By default it builds the connectivity matrix (``discovery.lab.matrix``): member situations
+behind real Linux NATs, every pairing's path (direct, lan, relay, judged from ``wg show``
+endpoints) and time to first packet, printed as a table (``--json``: as JSON).
+
+With ``--mesh`` it builds the four-member mesh lab instead and prints the proof: every
+member pings every other member over the mesh, each pair's ``wg show`` endpoint is the
+direct one (the peer's LAN address behind the same NAT, its NAT's public address otherwise;
+through a symmetric NAT, the relay client's 127.0.0.1 proxy: the rendezvous's relay), and
+the rendezvous forwarded no packet. See ``discovery.lab.mesh`` for the topology.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Sequence
 
 from meshwg.util.endpoint import split_hostport
 
+from discovery.lab import matrix as connectivity
 from discovery.lab.mesh import (DEFAULT_INTERVAL, MEMBERS, RENDEZVOUS_ADDRESS, RENDEZVOUS_PORT,
                                 MeshLab, build_lab)
 from discovery.lab.netns import LabError
@@ -148,16 +154,37 @@ def verdict(doc: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _run_matrix(args: argparse.Namespace) -> int:
+    """The connectivity matrix (all cells, or the ``--cell`` ones): table or JSON."""
+    cells = connectivity.select(args.cell) if args.cell else connectivity.CELLS
+    doc = connectivity.run_matrix(cells, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(connectivity.format_table(doc))
+        for note in doc["notes"]:
+            print(f"note: {note}")
+        print(f"\n{len(doc['cells'])} cells in {doc['total_s']} s; RESULT: "
+              + ("every cell as expected" if not doc["problems"] else "; ".join(doc["problems"])))
+    return 1 if doc["problems"] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``meshwg lab``: build the lab, run the mesh, print the proof, clean up."""
+    """``meshwg lab``: build the lab, measure it, print the result, clean up."""
     parser = argparse.ArgumentParser(prog="meshwg lab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mesh", action="store_true",
+                        help="the four-member mesh proof instead of the connectivity matrix")
+    parser.add_argument("--cell", action="append", default=[], metavar="A-B",
+                        help="matrix: only this cell (repeatable), e.g. cone-sym")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="matrix: seconds each phase (first packets, paths) may take")
     parser.add_argument("--keep", action="store_true",
-                        help="leave the lab running until Ctrl-C (namespaces are listed)")
+                        help="mesh (implies --mesh): leave the lab running until Ctrl-C")
     parser.add_argument("--symmetric", action="store_true",
-                        help="add member C behind a symmetric (--random-fully) NAT")
+                        help="mesh (implies --mesh): add member C behind a symmetric NAT")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL,
-                        help=f"daemon update interval in seconds (default {DEFAULT_INTERVAL})")
+                        help=f"mesh: daemon update interval in seconds (default {DEFAULT_INTERVAL})")
     args = parser.parse_args(list(argv) if argv is not None else None)
 
     def on_term(signum: int, frame: Any) -> None:
@@ -166,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started in background
     started = time.monotonic()
     try:
+        if not (args.mesh or args.symmetric or args.keep):
+            return _run_matrix(args)
         with build_lab(symmetric=args.symmetric, interval=args.interval) as lab:
             doc = report(lab)
             doc["formed_in_s"] = round(time.monotonic() - started, 2)

@@ -300,14 +300,20 @@ def build_topology(cleanup: Cleanup, workdir: Path, symmetric: bool = False,
                    symmetric)
 
 
-def start_mesh(lab: MeshLab, timeout: float = 90.0) -> None:
-    """Init and run the rendezvous, invite and join every member, wait for the mesh."""
+def init_rendezvous(lab: MeshLab) -> None:
+    """``meshwg rendezvous init`` (at RENDEZVOUS_ADDRESS) and run it."""
     rv = lab.rendezvous
     rv.state_dir.parent.mkdir(parents=True, exist_ok=True)
     rv.meshwg("rendezvous", "init", "--state", rv.state_dir, "--network", MESH_NETWORK,
               "--endpoint", f"{RENDEZVOUS_ADDRESS}:{RENDEZVOUS_PORT}", "--zone", ZONE,
               "--listen-port", RENDEZVOUS_PORT, "--interface", rv.interface)
     lab.start_rendezvous()
+
+
+def start_mesh(lab: MeshLab, timeout: float = 90.0) -> None:
+    """Init and run the rendezvous, invite and join every member, wait for the mesh."""
+    rv = lab.rendezvous
+    init_rendezvous(lab)
     for node in lab.members.values():
         node.state_dir.parent.mkdir(parents=True, exist_ok=True)
         lab.join(node, lab.invite(), wait=False)
@@ -318,22 +324,32 @@ def start_mesh(lab: MeshLab, timeout: float = 90.0) -> None:
 
 
 @contextlib.contextmanager
-def build_lab(symmetric: bool = False, interval: float = DEFAULT_INTERVAL,
-              start: bool = True, workdir: str | None = None) -> Iterator[MeshLab]:
-    """Build the lab (and, with ``start``, the running mesh); remove everything on exit,
-    also on exceptions and KeyboardInterrupt."""
+def lab_registry(workdir: str | None = None, prefix: str = "mwlab"
+                 ) -> Iterator[tuple[Cleanup, Path]]:
+    """(registry, work folder) for a lab, once the machine can run one (LabError why not);
+    everything registered, and the folder, is removed on exit, also on exceptions and
+    KeyboardInterrupt."""
     reason = unavailable_reason()
     if reason:
         raise LabError(f"cannot build the lab: {reason}")
     cleanup = Cleanup()
-    path = Path(workdir or tempfile.mkdtemp(prefix=f"mwlab{PID}-"))
+    path = Path(workdir or tempfile.mkdtemp(prefix=f"{prefix}{PID}-"))
     cleanup.push(f"remove {path}", lambda: shutil.rmtree(path, ignore_errors=True))
     try:
+        yield cleanup, path
+    finally:
+        cleanup.close()
+
+
+@contextlib.contextmanager
+def build_lab(symmetric: bool = False, interval: float = DEFAULT_INTERVAL,
+              start: bool = True, workdir: str | None = None) -> Iterator[MeshLab]:
+    """Build the lab (and, with ``start``, the running mesh); remove everything on exit,
+    also on exceptions and KeyboardInterrupt."""
+    with lab_registry(workdir) as (cleanup, path):
         lab = build_topology(cleanup, path, symmetric, interval)
         if start:
             start_mesh(lab)
         yield lab
-    finally:
-        cleanup.close()
 
 

@@ -17,6 +17,8 @@
   100.64.0.0/10 between them): :class:`LanUplink` lets a router's LAN serve as another
   router's internet.
 * :func:`ipv6_only_host`: a public host with an IPv6 address only.
+* :class:`SegmentedRouter`: a port-preserving NAT with two LAN segments that cannot see
+  each other (no mDNS across, nothing forwarded between them), hairpinning or not.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import ipaddress
 import json
 
 from discovery.lab.nat import Internet, NatRouter
-from discovery.lab.netns import Cleanup, Namespace
+from discovery.lab.netns import Bridge, Cleanup, Namespace
 
 CARRIER_LAN = "100.64.0.0/24"     # RFC 6598 shared address space, between carrier and home NAT
 IPV6_PREFIX = "fd5e:1ab::/64"     # ULA (RFC 4193) for the internet bridge's IPv6 hosts
@@ -130,3 +132,51 @@ def ipv6_only_host(cleanup: Cleanup, internet: Internet, address: str, tag: str 
 def add_ipv6(host: Namespace, address: str, ifname: str = "eth0") -> None:
     """Give a host on the internet bridge an IPv6 address too (dual stack)."""
     host.add_address(ifname, f"{address}/{ipaddress.ip_network(IPV6_PREFIX).prefixlen}")
+
+
+class SegmentedRouter(NatRouter):
+    """A port-preserving NAT (``keep``) with a second LAN segment, ``lan1`` (``second_lan``),
+    beside ``lan0``: a home and a guest network. mDNS does not cross (multicast stays on its
+    bridge) and the router forwards nothing from one segment to the other, so host
+    candidates do not route either. With ``hairpin``, a host reaches a host of the other
+    segment through the public address, as a hairpinning NAT does: the ports given to
+    :meth:`hairpin_port` are DNATed from the LAN side (in ``keep`` mode a host's public
+    port is its local port) and the hairpinned packets leave SNATed to the public address.
+    Other arguments as :class:`discovery.lab.nat.NatRouter`."""
+
+    def __init__(self, cleanup: Cleanup, internet: Internet, public_address: str, lan: str,
+                 second_lan: str, hairpin: bool, tag: str = "seg"):
+        super().__init__(cleanup, internet, public_address, lan, mode="keep", tag=tag)
+        self.hairpin = hairpin
+        self.second_lan = ipaddress.ip_network(second_lan)
+        self.second_gateway = str(next(self.second_lan.hosts()))
+        self._second_next = 10
+        self.second_bridge = Bridge(self.ns, "lan1")
+        self.ns.add_address(self.second_bridge.name,
+                            f"{self.second_gateway}/{self.second_lan.prefixlen}")
+        one, two = self.lan_bridge.name, self.second_bridge.name
+        for into, out in ((one, two), (two, one)):       # only hairpinned (DNATed) flows cross
+            self.ns.run(["iptables", "-A", "FORWARD", "-i", into, "-o", out, "-m", "conntrack",
+                         "!", "--ctstate", "DNAT", "-j", "DROP"])
+            if hairpin:
+                self.ns.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", out,
+                             "-m", "conntrack", "--ctstate", "DNAT", "-j", "SNAT",
+                             "--to-source", public_address])
+
+    def add_second_host(self, tag: str) -> tuple[Namespace, str]:
+        """A new host namespace on the second segment (``eth0``); (namespace, address)."""
+        host = Namespace(self.cleanup, tag)
+        address = str(self.second_lan.network_address + self._second_next)
+        self._second_next += 1
+        self.second_bridge.attach(host, f"{address}/{self.second_lan.prefixlen}")
+        host.run(["ip", "route", "add", "default", "via", self.second_gateway])
+        return host, address
+
+    def hairpin_port(self, port: int, address: str, proto: str = "udp") -> None:
+        """LAN hosts sending to public ``port`` reach ``address`` (same port); the internet
+        does not (no port forward). Raises ValueError on a router without ``hairpin``."""
+        if not self.hairpin:
+            raise ValueError(f"router {self.public_address} does not hairpin")
+        self.ns.run(["iptables", "-t", "nat", "-A", "PREROUTING", "!", "-i", self.uplink,
+                     "-d", self.public_address, "-p", proto, "--dport", port, "-j", "DNAT",
+                     "--to-destination", f"{address}:{port}"])

@@ -1,0 +1,102 @@
+"""The connectivity matrix (discovery.lab.matrix): every cell reaches its expected path.
+
+The netns tests build the matrix lab once (one rendezvous, one internet, every member
+situation behind real Linux NAT, all members joining at once) and assert, cell by cell, that
+ping between the two mesh addresses works and that both ends' ``wg show`` endpoints are
+the expected path. The other tests check the cell table and the path judge without
+namespaces.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from discovery.lab import matrix
+from discovery.lab.mesh import Node
+from discovery.lab.netns import LabError
+from tests.conftest import require_netns
+
+
+@pytest.fixture(scope="module")
+def report():
+    require_netns()
+    return matrix.run_matrix()
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("pair", list(matrix.CELLS), ids=[f"{a}-{b}" for a, b in matrix.CELLS])
+def test_cell_pings_over_its_expected_path(report, pair) -> None:
+    key = f"{pair[0]}-{pair[1]}"
+    cell = next(c for c in report["cells"] if c["cell"] == key)
+    detail = f"{cell}; notes: {report['notes']}"
+    assert cell["ping_ok"], f"no ping reply over the mesh: {detail}"
+    assert cell["path"] == matrix.CELLS[pair], f"wrong path: {detail}"
+    assert cell["first_packet_s"] is not None, f"no first packet measured: {detail}"
+
+
+# ---------------------------------------------------------------------------- no namespaces
+
+def _kind(label: str) -> str:
+    return label.rstrip("2")
+
+
+def test_each_situation_meets_open_cone_and_symmetric() -> None:
+    partners: dict[str, set[str]] = {}
+    for a, b in matrix.CELLS:
+        partners.setdefault(a, set()).add(_kind(b))
+        partners.setdefault(b, set()).add(_kind(a))
+    for label in matrix.SITUATIONS:
+        if label.endswith("2"):
+            continue                     # the second of a kind, there to pair with the first
+        assert {"open", "cone", "sym"} <= partners[label], label
+    for pair in (("sym", "sym2"), ("double", "double2"), ("lan", "cone"), ("hp", "hp2"),
+                 ("nh", "nh2")):
+        assert pair in matrix.CELLS
+    assert set(matrix.CELLS.values()) <= {"direct", "lan", "relay"}
+
+
+def _situation(label: str, public: str, lan_address: str | None = None,
+               lan: str | None = None) -> matrix.Situation:
+    node = Node(label=label, ns=None, interface="mwx0", listen_port=1, state_dir=Path("/"),
+                log_dir=Path("/"), lan_address=lan_address)
+    return matrix.Situation(node, public, lan)
+
+
+def test_judge_reads_the_endpoint_against_the_lab_addresses() -> None:
+    lab = matrix.Matrix(mesh=None, cells={}, situations={
+        "a": _situation("a", "198.18.8.1", "10.8.0.10", "10.8.0.0/24"),
+        "b": _situation("b", "198.18.8.1", "10.8.1.10", "10.8.1.0/24"),
+        "c": _situation("c", "198.18.1.1", "10.1.0.10", "10.1.0.0/24"),
+        "d": _situation("d", "198.18.1.1", "10.1.0.11", "10.1.0.0/24"),
+        "o": _situation("o", "198.18.0.20")})
+    assert lab.judge("c", "10.1.0.11:51830", "d") == "lan"
+    assert lab.judge("a", "10.8.1.10:51830", "b") == "other 10.8.1.10"   # not its segment
+    assert lab.judge("a", "198.18.8.1:51831", "b") == "direct"           # hairpinned
+    assert lab.judge("o", "198.18.1.1:40007", "c") == "direct"
+    assert lab.judge("c", "198.18.0.20:51830", "o") == "direct"
+    assert lab.judge("c", "127.0.0.1:40123", "o") == "relay"
+    assert lab.judge("c", "(none)", "o") == "none"
+
+
+def test_select_and_problems() -> None:
+    assert matrix.select(["cone-sym"]) == {("cone", "sym"): "relay"}
+    with pytest.raises(LabError, match="unknown cell sym-cone"):
+        matrix.select(["sym-cone"])
+    good = matrix.Cell("cone", "sym", "relay", path_ab="relay", path_ba="relay", ping_ok=True,
+                       first_packet_s=2.0)
+    split = matrix.Cell("open", "cone", "direct", path_ab="direct", path_ba="relay",
+                        ping_ok=True)
+    dead = matrix.Cell("lan", "cone", "lan", path_ab="lan", path_ba="lan")
+    assert (good.ok, split.path, split.ok, dead.ok) == (True, "direct/relay", False, False)
+    report = {"cells": [c.as_dict() for c in (good, split, dead)], "situations": {
+        label: {"what": matrix.SITUATIONS[label]} for label in ("cone", "sym", "open", "lan")}}
+    assert matrix.problems(report) == [
+        "open-cone: path direct/relay, expected direct (endpoints (none) / (none))",
+        "lan-cone: no ping reply"]
+    table = matrix.format_table(report)
+    assert re.search(r"^cone-sym +relay +relay +2\.00 s +- +- +ok$", table, re.MULTILINE)
+    assert re.search(r"^lan-cone +lan +lan +- +- +- +FAIL$", table, re.MULTILINE)
+    assert "sym      symmetric NAT" in table
