@@ -3,7 +3,8 @@
 - keeps a tunnel with persistent keepalive to the rendezvous;
 - reads the directory (DNS-SD over the tunnel) when the rendezvous sends a NOTIFY or its
   SOA serial changed (asked every SERIAL_POLL seconds: one small query, which also keeps
-  the tunnel to the rendezvous honest), never more often than every `interval` seconds;
+  the tunnel to the rendezvous honest), every `interval` seconds at most on average (two
+  reads may come back to back: read_pace);
   when the directory does not answer, a handshake to the rendezvous is started at once
   (after a rendezvous restart its old session is gone) and the read retried;
 - follows members of its mesh on the LAN with mDNS, also while the rendezvous is down;
@@ -62,14 +63,27 @@ from discovery.traversal.report import REPORT_PORT_DEFAULT, ReportError, send_re
 
 log = logging.getLogger("meshwg.member")
 
-DEFAULT_INTERVAL = 1.0      # seconds: the directory is read at most this often
+DEFAULT_INTERVAL = 1.0      # seconds: the directory is read at most this often (on average)
 SERIAL_POLL = 15.0          # seconds between SOA serial checks (NOTIFY or not)
 RETRY_START = 1.0           # seconds before a failed directory read is retried; doubles
 RETRY_MAX = 4.0             # ... up to this: a rendezvous back from a restart is found soon
+READ_BURST = 3.0            # directory reads that may come back to back (then `interval` apart):
+                            # at start, ours, our own listing's NOTIFY, a member joining with us
 LAN_REFRESH = 30.0          # seconds between re-reads of mDNS's cache for LAN peers that left
                             # without a goodbye (arrivals and changes come at once)
 
 __all__ = ["MemberDaemon", "status_path", "DEFAULT_INTERVAL", "SERIAL_POLL"]
+
+
+def read_pace(tokens: float, elapsed: float, interval: float) -> tuple[float, float]:
+    """A token bucket for directory reads: (tokens left after a read now, seconds until the
+    next read may come), from the tokens left after the previous read `elapsed` seconds
+    ago. Reads come `interval` seconds apart on average, READ_BURST in a row: a member that
+    joins with us is listed just after our first reads, and its NOTIFY is read at once."""
+    if interval <= 0:
+        return READ_BURST, 0.0
+    tokens = min(READ_BURST, tokens + elapsed / interval) - 1.0
+    return tokens, max(0.0, (1.0 - tokens) * interval)
 
 
 def _resolve_host(endpoint: str) -> Endpoint:
@@ -121,6 +135,7 @@ class MemberDaemon:
         self._resolve_at = 0.0                 # the next serial check or retry
         self._serial: int | None = None        # of the directory read last
         self._resolve_not_before = 0.0         # `interval` after the last read
+        self._read_tokens, self._last_read = READ_BURST, float("-inf")   # read_pace's bucket
         self._retry = RETRY_START
         self._engine_view: dict[bytes, Any] = {}
 
@@ -137,8 +152,8 @@ class MemberDaemon:
             host, port = self.rendezvous_endpoint
             self.relay = RelayClient(st.private_key, self.rendezvous_key, (host, port + 1),
                                      self.device.listen_port, on_bound=self._loop_service.wake).start()
-            if self.use_mdns:
-                self._start_mdns()
+            if self.use_mdns:      # registering takes ~1.5 s (mDNS probing): not before links
+                self._loop_service.spawn(self._start_mdns, name="member-mdns")
             if self.use_portmap:
                 self.portmapper = PortMapper(self.device.listen_port,
                                              on_change=self._on_portmap).start()
@@ -260,7 +275,9 @@ class MemberDaemon:
         done = time.time()
         if self.directory_error is None:
             # a large directory (10,000 members take ~0.5 s) is not re-read back to back
-            self._resolve_not_before = now + max(self.interval, 3 * (done - now))
+            self._read_tokens, wait = read_pace(self._read_tokens, now - self._last_read, self.interval)
+            self._last_read = now
+            self._resolve_not_before = now + max(wait, 3 * (done - now))
             self._retry = RETRY_START
             self._resolve_at = done + SERIAL_POLL
             return

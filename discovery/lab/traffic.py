@@ -158,8 +158,10 @@ class EchoProbe:
     PORT = 7077
 
     def __init__(self, source: Namespace, target: Namespace, address: str,
-                 interval: float = 0.05):
-        self.server = target.popen_python(_ECHO_SERVER, address, self.PORT, name="echo-server")
+                 interval: float = 0.05, bind: str | None = None):
+        # `bind`: the server's address when not `address` ("0.0.0.0": before it exists)
+        self.server = target.popen_python(_ECHO_SERVER, bind or address, self.PORT,
+                                          name="echo-server")
 
         def ready() -> bool:
             self.server.check_alive()

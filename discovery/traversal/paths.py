@@ -17,8 +17,11 @@ Rules (from what users of wgsd, Tailscale and Nebula asked for):
   use the old one is re-probed at once.
 - A peer with a relay (set_relay: the local proxy endpoint of discovery.relay.client)
   moves onto it when no direct path works: no candidates, or probing unanswered for
-  RELAY_AFTER seconds, also after a direct path went silent (relays_due). Direct probing
-  goes on with backoff; an authenticated answer moves the engine's endpoint back (roaming).
+  RELAY_AFTER seconds, also after a direct path went silent (relays_due). Every probe round
+  of a pair without a working path also goes through its relay (the same initiation):
+  the first answer sets the endpoint (roaming), so a pair has its first packet over the
+  relay as soon as over a direct path, without waiting RELAY_AFTER. Direct probing goes on
+  with backoff; an authenticated answer moves the engine's endpoint back (roaming).
 """
 
 from __future__ import annotations
@@ -138,10 +141,9 @@ class PathManager:
         if now - path.last_handshake > REJECT_AFTER_TIME:
             return False
         if _on_relay(path):
-            # persistent keepalives are reset by received packets too, so on an idle pair
-            # often only one side sends them and the other hears nothing for long; a relayed
-            # pair is kept while its session is fresh (the initiator rekeys every 120 s, which
-            # needs an answer through the relay): there is no fallback below the relay
+            # a relayed pair is kept while its session is fresh (the initiator rekeys every
+            # 120 s, which needs an answer through the relay): there is no fallback below
+            # the relay (its keepalives flow both ways, meshwg/core/receive.py)
             return True
         return path.last_rx_change is not None and now - path.last_rx_change <= self.silence_timeout
 
@@ -220,6 +222,8 @@ class PathManager:
                 path.next_probe = now + path.backoff
                 path.backoff = min(BACKOFF_MAX, path.backoff * 2)
             path.probes_sent += len(targets)
+            if path.relay is not None and not _on_relay(path):
+                targets.append(path.relay)   # the same initiation through the relay too
             due[key] = targets
         return due
 

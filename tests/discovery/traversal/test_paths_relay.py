@@ -27,7 +27,7 @@ def _manager(candidates: Candidates | None = None) -> PathManager:
 def test_unanswered_probing_moves_the_pair_to_its_relay_after_relay_after() -> None:
     paths = _manager()
     paths.observe(K, None, None, 0, T0)
-    assert paths.probes_due(T0) == {K: [REFLEXIVE]}
+    assert paths.probes_due(T0) == {K: [REFLEXIVE, PROXY]}   # the relay answers in parallel
     assert paths.relays_due(T0) == {}
     assert paths.next_deadline(T0) <= T0 + RELAY_AFTER
     assert paths.relays_due(T0 + RELAY_AFTER) == {K: PROXY}
@@ -62,7 +62,7 @@ def test_direct_answer_wins_and_a_silent_direct_path_falls_back_to_the_relay() -
     assert paths.relays_due(T0) == {} and paths.probes_due(T0) == {}
     silent = T0 + 26                                      # > silence_timeout without rx
     paths.observe(K, REFLEXIVE, T0, 148, silent)
-    assert paths.probes_due(silent) == {K: [REFLEXIVE]}
+    assert paths.probes_due(silent) == {K: [REFLEXIVE, PROXY]}
     assert paths.relays_due(silent + RELAY_AFTER) == {K: PROXY}
 
 
