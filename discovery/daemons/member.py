@@ -15,6 +15,10 @@
 - re-announces at once when its own addresses change (netlink);
 - keeps a port mapping on the home gateway (discovery.portmap: PCP, NAT-PMP, UPnP) and
   reports its external endpoint as one more host candidate;
+- reaches the rendezvous at the first of its addresses it has a route to, and observes its
+  engine socket's reflexive endpoint in every other family it has a route in
+  (discovery.netcheck.mapping), reported as host candidates: a dual-stack member is
+  published on both families;
 - writes a status file for `meshwg status` when what it says changes.
 
 It is a thin loop around discovery.traversal.reconcile: it sleeps until something happens
@@ -39,7 +43,7 @@ from meshwg.core.events import HandshakeCompleted
 from meshwg.core.keys import encode_key
 from meshwg.device.api import DeviceUpdate, PeerUpdate
 from meshwg.device.device import Device
-from meshwg.util.resolve import resolve_endpoint
+from meshwg.util.resolve import family_of, resolve
 from meshwg.util.service import Service
 from meshwg.util.endpoint import Endpoint, format_endpoint, parse_endpoint
 
@@ -55,6 +59,8 @@ from discovery.lan.interfaces import lan_addresses
 from discovery.lan.netwatch import AddressWatcher
 from discovery.lan.service import MdnsService
 from discovery.netcheck.facts import own_facts
+from discovery.netcheck.mapping import EngineMappingObserver, choose_rendezvous
+from discovery.netcheck.probe import has_route
 from discovery.portmap.mapper import Mapping, PortMapper
 from discovery.relay.client import RelayClient
 from discovery.stores.member import MemberState
@@ -86,9 +92,15 @@ def read_pace(tokens: float, elapsed: float, interval: float) -> tuple[float, fl
     return tokens, max(0.0, (1.0 - tokens) * interval)
 
 
-def _resolve_host(endpoint: str) -> Endpoint:
-    """The rendezvous's "HOST:PORT" with the host resolved to an address (once, at start)."""
-    return resolve_endpoint(*parse_endpoint(endpoint))   # EndpointError: one line for the user
+def _resolve_host(endpoint: str) -> list[Endpoint]:
+    """Every address of the rendezvous's "HOST:PORT" as (ip, port), in the resolver's
+    order (once, at start)."""
+    host, port = parse_endpoint(endpoint)
+    return [(sockaddr[0], port) for _family, sockaddr in resolve(host, port)]   # EndpointError
+
+
+def _routable(ip: str) -> bool:
+    return has_route(family_of(ip), ip)
 
 
 class MemberDaemon:
@@ -110,7 +122,10 @@ class MemberDaemon:
         self._mapped: str | None = None             # its external endpoint, reported
         self.network = ipaddress.ip_network(self.state.network)
         self.rendezvous_key = self.state.rendezvous_public_key
-        self.rendezvous_endpoint = _resolve_host(self.state.rendezvous_endpoint)
+        self.rendezvous_addresses = _resolve_host(self.state.rendezvous_endpoint)
+        self.rendezvous_endpoint, observe_at = choose_rendezvous(self.rendezvous_addresses, _routable)
+        self.mapping: EngineMappingObserver | None = None   # our socket's other families
+        self._observe_at = observe_at
         self.reconciler = MemberReconciler(self.rendezvous_key)
         # what `meshwg netcheck` last found here: the only grounds for blaming our own NAT
         self.reconciler.paths.set_own_facts(*own_facts(state_dir, time.time()))
@@ -146,6 +161,8 @@ class MemberDaemon:
                              addresses=[f"{st.address}/{self.network.prefixlen}"], manage_routes=False)
         self.device.start()
         try:
+            self.mapping = EngineMappingObserver(self.device, self._observe_at,
+                                                 on_change=self._report_again).start()
             self.device.apply(DeviceUpdate(peers=[
                 rendezvous_peer(self.rendezvous_key, self.rendezvous_endpoint, st.dns_address)]))
             self._refresh_local_networks()
@@ -190,6 +207,8 @@ class MemberDaemon:
         self._loop_service.stop(timeout=5)
         if self.engine_events is not None:
             self.engine_events.stop()
+        if self.mapping is not None:
+            self.mapping.stop()
         if self.portmapper is not None:
             self.portmapper.stop()             # deletes the mapping on the gateway
         for part in (self.notify_listener, self.watcher, self.browser, self.announcer, self.relay):
@@ -213,9 +232,13 @@ class MemberDaemon:
         endpoint = mapping.endpoint if mapping else None
         if endpoint != self._mapped:
             self._mapped = endpoint
-            self._reported = None
-            self._resolve_wanted = True
-            self._loop_service.wake()
+            self._report_again()
+
+    def _report_again(self) -> None:
+        """Our host candidates changed: report them at the next round."""
+        self._reported = None
+        self._resolve_wanted = True
+        self._loop_service.wake()
 
     def _on_address_change(self) -> None:
         self._addresses_changed = True
@@ -248,6 +271,9 @@ class MemberDaemon:
             self._read_directory(now)
         next_deadline = self._reconcile(now)
         times = [self._resolve_at]
+        observe_at = self.mapping.step(now) if self.mapping is not None else None
+        if observe_at is not None:
+            times.append(observe_at)
         if self._resolve_wanted:
             times.append(self._resolve_not_before)
         if next_deadline is not None:
@@ -320,6 +346,9 @@ class MemberDaemon:
             except Exception:
                 log.exception("mDNS re-announce failed")
         self._refresh_local_networks()
+        if self.mapping is not None:   # a family may have come or gone: observe again now
+            self._observe_at = choose_rendezvous(self.rendezvous_addresses, _routable)[1]
+            self.mapping.set_targets(self._observe_at, now)
         self._reported = None          # report the new host candidates to the rendezvous now
         self._resolve_wanted = True
         if self.portmapper is not None:
@@ -336,6 +365,9 @@ class MemberDaemon:
         candidates = [format_endpoint((ip, port)) for ip, _, _ in self._refresh_local_networks()]
         if self._mapped is not None:
             candidates.append(self._mapped)
+        if self.mapping is not None:   # our engine socket's mapping in the other families
+            candidates += [format_endpoint(ep) for ep in self.mapping.endpoints()
+                           if format_endpoint(ep) not in candidates]
         try:
             send_report(self.state.dns_address, REPORT_PORT_DEFAULT, candidates, timeout=2.0)
             self._reported = candidates

@@ -20,6 +20,11 @@ Threads, one job each, each blocked until there is work (an idle device costs no
   something ran through the protocol and the counters changed
 - the control socket (meshwg.uapi.server.UapiServer) serves `wg`; in-process callers
   (the mesh daemons) use apply / status / wait_events directly
+
+A side channel on the engine's own socket (set_side_channel / send_side): datagrams that
+start with a caller's prefix (never a WireGuard message type) go to the caller's handler
+instead of the protocol, and the caller may send datagrams from the socket, so it can ask
+a server what this socket's NAT mapping is (the mesh's observation probes).
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ HANDSHAKE_QUEUE_MAX = 4096
 MAX_PENDING_EVENTS = 4096  # events kept for wait_events; the oldest is dropped beyond
 STATS_INTERVAL = 2.0       # seconds between two writes of the counters file, at least
 OLD_SOCKET_GRACE = 0.5     # seconds an old UDP socket stays open after a port change
+SIDE_PREFIX_MIN = 4        # bytes: a side channel's prefix is at least a message header long
+SIDE_MAX_DATAGRAM = 1500   # bytes: longer side-channel datagrams are dropped, not handed on
+
+SideHandler = Callable[[bytes, tuple[str, int]], None]
 
 
 class Device:
@@ -113,6 +122,7 @@ class Device:
         self._stats_written_at = -math.inf
         self._apply_lock = threading.Lock()      # one apply at a time (routes, sockets)
         self._routed: set = set()
+        self._side: tuple[bytes, SideHandler] | None = None   # set_side_channel
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, after_create: Callable[[str], None] | None = None) -> None:
@@ -323,6 +333,8 @@ class Device:
                     if udp is self.udp:
                         raise
                     continue
+                if self._side is not None:
+                    received = self._divert(received)
                 if not received:
                     continue
                 with lock:
@@ -340,6 +352,62 @@ class Device:
                     tun.write_batch(packets)
                 if datagrams or events:
                     deliver(datagrams, events)
+
+    # ------------------------------------------------------------------ side channel
+    def set_side_channel(self, prefix: bytes, handler: SideHandler | None) -> None:
+        """Hand received datagrams that start with `prefix` (at least SIDE_PREFIX_MIN
+        bytes, and not a WireGuard message header: type 1-4 then three zero bytes) to
+        `handler(datagram, source)` instead of the protocol; None removes it. The handler
+        runs on the data path: it must be quick; what it raises is counted
+        (side_handler_errors), never propagated. Raises ValueError for a bad prefix."""
+        if handler is not None:
+            if len(prefix) < SIDE_PREFIX_MIN or (prefix[0] in (1, 2, 3, 4) and not any(prefix[1:4])):
+                raise ValueError(f"side channel prefix {prefix!r}: at least {SIDE_PREFIX_MIN} "
+                                 f"bytes, not a WireGuard message header")
+        self._side = None if handler is None else (bytes(prefix), handler)
+
+    def send_side(self, datagram: bytes, endpoint: tuple[str, int]) -> None:
+        """Send one datagram from the engine's UDP socket (its NAT mapping is the
+        WireGuard traffic's); dropped when the device is not running or the endpoint is
+        unreachable."""
+        udp = self.udp
+        if udp is not None and self._running:
+            udp.send(datagram, endpoint)
+            with self._lock:
+                self.stats["side_sent"] += 1
+
+    def _divert(self, received: list) -> list:
+        """The runs of `received` for the protocol; side-channel datagrams (each segment
+        of a run starting with the prefix) go to the handler, oversized ones are dropped."""
+        side = self._side
+        if side is None:
+            return received
+        prefix, handler = side
+        if not any(data.startswith(prefix) for data, _size, _src in received):
+            return received
+        kept = []
+        counts: Counter[str] = Counter()
+        for data, size, source in received:
+            if not data.startswith(prefix):
+                kept.append((data, size, source))
+                continue
+            size = size if size > 0 else len(data)
+            for i in range(0, len(data), size):
+                segment = bytes(data[i:i + size])
+                if not segment.startswith(prefix):
+                    kept.append((segment, len(segment), source))
+                elif len(segment) > SIDE_MAX_DATAGRAM:
+                    counts["side_dropped"] += 1
+                else:
+                    counts["side_received"] += 1
+                    try:
+                        handler(segment, source)
+                    except Exception:          # noqa: BLE001 -- the data path goes on
+                        counts["side_handler_errors"] += 1
+                        log.exception("%s: side channel handler failed", self.name)
+        with self._lock:
+            self.stats.update(counts)
+        return kept
 
     def _handshake_loop(self) -> None:
         """Admitted handshake messages, one per turn of the lock (each costs a few
