@@ -146,6 +146,8 @@ class Cell:
     after_join_s: float | None = None    # from both members joined to the first ping reply
     settled_s: float | None = None       # from both joins launched to path == expected
     ping_ok: bool = False
+    status_ab: str = "?"                 # the PATH `meshwg status` of a shows for b
+    status_ba: str = "?"
 
     @property
     def key(self) -> str:
@@ -165,6 +167,8 @@ class Cell:
                 "path": self.path, "endpoint_ab": self.endpoint_ab,
                 "endpoint_ba": self.endpoint_ba, "first_packet_s": self.first_packet_s,
                 "after_join_s": self.after_join_s,
+                "status": (self.status_ab if self.status_ab == self.status_ba
+                           else f"{self.status_ab}/{self.status_ba}"),
                 "settled_s": self.settled_s, "ping_ok": self.ping_ok, "ok": self.ok}
 
 
@@ -222,6 +226,21 @@ class Matrix:
             cell.endpoint_ba = seen[b].get(key_a, "(none)")
             cell.path_ab = self.judge(a, cell.endpoint_ab, b)
             cell.path_ba = self.judge(b, cell.endpoint_ba, a)
+
+
+    def read_status(self, results: dict[tuple[str, str], Cell]) -> None:
+        """Fill every cell's PATH labels from each member's ``meshwg status --json`` (one
+        Python process per member, so once, at the end): what a user would be told."""
+        labels: dict[str, dict[str, str]] = {}
+        for label in {name for pair in results for name in pair}:
+            try:
+                peers = self.situations[label].node.peers_by_name()
+            except (LabError, ValueError):
+                peers = {}
+            labels[label] = {name: str(row.get("path")) for name, row in peers.items()}
+        for (a, b), cell in results.items():
+            cell.status_ab = labels[a].get(b, "?")
+            cell.status_ba = labels[b].get(a, "?")
 
 
 def build_matrix(cleanup: Cleanup, workdir: Path, cells: dict[tuple[str, str], str] = CELLS,
@@ -419,6 +438,7 @@ def measure(matrix: Matrix, timeout: float = 120.0) -> dict[tuple[str, str], Cel
         for pair, ok in zip(results, pool.map(ping_cell, results)):
             results[pair].ping_ok = ok
     matrix.read_paths(results)           # the paths the pings went over
+    matrix.read_status(results)
     return results
 
 
@@ -466,15 +486,18 @@ def problems(report: dict[str, Any]) -> list[str]:
 
 def format_table(report: dict[str, Any]) -> str:
     """The situations, then the matrix as a text table: cell, path, expected, time to first
-    packet (from the joins launched, and from both joined), when the path was seen, ping."""
+    packet (from the joins launched, and from both joined), when the path was seen, ping,
+    and the PATH labels ``meshwg status`` shows on both ends (one when they agree)."""
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f} s"
     lines = [f"{label:<8} {s['what']}" for label, s in report["situations"].items()]
-    rows = [("cell", "path", "expected", "first packet", "after join", "path seen", "ping")]
+    rows = [("cell", "path", "expected", "first packet", "after join", "path seen", "ping",
+             "meshwg status")]
     for cell in report["cells"]:
         rows.append((cell["cell"], cell["path"], cell["expected"],
                      seconds(cell["first_packet_s"]), seconds(cell["after_join_s"]),
-                     seconds(cell["settled_s"]), "ok" if cell["ping_ok"] else "FAIL"))
+                     seconds(cell["settled_s"]), "ok" if cell["ping_ok"] else "FAIL",
+                     cell.get("status", "?")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines += [""] + ["  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip()
                      for row in rows]

@@ -16,7 +16,9 @@ import pytest
 
 from discovery.lab import matrix
 from discovery.lab.mesh import Node
-from discovery.lab.netns import LabError
+from discovery.lab.nat import Internet
+from discovery.lab.nat_types import SegmentedRouter
+from discovery.lab.netns import LabError, poll
 from tests.conftest import require_netns
 
 
@@ -86,7 +88,7 @@ def test_select_and_problems() -> None:
     with pytest.raises(LabError, match="unknown cell sym-cone"):
         matrix.select(["sym-cone"])
     good = matrix.Cell("cone", "sym", "relay", path_ab="relay", path_ba="relay", ping_ok=True,
-                       first_packet_s=2.0)
+                       first_packet_s=2.0, status_ab="relay", status_ba="relay")
     split = matrix.Cell("open", "cone", "direct", path_ab="direct", path_ba="relay",
                         ping_ok=True)
     dead = matrix.Cell("lan", "cone", "lan", path_ab="lan", path_ba="lan")
@@ -97,6 +99,58 @@ def test_select_and_problems() -> None:
         "open-cone: path direct/relay, expected direct (endpoints (none) / (none))",
         "lan-cone: no ping reply"]
     table = matrix.format_table(report)
-    assert re.search(r"^cone-sym +relay +relay +2\.00 s +- +- +ok$", table, re.MULTILINE)
-    assert re.search(r"^lan-cone +lan +lan +- +- +- +FAIL$", table, re.MULTILINE)
+    assert re.search(r"^cone-sym +relay +relay +2\.00 s +- +- +ok +relay$", table, re.MULTILINE)
+    assert re.search(r"^lan-cone +lan +lan +- +- +- +FAIL +\?$", table, re.MULTILINE)
     assert "sym      symmetric NAT" in table
+
+
+# ---------------------------------------------------------------------------- the segments
+
+RECEIVE = ("import socket, sys\n"
+           "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+           "s.bind(('0.0.0.0', int(sys.argv[1])))\n"
+           "print('ready', flush=True)\n"
+           "while True:\n"
+           "    data, source = s.recvfrom(100)\n"
+           "    print(data.decode(), source[0], flush=True)\n")
+SEND = ("import socket, sys\n"      # each target: 'sent' or the error sending/receiving met
+        "for target in sys.argv[1:]:\n"
+        "    host, port = target.rsplit(':', 1)\n"
+        "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "    s.settimeout(5)\n"
+        "    s.connect((host, int(port)))\n"
+        "    s.send(target.encode())\n"
+        "    try:\n"
+        "        s.recv(100)\n"
+        "    except OSError as exc:\n"
+        "        print(target, type(exc).__name__, flush=True)\n")
+
+
+def _forward_drops(router: SegmentedRouter) -> int:
+    """Packets the router's between-segment DROP rules have dropped."""
+    out = router.ns.run(["iptables", "-L", "FORWARD", "-v", "-x", "-n"]).stdout
+    return sum(int(line.split()[0]) for line in out.splitlines()
+               if "DROP" in line and "ctstate" in line)
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("hairpin", [True, False], ids=["hairpin", "no-hairpin"])
+def test_segments_meet_only_through_a_hairpinning_public_address(lab, hairpin) -> None:
+    internet = Internet(lab)
+    router = SegmentedRouter(lab, internet, "198.18.8.1", "10.8.0.0/24", "10.8.1.0/24", hairpin)
+    (one, one_address), (two, _) = router.add_host("one"), router.add_second_host("two")
+    if hairpin:
+        router.hairpin_port(47000, one_address)
+    receiver = one.popen_python(RECEIVE, 47000, name="receiver")
+    poll(lambda: receiver.check_alive() or "ready" in receiver.stdout(), 10, "the receiver")
+    dropped = _forward_drops(router)
+    private, public = f"{one_address}:47000", f"{router.public_address}:47000"
+    sent = two.run_python(SEND, private, public, timeout=30).stdout
+    assert f"{private} TimeoutError" in sent          # the segments do not route
+    assert _forward_drops(router) > dropped
+    if hairpin:       # reached through the public address, seen from the public address
+        poll(lambda: public in receiver.stdout(), 10, lambda: receiver.output())
+        assert receiver.stdout().split("\n")[1:] == [f"{public} {router.public_address}", ""]
+    else:             # the router itself answers: port unreachable
+        assert f"{public} ConnectionRefusedError" in sent
+        assert receiver.stdout().strip() == "ready"
