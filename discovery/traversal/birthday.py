@@ -266,13 +266,19 @@ class BirthdayPlanner:
 
 
 def add_probes(peers: list, probes: Mapping[bytes, list[Endpoint]]) -> None:
-    """Add the found paths' handshake probes to an update's PeerUpdates (meshwg.device.api):
-    into the peer's existing update with probes (one initiation goes to all of them: a
-    second one in the same update would be rate-limited or replace the first), else as an
-    update of their own."""
+    """Put the found paths' handshake probes into an update's PeerUpdates
+    (meshwg.device.api). A peer's probe round this update already holds is replaced: one
+    initiation also sent through the relay (discovery.traversal.paths) could be answered
+    there first, and the copy through the found path would then be a replay to the peer;
+    a second round in the same update would be rate-limited by the engine. A peer being
+    moved (an endpoint set) is left alone this time (the planner asks again)."""
     left = dict(probes)
     for update in peers:
-        if update.public_key in left and update.probe_endpoints and not update.remove:
-            update.probe_endpoints = list(update.probe_endpoints) + left.pop(update.public_key)
+        if update.public_key not in left or update.remove:
+            continue
+        if update.endpoint is not None:
+            del left[update.public_key]
+        elif update.probe_endpoints:
+            update.probe_endpoints = list(left.pop(update.public_key))
     for key, endpoints in left.items():
         peers.append(PeerUpdate(public_key=key, update_only=True, probe_endpoints=list(endpoints)))

@@ -181,11 +181,19 @@ def test_pairs_from_reads_the_nat_key_and_the_path_managers_probing_time() -> No
     assert pairs[K2] == Pair(None, None, None)
 
 
-def test_add_probes_joins_an_existing_probe_round_or_adds_an_update() -> None:
+def test_add_probes_replaces_a_probe_round_or_adds_an_update() -> None:
     other = ("198.18.2.1", 51823)
-    peers = [PeerUpdate(public_key=K, update_only=True, probe_endpoints=[other]),
-             PeerUpdate(public_key=K2, persistent_keepalive=10)]
-    add_probes(peers, {K: [PROXY], K2: [PROXY]})
-    assert peers[0].probe_endpoints == [other, PROXY]
+    relay = ("127.0.0.1", 40999)
+    k3 = b"n" * 32
+    peers = [PeerUpdate(public_key=K, update_only=True, probe_endpoints=[other, relay]),
+             PeerUpdate(public_key=K2, persistent_keepalive=10),
+             PeerUpdate(public_key=k3, update_only=True, endpoint=relay, probe_endpoints=[relay])]
+    add_probes(peers, {K: [PROXY], K2: [PROXY], k3: [PROXY]})
+    # only the found path: an initiation also sent through the relay could be answered
+    # there first, and the copy through the proxy would be a replay
+    assert peers[0].probe_endpoints == [PROXY]
     assert peers[1].probe_endpoints == []
-    assert peers[2] == PeerUpdate(public_key=K2, update_only=True, probe_endpoints=[PROXY])
+    # a move onto the relay goes alone (the planner asks again a second later)
+    assert peers[2].probe_endpoints == [relay]
+    assert peers[3] == PeerUpdate(public_key=K2, update_only=True, probe_endpoints=[PROXY])
+    assert len(peers) == 4
