@@ -128,6 +128,25 @@ def unavailable_reason(tools: Iterable[str] = ("ip", "iptables", "conntrack", "p
     return None
 
 
+LAB_TOOLS = ("ip", "iptables", "conntrack", "ping", "wg")
+
+
+def measure_in_lab(name: str, measure: Callable[[], Any], tools: Iterable[str] = LAB_TOOLS
+                   ) -> tuple[int, Any]:
+    """A benchmark's run: (0, measure()) when a lab can run here; otherwise one line
+    "NAME: why" on stderr and (2, None) when it cannot run, (1, None) when it failed
+    (LabError)."""
+    reason = unavailable_reason(tools)
+    if reason:
+        print(f"{name}: {reason}", file=sys.stderr)
+        return 2, None
+    try:
+        return 0, measure()
+    except LabError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1, None
+
+
 # ----------------------------------------------------------------------------- cleanup
 
 class Cleanup:
@@ -293,6 +312,15 @@ class Namespace:
 
     def read_sysctl(self, key: str) -> str:
         return self.run(["sysctl", "-n", key]).stdout.strip()
+
+    def etc_files(self, files: dict[str, str]) -> None:
+        """Files (``hosts``, ``gai.conf``, ...) that ``ip netns exec`` mounts over /etc/NAME
+        for what runs inside (/etc/netns/NAMESPACE/NAME; removed with the namespace)."""
+        folder = Path("/etc/netns") / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        self.cleanup.push(f"remove {folder}", lambda: shutil.rmtree(folder, ignore_errors=True))
+        for name, text in files.items():
+            (folder / name).write_text(text)
 
     def add_address(self, ifname: str, cidr: str) -> None:
         """Add an address with prefix ("10.0.0.1/24", "fd00::1/64"); IPv6 skips duplicate
