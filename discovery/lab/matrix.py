@@ -4,7 +4,9 @@ A member situation is one mesh node (a member in its namespace, behind its NAT);
 a pair of nodes. One fake internet, one rendezvous and every node are built once and all
 members join at the same moment, so the namespaces and daemons are shared by every cell::
 
-    rendezvous 198.18.0.10     open 198.18.0.20, open2 198.18.0.21   (public addresses)
+    rendezvous 198.18.0.10 + fd5e:1ab::10 (dual stack, named rdv.matrix.test for members)
+    open 198.18.0.20 + fd5e:1ab::20 (dual stack), open2 198.18.0.21   (public addresses)
+    v6            fd5e:1ab::30, IPv6 only (no IPv4 at all)
     cone, lan     behind 198.18.1.1  port-rewriting cone, one LAN 10.1.0.0/24
     cone2         behind 198.18.2.1  port-rewriting cone
     keep          behind 198.18.3.1  port-preserving cone
@@ -40,18 +42,23 @@ from meshwg.util.endpoint import split_hostport
 from discovery.lab.mesh import (INTERNET, INTERNET_GATEWAY, RENDEZVOUS_ADDRESS, MeshLab, Node,
                                 _node, init_rendezvous, lab_registry)
 from discovery.lab.nat import Internet, NatRouter
-from discovery.lab.nat_types import SegmentedRouter, block_udp, double_nat, set_udp_timeouts
+from discovery.lab.nat_types import (SegmentedRouter, add_ipv6, block_udp, double_nat,
+                                     ipv6_only_host, set_udp_timeouts)
 from discovery.lab.netns import Cleanup, Daemon, LabError, Namespace, PollTimeout, poll
 from discovery.stores.errors import StateError
 from discovery.stores.member import MemberState
 
 RELAY_HOST = "127.0.0.1"          # a relayed peer's endpoint: the member's relay proxy
+RENDEZVOUS_NAME = "rdv.matrix.test"   # the members' /etc/hosts: both its addresses
+RENDEZVOUS_V6 = "fd5e:1ab::10"
+OPEN_V6 = "fd5e:1ab::20"
+V6_ONLY = "fd5e:1ab::30"
 SHORT_UDP_TIMEOUT = 20            # seconds, the short-mapping NAT's UDP conntrack timeouts
 FIRST_PORT = 51830                # members listen on FIRST_PORT, FIRST_PORT + 1, ...
 
 # The situations: label -> what it is (shown in the table)
 SITUATIONS = {
-    "open": "public address",
+    "open": "public address, dual stack (IPv4 + IPv6)",
     "open2": "public address",
     "cone": "port-rewriting cone NAT",
     "cone2": "port-rewriting cone NAT",
@@ -67,6 +74,7 @@ SITUATIONS = {
     "nh2": "same NAT as nh, other segment, no hairpinning",
     "blocked": "UDP blocked except to the rendezvous",
     "short": f"cone NAT, UDP mappings expire after {SHORT_UDP_TIMEOUT} s",
+    "v6": "IPv6 only, public address",
 }
 
 # The cells and the path each should settle on, both ends agreeing. Each situation meets
@@ -76,8 +84,6 @@ SITUATIONS = {
 #   birthday-probing slice (B) should make the endpoint-independent sides direct.
 # * blocked: "UDP blocked except TCP 443" needs the TCP 443 TLS relay slice (R1); this lab
 #   lets UDP reach the rendezvous (and so its UDP relay), which main handles today.
-# * IPv6-only vs dual stack: left out until the dual-stack slice (D) lands (today an
-#   IPv6-only member cannot reach the IPv4-only rendezvous at all).
 CELLS: dict[tuple[str, str], str] = {
     ("open", "open2"): "direct",
     ("open", "cone"): "direct",
@@ -109,6 +115,7 @@ CELLS: dict[tuple[str, str], str] = {
     ("short", "open"): "direct",
     ("short", "cone"): "direct",
     ("short", "sym"): "relay",        # B: direct
+    ("v6", "open"): "direct",         # over IPv6 (the dual-stack member's IPv6 candidate)
 }
 
 
@@ -127,7 +134,7 @@ class Situation:
     """A member node and what the lab knows of its addresses."""
 
     node: Node
-    public_address: str                  # its own (open) or its outermost NAT's
+    public_addresses: tuple[str, ...]    # its own (open) or its outermost NAT's
     lan_network: str | None = None       # the LAN segment it sits on (None: public host)
 
 
@@ -202,7 +209,7 @@ class Matrix:
             return "relay"
         if host == peer.node.lan_address and me.lan_network == peer.lan_network:
             return "lan"
-        if host == peer.public_address:
+        if host in peer.public_addresses:
             return "direct"
         return f"other {host}"
 
@@ -250,6 +257,9 @@ def build_matrix(cleanup: Cleanup, workdir: Path, cells: dict[tuple[str, str], s
     internet = Internet(cleanup, INTERNET, INTERNET_GATEWAY)
     rv_ns = _public_host(cleanup, internet, "rdv", RENDEZVOUS_ADDRESS)
     rv_ns.sysctl("net.ipv4.ip_forward", 0)
+    add_ipv6(rv_ns, RENDEZVOUS_V6)
+    hosts = (f"127.0.0.1 localhost\n{RENDEZVOUS_ADDRESS} {RENDEZVOUS_NAME}\n"
+             f"{RENDEZVOUS_V6} {RENDEZVOUS_NAME}\n")
     rendezvous = _node(cleanup, workdir, "rendezvous", rv_ns, 51820)
     routers: dict[str, NatRouter] = {}
     situations: dict[str, Situation] = {}
@@ -259,7 +269,8 @@ def build_matrix(cleanup: Cleanup, workdir: Path, cells: dict[tuple[str, str], s
                address: str | None = None, lan: str | None = None) -> Node:
         node = _node(cleanup, workdir, label, ns, next(ports), router, address)
         node.state_dir.parent.mkdir(parents=True, exist_ok=True)
-        situations[label] = Situation(node, public, lan)
+        ns.etc_files({"hosts": hosts})
+        situations[label] = Situation(node, (public,), lan)
         return node
 
     def behind(label: str, router: NatRouter, public: str) -> None:
@@ -275,6 +286,11 @@ def build_matrix(cleanup: Cleanup, workdir: Path, cells: dict[tuple[str, str], s
     for label, address in (("open", "198.18.0.20"), ("open2", "198.18.0.21")):
         if label in wanted:
             member(label, _public_host(cleanup, internet, label, address), address)
+    if "open" in wanted:
+        add_ipv6(situations["open"].node.ns, OPEN_V6)
+        situations["open"].public_addresses += (OPEN_V6,)
+    if "v6" in wanted:
+        member("v6", ipv6_only_host(cleanup, internet, V6_ONLY, tag="v6"), V6_ONLY)
     if wanted & {"cone", "lan"}:
         router = nat("cone", 1, "rewrite")
         for label in ("cone", "lan"):
@@ -377,7 +393,7 @@ def start(matrix: Matrix) -> None:
     """Run the rendezvous, then launch every member's ``meshwg join`` at once (one reusable
     invitation); :func:`measure` waits for them."""
     mesh = matrix.mesh
-    init_rendezvous(mesh)
+    init_rendezvous(mesh, RENDEZVOUS_NAME)
     token = mesh.invite(reusable=True)
     for node in mesh.members.values():
         mesh.join(node, token, wait=False)
@@ -462,7 +478,7 @@ def run_matrix(cells: dict[tuple[str, str], str] = CELLS, timeout: float = 120.0
         report = {"cells": [cell.as_dict() for cell in results.values()],
                   "notes": matrix.notes,
                   "situations": {label: {"what": SITUATIONS[label],
-                                         "public_address": s.public_address,
+                                         "public_addresses": list(s.public_addresses),
                                          "lan_address": s.node.lan_address,
                                          "mesh_address": s.node.mesh_address,
                                          "joined_s": matrix.joined_s.get(label)}

@@ -300,12 +300,13 @@ def build_topology(cleanup: Cleanup, workdir: Path, symmetric: bool = False,
                    symmetric)
 
 
-def init_rendezvous(lab: MeshLab) -> None:
-    """``meshwg rendezvous init`` (at RENDEZVOUS_ADDRESS) and run it."""
+def init_rendezvous(lab: MeshLab, host: str = RENDEZVOUS_ADDRESS) -> None:
+    """``meshwg rendezvous init`` (its endpoint: ``host``, an address or a name, at
+    RENDEZVOUS_PORT) and run it."""
     rv = lab.rendezvous
     rv.state_dir.parent.mkdir(parents=True, exist_ok=True)
     rv.meshwg("rendezvous", "init", "--state", rv.state_dir, "--network", MESH_NETWORK,
-              "--endpoint", f"{RENDEZVOUS_ADDRESS}:{RENDEZVOUS_PORT}", "--zone", ZONE,
+              "--endpoint", f"{host}:{RENDEZVOUS_PORT}", "--zone", ZONE,
               "--listen-port", RENDEZVOUS_PORT, "--interface", rv.interface)
     lab.start_rendezvous()
 

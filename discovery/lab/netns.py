@@ -313,6 +313,15 @@ class Namespace:
     def read_sysctl(self, key: str) -> str:
         return self.run(["sysctl", "-n", key]).stdout.strip()
 
+    def etc_files(self, files: dict[str, str]) -> None:
+        """Files (``hosts``, ``gai.conf``, ...) that ``ip netns exec`` mounts over /etc/NAME
+        for what runs inside (/etc/netns/NAMESPACE/NAME; removed with the namespace)."""
+        folder = Path("/etc/netns") / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        self.cleanup.push(f"remove {folder}", lambda: shutil.rmtree(folder, ignore_errors=True))
+        for name, text in files.items():
+            (folder / name).write_text(text)
+
     def add_address(self, ifname: str, cidr: str) -> None:
         """Add an address with prefix ("10.0.0.1/24", "fd00::1/64"); IPv6 skips duplicate
         address detection, so it is usable at once."""

@@ -51,11 +51,11 @@ def test_each_situation_meets_open_cone_and_symmetric() -> None:
         partners.setdefault(a, set()).add(_kind(b))
         partners.setdefault(b, set()).add(_kind(a))
     for label in matrix.SITUATIONS:
-        if label.endswith("2"):
+        if label.endswith("2") or label == "v6":
             continue                     # the second of a kind, there to pair with the first
         assert {"open", "cone", "sym"} <= partners[label], label
     for pair in (("sym", "sym2"), ("double", "double2"), ("lan", "cone"), ("hp", "hp2"),
-                 ("nh", "nh2")):
+                 ("nh", "nh2"), ("v6", "open")):
         assert pair in matrix.CELLS
     assert set(matrix.CELLS.values()) <= {"direct", "lan", "relay"}
 
@@ -64,7 +64,7 @@ def _situation(label: str, public: str, lan_address: str | None = None,
                lan: str | None = None) -> matrix.Situation:
     node = Node(label=label, ns=None, interface="mwx0", listen_port=1, state_dir=Path("/"),
                 log_dir=Path("/"), lan_address=lan_address)
-    return matrix.Situation(node, public, lan)
+    return matrix.Situation(node, (public,), lan)
 
 
 def test_judge_reads_the_endpoint_against_the_lab_addresses() -> None:
@@ -73,7 +73,9 @@ def test_judge_reads_the_endpoint_against_the_lab_addresses() -> None:
         "b": _situation("b", "198.18.8.1", "10.8.1.10", "10.8.1.0/24"),
         "c": _situation("c", "198.18.1.1", "10.1.0.10", "10.1.0.0/24"),
         "d": _situation("d", "198.18.1.1", "10.1.0.11", "10.1.0.0/24"),
-        "o": _situation("o", "198.18.0.20")})
+        "o": _situation("o", "198.18.0.20"),
+        "v6": _situation("v6", "fd5e:1ab::30")})
+    lab.situations["o"].public_addresses += ("fd5e:1ab::20",)
     assert lab.judge("c", "10.1.0.11:51830", "d") == "lan"
     assert lab.judge("a", "10.8.1.10:51830", "b") == "other 10.8.1.10"   # not its segment
     assert lab.judge("a", "198.18.8.1:51831", "b") == "direct"           # hairpinned
@@ -81,6 +83,8 @@ def test_judge_reads_the_endpoint_against_the_lab_addresses() -> None:
     assert lab.judge("c", "198.18.0.20:51830", "o") == "direct"
     assert lab.judge("c", "127.0.0.1:40123", "o") == "relay"
     assert lab.judge("c", "(none)", "o") == "none"
+    assert lab.judge("v6", "[fd5e:1ab::20]:51830", "o") == "direct"
+    assert lab.judge("o", "[fd5e:1ab::30]:51846", "v6") == "direct"
 
 
 def test_select_and_problems() -> None:
