@@ -72,9 +72,12 @@ class AllowedIPs:
 
     @staticmethod
     def _normalise(network: Network) -> Network:
+        """The network itself: an IPv4Network or IPv6Network never has host bits set
+        (the constructor clears them or refuses), so there is nothing to rebuild (which
+        cost more than the rest of an insert)."""
         if not isinstance(network, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
             raise TypeError(f"expected an IPv4Network or IPv6Network, got {network!r}")
-        return ipaddress.ip_network((network.network_address, network.prefixlen), strict=False)
+        return network
 
     def _table(self, network: Network) -> _FamilyTable:
         return self._v4 if network.version == 4 else self._v6
@@ -135,6 +138,10 @@ class AllowedIPs:
     def networks_of(self, peer: Hashable) -> list[Network]:
         """The networks routed to `peer`: IPv4 first, then by address and prefix length."""
         return sorted(self._of_peer.get(peer, ()), key=_sort_key)
+
+    def networks(self) -> set[Network]:
+        """Every network routed to some peer (a new set, in no order)."""
+        return set(self._owner)
 
     def peers(self) -> list[Hashable]:
         """Every peer that owns at least one network."""

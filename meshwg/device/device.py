@@ -18,6 +18,8 @@ Threads, one job each, each blocked until there is work (an idle device costs no
 - timers: sleeps until the protocol's next deadline (forever if none) and fires it;
   publishes the counters file (meshwg.device.stats) at most every STATS_INTERVAL when
   something ran through the protocol and the counters changed
+- routes (meshwg.device.routes.RouteWorker): brings the routes through the interface to
+  the allowed IPs in batches after each change, off the control socket's path
 - the control socket (meshwg.uapi.server.UapiServer) serves `wg`; in-process callers
   (the mesh daemons) use apply / status / wait_events directly
 
@@ -49,6 +51,7 @@ from meshwg.core.protocol import WireGuardProtocol
 from meshwg.core.timers import Timers
 from meshwg.device.api import DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate
 from meshwg.device.offloads import offload_parts_from_env
+from meshwg.device.routes import RouteWorker
 from meshwg.device.stats import StatsFile, merge_counters
 from meshwg.util.files import RUN_DIRECTORY
 from meshwg.netlink import link as netconfig
@@ -121,7 +124,7 @@ class Device:
         self._stats_dirty = False                # something ran through the protocol
         self._stats_written_at = -math.inf
         self._apply_lock = threading.Lock()      # one apply at a time (routes, sockets)
-        self._routed: set = set()
+        self.routes: RouteWorker | None = None   # the route worker (manage_routes)
         self._side: tuple[bytes, SideHandler] | None = None   # set_side_channel
 
     # ------------------------------------------------------------------ lifecycle
@@ -139,7 +142,9 @@ class Device:
             self.udp = UdpSocket(self._initial_port, self._initial_fwmark,
                                  offload="udp" in self.offloads)
             netconfig.configure_link(self.name, self.addresses, self.mtu)
-            self._sync_routes()
+            if self.manage_routes:
+                self.routes = RouteWorker(self.name, self._wanted_routes)
+                self.routes.start()
             self._stats_file = StatsFile(self.name, self.stats_directory)
             self.uapi = UapiServer(self.name, self.status, self.apply, directory=self.uapi_directory)
             self.uapi.start()
@@ -178,6 +183,9 @@ class Device:
         for t in self._threads:
             t.join(timeout=2.0)
         self._threads.clear()
+        if self.routes is not None:
+            self.routes.stop()
+            self.routes = None
         if self._stats_file is not None:
             self._stats_file.remove()
         if self.uapi is not None:
@@ -493,8 +501,8 @@ class Device:
         port in use)."""
         with self._apply_lock:
             self._apply(update)
-            if self.tun is not None:
-                self._sync_routes()
+            if self.routes is not None:
+                self.routes.changed()      # routes converge in the background
 
     def _apply(self, update: DeviceUpdate) -> None:
         endpoints: dict[int, tuple[Any, list]] = {}
@@ -551,21 +559,11 @@ class Device:
             datagrams, events = self._collect()
         self._deliver(datagrams, events)
 
-    def _sync_routes(self) -> None:
-        if not self.manage_routes or self.tun is None:
-            return
-        wanted = set()
-        p = self.protocol
+    def _wanted_routes(self) -> set:
+        """Every allowed IP of every peer: what the route worker routes through the
+        interface."""
         with self._lock:
-            for peer in p.peers.values():
-                wanted.update(p.allowed_ips.networks_of(peer))
-        stale = self._routed - wanted
-        new = wanted - self._routed
-        if stale:
-            netconfig.delete_routes(self.name, stale)
-        if new:
-            netconfig.add_routes(self.name, new)
-        self._routed = wanted
+            return self.protocol.allowed_ips.networks()
 
     # ------------------------------------------------------------------ configuration
     def configure(self, config) -> None:
