@@ -347,8 +347,13 @@ class MemberDaemon:
                 log.exception("mDNS re-announce failed")
         self._refresh_local_networks()
         if self.mapping is not None:   # a family may have come or gone: observe again now
-            self._observe_at = choose_rendezvous(self.rendezvous_addresses, _routable)[1]
+            primary, self._observe_at = choose_rendezvous(self.rendezvous_addresses, _routable)
             self.mapping.set_targets(self._observe_at, now)
+            if primary != self.rendezvous_endpoint:    # no route left in the family we used
+                log.info("reaching the rendezvous at %s now", format_endpoint(primary))
+                self.rendezvous_endpoint = primary
+                self.device.apply(DeviceUpdate(peers=[PeerUpdate(
+                    public_key=self.rendezvous_key, update_only=True, endpoint=primary)]))
         self._reported = None          # report the new host candidates to the rendezvous now
         self._resolve_wanted = True
         if self.portmapper is not None:

@@ -159,3 +159,23 @@ def test_dual_stack_member_is_reached_directly_on_both_families(dual_stack_mesh)
     for a, b in ((v4, ds), (v6, ds), (ds, v4), (ds, v6)):
         a.ns.wait_ping(b.mesh_address, timeout=20)
     assert direct(), now()
+
+
+def test_losing_its_ipv6_the_member_moves_to_the_rendezvous_over_ipv4(dual_stack_mesh) -> None:
+    """Runs last (it changes the lab): ds's IPv6 address goes away; ds reaches the
+    rendezvous at its IPv4 address instead, is listed there at its IPv4 mapping, and the
+    IPv4-only member still reaches it directly."""
+    lab = dual_stack_mesh
+    ds, v4 = lab.members["ds"], lab.members["v4"]
+    prefix = int(IPV6_PREFIX.split("/")[1])
+    ds.ns.del_address("eth1", f"{DS_V6}/{prefix}")
+    poll(lambda: ds.peers_by_name()["rendezvous"].get("endpoint")
+         == f"{RDV_V4}:{mesh_lab.RENDEZVOUS_PORT}", 30,
+         lambda: f"ds to reach the rendezvous over IPv4 ({ds.peers_by_name()['rendezvous']})",
+         interval=0.5)
+    record = poll(lambda: (_published(lab, v4, ds)["endpoint"] or [""])[0] == DS_NAT[0], 30,
+                  "ds listed at its IPv4 mapping", interval=0.5)
+    assert record
+    v4.ns.wait_ping(ds.mesh_address, timeout=20)
+    ds.ns.wait_ping(v4.mesh_address, timeout=20)
+    assert _endpoint_of(v4, ds).startswith(f"{DS_NAT[0]}:"), _endpoint_of(v4, ds)
