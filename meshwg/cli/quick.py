@@ -339,7 +339,11 @@ class QuickInterface:
 
     @staticmethod
     def _quietly(step: Callable[[], None]) -> None:
+        """Run one step of down; what it raises is a warning, so the rest still runs (down
+        must always remove the interface)."""
         try:
             step()
         except MeshwgError as exc:
             warn(str(exc))
+        except Exception as exc:  # noqa: BLE001 -- netlink/OS errors: down goes on
+            warn(f"{type(exc).__name__}: {exc}")

@@ -63,7 +63,8 @@ class Up:
 
 def client_and_exit(lab, mtu: int | None = None):
     """Client C (default route through the underlay to E, strict reverse-path filter) and
-    exit peer E (wireguard-go, 10.99.0.1, with EXIT_PUBLIC and INTERNET on its loopback)."""
+    exit peer E (wireguard-go, 10.99.0.1, with EXIT_PUBLIC and INTERNET on its loopback),
+    which drops IP fragments arriving from the path."""
     c, e = Namespace(lab, "qc"), Namespace(lab, "qe")
     veth(c, e, f"{UNDERLAY_C}/24", f"{UNDERLAY_E}/24", mtu=mtu)
     c.run(["ip", "route", "add", "default", "via", UNDERLAY_E])
@@ -71,6 +72,8 @@ def client_and_exit(lab, mtu: int | None = None):
         c.sysctl(f"net.ipv4.conf.{key}.rp_filter", 1)
     e.add_address("lo", f"{INTERNET}/32")
     e.add_address("lo", f"{EXIT_PUBLIC}/32")
+    # the path drops IP fragments: an MTU too large for it stalls bulk transfers
+    e.run(["iptables", "-t", "raw", "-A", "PREROUTING", "-f", "-j", "DROP"])
     exit_peer = WireguardGo(lab, e, f"{TUNNEL_E}/24", listen_port=51820)
     return c, e, exit_peer
 
@@ -110,7 +113,8 @@ def test_exit_peer_default_route_policy_and_mtu_from_the_endpoint_path(lab, tmp_
     df = c.ping(INTERNET, count=3, size=1200 - 28, interval=0.2)
     assert df.returncode == 0 and " 0% packet loss" in df.stdout, df.stdout
     assert exit_peer.transfer()[up.keys.public][0] >= before + 3 * 1200
-    # a bulk TCP transfer through the tunnel (over the 1280-byte path) arrives whole
+    # a bulk TCP transfer through the tunnel arrives whole (with MTU 1420 on this path it
+    # stalls: the engine's datagrams would be fragmented, and fragments are dropped)
     bulk = tcp_transfer(c, e, TUNNEL_E, nbytes=4 << 20, timeout=120)
     assert bulk.intact, bulk
     up.down()
