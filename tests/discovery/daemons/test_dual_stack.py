@@ -40,15 +40,6 @@ PREFER_IPV6 = ("precedence ::1/128 50\nprecedence ::/0 40\nprecedence 2002::/16 
                "precedence ::/96 20\nprecedence ::ffff:0:0/96 10\n")
 
 
-def _etc(cleanup: Cleanup, ns: Namespace, files: dict[str, str]) -> None:
-    """Files `ip netns exec` mounts over /etc/NAME inside ``ns`` (removed afterwards)."""
-    folder = Path("/etc/netns") / ns.name
-    folder.mkdir(parents=True, exist_ok=True)
-    cleanup.push(f"remove {folder}", lambda: shutil.rmtree(folder, ignore_errors=True))
-    for name, text in files.items():
-        (folder / name).write_text(text)
-
-
 def _node(cleanup: Cleanup, workdir: Path, label: str, ns: Namespace) -> mesh_lab.Node:
     interface = unique_name(f"mw{label[:2]}")
     cleanup.push(f"remove socket {interface}", lambda: remove_uapi_socket(interface))
@@ -78,7 +69,7 @@ def dual_stack_mesh():
         v6_ns = ipv6_only_host(cleanup, internet, V6_ONLY)
         hosts = f"127.0.0.1 localhost\n{RDV_V4} {RDV_NAME}\n{RDV_V6} {RDV_NAME}\n"
         for ns in (ds_ns, v4_ns, v6_ns):
-            _etc(cleanup, ns, {"hosts": hosts, **({"gai.conf": PREFER_IPV6} if ns is ds_ns else {})})
+            ns.etc_files({"hosts": hosts, **({"gai.conf": PREFER_IPV6} if ns is ds_ns else {})})
         rendezvous = _node(cleanup, workdir, "rendezvous", rv_ns)
         members = {label: _node(cleanup, workdir, label, ns)
                    for label, ns in (("ds", ds_ns), ("v4", v4_ns), ("v6", v6_ns))}
