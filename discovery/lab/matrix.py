@@ -44,7 +44,8 @@ from discovery.lab.mesh import (INTERNET, INTERNET_GATEWAY, RENDEZVOUS_ADDRESS, 
 from discovery.lab.nat import Internet, NatRouter
 from discovery.lab.nat_types import (SegmentedRouter, add_ipv6, block_udp, double_nat,
                                      ipv6_only_host, set_udp_timeouts)
-from discovery.lab.netns import Cleanup, Daemon, LabError, Namespace, PollTimeout, poll
+from discovery.lab.netns import (Cleanup, Daemon, LabError, Namespace, PollTimeout, ProcessExited,
+                                 poll)
 from discovery.stores.errors import StateError
 from discovery.stores.member import MemberState
 
@@ -411,11 +412,23 @@ def measure(matrix: Matrix, timeout: float = 120.0) -> dict[tuple[str, str], Cel
     deadline = time.time() + timeout
     pings: dict[tuple[str, str], FirstReply] = {}
 
+    not_ready: dict[str, str] = {}      # member -> why it is not ready (the last error)
+
     def first_replies() -> bool:
         """One round: members that joined since, pings for cells whose ends both have."""
         for label, node in members.items():
-            if label not in matrix.joined_s and _member_ready(node):
+            if label in matrix.joined_s:
+                continue
+            try:
+                ready = _member_ready(node)
+            except ProcessExited:
+                raise
+            except Exception as exc:  # noqa: BLE001 - not ready yet; kept for the report
+                not_ready[label] = repr(exc)
+                continue
+            if ready:
                 matrix.joined_s[label] = round(time.time() - matrix.started_at, 2)
+                not_ready.pop(label, None)
         for a, b in results:
             if (a, b) not in pings and a in matrix.joined_s and b in matrix.joined_s:
                 pings[(a, b)] = FirstReply(members[a].ns, members[b].mesh_address or "",
@@ -425,6 +438,8 @@ def measure(matrix: Matrix, timeout: float = 120.0) -> dict[tuple[str, str], Cel
         poll(first_replies, timeout, "every cell's first ping reply", interval=0.1)
     except PollTimeout as exc:
         matrix.notes.append(str(exc))
+        matrix.notes += [f"member {label} never joined: {not_ready.get(label, 'no address')}"
+                         for label in members if label not in matrix.joined_s]
     finally:
         for pair, ping in pings.items():
             ping.stop()
