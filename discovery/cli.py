@@ -101,8 +101,9 @@ def cmd_members(args) -> int:
     rows = [{"name": m.name, "mesh_address": m.mesh_address, "public_key": encode_key(m.public_key),
              "joined_at": m.joined_at, "last_seen": m.last_seen,
              "host_candidates": m.host_candidates} for m in members]
+    relay = _relay_status(args.state)
     if args.json:
-        print(json.dumps({"rendezvous": me, "members": rows}, indent=2))
+        print(json.dumps({"rendezvous": me, "members": rows, "relay": relay}, indent=2))
         return 0
     print(f"{'NAME':20} {'ADDRESS':16} {'PUBLIC KEY':45} JOINED")
     print(f"{me['name']:20} {me['address']:16} {me['public_key']:45} -")
@@ -110,6 +111,17 @@ def cmd_members(args) -> int:
         joined = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["joined_at"]))
         print(f"{r['name']:20} {r['mesh_address']:16} {r['public_key']:45} {joined}")
     return 0
+
+
+def _relay_status(state_dir: str) -> dict | None:
+    """The running rendezvous's relay counters (discovery.daemons.rendezvous.RELAY_STATUS);
+    None when it runs no relay or is not running."""
+    from discovery.daemons.rendezvous import RELAY_STATUS
+    try:
+        with open(os.path.join(state_dir, RELAY_STATUS)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def cmd_remove(args) -> int:
@@ -139,7 +151,8 @@ def cmd_join(args) -> int:
     try:
         daemon = MemberDaemon(args.state, interface=args.interface, listen_port=args.listen_port,
                               interval=args.interval, mdns=not args.no_mdns,
-                              portmap=not args.no_portmap)
+                              portmap=not args.no_portmap,
+                              relay_port=(args.relay_port or 0) if args.relay or args.relay_port else None)
     except MeshwgError as exc:
         raise CliError(f"join: {exc}") from None
     st = daemon.state
@@ -323,6 +336,12 @@ def register(sub) -> None:
     p.add_argument("--no-mdns", action="store_true", help="do not publish or browse on the LAN")
     p.add_argument("--no-portmap", action="store_true",
                    help="do not ask the home gateway for a port mapping (PCP, NAT-PMP, UPnP)")
+    p.add_argument("--relay", action="store_true",
+                   help="offer to relay the other members' WireGuard datagrams (members only, "
+                        "UDP on the listen port + 1): for a member with a public address; "
+                        "published in the directory")
+    p.add_argument("--relay-port", type=int, metavar="PORT",
+                   help="the relay's UDP port (implies --relay; default: the listen port + 1)")
     p.set_defaults(func=cmd_join)
 
     p = sub.add_parser("status", help="one row per peer: name, address, path, endpoint, handshake, rx/tx")

@@ -39,7 +39,8 @@ def load_directory(path: str | os.PathLike) -> dict[bytes, MemberRecord]:
                 public_key=key, endpoint=(str(endpoint[0]), int(endpoint[1])) if endpoint else None,
                 allowed_ips=list(item.get("allowed_ips", [])), name=item.get("name", ""),
                 mesh_address=item.get("mesh_address", ""),
-                host_candidates=[(str(c[0]), int(c[1])) for c in item.get("host_candidates", [])])
+                host_candidates=[(str(c[0]), int(c[1])) for c in item.get("host_candidates", [])],
+                extra={str(k): str(v) for k, v in item.get("extra", {}).items()})
         return out
     except FileNotFoundError:
         return {}
@@ -52,5 +53,6 @@ def save_directory(path: str | os.PathLike, records: Mapping[bytes, MemberRecord
     """Replace the cache with `records` (mode 0600). Raises OSError."""
     doc = [{"public_key": key.hex(), "endpoint": list(r.endpoint) if r.endpoint else None,
             "allowed_ips": r.allowed_ips, "name": r.name, "mesh_address": r.mesh_address,
-            "host_candidates": [list(c) for c in r.host_candidates]} for key, r in records.items()]
+            "host_candidates": [list(c) for c in r.host_candidates], "extra": r.extra}
+           for key, r in records.items()]
     atomic_write(path, json.dumps(doc), mode=0o600)

@@ -11,7 +11,9 @@
 - adds, updates and removes peers on its own engine, in-process (Device.apply/status);
 - probes candidate endpoints (discovery.traversal.paths) and prefers LAN paths;
 - binds at the rendezvous's relay (discovery.relay, UDP on its WireGuard port + 1) and
-  moves a pair onto it when no direct path works;
+  moves a pair onto it when no direct path works; also at the relays members offer in the
+  directory (discovery.relay.pool chooses one per pair), and with `relay_port` runs such
+  a relay itself (discovery.relay.server) for the other members;
 - re-announces at once when its own addresses change (netlink);
 - keeps a port mapping on the home gateway (discovery.portmap: PCP, NAT-PMP, UPnP) and
   reports its external endpoint as one more host candidate;
@@ -62,7 +64,11 @@ from discovery.netcheck.facts import own_facts
 from discovery.netcheck.mapping import EngineMappingObserver, choose_rendezvous
 from discovery.netcheck.probe import has_route
 from discovery.portmap.mapper import Mapping, PortMapper
+from discovery.dnssd.relays import relay_endpoint, relay_port as offered_relay_port
+from discovery.relay.choice import Relay
 from discovery.relay.client import RelayClient
+from discovery.relay.pool import RelayPlan, RelayPool
+from discovery.relay.server import RelayServer
 from discovery.stores.member import MemberState
 from discovery.traversal.reconcile import MemberReconciler, lan_endpoints, rendezvous_peer
 from discovery.traversal.report import REPORT_PORT_DEFAULT, ReportError, send_report
@@ -110,8 +116,13 @@ class MemberDaemon:
     engine's errors (TUN, bind, netlink)."""
 
     def __init__(self, state_dir: str, interface: str = "meshwg0", listen_port: int = 0,
-                 interval: float = DEFAULT_INTERVAL, mdns: bool = True, portmap: bool = True):
+                 interval: float = DEFAULT_INTERVAL, mdns: bool = True, portmap: bool = True,
+                 relay_port: int | None = None):
         self.state_dir = state_dir
+        self.relay_port = relay_port    # offer a relay on this UDP port (0: WG port + 1; None: no)
+        self.relay_server: RelayServer | None = None
+        self.relays: RelayPool | None = None       # every relay we bind at (the rendezvous's too)
+        self._relay_names: dict[bytes, str] = {}   # the relay chosen per peer, for status
         self.state = MemberState.load(state_dir)
         self.interface = interface
         self.listen_port = listen_port
@@ -169,6 +180,13 @@ class MemberDaemon:
             host, port = self.rendezvous_endpoint
             self.relay = RelayClient(st.private_key, self.rendezvous_key, (host, port + 1),
                                      self.device.listen_port, on_bound=self._loop_service.wake).start()
+            self.relays = RelayPool(st.private_key, self.device.listen_port, on_bound=self._loop_service.wake)
+            self.relays.add_fixed(Relay(self.rendezvous_key, (host, port + 1), "rendezvous", rendezvous=True),
+                                  self.relay)
+            if self.relay_port is not None:
+                self.relay_server = RelayServer(st.private_key, "::",
+                                                self.relay_port or self.device.listen_port + 1,
+                                                members=[st.public_key, *self.directory]).start()
             if self.use_mdns:      # registering takes ~1.5 s (mDNS probing): not before links
                 self._loop_service.spawn(self._start_mdns, name="member-mdns")
             if self.use_portmap:
@@ -211,7 +229,8 @@ class MemberDaemon:
             self.mapping.stop()
         if self.portmapper is not None:
             self.portmapper.stop()             # deletes the mapping on the gateway
-        for part in (self.notify_listener, self.watcher, self.browser, self.announcer, self.relay):
+        for part in (self.notify_listener, self.watcher, self.browser, self.announcer, self.relays,
+                     self.relay, self.relay_server):
             if part is not None:
                 try:
                     part.stop()
@@ -319,11 +338,16 @@ class MemberDaemon:
         lan = {key: lan_endpoints(peer.addresses, peer.port)
                for key, peer in (self.browser.peers() if self.browser is not None else {}).items()}
         status = self.device.status()
-        relays = {}
-        if self.relay is not None:
-            self.relay.set_peers(self.directory)
-            relays = self.relay.endpoints() if self.relay.bound else {}
-        plan = self.reconciler.reconcile(self.directory, lan, status, now, relays=relays)
+        relays = RelayPlan()
+        if self.relays is not None:
+            self.relays.set_relays(self._offered_relays())
+            self.relays.set_peers(self.directory)
+            relays = self.relays.plan({peer.public_key: peer.endpoint for peer in status.peers}, now)
+            self._relay_names = relays.names
+        if self.relay_server is not None:
+            self.relay_server.set_members([self.state.public_key, *self.directory])
+        plan = self.reconciler.reconcile(self.directory, lan, status, now, relays=relays.endpoints,
+                                         relay_names=relays.names, relay_others=relays.others)
         if plan.update.peers:
             self.device.apply(plan.update)
         self._engine_view = {peer.public_key: peer for peer in status.peers}
@@ -331,7 +355,14 @@ class MemberDaemon:
             self.status_file.write(self.status(now))
         except OSError as exc:
             log.warning("cannot write %s: %s", self.status_file.path, exc)
-        return plan.next_deadline
+        deadlines = [t for t in (plan.next_deadline, relays.next_deadline) if t is not None]
+        return min(deadlines) if deadlines else None
+
+    def _offered_relays(self) -> list[Relay]:
+        """The relays other members offer in the directory (discovery.dnssd.relays)."""
+        return [Relay(key, endpoint, record.name or key.hex()[:8])
+                for key, record in self.directory.items()
+                if (endpoint := relay_endpoint(record)) is not None]
 
     def _refresh_local_networks(self) -> list[tuple[str, object, str]]:
         addrs = lan_addresses(exclude=(self.interface,))
@@ -358,8 +389,8 @@ class MemberDaemon:
         self._resolve_wanted = True
         if self.portmapper is not None:
             self.portmapper.refresh()          # a new address (or gateway): map again now
-        if self.relay is not None:
-            self.relay.rebind()
+        if self.relays is not None:
+            self.relays.rebind()
         # let every peer (and the rendezvous) see our new source address at once
         self.device.apply(self.reconciler.own_addresses_changed(self.rendezvous_endpoint, now))
 
@@ -374,7 +405,8 @@ class MemberDaemon:
             candidates += [format_endpoint(ep) for ep in self.mapping.endpoints()
                            if format_endpoint(ep) not in candidates]
         try:
-            send_report(self.state.dns_address, REPORT_PORT_DEFAULT, candidates, timeout=2.0)
+            send_report(self.state.dns_address, REPORT_PORT_DEFAULT, candidates, timeout=2.0,
+                        relay_port=self.relay_server.port if self.relay_server is not None else None)
             self._reported = candidates
         except ReportError as exc:
             log.debug("%s", exc)
@@ -391,6 +423,9 @@ class MemberDaemon:
         try:
             records = resolve_zone(server, self.state.zone, timeout=1.0)
             fresh = {r.public_key: r for r in records if r.public_key != own}
+            if self.relay_server is not None and not any(
+                    r.public_key == own and offered_relay_port(r) == self.relay_server.port for r in records):
+                self._reported = None       # our relay is not published (yet): report it again
             for key in [k for k in self.directory if k not in fresh]:
                 record = resolve_member(server, self.state.zone, key, timeout=1.0)
                 if record is not None:
@@ -422,7 +457,7 @@ class MemberDaemon:
             "endpoint": format_endpoint(rdv.endpoint) if rdv and rdv.endpoint else None,
             "path": "rendezvous", "reason": self.directory_error or "directory reachable",
         }]
-        relayed = self.relay.peer_counters() if self.relay is not None else {}
+        relayed = self.relays.peer_counters() if self.relays is not None else {}
         for key, rec in sorted(self.directory.items(), key=lambda kv: kv[1].name):
             peer = engine.get(key)
             path, reason = self.reconciler.paths.describe(key, now)
@@ -432,7 +467,7 @@ class MemberDaemon:
                 "path": path, "reason": reason,
             }
             if path == "relay":
-                row["relay"] = self.relay.name if self.relay is not None else None
+                row["relay"] = self._relay_names.get(key)
                 row["relay_rx_bytes"], row["relay_tx_bytes"] = relayed.get(key, (0, 0))
             peers.append(row)
         return {
@@ -442,5 +477,15 @@ class MemberDaemon:
                      "mesh_id": st.mesh_id, "network": st.network},
             "directory": {"ok_at": self.directory_ok, "error": self.directory_error},
             "portmap": self.portmapper.status() if self.portmapper is not None else None,
+            "relay_server": self._relay_server_status(),
             "peers": peers,
         }
+
+    def _relay_server_status(self) -> dict[str, Any] | None:
+        """The relay we offer: its port, counters (dropped by reason) and what it forwarded
+        per member name; None when we offer none."""
+        if self.relay_server is None:
+            return None
+        names = {key: record.name for key, record in self.directory.items()}
+        names[self.state.public_key] = self.state.name
+        return self.relay_server.status(names)

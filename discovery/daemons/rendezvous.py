@@ -10,7 +10,10 @@ directory's endpoints, come back without waiting for the members to notice.
 
 It also runs the members-only relay (discovery.relay.server, UDP on its WireGuard port + 1,
 `relay=False` / `--no-relay` to turn it off) for pairs with no direct path; its counters
-are logged when they changed at a sync.
+are logged when they changed at a sync and kept in RELAY_STATUS in the state directory
+for `meshwg members --json`. Members that offer a relay of their own say so in their
+candidate report; the offer is published in their TXT record (discovery.dnssd.relays)
+and kept in memory only (a member re-reports when its record lacks it).
 
 It drives its engine in-process (Device.apply/status) and reacts to it: when a member's
 endpoint changes (the engine's EndpointChanged and HandshakeCompleted events) the new
@@ -32,12 +35,14 @@ from meshwg.device.api import DeviceUpdate
 from meshwg.device.device import Device
 from meshwg.util.service import Service
 from meshwg.util.endpoint import Endpoint, parse_endpoint
+from meshwg.util.files import JsonFile
 
 from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
 from discovery.daemons.engine_events import EngineEvents
 from discovery.daemons.storewatch import StoreWatch
 from discovery.dnssd.notify import Notifier
 from discovery.dnssd.member import MemberRecord
+from discovery.dnssd.relays import relay_txt
 from discovery.dnssd.zone import Directory
 from discovery.dnssd.server import DnsServer
 from discovery.enroll.transport import EnrollmentServer
@@ -52,6 +57,7 @@ log = logging.getLogger("meshwg.rendezvous")
 
 DEFAULT_INTERVAL = 1.0      # seconds between looks for membership changes by other processes
 SAFETY_POLL = 30.0          # seconds between full syncs of engine, membership and directory
+RELAY_STATUS = "relay-status.json"   # the relay's counters, in the state directory
 
 
 class RendezvousDaemon:
@@ -65,6 +71,8 @@ class RendezvousDaemon:
         self.relay_enabled = relay          # a members-only UDP relay on the WG port + 1
         self.relay: RelayServer | None = None
         self._relay_counters: dict[str, int] = {}
+        self._relay_offers: dict[bytes, int] = {}    # members' relay ports (guarded by _lock)
+        self.relay_status = JsonFile(self.state.state_dir / RELAY_STATUS, mode=0o600)
         self.interval = interval
         self.public_dns = public_dns
         self.interface = interface or self.state.interface
@@ -109,7 +117,8 @@ class RendezvousDaemon:
             self.servers.append(EnrollmentServer(st, "::", st.enroll_port,
                                                  on_member_added=self._member_added).start())
             self.servers.append(CandidateReportServer(st.address, REPORT_PORT_DEFAULT,
-                                                      self._candidates_reported).start())
+                                                      self._candidates_reported,
+                                                      on_relay=self._relay_offered).start())
             # `meshwg netcheck`'s "what is my address" responder, on the WG port + 2 and + 3
             self.servers.append(ObservationResponder(observe_ports(self.device.listen_port)).start())
         except BaseException:
@@ -136,6 +145,7 @@ class RendezvousDaemon:
             self.device.stop()
             self.device = None
         self.store_watch.close()
+        self.relay_status.remove()
         self.state.close()
 
     # ------------------------------------------------------------------ callbacks (other threads)
@@ -154,6 +164,28 @@ class RendezvousDaemon:
             log.info("candidate report from %s: %s", source_ip, exc)
             return
         self._request_sync()
+
+    def _reported_fact(self, facts: dict, source_ip: str, value: Any) -> str | None:
+        """Keep what a member's report says in `facts` (by key; None: nothing, so the
+        entry goes) and sync when it changed; the member's name then, else None."""
+        member = self.state.find_member(source_ip)
+        if member is None:
+            return None
+        with self._lock:
+            if facts.get(member.public_key) == value:
+                return None
+            if value is None:
+                del facts[member.public_key]
+            else:
+                facts[member.public_key] = value
+        self._request_sync()
+        return member.name
+
+    def _relay_offered(self, source_ip: str, port: int | None) -> None:
+        """A member's report says it offers a relay on UDP `port` (None: it does not)."""
+        name = self._reported_fact(self._relay_offers, source_ip, port)
+        if name is not None:
+            log.info("%s %s", name, f"offers a relay on UDP port {port}" if port else "offers no relay")
 
     def _request_sync(self) -> None:
         with self._lock:
@@ -177,6 +209,7 @@ class RendezvousDaemon:
             self._next_sync = time.monotonic() + SAFETY_POLL
         else:
             self._apply_events()
+        self._write_relay_status()
         return min(self.interval, max(0.0, self._next_sync - time.monotonic()))
 
     def _take_events(self) -> list:
@@ -218,10 +251,20 @@ class RendezvousDaemon:
                 log.info("relay: %s", " ".join(f"{k}={v}" for k, v in self._relay_counters.items() if v))
         self._publish()
 
+    def _write_relay_status(self) -> None:
+        """The relay's counters for `meshwg members --json` (RELAY_STATUS), when they changed."""
+        if self.relay is not None:
+            try:
+                self.relay_status.write(self.relay.status({m.public_key: m.name for m in self._members}))
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.relay_status.path, exc)
+
     def _publish(self) -> None:
         """Serve the directory as the membership and endpoints say; NOTIFY the members
         when it changed."""
-        records = directory_records(self._members, self._endpoints)
+        with self._lock:
+            extras = {key: relay_txt(port) for key, port in self._relay_offers.items()}
+        records = directory_records(self._members, self._endpoints, extras)
         if records == self._published:
             return                      # nothing changed: keep the serial, tell nobody
         self._published = records

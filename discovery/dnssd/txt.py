@@ -2,7 +2,8 @@
 
 ``txtvers=1``, ``pub=BASE64`` (the public key), ``allowed=CIDR,CIDR`` (wgsd's keys), then
 meshwg's: ``name=``, ``addr=`` (mesh address), ``cand=IP:port,[v6]:port`` (host
-candidates) and any ``extra`` key=value. List-valued keys (``allowed``, ``cand``) longer
+candidates) and any ``extra`` key=value (``relay=PORT``: the member offers a relay,
+discovery.dnssd.relays). List-valued keys (``allowed``, ``cand``) longer
 than one 255-byte string are split over repeated keys; the parser joins them.
 """
 

@@ -8,7 +8,8 @@ Under ``ZONE`` (names: discovery.dnssd.names):
 * ``B32._wireguard._udp.ZONE SRV 0 0 PORT B32._wireguard._udp.ZONE`` -- the endpoint
   port; the A or AAAA record (endpoint address) and the TXT record ride along in the
   additional section.
-* ``B32._wireguard._udp.ZONE TXT`` -- discovery.dnssd.txt.
+* ``B32._wireguard._udp.ZONE TXT`` -- discovery.dnssd.txt; ``relay=PORT`` when the member
+  offers a relay at its endpoint's address (discovery.dnssd.relays).
 * ``B32._wireguard._udp.ZONE A|AAAA`` -- the endpoint address.
 * ``_services._dns-sd._udp.ZONE PTR _wireguard._udp.ZONE`` (RFC 6763 section 9).
 * ``ZONE SOA`` (minimum 60); NXDOMAIN and NODATA answers carry it in authority.

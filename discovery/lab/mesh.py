@@ -122,15 +122,16 @@ class MeshLab:
         """``meshwg ARGS`` against the rendezvous state (run in its namespace)."""
         return self.rendezvous.meshwg(*args, check=check)
 
-    def start_rendezvous(self) -> Daemon:
-        """``meshwg rendezvous run`` in the rendezvous namespace; waits for its interface."""
+    def start_rendezvous(self, *extra: str) -> Daemon:
+        """``meshwg rendezvous run [EXTRA...]`` (e.g. ``--no-relay``) in the rendezvous
+        namespace; waits for its interface."""
         rv = self.rendezvous
         if rv.daemon is not None and rv.daemon.alive:
             raise LabError("the rendezvous is already running")
         remove_uapi_socket(rv.interface)
         rv.daemon = rv.ns.popen(
             meshwg_argv("rendezvous", "run", "--state", rv.state_dir,
-                        "--interval", self.interval),
+                        "--interval", self.interval, *extra),
             "rendezvous", log_dir=str(rv.log_dir))
         # ready once fully started (DNS-SD, enrollment, signal handling), not just its interface
         poll(lambda: self._interface_ready(rv) and "running" in rv.daemon.stderr(), 30,
@@ -170,12 +171,14 @@ class MeshLab:
 
     # ---- members
 
-    def join(self, node: Node, token: str | None = None, wait: bool = True) -> Daemon:
-        """``meshwg join TOKEN`` (or resume from state) in the node's namespace."""
+    def join(self, node: Node, token: str | None = None, wait: bool = True,
+             extra: tuple[str, ...] = ()) -> Daemon:
+        """``meshwg join TOKEN [EXTRA...]`` (or resume from state) in the node's namespace
+        (EXTRA: e.g. ``--relay``)."""
         args = ["join"] + ([token] if token else []) + [
             "--state", node.state_dir, "--interface", node.interface,
             "--listen-port", node.listen_port, "--name", node.label,
-            "--interval", self.interval]
+            "--interval", self.interval, *extra]
         remove_uapi_socket(node.interface)
         node.token = token or node.token
         node.daemon = node.ns.popen(meshwg_argv(*args), f"member-{node.label}",
@@ -251,6 +254,16 @@ class MeshLab:
         """One more (non-member) host on a site's LAN, e.g. an observer."""
         return self.routers[site].add_host(tag)
 
+    def add_public_node(self, label: str, address: str, listen_port: int) -> Node:
+        """A new host with a public `address` on the internet (no NAT), ready to
+        :meth:`join` as a member (e.g. one that offers a relay)."""
+        ns = Namespace(self.cleanup, label)
+        self.internet.attach(ns, address)
+        ns.run(["ip", "route", "add", "default", "via", INTERNET_GATEWAY])
+        node = _node(self.cleanup, self.workdir, label, ns, listen_port)
+        node.state_dir.parent.mkdir(parents=True, exist_ok=True)
+        return node
+
     def add_node(self, site: str, label: str, listen_port: int) -> Node:
         """A new host on a site's LAN ready to :meth:`join` (state and logs in the workdir)."""
         ns, address = self.add_host(site, label)
@@ -300,15 +313,16 @@ def build_topology(cleanup: Cleanup, workdir: Path, symmetric: bool = False,
                    symmetric)
 
 
-def init_rendezvous(lab: MeshLab, host: str = RENDEZVOUS_ADDRESS) -> None:
+def init_rendezvous(lab: MeshLab, host: str = RENDEZVOUS_ADDRESS,
+                    run_args: tuple[str, ...] = ()) -> None:
     """``meshwg rendezvous init`` (its endpoint: ``host``, an address or a name, at
-    RENDEZVOUS_PORT) and run it."""
+    RENDEZVOUS_PORT) and run it (``meshwg rendezvous run RUN_ARGS...``, e.g. ``--no-relay``)."""
     rv = lab.rendezvous
     rv.state_dir.parent.mkdir(parents=True, exist_ok=True)
     rv.meshwg("rendezvous", "init", "--state", rv.state_dir, "--network", MESH_NETWORK,
               "--endpoint", f"{host}:{RENDEZVOUS_PORT}", "--zone", ZONE,
               "--listen-port", RENDEZVOUS_PORT, "--interface", rv.interface)
-    lab.start_rendezvous()
+    lab.start_rendezvous(*run_args)
 
 
 def start_mesh(lab: MeshLab, timeout: float = 90.0) -> None:

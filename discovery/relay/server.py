@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from meshwg.core import crypto
 from meshwg.util.endpoint import Endpoint, format_endpoint, normalize_endpoint
@@ -43,6 +43,8 @@ class _Member:
     key: bytes                      # the relay key
     address: Endpoint | None = None
     bound_at: float = 0.0           # monotonic seconds
+    forwarded_datagrams: int = 0    # SENDs from this member forwarded
+    forwarded_bytes: int = 0
 
 
 class RelayServer:
@@ -85,6 +87,23 @@ class RelayServer:
             for ident in self._members.keys() - fresh.keys():
                 self._clock.forget(ident)
             self._members = fresh
+
+    def member_counters(self) -> dict[bytes, dict[str, int]]:
+        """Per member public key that sent any: forwarded_datagrams, forwarded_bytes."""
+        with self._lock:
+            return {m.public_key: {"forwarded_datagrams": m.forwarded_datagrams,
+                                   "forwarded_bytes": m.forwarded_bytes}
+                    for m in self._members.values() if m.forwarded_datagrams}
+
+    def status(self, names: Mapping[bytes, str]) -> dict:
+        """What `meshwg status --json` (a relaying member) and `meshwg members --json` (the
+        rendezvous) show: the UDP port, the counters (dropped by reason) and what was
+        forwarded per member, named by `names` (public key -> name; hex otherwise)."""
+        with self._lock:
+            counters = dict(self.counters)
+        return {"port": self.port, "counters": counters,
+                "members": {names.get(key, key.hex()): value
+                            for key, value in self.member_counters().items()}}
 
     def bound(self, now: float | None = None) -> dict[bytes, Endpoint]:
         """Bound members' public keys -> their bound addresses (`now`: monotonic seconds)."""
@@ -187,4 +206,6 @@ class RelayServer:
             out = wire.forward(datagram, destination.key)
             self.counters["forwarded_datagrams"] += 1
             self.counters["forwarded_bytes"] += len(out)
+            sender.forwarded_datagrams += 1
+            sender.forwarded_bytes += len(out)
             return out, destination.address

@@ -74,6 +74,7 @@ class PeerPath:
     suspect: bool = False        # the path may have broken (peer's mapping moved, we moved)
     relay: Endpoint | None = None   # the local proxy endpoint of a relay for this peer
     relay_name: str = ""
+    relay_others: tuple[Endpoint, ...] = ()   # proxies of the peer's other relays
 
 
 def in_networks(host: str, networks: list) -> bool:
@@ -152,17 +153,22 @@ class PathManager:
         path = self.peers.get(key)
         return self.is_working(key, now) and not _on_relay(path)
 
-    def set_relay(self, key: bytes, endpoint: Endpoint | None, name: str = "rendezvous") -> None:
-        """The relay's local proxy endpoint for this peer (None: no relay), and the
-        relay's name for status."""
+    def set_relay(self, key: bytes, endpoint: Endpoint | None, name: str = "rendezvous",
+                  others: tuple[Endpoint, ...] | list[Endpoint] = ()) -> None:
+        """The chosen relay's local proxy endpoint for this peer (None: no relay), the
+        relay's name for status, and the proxies of the peer's other relays
+        (discovery.relay.pool): a path on one of those is relayed too, and moves to the
+        chosen one at once."""
         path = self.peers.setdefault(key, PeerPath())
-        path.relay, path.relay_name = endpoint, name
+        path.relay, path.relay_name, path.relay_others = endpoint, name, tuple(others)
 
     def _relay_wanted(self, path: PeerPath, now: float) -> bool:
         """A relay is known and not in use, and no direct path works: none to try, or
         probing has gone RELAY_AFTER unanswered."""
-        if path.relay is None or _on_relay(path):
+        if path.relay is None or path.endpoint == path.relay:
             return False
+        if _on_relay(path):         # on another relay, which stopped answering: move now
+            return True
         if not path.candidates.all():
             return True
         return path.probing_since is not None and now - path.probing_since >= RELAY_AFTER
@@ -328,7 +334,9 @@ PRIVATE_NETWORKS = [ipaddress.ip_network(n) for n in (
 
 
 def _on_relay(path: PeerPath | None) -> bool:
-    return path is not None and path.relay is not None and path.endpoint == path.relay
+    """The engine's endpoint is one of the peer's relay proxies (chosen or other)."""
+    return path is not None and path.endpoint is not None and (
+        (path.relay is not None and path.endpoint == path.relay) or path.endpoint in path.relay_others)
 
 
 def _family(host: str) -> int | None:

@@ -123,11 +123,15 @@ class MemberReconciler:
 
     def reconcile(self, directory: Mapping[bytes, MemberRecord],
                   lan: Mapping[bytes, list[Endpoint]], status: DeviceStatus, now: float,
-                  relays: Mapping[bytes, Endpoint] | None = None, relay_name: str = "rendezvous") -> Plan:
+                  relays: Mapping[bytes, Endpoint] | None = None, relay_name: str = "rendezvous",
+                  relay_names: Mapping[bytes, str] | None = None,
+                  relay_others: Mapping[bytes, list[Endpoint]] | None = None) -> Plan:
         """`directory`: the other members by key; `lan`: LAN endpoints mDNS found, by key
         (only listed members use them: mDNS is unauthenticated); `status`: the engine's,
         read just before; `relays`: the relay client's local proxy endpoint per peer
-        (discovery.relay.client), `relay_name` the relay's name. Returns the peers to
+        (discovery.relay.client), `relay_name` the relay's name (`relay_names`: per peer,
+        when peers use different relays; `relay_others`: the proxies of each peer's other
+        relays, discovery.relay.pool). Returns the peers to
         add/change/remove, the probes due, and the peers moved onto their relay (endpoint
         set to the proxy, with a handshake through it)."""
         relays = relays or {}
@@ -137,7 +141,8 @@ class MemberReconciler:
         for key in [k for k in self.paths.peers if k not in directory]:
             self.paths.forget(key)
         for key, record in directory.items():
-            self.paths.set_relay(key, relays.get(key), relay_name)
+            self.paths.set_relay(key, relays.get(key), (relay_names or {}).get(key, relay_name),
+                                 (relay_others or {}).get(key, ()))
             self.paths.update_candidates(key, Candidates(lan=list(lan.get(key, ())),
                                                          reflexive=record.endpoint,
                                                          host=list(record.host_candidates)), now)
@@ -195,14 +200,15 @@ def rendezvous_peer_updates(members: Iterable[Enrolled], engine: Mapping[bytes, 
     return updates
 
 
-def directory_records(members: Iterable[Enrolled], endpoints: Mapping[bytes, Endpoint | None]
-                      ) -> list[MemberRecord]:
+def directory_records(members: Iterable[Enrolled], endpoints: Mapping[bytes, Endpoint | None],
+                      extras: Mapping[bytes, dict[str, str]] | None = None) -> list[MemberRecord]:
     """The directory the rendezvous publishes: each member with the endpoint its engine
-    sees (its current NAT mapping, None until its first handshake) and its reported host
-    candidates."""
+    sees (its current NAT mapping, None until its first handshake), its reported host
+    candidates and its `extras` TXT fields (a relay offer: discovery.dnssd.relays)."""
     return [MemberRecord(public_key=m.public_key,
                          endpoint=publishable_endpoint(endpoints.get(m.public_key)),
                          allowed_ips=[host_prefix(m.mesh_address)], name=m.name,
                          mesh_address=m.mesh_address,
-                         host_candidates=candidate_endpoints(m.host_candidates))
+                         host_candidates=candidate_endpoints(m.host_candidates),
+                         extra=dict((extras or {}).get(m.public_key, {})))
             for m in members]

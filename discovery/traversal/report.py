@@ -3,7 +3,10 @@
 The report travels inside the WireGuard tunnel to the rendezvous's mesh address, so the
 rendezvous knows who sent it from the source address alone: cryptokey routing only lets
 a member's packets in with its own mesh address as source. One JSON line over TCP:
-{"candidates": ["IP:port", ...]} answered by {"ok": true} or {"ok": false}.
+{"candidates": ["IP:port", ...]} answered by {"ok": true} or {"ok": false}. A member that
+offers to relay (`meshwg join --relay`) adds "relay": PORT (its relay's UDP port,
+published by the rendezvous: discovery.dnssd.relays); a report without it withdraws an
+offer.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from meshwg.util.errors import MeshwgError
 from meshwg.util.service import Service, StreamReader
 from meshwg.util.resolve import family_of
 
-from discovery.dnssd.member import parse_published
+from discovery.dnssd.member import check_port, parse_published
 
 log = logging.getLogger("meshwg.report")
 
@@ -53,7 +56,9 @@ class CandidateReportServer:
     for each well-formed report (from its own thread). Malformed ones are answered
     {"ok": false} and counted in `dropped`. Idle, it blocks without timeouts."""
 
-    def __init__(self, address: str, port: int, on_report: Callable[[str, list[str]], None]):
+    def __init__(self, address: str, port: int, on_report: Callable[[str, list[str]], None],
+                 on_relay: Callable[[str, int | None], None] | None = None):
+        self.on_relay = on_relay          # (source_ip, relay port or None) for each report
         self.address = address
         self.requested_port = port
         self.on_report = on_report
@@ -96,6 +101,7 @@ class CandidateReportServer:
         try:
             message = json.loads(self._read_line(conn))
             candidates = parse_candidates(message.get("candidates"))
+            relay = parse_relay_port(message.get("relay"))
         except (OSError, ValueError, AttributeError) as exc:
             self.dropped += 1
             log.info("dropped a malformed candidate report from %s: %s", source, exc)
@@ -104,6 +110,8 @@ class CandidateReportServer:
             self.received += 1
             try:
                 self.on_report(source, candidates)
+                if self.on_relay is not None:
+                    self.on_relay(source, relay)
                 reply = b'{"ok": true}\n'
             except Exception:               # noqa: BLE001 -- the server goes on
                 log.exception("handling the candidate report from %s failed", source)
@@ -122,13 +130,23 @@ class CandidateReportServer:
         self._service.stop()
 
 
-def send_report(address: str, port: int, candidates: list[str], timeout: float = 3.0) -> None:
-    """Report `candidates` ("IP:port" strings) to the rendezvous at address:port (TCP).
-    Raises ReportError if it cannot be reached or refuses them."""
+def parse_relay_port(value: Any) -> int | None:
+    """A report's "relay" value: None (absent) or a port in 1..65535; ValueError else."""
+    return None if value is None else check_port(value, "relay")
+
+
+def send_report(address: str, port: int, candidates: list[str], timeout: float = 3.0,
+                relay_port: int | None = None) -> None:
+    """Report `candidates` ("IP:port" strings), and the UDP port of the relay this member
+    offers (None: none), to the rendezvous at address:port (TCP). Raises ReportError if
+    it cannot be reached or refuses them."""
     where = format_endpoint((address, port))
+    message: dict[str, Any] = {"candidates": candidates}
+    if relay_port is not None:
+        message["relay"] = relay_port
     try:
         with socket.create_connection((address, port), timeout=timeout) as sock:
-            sock.sendall(json.dumps({"candidates": candidates}).encode() + b"\n")
+            sock.sendall(json.dumps(message).encode() + b"\n")
             reply = sock.recv(256)
     except OSError as exc:
         raise ReportError(f"cannot report candidates to {where}: {exc}") from None

@@ -39,7 +39,8 @@ def test_directory_cache_round_trip_and_damage(tmp_path):
     records = {
         b"a" * 32: MemberRecord(public_key=b"a" * 32, endpoint=("198.18.1.1", 40001),
                                 allowed_ips=["10.99.0.2/32"], name="a", mesh_address="10.99.0.2",
-                                host_candidates=[("10.1.0.10", 51821), ("fd00::5", 51821)]),
+                                host_candidates=[("10.1.0.10", 51821), ("fd00::5", 51821)],
+                                extra={"relay": "51832"}),     # a relay offer survives a restart
         b"b" * 32: MemberRecord(public_key=b"b" * 32, endpoint=None, allowed_ips=["10.99.0.3/32"],
                                 name="b", mesh_address="10.99.0.3"),
     }

@@ -113,3 +113,31 @@ def test_move_to_the_relay_is_not_mixed_with_a_probe_round() -> None:
     plan = reconciler.reconcile(directory, {}, _status(), T0 + RELAY_AFTER, relays={K: PROXY})
     probes = [u.probe_endpoints for u in plan.update.peers if u.public_key == K and u.probe_endpoints]
     assert probes == [[PROXY]], probes
+
+
+OTHER_PROXY = ("127.0.0.1", 40998)
+
+
+def test_a_pair_on_another_relay_s_proxy_moves_to_the_chosen_relay_at_once() -> None:
+    """discovery.relay.pool chose another relay (the one in use stopped answering binds): a
+    path on the old relay's proxy is relayed, never direct, and moves at once."""
+    paths = _manager()
+    paths.set_relay(K, PROXY, "p2", others=[OTHER_PROXY])
+    paths.observe(K, OTHER_PROXY, T0 - 1, 500, T0)
+    assert not paths.direct_working(K, T0)
+    assert paths.relays_due(T0) == {K: PROXY}
+    path, reason = paths.describe(K, T0)
+    assert path == "relay" and reason.startswith("relay via p2"), reason
+    paths.observe(K, PROXY, T0 - 1, 600, T0 + 1)
+    assert paths.relays_due(T0 + 1) == {}
+
+
+def test_reconcile_names_each_peer_s_relay_and_moves_off_another_relay() -> None:
+    rec = MemberReconciler(RDV)
+    directory = {K: MemberRecord(public_key=K, endpoint=REFLEXIVE, allowed_ips=[], name="c")}
+    status = _status(OTHER_PROXY, int(T0 - 1), 100)
+    plan = rec.reconcile(directory, {}, status, T0, relays={K: PROXY}, relay_names={K: "p1"},
+                         relay_others={K: [OTHER_PROXY]})
+    moved = [u for u in plan.update.peers if u.endpoint == PROXY]
+    assert moved and moved[0].probe_endpoints == [PROXY]
+    assert rec.paths.describe(K, T0)[1].startswith("relay via p1")

@@ -119,3 +119,21 @@ def test_a_silent_sender_does_not_hold_up_the_others(server):
             silent.recv(64)
     finally:
         silent.close()
+
+
+def test_a_relay_offer_rides_along_and_its_absence_withdraws_it():
+    offers: queue.Queue = queue.Queue()
+    srv = CandidateReportServer("127.0.0.1", 0, lambda source, c: None,
+                                on_relay=lambda source, port: offers.put((source, port))).start()
+    try:
+        send_report("127.0.0.1", srv.port, ["10.1.0.10:51821"], relay_port=51831)
+        assert offers.get(timeout=5) == ("127.0.0.1", 51831)
+        send_report("127.0.0.1", srv.port, ["10.1.0.10:51821"])
+        assert offers.get(timeout=5) == ("127.0.0.1", None)
+        for bad in (b'"51831"', b"0", b"70000", b"true"):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+                sock.sendall(b'{"candidates": [], "relay": ' + bad + b"}\n")
+                assert sock.recv(256) == b'{"ok": false}\n'
+        assert srv.dropped == 4 and offers.empty()
+    finally:
+        srv.stop()
