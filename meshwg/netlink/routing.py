@@ -104,7 +104,10 @@ def add_routes_to_table(name: str, networks: Iterable, table: int) -> list:
                 ipr.route("add", dst=str(net.network_address), dst_len=net.prefixlen,
                           oif=found[0], table=table, family=_family(net))
             except NetlinkError as exc:
-                raise NetconfigError(f"route {net} dev {name} table {table}: {_reason(exc)}") from None
+                why = _reason(exc)
+                if exc.code == errno.ENODEV and net.version == 6:
+                    why += " (IPv6 needs an MTU of at least 1280; this interface has less)"
+                raise NetconfigError(f"route {net} dev {name} table {table}: {why}") from None
             added.append(net)
     return added
 

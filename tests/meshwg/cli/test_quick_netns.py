@@ -125,7 +125,7 @@ def test_exit_peer_default_route_policy_and_mtu_from_the_endpoint_path(lab, tmp_
     assert not up.exists()
 
 
-def test_table_off_adds_no_route_and_a_number_uses_that_table(lab, tmp_path):
+def test_table_off_a_number_and_the_ipv6_default_route(lab, tmp_path):
     c = Namespace(lab, "qt")
     peer = keypair().public
     peer_lines = (f"\n[Peer]\nPublicKey = {peer}\nAllowedIPs = 10.50.0.0/24, 0.0.0.0/0\n"
@@ -144,6 +144,24 @@ def test_table_off_adds_no_route_and_a_number_uses_that_table(lab, tmp_path):
     assert "10.50.0.0" not in numbered.ip("route", "show", "table", "main")
     numbered.down()
     assert numbered.ip("route", "show", "table", "1234").strip() == ""
+    # ::/0 with Table auto: the IPv6 policy, as for IPv4; an MTU below IPv6's 1280 is
+    # refused with the reason (the kernel has no IPv6 on such a link), and nothing stays
+    v6 = f"\n[Peer]\nPublicKey = {peer}\nAllowedIPs = fd00:50::/64, ::/0\n"
+    small = Up(lab, c, tmp_path, "MTU = 1200\n" + v6)
+    assert "IPv6 needs an MTU of at least 1280" in small.wait_failed()
+    assert "51820" not in small.ip("-6", "rule") and not small.exists()
+    auto6 = Up(lab, c, tmp_path, v6)
+    auto6.wait_up()
+    rules6 = auto6.ip("-6", "rule")
+    assert "not from all fwmark 0xca6c lookup 51820" in rules6
+    assert "from all lookup main suppress_prefixlength 0" in rules6
+    assert f"default dev {auto6.name}" in auto6.ip("-6", "route", "show", "table", "51820")
+    assert f"fd00:50::/64 dev {auto6.name}" in auto6.ip("-6", "route", "show", "table", "main")
+    assert f'"meshwg rule for {auto6.name}"' in c.run(["ip6tables-save"]).stdout
+    auto6.down()
+    rules6 = auto6.ip("-6", "rule")
+    assert "51820" not in rules6 and "suppress_prefixlength" not in rules6
+    assert "meshwg rule" not in c.run(["ip6tables-save"]).stdout
 
 
 def test_route_that_exists_elsewhere_is_refused_naming_the_line(lab, tmp_path):
