@@ -20,7 +20,8 @@ the one the other end's datagrams came through.
   datagrams came through); otherwise the best-ranked live relay. Classes, best first:
   another member's relay, the rendezvous's, one of the pair's own members. So a pair
   that started on the rendezvous's relay moves to a member relay once it is known, and
-  both ends, ranking alike, move together.
+  both ends, ranking alike, move together. With no relay alive a pair keeps the one it
+  is on (nothing is better).
 
 A relay is named by its public key (the rendezvous's or the relaying member's
 WireGuard key). Times are seconds of one monotonic clock.
@@ -75,10 +76,12 @@ def choose(a: bytes, b: bytes, relays: Iterable[Relay], alive: set[bytes],
            current: bytes | None = None) -> Relay | None:
     """The relay the pair (a = us, b = the peer) uses now: `current` (the relay whose proxy
     the engine's endpoint is, if any) while it is alive and in the best live class, else
-    the best-ranked live relay; None when none is alive."""
+    the best-ranked live relay. When none is alive, `current` stays (nothing is better;
+    it may be slow to answer, not gone); None without one."""
+    relays = list(relays)
     live = [r for r in ranking(a, b, relays) if r.public_key in alive]
     if not live:
-        return None
+        return next((r for r in relays if r.public_key == current), None)
     best = live[0]
     for relay in live:
         if relay.public_key == current and _class(a, b, relay) <= _class(a, b, best):

@@ -41,6 +41,7 @@ def test_choose_takes_the_best_live_relay_and_none_when_none_answers() -> None:
     assert choose(A, B, relays, alive - {best.public_key}) == second
     assert choose(A, B, relays, {RDV.public_key}) == RDV
     assert choose(A, B, relays, set()) is None
+    assert choose(A, B, relays, set(), current=P2.public_key) == P2     # nothing better: stay
 
 
 def test_choose_stays_on_the_relay_in_use_while_it_answers() -> None:
