@@ -90,3 +90,15 @@ def test_no_common_address_family():
 def test_unknown_families_never_claim_a_family_mismatch():
     reason = silent(manager(), Candidates(host=[("2001:db8::5", 51820)]))[1]
     assert "address family" not in reason
+
+
+def test_public_peer_sharing_our_public_subnet_is_direct_not_lan():
+    # two servers on one public subnet: the peer's reflexive endpoint is on our subnet,
+    # but it is its public address, not a LAN path
+    ep = ("198.18.0.20", 51820)
+    path, reason = working(manager("198.18.0.0/15"), ep, Candidates(reflexive=ep))
+    assert path == "direct" and "public" in reason
+    # the same peer reached at another endpoint of that subnet (announced on the LAN) is lan
+    lan_ep = ("198.18.0.21", 51820)
+    assert working(manager("198.18.0.0/15"), lan_ep,
+                   Candidates(lan=[lan_ep], reflexive=ep))[0] == "lan"
