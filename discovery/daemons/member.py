@@ -51,6 +51,7 @@ from meshwg.util.endpoint import Endpoint, format_endpoint, parse_endpoint
 
 from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
 from discovery.daemons.engine_events import EngineEvents
+from discovery.daemons.hard_nat import HardNatTraversal
 from discovery.daemons.member_status import StatusFile, status_path
 from discovery.dnssd.client import DiscoveryError, directory_serial, resolve_member, resolve_zone
 from discovery.dnssd.notify import NotifyListener
@@ -140,6 +141,9 @@ class MemberDaemon:
         self.reconciler = MemberReconciler(self.rendezvous_key)
         # what `meshwg netcheck` last found here: the only grounds for blaming our own NAT
         self.reconciler.paths.set_own_facts(*own_facts(state_dir, time.time()))
+        # a hard NAT against an easy one: birthday-paradox probing (discovery.traversal.birthday)
+        self.hard_nat = HardNatTraversal(self.reconciler.paths.own_hard_nat)
+        self._hard_nat_at: float | None = None     # when its next step is due
         self.device: Device | None = None
         self.mdns_service: MdnsService | None = None
         self.announcer: MdnsAnnouncer | None = None
@@ -187,6 +191,7 @@ class MemberDaemon:
                 self.relay_server = RelayServer(st.private_key, "::",
                                                 self.relay_port or self.device.listen_port + 1,
                                                 members=[st.public_key, *self.directory]).start()
+            self.hard_nat.start(self.device, self._loop_service.wake)
             if self.use_mdns:      # registering takes ~1.5 s (mDNS probing): not before links
                 self._loop_service.spawn(self._start_mdns, name="member-mdns")
             if self.use_portmap:
@@ -229,6 +234,7 @@ class MemberDaemon:
             self.mapping.stop()
         if self.portmapper is not None:
             self.portmapper.stop()             # deletes the mapping on the gateway
+        self.hard_nat.stop()
         for part in (self.notify_listener, self.watcher, self.browser, self.announcer, self.relays,
                      self.relay, self.relay_server):
             if part is not None:
@@ -288,7 +294,8 @@ class MemberDaemon:
             self._handle_own_address_change(now)
         if (self._resolve_wanted or now >= self._resolve_at) and now >= self._resolve_not_before:
             self._read_directory(now)
-        next_deadline = self._reconcile(now)
+        next_deadline = min((t for t in (self._reconcile(now), self._hard_nat_at) if t is not None),
+                            default=None)
         times = [self._resolve_at]
         observe_at = self.mapping.step(now) if self.mapping is not None else None
         if observe_at is not None:
@@ -348,6 +355,8 @@ class MemberDaemon:
             self.relay_server.set_members([self.state.public_key, *self.directory])
         plan = self.reconciler.reconcile(self.directory, lan, status, now, relays=relays.endpoints,
                                          relay_names=relays.names, relay_others=relays.others)
+        self._hard_nat_at = self.hard_nat.round(now, self.directory, self.reconciler.paths, status,
+                                                plan.update)
         if plan.update.peers:
             self.device.apply(plan.update)
         self._engine_view = {peer.public_key: peer for peer in status.peers}
@@ -406,7 +415,8 @@ class MemberDaemon:
                            if format_endpoint(ep) not in candidates]
         try:
             send_report(self.state.dns_address, REPORT_PORT_DEFAULT, candidates, timeout=2.0,
-                        relay_port=self.relay_server.port if self.relay_server is not None else None)
+                        relay_port=self.relay_server.port if self.relay_server is not None else None,
+                        nat=self.hard_nat.nat)
             self._reported = candidates
         except ReportError as exc:
             log.debug("%s", exc)
@@ -423,6 +433,8 @@ class MemberDaemon:
         try:
             records = resolve_zone(server, self.state.zone, timeout=1.0)
             fresh = {r.public_key: r for r in records if r.public_key != own}
+            if not self.hard_nat.published(next((r for r in records if r.public_key == own), None)):
+                self._reported = None       # our NAT kind is not published (a restarted rendezvous)
             if self.relay_server is not None and not any(
                     r.public_key == own and offered_relay_port(r) == self.relay_server.port for r in records):
                 self._reported = None       # our relay is not published (yet): report it again
@@ -461,6 +473,7 @@ class MemberDaemon:
         for key, rec in sorted(self.directory.items(), key=lambda kv: kv[1].name):
             peer = engine.get(key)
             path, reason = self.reconciler.paths.describe(key, now)
+            reason = self.hard_nat.explain(key, peer.endpoint if peer else None, reason)
             row = {
                 "name": rec.name, "public_key": encode_key(key), "mesh_address": rec.mesh_address,
                 "endpoint": format_endpoint(peer.endpoint) if peer and peer.endpoint else None,
@@ -477,6 +490,7 @@ class MemberDaemon:
                      "mesh_id": st.mesh_id, "network": st.network},
             "directory": {"ok_at": self.directory_ok, "error": self.directory_error},
             "portmap": self.portmapper.status() if self.portmapper is not None else None,
+            "hard_nat": self.hard_nat.status(),
             "relay_server": self._relay_server_status(),
             "peers": peers,
         }

@@ -50,6 +50,7 @@ from discovery.relay.server import RelayServer
 from discovery.netcheck.responder import ObservationResponder, observe_ports
 from discovery.stores.errors import StateError
 from discovery.stores.rendezvous import DB_NAME, RendezvousState
+from discovery.traversal.birthday import NAT_TXT_KEY
 from discovery.traversal.reconcile import directory_records, rendezvous_peer_updates
 from discovery.traversal.report import REPORT_PORT_DEFAULT, CandidateReportServer
 
@@ -71,6 +72,7 @@ class RendezvousDaemon:
         self.relay_enabled = relay          # a members-only UDP relay on the WG port + 1
         self.relay: RelayServer | None = None
         self._relay_counters: dict[str, int] = {}
+        self._nat_kinds: dict[bytes, str] = {}       # members' NAT kinds, TXT nat= (guarded by _lock)
         self._relay_offers: dict[bytes, int] = {}    # members' relay ports (guarded by _lock)
         self.relay_status = JsonFile(self.state.state_dir / RELAY_STATUS, mode=0o600)
         self.interval = interval
@@ -118,7 +120,8 @@ class RendezvousDaemon:
                                                  on_member_added=self._member_added).start())
             self.servers.append(CandidateReportServer(st.address, REPORT_PORT_DEFAULT,
                                                       self._candidates_reported,
-                                                      on_relay=self._relay_offered).start())
+                                                      on_relay=self._relay_offered,
+                                                      on_nat=self._nat_reported).start())
             # `meshwg netcheck`'s "what is my address" responder, on the WG port + 2 and + 3
             self.servers.append(ObservationResponder(observe_ports(self.device.listen_port)).start())
         except BaseException:
@@ -186,6 +189,22 @@ class RendezvousDaemon:
         name = self._reported_fact(self._relay_offers, source_ip, port)
         if name is not None:
             log.info("%s %s", name, f"offers a relay on UDP port {port}" if port else "offers no relay")
+
+    def _nat_reported(self, source_ip: str, kind: str | None) -> None:
+        """A member's report says what its netcheck found: a "hard" or "easy" NAT (None:
+        unknown); published as TXT nat= for hard-NAT traversal (discovery.traversal.birthday),
+        kept in memory only (a member re-reports when its record lacks it)."""
+        member = self.state.find_member(source_ip)
+        if member is None:
+            return
+        with self._lock:
+            if self._nat_kinds.get(member.public_key) == kind:
+                return
+            if kind is None:
+                del self._nat_kinds[member.public_key]
+            else:
+                self._nat_kinds[member.public_key] = kind
+        self._request_sync()
 
     def _request_sync(self) -> None:
         with self._lock:
@@ -265,6 +284,11 @@ class RendezvousDaemon:
         with self._lock:
             extras = {key: relay_txt(port) for key, port in self._relay_offers.items()}
         records = directory_records(self._members, self._endpoints, extras)
+        with self._lock:
+            nat_kinds = dict(self._nat_kinds)
+        for record in records:          # TXT nat=hard|easy (discovery.traversal.birthday)
+            if record.public_key in nat_kinds:
+                record.extra[NAT_TXT_KEY] = nat_kinds[record.public_key]
         if records == self._published:
             return                      # nothing changed: keep the serial, tell nobody
         self._published = records

@@ -6,7 +6,8 @@ a member's packets in with its own mesh address as source. One JSON line over TC
 {"candidates": ["IP:port", ...]} answered by {"ok": true} or {"ok": false}. A member that
 offers to relay (`meshwg join --relay`) adds "relay": PORT (its relay's UDP port,
 published by the rendezvous: discovery.dnssd.relays); a report without it withdraws an
-offer.
+offer. "nat": "hard" | "easy" is the member's own netcheck finding (published as the
+TXT key ``nat`` for hard-NAT traversal: discovery.traversal.birthday).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ MAX_REPORT = 4096            # bytes of one report line
 MAX_CANDIDATES = 16
 READ_TIMEOUT = 2.0           # seconds a sender has to deliver its line
 MAX_CONNECTIONS = 32         # reports served at once (one per member at most, normally)
+NAT_KINDS = ("hard", "easy")  # a report's optional "nat": the member's netcheck finding
 
 
 class ReportError(MeshwgError):
@@ -57,8 +59,10 @@ class CandidateReportServer:
     {"ok": false} and counted in `dropped`. Idle, it blocks without timeouts."""
 
     def __init__(self, address: str, port: int, on_report: Callable[[str, list[str]], None],
-                 on_relay: Callable[[str, int | None], None] | None = None):
+                 on_relay: Callable[[str, int | None], None] | None = None,
+                 on_nat: Callable[[str, str | None], None] | None = None):
         self.on_relay = on_relay          # (source_ip, relay port or None) for each report
+        self.on_nat = on_nat              # (source_ip, "hard" | "easy" | None) for each report
         self.address = address
         self.requested_port = port
         self.on_report = on_report
@@ -101,6 +105,7 @@ class CandidateReportServer:
         try:
             message = json.loads(self._read_line(conn))
             candidates = parse_candidates(message.get("candidates"))
+            nat = parse_nat(message.get("nat"))
             relay = parse_relay_port(message.get("relay"))
         except (OSError, ValueError, AttributeError) as exc:
             self.dropped += 1
@@ -112,6 +117,8 @@ class CandidateReportServer:
                 self.on_report(source, candidates)
                 if self.on_relay is not None:
                     self.on_relay(source, relay)
+                if self.on_nat is not None:
+                    self.on_nat(source, nat)
                 reply = b'{"ok": true}\n'
             except Exception:               # noqa: BLE001 -- the server goes on
                 log.exception("handling the candidate report from %s failed", source)
@@ -135,8 +142,15 @@ def parse_relay_port(value: Any) -> int | None:
     return None if value is None else check_port(value, "relay")
 
 
+def parse_nat(value: Any) -> str | None:
+    """A report's "nat" value: None (absent) or one of NAT_KINDS; ValueError else."""
+    if value is not None and value not in NAT_KINDS:
+        raise ValueError(f"nat {value!r} is not one of {', '.join(NAT_KINDS)}")
+    return value
+
+
 def send_report(address: str, port: int, candidates: list[str], timeout: float = 3.0,
-                relay_port: int | None = None) -> None:
+                relay_port: int | None = None, nat: str | None = None) -> None:
     """Report `candidates` ("IP:port" strings), and the UDP port of the relay this member
     offers (None: none), to the rendezvous at address:port (TCP). Raises ReportError if
     it cannot be reached or refuses them."""
@@ -144,6 +158,8 @@ def send_report(address: str, port: int, candidates: list[str], timeout: float =
     message: dict[str, Any] = {"candidates": candidates}
     if relay_port is not None:
         message["relay"] = relay_port
+    if nat is not None:                 # our NAT kind, as netcheck found it
+        message["nat"] = nat
     try:
         with socket.create_connection((address, port), timeout=timeout) as sock:
             sock.sendall(json.dumps(message).encode() + b"\n")
