@@ -50,6 +50,7 @@ from discovery.relay.server import RelayServer
 from discovery.netcheck.responder import ObservationResponder, observe_ports
 from discovery.stores.errors import StateError
 from discovery.stores.rendezvous import DB_NAME, RendezvousState
+from discovery.stores.validate import screen_candidates
 from discovery.traversal.birthday import NAT_TXT_KEY
 from discovery.traversal.reconcile import directory_records, rendezvous_peer_updates
 from discovery.traversal.report import REPORT_PORT_DEFAULT, CandidateReportServer
@@ -161,6 +162,11 @@ class RendezvousDaemon:
         if member is None:
             log.info("candidate report from %s, which is no member: ignored", source_ip)
             return
+        endpoint = self._endpoints.get(member.public_key)      # where the engine sees it
+        candidates, dropped = screen_candidates(
+            candidates, [endpoint[0]] if endpoint else [])
+        for reason in dropped:          # issue 9 case 11: no third parties, nothing unpublishable
+            log.info("candidate report from %s (%s): left out %s", source_ip, member.name, reason)
         try:
             self.state.update_candidates(member.public_key, candidates)
         except StateError as exc:      # revoked meanwhile, or a candidate the store refuses

@@ -34,10 +34,11 @@ from typing import Any
 from meshwg.core.keys import KEY_SIZE, KeyFormatError, decode_key, encode_key
 from meshwg.util.endpoint import parse_endpoint
 from meshwg.util.errors import MeshwgError
+from meshwg.util.jsonbound import JSONLimitError, loads_bounded
 
 from discovery.enroll.tokens import Token
 from discovery.stores.invites import REFUSAL_CODES, REFUSAL_FORGED, REFUSAL_REPLAYED, InviteRefusal
-from discovery.stores.validate import validate_candidates, validate_name
+from discovery.stores.validate import check_strong_key, validate_candidates, validate_name
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE = 8192          # bytes, newline included
@@ -128,12 +129,10 @@ def _mac(secret: bytes, signed: bytes) -> bytes:
 
 
 def _load_json_line(line: bytes) -> dict[str, Any]:
-    if len(line) > MAX_MESSAGE:
-        raise MalformedMessage(f"message larger than {MAX_MESSAGE} bytes")
     try:
-        doc = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedMessage(f"not a JSON message ({exc})") from None
+        doc = loads_bounded(line, MAX_MESSAGE)
+    except JSONLimitError as exc:
+        raise MalformedMessage(f"not an acceptable JSON message: {exc}") from None
     if not isinstance(doc, dict):
         raise MalformedMessage("message is not a JSON object")
     if doc.get("v") != PROTOCOL_VERSION:
@@ -190,8 +189,12 @@ class EnrollmentRequest:
         timestamp = doc.get("timestamp")
         if not isinstance(timestamp, int) or isinstance(timestamp, bool) or not 0 <= timestamp < 2**62:
             raise MalformedMessage("timestamp must be a non-negative integer (unix seconds)")
-        return cls(invite_id=invite_id,
-                   public_key=_key(doc.get("public_key"), "public_key"),
+        public_key = _key(doc.get("public_key"), "public_key")
+        try:
+            check_strong_key(public_key)
+        except ValueError as exc:
+            raise MalformedMessage(f"public_key: {exc}") from None
+        return cls(invite_id=invite_id, public_key=public_key,
                    name=name, host_candidates=candidates,
                    nonce=_unb64(doc.get("nonce"), "nonce", NONCE_SIZE),
                    timestamp=timestamp,

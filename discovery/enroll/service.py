@@ -5,6 +5,7 @@ the transport serves connections in parallel and the state serialises its transa
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 
@@ -15,6 +16,9 @@ from discovery.stores.invites import (
     REFUSAL_FORGED, REFUSAL_MALFORMED, REFUSAL_UNKNOWN_INVITE, InviteRefusal,
 )
 from discovery.stores.rendezvous import Member, RendezvousState
+from discovery.stores.validate import screen_candidates
+
+log = logging.getLogger("meshwg.enroll")
 
 
 class RendezvousEnrollment:
@@ -30,14 +34,16 @@ class RendezvousEnrollment:
         with self._stats_lock:
             self.stats[outcome] += 1
 
-    def handle(self, line: bytes, now: float) -> tuple[bytes, Member | None]:
-        """Answer one request line (bytes, newline included) at `now` (unix seconds):
-        (response line, the new member or None). Never raises for hostile input: it is
-        refused and counted."""
+    def handle(self, line: bytes, now: float, peer: str = "") -> tuple[bytes, Member | None]:
+        """Answer one request line (bytes, newline included) from IP `peer` ("" when
+        unknown) at `now` (unix seconds): (response line, the new member or None). Never
+        raises for hostile input: it is refused, counted and logged in one line. Host
+        candidates that are neither LAN addresses nor `peer` are left out (logged)."""
         try:
             request = EnrollmentRequest.from_wire(line)
         except MalformedMessage as exc:
             self.count(REFUSAL_MALFORMED)
+            log.info("refused a malformed enrollment request from %s: %s", peer or "?", exc)
             return encode_response(b"", None, InviteRefusal(
                 REFUSAL_MALFORMED, f"malformed enrollment request: {exc}"), None), None
         invite = self.state.invite(request.invite_id)
@@ -49,16 +55,22 @@ class RendezvousEnrollment:
         refusal = verify_request(request, invite.secret, now)
         if refusal is not None and refusal.code == REFUSAL_FORGED:
             self.count(refusal.code)
+            log.info("refused a forged enrollment request from %s", peer or "?")
             return encode_response(request.nonce, None, refusal, None), None
         if refusal is None:
+            candidates, dropped = screen_candidates(list(request.host_candidates),
+                                                    [peer] if peer else [])
+            for reason in dropped:
+                log.info("enrollment of %r from %s: left out %s", request.name, peer or "?", reason)
             try:
                 member = self.state.redeem_invite(request.invite_id, request.nonce, request.name,
-                                                  request.public_key,
-                                                  list(request.host_candidates), now)
+                                                  request.public_key, candidates, now)
             except InviteRefusal as exc:
                 refusal = exc
         if refusal is not None:
             self.count(refusal.code)
+            log.info("refused the enrollment of %r from %s: %s", request.name, peer or "?",
+                     refusal.message)
             return encode_response(request.nonce, invite.secret, refusal, None), None
         self.count("enrolled")
         st = self.state

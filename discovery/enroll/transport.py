@@ -106,7 +106,7 @@ class EnrollmentServer:
             if not svc.stopping:
                 self.core.count("dropped_unreadable")
             return
-        response, member = self.core.handle(line, self.clock())
+        response, member = self.core.handle(line, self.clock(), peer[0])
         if member is not None:
             log.info("enrolled %s (%s) from %s", member.name, member.mesh_address, peer[0])
             if self.on_member_added is not None:

@@ -30,12 +30,12 @@ from discovery.stores.errors import (
     DuplicateMemberError, MeshFullError, StateError, StateExistsError, UnknownMemberError,
 )
 from discovery.stores.invites import (
-    REFUSAL_KEY_TAKEN, REFUSAL_MESH_FULL, REFUSAL_NAME_TAKEN, REFUSAL_REPLAYED,
+    REFUSAL_KEY_TAKEN, REFUSAL_MALFORMED, REFUSAL_MESH_FULL, REFUSAL_NAME_TAKEN, REFUSAL_REPLAYED,
     REFUSAL_UNKNOWN_INVITE, Invite, InviteRefusal,
 )
 from discovery.stores.private_dir import fsync_dir, prepare_private_dir
 from discovery.stores.validate import (
-    normalize_zone, public_key_bytes, validate_candidates, validate_interface_name, validate_name,
+    check_strong_key, normalize_zone, public_key_bytes, validate_candidates, validate_interface_name, validate_name,
 )
 
 DB_NAME = "rendezvous.db"
@@ -296,7 +296,7 @@ class RendezvousState:
         """Add a member (address None = first free); DuplicateMemberError if anything is taken."""
         try:
             validate_name(name)
-            public_key = public_key_bytes(public_key)
+            public_key = check_strong_key(public_key_bytes(public_key))
             candidates = validate_candidates(host_candidates or [])
         except ValueError as exc:
             raise StateError(str(exc)) from None
@@ -416,10 +416,10 @@ class RendezvousState:
         """
         try:
             validate_name(name)
-            public_key = public_key_bytes(public_key)
+            public_key = check_strong_key(public_key_bytes(public_key))
             host_candidates = validate_candidates(host_candidates)
         except ValueError as exc:
-            raise StateError(str(exc)) from None
+            raise InviteRefusal(REFUSAL_MALFORMED, str(exc)) from None
         with self._transaction() as db:
             db.execute("DELETE FROM nonces WHERE seen_at < ?", (now - NONCE_RETENTION,))
             if db.execute("SELECT 1 FROM nonces WHERE nonce = ?", (nonce,)).fetchone():

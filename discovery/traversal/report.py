@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from meshwg.util.endpoint import format_endpoint
 from meshwg.util.errors import MeshwgError
+from meshwg.util.jsonbound import loads_bounded
 from meshwg.util.service import Service, StreamReader
 from meshwg.util.resolve import family_of
 
@@ -103,7 +104,7 @@ class CandidateReportServer:
 
     def _handle(self, conn: socket.socket, source: str) -> None:
         try:
-            message = json.loads(self._read_line(conn))
+            message = loads_bounded(self._read_line(conn), MAX_REPORT)
             candidates = parse_candidates(message.get("candidates"))
             nat = parse_nat(message.get("nat"))
             relay = parse_relay_port(message.get("relay"))

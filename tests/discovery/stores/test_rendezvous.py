@@ -198,8 +198,8 @@ def test_remove_member_by_each_reference(state: RendezvousState) -> None:
 def test_update_candidates_marks_seen(state: RendezvousState) -> None:
     key = new_key()
     state.add_member("alpha", key, now=T0)
-    m = state.update_candidates(key, ["10.0.0.9:51820", "[fe80::1]:51820"], now=T0 + 30)
-    assert m.host_candidates == ["10.0.0.9:51820", "[fe80::1]:51820"]
+    m = state.update_candidates(key, ["10.0.0.9:51820", "[fd00::1]:51820"], now=T0 + 30)
+    assert m.host_candidates == ["10.0.0.9:51820", "[fd00::1]:51820"]
     assert state.find_member("alpha").last_seen == T0 + 30
     with pytest.raises(StateError, match="host candidate"):
         state.update_candidates(key, ["no-port"])
