@@ -6,7 +6,6 @@ while that request and idle clients hang on."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import threading
@@ -16,14 +15,11 @@ import pytest
 
 from discovery.lab.engines import MeshwgUp
 from discovery.lab.netns import Cleanup, Namespace, poll
+from tests.meshwg.uapi.test_uapi_limits import exhaust_descriptors
 
 pytestmark = pytest.mark.netns
 
 NOFILE = 64
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def rss_kib(pid: int) -> int:
@@ -40,26 +36,7 @@ def test_engine_control_socket_survives_descriptors_and_endless_requests(lab: Cl
     subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={NOFILE}:{NOFILE}"], check=True)
     clients: list[socket.socket] = []
     try:
-        def fill() -> bool:
-            if open_fds(pid) >= NOFILE:
-                return True
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.setblocking(False)
-            try:
-                s.connect(str(wg.socket_path))
-                clients.append(s)
-            except OSError:
-                s.close()
-            return False
-        poll(fill, 60, "the engine at its descriptor limit", interval=0.01)
-        for _ in range(4):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.setblocking(False)
-            clients.append(s)
-            try:
-                s.connect(str(wg.socket_path))
-            except OSError:
-                pass
+        exhaust_descriptors(str(wg.socket_path), pid, NOFILE, clients)
         poll(lambda: "pausing accepts" in wg.daemon.output(20000), 30,
              lambda: f"the engine's accept failing\n{wg.daemon.output()}")
         for s in clients:

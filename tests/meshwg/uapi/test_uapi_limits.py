@@ -53,6 +53,32 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def exhaust_descriptors(path: str, pid: int, limit: int, clients: list) -> None:
+    """Idle clients of the Unix socket at `path` until process `pid` has `limit`
+    descriptors open, then a few more waiting in its backlog (so its accept() fails with
+    EMFILE); each is appended to `clients`, for the caller to close."""
+    def fill() -> bool:
+        if open_fds(pid) >= limit:
+            return True
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+            clients.append(s)
+        except OSError:             # backlog full until the server accepts
+            s.close()
+        return False
+    poll(fill, 60, f"process {pid} at its descriptor limit", interval=0.01)
+    for _ in range(4):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        clients.append(s)
+        try:
+            s.connect(path)
+        except OSError:
+            pass
+
+
 def test_running_out_of_descriptors_pauses_accepting_then_serves_again(tmp_path) -> None:
     directory = str(tmp_path / "wg")
     log_path = tmp_path / "server.log"
@@ -64,32 +90,11 @@ def test_running_out_of_descriptors_pauses_accepting_then_serves_again(tmp_path)
     try:
         assert child.stdout.readline().strip() == "ready"
         path = os.path.join(directory, "mwlim0.sock")
-        def fill() -> bool:
-            """One more idle client (when the backlog has room); True once the server
-            has no descriptor left."""
-            if open_fds(child.pid) >= NOFILE:
-                return True
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.setblocking(False)
-            try:
-                s.connect(path)
-                clients.append(s)
-            except OSError:             # backlog full until the server accepts
-                s.close()
-            return False
-        poll(fill, 60, "the server at its descriptor limit", interval=0.01)
-        for _ in range(4):                  # waiting in the backlog: accept() gets EMFILE
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.setblocking(False)
-            clients.append(s)
-            try:
-                s.connect(path)
-            except OSError:
-                pass
+        exhaust_descriptors(path, child.pid, NOFILE, clients)
         poll(lambda: "pausing accepts" in log_path.read_text(), 30,
              lambda: f"the server's accept failing\n{log_path.read_text()[-2000:]}")
         cpu_before = cpu_seconds(child.pid)
-        time.sleep(2)                         # the server's out-of-descriptors spell
+        time.sleep(2)           # a window to measure in, not a wait for anything
         spent = cpu_seconds(child.pid) - cpu_before
         assert spent < 1.0, f"the accept loop spun for want of descriptors ({spent:.2f} s CPU)"
 
