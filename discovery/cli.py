@@ -18,6 +18,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+MAX_TOKEN_TEXT = 4096          # characters of a token file (a token is ~200)
+
+
 def parse_duration(text: str) -> float:
     """'90', '90s', '15m', '12h', '7d', '2w' -> seconds."""
     m = _DURATION.match(text or "")
@@ -90,6 +93,39 @@ def cmd_invite(args) -> int:
     return 0
 
 
+def cmd_invites(args) -> int:
+    """`meshwg invites [--json]` lists the invites; `meshwg invites revoke ID` withdraws one."""
+    from discovery.stores.rendezvous import RendezvousState
+    try:
+        with RendezvousState.open(args.state) as st:
+            if args.action == "revoke":
+                if not args.invite_id:
+                    raise CliError("invites revoke: give the invite id (or its first 8+ hex "
+                                   "digits) that `meshwg invites` lists")
+                inv = st.revoke_invite(args.invite_id)
+                print(f"revoked invite {inv.invite_id}: its token enrolls no one from now on "
+                      f"(members it enrolled stay; `meshwg remove NAME` removes them)")
+                return 0
+            now = time.time()
+            rows = [{"invite_id": i.invite_id, "reusable": i.reusable, "uses": i.uses,
+                     "created_at": i.created_at, "expires_at": i.expires_at,
+                     "usable": i.refusal(now) is None, "members": st.invite_members(i.invite_id)}
+                    for i in st.invites()]
+    except MeshwgError as exc:
+        raise CliError(f"invites: {exc}") from None
+    if args.json:
+        print(json.dumps({"invites": rows}, indent=2))
+        return 0
+    print(f"{'ID':34} {'KIND':9} {'USES':>4} {'EXPIRES':17} {'STATE':8} MEMBERS")
+    for r in rows:
+        expires = "never" if r["expires_at"] is None else \
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r["expires_at"]))
+        kind = "reusable" if r["reusable"] else "single"
+        print(f"{r['invite_id']:34} {kind:9} {r['uses']:>4} {expires:17} "
+              f"{'usable' if r['usable'] else 'spent':8} {', '.join(r['members']) or '-'}")
+    return 0
+
+
 def cmd_members(args) -> int:
     from discovery.stores.rendezvous import RendezvousState
     try:
@@ -128,11 +164,14 @@ def cmd_remove(args) -> int:
     from discovery.stores.rendezvous import RendezvousState
     try:
         with RendezvousState.open(args.state) as st:
-            m = st.remove_member(args.member)
+            m = st.remove_member(args.member, revoke_invite=args.revoke_invite)
     except MeshwgError as exc:
         raise CliError(f"remove: {exc}") from None
     print(f"removed {m.name} ({m.mesh_address}); a running rendezvous drops it from every member "
           f"within one update interval")
+    if args.revoke_invite:
+        print(f"revoked the invite it enrolled with ({m.invite_id})" if m.invite_id else
+              f"{m.name} was not enrolled with a recorded invite: no invite revoked")
     return 0
 
 
@@ -141,6 +180,7 @@ def cmd_join(args) -> int:
     from discovery.daemons.member import MemberDaemon
     state_file = os.path.join(args.state, "member.json")
     check_privileges()          # before enrolling: a single-use token is not wasted
+    args.token = _join_token(args, resuming=os.path.exists(state_file))
     if args.token:
         if os.path.exists(state_file):
             raise CliError(f"join: {args.state} already holds a membership; run `meshwg join --state "
@@ -158,6 +198,37 @@ def cmd_join(args) -> int:
     st = daemon.state
     return _run_in_foreground(daemon, args.interface, lambda: (
         f"meshwg: {st.name} joined the mesh as {st.address} on {args.interface}"))
+
+
+def _join_token(args, resuming: bool) -> str | None:
+    """The join token from the argument, --token-file (FILE, or - for standard input) or
+    the MESHWG_TOKEN environment variable (ignored when resuming); None for none. An
+    argument is visible to every local user in `ps`; a file, a pipe or the environment
+    is not."""
+    given = [how for how, value in (("the TOKEN argument", args.token),
+                                    ("--token-file", args.token_file)) if value]
+    if len(given) > 1:
+        raise CliError("join: give the token once: as TOKEN or with --token-file, not both")
+    if args.token_file:
+        try:
+            if args.token_file == "-":
+                text = sys.stdin.read(MAX_TOKEN_TEXT + 1)
+            else:
+                with open(args.token_file, encoding="utf-8") as f:
+                    text = f.read(MAX_TOKEN_TEXT + 1)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"join: cannot read the token from {args.token_file}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+        if len(text) > MAX_TOKEN_TEXT:
+            raise CliError(f"join: {args.token_file} holds more than {MAX_TOKEN_TEXT} characters: "
+                           f"not a token")
+        if not text.strip():
+            raise CliError(f"join: {args.token_file} holds no token")
+        return text.strip()
+    if args.token:
+        return args.token
+    env = os.environ.get("MESHWG_TOKEN", "").strip()
+    return env if env and not resuming else None
 
 
 def _enroll(args) -> None:
@@ -310,6 +381,17 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_invite)
 
+    p = sub.add_parser("invites", help="list the invites of a rendezvous, or revoke one",
+                       description="`meshwg invites --state DIR` lists every invite (id, single-use "
+                                   "or reusable, uses, expiry, the members it enrolled); `meshwg "
+                                   "invites revoke ID --state DIR` withdraws one (ID: the id or its "
+                                   "first 8+ hex digits).")
+    p.add_argument("action", nargs="?", choices=("list", "revoke"), default="list")
+    p.add_argument("invite_id", nargs="?", metavar="ID")
+    p.add_argument("--state", required=True, help="the rendezvous's state directory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_invites)
+
     p = sub.add_parser("members", help="list the members of a rendezvous")
     p.add_argument("--state", required=True)
     p.add_argument("--json", action="store_true")
@@ -318,13 +400,22 @@ def register(sub) -> None:
     p = sub.add_parser("remove", help="revoke a member (name, mesh address or public key)")
     p.add_argument("--state", required=True)
     p.add_argument("member")
+    p.add_argument("--revoke-invite", action="store_true",
+                   help="also revoke the invite the member enrolled with, so a leaked reusable "
+                        "token cannot enroll it (or anyone) again")
     p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("join", help="enroll with a token, then run this node as a mesh member",
                        description="First run: `meshwg join TOKEN --state DIR` generates this machine's "
                                    "key pair locally, enrolls with the rendezvous and runs the member in "
                                    "the foreground. Later runs: `meshwg join --state DIR` resumes.")
-    p.add_argument("token", nargs="?", help="join token from `meshwg invite` (first run only)")
+    p.add_argument("token", nargs="?",
+                   help="join token from `meshwg invite` (first run only). Every local user can "
+                        "read a command's arguments (ps, /proc): prefer --token-file or "
+                        "MESHWG_TOKEN on a shared machine")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="read the join token from FILE (- for standard input) instead of the "
+                        "command line; the environment variable MESHWG_TOKEN works too")
     p.add_argument("--state", required=True, help="state directory (created, mode 0700)")
     p.add_argument("--interface", default="meshwg0", help="interface name (default meshwg0)")
     p.add_argument("--listen-port", type=int, default=0, help="UDP port (default: chosen by the kernel)")

@@ -29,3 +29,7 @@ class DuplicateMemberError(StateError):
 
 class MeshFullError(StateError):
     """No free address is left in the mesh network."""
+
+
+class UnknownInviteError(StateError):
+    """No invite, or more than one, matches the given id or id prefix."""

@@ -27,7 +27,8 @@ from meshwg.util.endpoint import parse_endpoint
 
 from discovery.enroll.tokens import SECRET_SIZE, Token
 from discovery.stores.errors import (
-    DuplicateMemberError, MeshFullError, StateError, StateExistsError, UnknownMemberError,
+    DuplicateMemberError, MeshFullError, StateError, StateExistsError, UnknownInviteError,
+    UnknownMemberError,
 )
 from discovery.stores.invites import (
     REFUSAL_KEY_TAKEN, REFUSAL_MALFORMED, REFUSAL_MESH_FULL, REFUSAL_NAME_TAKEN, REFUSAL_REPLAYED,
@@ -42,6 +43,7 @@ DB_NAME = "rendezvous.db"
 SCHEMA_VERSION = 1
 DEFAULT_ZONE = "mesh.internal."
 DEFAULT_DNS_PORT = 53
+MIN_INVITE_PREFIX = 8    # hex digits of an invite id that name it on the command line
 NONCE_RETENTION = 600.0  # seconds; > 2 x the allowed clock skew, so a replay is always caught
 
 
@@ -56,6 +58,7 @@ class Member:
     joined_at: float
     last_seen: float | None = None
     host_candidates: list[str] = field(default_factory=list)
+    invite_id: str | None = None    # the invite it enrolled with (None: added by hand or unknown)
 
     @property
     def public_key_b64(self) -> str:
@@ -65,7 +68,19 @@ class Member:
 def _member_from_row(row: sqlite3.Row) -> Member:
     return Member(name=row["name"], public_key=bytes(row["public_key"]),
                   mesh_address=row["address"], joined_at=row["joined_at"],
-                  last_seen=row["last_seen"], host_candidates=json.loads(row["candidates"]))
+                  last_seen=row["last_seen"], host_candidates=json.loads(row["candidates"]),
+                  invite_id=row["invite"])
+
+
+def _add_invite_column(db: sqlite3.Connection) -> None:
+    """States made before members recorded their invite get the column (NULL: unknown)."""
+    columns = {row["name"] for row in db.execute("PRAGMA table_info(members)")}
+    if "invite" not in columns:
+        try:
+            db.execute("ALTER TABLE members ADD COLUMN invite TEXT")
+        except sqlite3.OperationalError as exc:      # another process added it meanwhile
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _invite_from_row(row: sqlite3.Row) -> Invite:
@@ -88,7 +103,8 @@ CREATE TABLE members (
     address TEXT NOT NULL UNIQUE,
     joined_at REAL NOT NULL,
     last_seen REAL,
-    candidates TEXT NOT NULL DEFAULT '[]'
+    candidates TEXT NOT NULL DEFAULT '[]',
+    invite TEXT
 );
 CREATE TABLE invites (
     id TEXT PRIMARY KEY,
@@ -227,6 +243,7 @@ class RendezvousState:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             meta = {row["key"]: row["value"] for row in db.execute("SELECT key, value FROM meta")}
+            _add_invite_column(db)
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StateError(f"{path}: not a readable meshwg state database ({exc})") from None
@@ -305,7 +322,8 @@ class RendezvousState:
             return self._insert_member(db, name, public_key, address, candidates, now)
 
     def _insert_member(self, db: sqlite3.Connection, name: str, public_key: bytes,
-                       address: str | None, candidates: list[str], now: float) -> Member:
+                       address: str | None, candidates: list[str], now: float,
+                       invite_id: str | None = None) -> Member:
         row = db.execute("SELECT name FROM members WHERE name = ?", (name,)).fetchone()
         if row:
             raise DuplicateMemberError("name", f"member name {name!r} is already enrolled")
@@ -318,9 +336,10 @@ class RendezvousState:
             address = self._first_free(db)
         else:
             address = self._check_address(db, address)
-        db.execute("INSERT INTO members (name, public_key, address, joined_at, candidates) "
-                   "VALUES (?, ?, ?, ?, ?)", (name, public_key, address, now, json.dumps(candidates)))
-        return Member(name, public_key, address, now, None, list(candidates))
+        db.execute("INSERT INTO members (name, public_key, address, joined_at, candidates, invite) "
+                   "VALUES (?, ?, ?, ?, ?, ?)",
+                   (name, public_key, address, now, json.dumps(candidates), invite_id))
+        return Member(name, public_key, address, now, None, list(candidates), invite_id)
 
     def _check_address(self, db: sqlite3.Connection, address: str) -> str:
         net = ipaddress.ip_network(self.network)
@@ -352,14 +371,18 @@ class RendezvousState:
         with self._lock:
             return self._first_free(self._db)
 
-    def remove_member(self, ref: str | bytes) -> Member:
-        """Remove by name, mesh address or public key; UnknownMemberError if none matches."""
+    def remove_member(self, ref: str | bytes, revoke_invite: bool = False) -> Member:
+        """Remove by name, mesh address or public key; UnknownMemberError if none matches.
+        With `revoke_invite`, the invite it enrolled with is withdrawn in the same
+        transaction (a leaked reusable token cannot bring it back)."""
         with self._transaction() as db:
             row = self._find_row(db, ref)
             if row is None:
                 raise UnknownMemberError(f"no member with name, address or public key "
                                          f"{_shown(ref)!r}")
             db.execute("DELETE FROM members WHERE name = ?", (row["name"],))
+            if revoke_invite and row["invite"]:
+                db.execute("DELETE FROM invites WHERE id = ?", (row["invite"],))
         return _member_from_row(row)
 
     def update_candidates(self, public_key: bytes, candidates: list[str],
@@ -402,9 +425,35 @@ class RendezvousState:
         return _invite_from_row(row) if row else None
 
     def invites(self) -> list[Invite]:
+        """Every invite not revoked, oldest first (expired and used-up ones included)."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM invites ORDER BY created_at").fetchall()
         return [_invite_from_row(r) for r in rows]
+
+    def invite_members(self, invite_id: str) -> list[str]:
+        """Names of the current members that enrolled with invite `invite_id`."""
+        with self._lock:
+            rows = self._db.execute("SELECT name FROM members WHERE invite = ? ORDER BY joined_at",
+                                    (invite_id,)).fetchall()
+        return [r["name"] for r in rows]
+
+    def revoke_invite(self, ref: str) -> Invite:
+        """Withdraw the invite whose id is `ref` or starts with it (at least
+        MIN_INVITE_PREFIX hex digits, as `meshwg invites` shows them): its token enrolls
+        no one from now on; members it enrolled stay. UnknownInviteError when none or
+        several match."""
+        ref = ref.strip().lower()
+        if len(ref) < MIN_INVITE_PREFIX or any(c not in "0123456789abcdef" for c in ref):
+            raise UnknownInviteError(f"invite id {ref!r}: give at least {MIN_INVITE_PREFIX} "
+                                     f"hex digits of an id `meshwg invites` lists")
+        with self._transaction() as db:
+            rows = db.execute("SELECT * FROM invites WHERE substr(id, 1, ?) = ?",
+                              (len(ref), ref)).fetchall()
+            if len(rows) != 1:
+                raise UnknownInviteError(f"invite id {ref!r} matches "
+                                         f"{'no invite' if not rows else f'{len(rows)} invites'}")
+            db.execute("DELETE FROM invites WHERE id = ?", (rows[0]["id"],))
+        return _invite_from_row(rows[0])
 
     def redeem_invite(self, invite_id: str, nonce: bytes, name: str, public_key: bytes,
                       host_candidates: list[str], now: float) -> Member:
@@ -430,7 +479,8 @@ class RendezvousState:
                 refusal = self._redeem_refusal(db, invite_id, now)
             if refusal is None:
                 try:
-                    member = self._insert_member(db, name, public_key, None, host_candidates, now)
+                    member = self._insert_member(db, name, public_key, None, host_candidates, now,
+                                                 invite_id)
                 except DuplicateMemberError as exc:
                     code = REFUSAL_NAME_TAKEN if exc.what == "name" else REFUSAL_KEY_TAKEN
                     refusal = InviteRefusal(code, str(exc))

@@ -18,7 +18,7 @@ from discovery.stores.errors import (
 )
 from discovery.stores.invites import (
     REFUSAL_EXPIRED, REFUSAL_KEY_TAKEN, REFUSAL_MESH_FULL, REFUSAL_NAME_TAKEN, REFUSAL_REPLAYED,
-    REFUSAL_USED_UP, InviteRefusal,
+    REFUSAL_UNKNOWN_INVITE, REFUSAL_USED_UP, InviteRefusal,
 )
 from discovery.stores.rendezvous import DB_NAME, DEFAULT_ZONE, NONCE_RETENTION, RendezvousState
 from meshwg.core import crypto
@@ -328,3 +328,55 @@ def test_two_handles_see_each_others_changes(state: RendezvousState) -> None:
         assert [m.name for m in state.members()] == ["alpha"]
         assert state.add_member("beta", new_key()).mesh_address == "100.64.0.3"
         assert [m.name for m in other.members()] == ["alpha", "beta"]
+
+
+# ---------------------------------------------------------------- issue 9 case 12: list, revoke
+
+
+def test_invites_are_listed_with_their_members_and_revoked(state: RendezvousState) -> None:
+    from discovery.stores.errors import UnknownInviteError
+    reusable = state.create_invite(reusable=True, now=T0)
+    single = state.create_invite(now=T0 + 1)
+    for name in ("m1", "m2"):
+        assert redeem(state, reusable.invite_id, name).invite_id == reusable.invite_id
+    assert [i.invite_id for i in state.invites()] == [reusable.invite_id, single.invite_id]
+    assert state.invite_members(reusable.invite_id) == ["m1", "m2"]
+    assert state.find_member("m1").invite_id == reusable.invite_id
+    state.add_member("byhand", new_key())
+    assert state.find_member("byhand").invite_id is None
+    for bad in ("", "abc", "zzzzzzzzzz", "0" * 32):
+        with pytest.raises(UnknownInviteError):
+            state.revoke_invite(bad)
+    assert state.revoke_invite(reusable.invite_id[:8].upper()).invite_id == reusable.invite_id
+    assert [i.invite_id for i in state.invites()] == [single.invite_id]
+    with pytest.raises(InviteRefusal) as info:                  # the token enrolls no one now
+        redeem(state, reusable.invite_id, "m3")
+    assert info.value.code == REFUSAL_UNKNOWN_INVITE
+    assert [m.name for m in state.members()] == ["m1", "m2", "byhand"]   # members stay
+
+
+def test_states_from_before_invite_tracking_open(tmp_path) -> None:
+    import sqlite3
+    st = RendezvousState.init(tmp_path / "old", "100.64.0.0/24", "rz.example.net:51820")
+    st.add_member("old", new_key())
+    st.close()
+    db = sqlite3.connect(tmp_path / "old" / DB_NAME)          # the schema before the column
+    db.execute("ALTER TABLE members DROP COLUMN invite")
+    db.commit()
+    db.close()
+    with RendezvousState.open(tmp_path / "old") as st:
+        assert st.find_member("old").invite_id is None
+        tok = st.create_invite()
+        assert redeem(st, tok.invite_id, "new").invite_id == tok.invite_id
+
+
+def test_removing_a_member_can_revoke_its_invite(state: RendezvousState) -> None:
+    tok = state.create_invite(reusable=True, now=T0)
+    redeem(state, tok.invite_id, "leaky")
+    redeem(state, tok.invite_id, "other")
+    state.remove_member("other")                               # default: the invite stays
+    assert state.invite(tok.invite_id) is not None
+    assert state.remove_member("leaky", revoke_invite=True).invite_id == tok.invite_id
+    assert state.invite(tok.invite_id) is None
+    with pytest.raises(InviteRefusal):                         # re-enrolling with it fails
+        redeem(state, tok.invite_id, "leaky")
