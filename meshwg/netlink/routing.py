@@ -29,6 +29,7 @@ FIRST_POLICY_TABLE = 51820   # wg-quick's first choice for the default route's t
 TABLE_MAIN = 254             # RT_TABLE_MAIN
 FR_INVERT = 0x2              # FIB_RULE_INVERT: the rule's `not`
 LOWEST_RULE_PRIORITY = 32766  # the main table's default rule
+DEFAULT_METRIC = {4: 0, 6: 1024}   # a route added without a metric (IPv6: IP6_RT_PRIO_USER)
 
 
 def _family(net) -> int:
@@ -176,8 +177,8 @@ def delete_policy_rules(rules: Iterable[PolicyRule]) -> None:
 
 def colliding_routes(name: str, networks: Iterable, table: int = TABLE_MAIN) -> dict:
     """{network: device name} for each network that already has a route of the same
-    prefix and metric 0 in `table` through another device (adding ours would fail with
-    EEXIST, which makes wg-quick give up)."""
+    prefix and the metric ours would get (IPv4 0, IPv6 1024) in `table` through another
+    device: adding ours would fail with EEXIST, which makes wg-quick give up."""
     out = {}
     with IPRoute() as ipr:
         own = ipr.link_lookup(ifname=name)
@@ -186,8 +187,8 @@ def colliding_routes(name: str, networks: Iterable, table: int = TABLE_MAIN) -> 
                 continue
             for route in ipr.route("dump", family=_family(net), table=table,
                                    dst=str(net.network_address), dst_len=net.prefixlen):
-                if route["dst_len"] != net.prefixlen or route.get_attr("RTA_PRIORITY") \
-                        or route["type"] != 1:        # RTN_UNICAST
+                if route["dst_len"] != net.prefixlen or route["type"] != 1 \
+                        or (route.get_attr("RTA_PRIORITY") or 0) != DEFAULT_METRIC[net.version]:
                     continue
                 oif = route.get_attr("RTA_OIF")
                 if oif and oif in own:

@@ -176,6 +176,14 @@ def test_route_that_exists_elsewhere_is_refused_naming_the_line(lab, tmp_path):
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert f"{up.path}:7: AllowedIPs: 10.9.0.0/24 is routed through {veth_a} already" in err
     assert not up.exists()
+    # IPv6: a route of the same prefix and metric (1024, what `ip -6 route add` gives)
+    a.run(["ip", "-6", "route", "add", "fd00:9::/64", "dev", veth_a])
+    a.run(["ip", "-6", "route", "add", "fd00:8::/64", "dev", veth_a, "metric", "100"])
+    up6 = Up(lab, a, tmp_path, f"\n[Peer]\nPublicKey = {keypair().public}\n"
+                               f"AllowedIPs = fd00:8::/64, fd00:9::/64\n")
+    err = up6.wait_failed()
+    assert f"{up6.path}:6: AllowedIPs: fd00:9::/64 is routed through {veth_a} already" in err, err
+    assert not up6.exists()
 
 
 def stub_resolvconf(tmp_path, log) -> dict:
