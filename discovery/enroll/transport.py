@@ -3,8 +3,11 @@
 One newline-terminated message each way per connection (discovery.enroll.messages). The
 server runs on meshwg.util.service.Service: its threads block on their sockets without
 polling, so an idle server costs no CPU, and stop() ends them at once. Each connection
-has `timeout` seconds to deliver its request; at most `max_connections` are served at a
-time (more are closed and counted as dropped_busy).
+has `timeout` seconds to deliver its whole request (a deadline, not an idle timeout: a
+client that drips a byte at a time is cut as one that sends nothing); at most
+`max_connections` are served at a time, at most `max_per_source` from one address, so
+slow (slowloris) connections from a few hosts cannot keep joiners out (more are closed
+and counted as dropped_busy).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class EnrollmentServer:
     def __init__(self, state: RendezvousState, address: str = "0.0.0.0", port: int | None = None,
                  on_member_added: Callable[[Member], None] | None = None, *,
                  clock: Callable[[], float] = time.time, timeout: float = 5.0,
-                 max_connections: int = 32):
+                 max_connections: int = 32, max_per_source: int = 4):
         self.core = RendezvousEnrollment(state)
         self.address = address
         self._requested_port = state.enroll_port if port is None else port
@@ -46,6 +49,7 @@ class EnrollmentServer:
         self.clock = clock
         self.timeout = timeout
         self.max_connections = max_connections
+        self.max_per_source = max_per_source
         self._listener: socket.socket | None = None
         self._service: Service | None = None
 
@@ -81,7 +85,8 @@ class EnrollmentServer:
         svc = self._service
         svc.spawn(lambda: svc.serve_connections(
             sock, lambda conn, peer: self._serve(svc, conn, peer), limit=self.max_connections,
-            name="enroll-conn", on_reject=lambda: self.core.count("dropped_busy")),
+            name="enroll-conn", on_reject=lambda: self.core.count("dropped_busy"),
+            per_source=self.max_per_source),
             name="enroll-accept")
         return self
 

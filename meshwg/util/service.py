@@ -133,27 +133,37 @@ class Service:
 
     def serve_connections(self, listener: Any, handle: Callable[[Any, Any], Any], *,
                           limit: int = 64, name: str | None = None,
-                          on_reject: Callable[[], Any] | None = None) -> None:
+                          on_reject: Callable[[], Any] | None = None,
+                          per_source: int | None = None) -> None:
         """The accept loop of a stream server: run it in a thread of this service
         (`spawn(lambda: svc.serve_connections(listener, handle, ...))`; the listener
         non-blocking).
         Each connection goes to handle(conn, peer) in a thread of its own, at most
-        `limit` at once: one more is closed at once and on_reject() called. The
-        connection is closed when handle returns, and shut down by stop(). Accept errors
+        `limit` at once, and at most `per_source` from one source address (peer[0]; None:
+        no such limit), so a few abusive hosts cannot hold every slot: one more is closed
+        at once and on_reject() called. The connection is closed when handle returns, and shut down by stop(). Accept errors
         never end the loop: for want of descriptors or memory (RESOURCE_ERRORS, or no
         thread to be had) it pauses (ACCEPT_BACKOFF) and accepts again, logging once per
         spell (`accept_errors` counts them). Returns when the service stops."""
         slots = threading.BoundedSemaphore(limit)
         pause = 0.0
+        per_peer: dict[Any, int] = {}       # connections being served by source address
+
+        def release(conn: Any, peer: Any) -> None:
+            with self._lock:
+                self._conns.discard(conn)
+                if per_source is not None:
+                    per_peer[peer[0]] -= 1
+                    if not per_peer[peer[0]]:
+                        del per_peer[peer[0]]
+            slots.release()
 
         def serve_one(conn: Any, peer: Any) -> None:
             try:
                 with conn:
                     handle(conn, peer)
             finally:
-                with self._lock:
-                    self._conns.discard(conn)
-                slots.release()
+                release(conn, peer)
 
         while not self._stopping.is_set():
             if not self.wait_readable(listener):
@@ -169,20 +179,22 @@ class Service:
                     continue
                 pause = self._accept_pause(pause, exc)
                 continue
-            if not slots.acquire(blocking=False):
+            with self._lock:
+                crowded = per_source is not None and per_peer.get(peer[0], 0) >= per_source
+            if crowded or not slots.acquire(blocking=False):
                 conn.close()
                 if on_reject is not None:
                     on_reject()
                 continue
             with self._lock:
                 self._conns.add(conn)
+                if per_source is not None:
+                    per_peer[peer[0]] = per_peer.get(peer[0], 0) + 1
             try:
                 self.spawn(serve_one, conn, peer, name=name or f"{self.name}-conn")
             except RuntimeError as exc:     # can't start new thread
-                with self._lock:
-                    self._conns.discard(conn)
                 conn.close()
-                slots.release()
+                release(conn, peer)
                 pause = self._accept_pause(pause, exc)
                 continue
             if pause:
