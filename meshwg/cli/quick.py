@@ -41,9 +41,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
-from meshwg.config.wgquick import (MIN_MTU, TABLE_MAIN, ConfigError, InterfaceConfig,
-                                   PeerConfig, format_config)
+from meshwg.config.wgquick import (MIN_MTU, ConfigError, InterfaceConfig, PeerConfig,
+                                   format_config)
 from meshwg.netlink import routing
+from meshwg.netlink.routes import TABLE_MAIN
 from meshwg.util.errors import MeshwgError
 from meshwg.util.files import atomic_write
 

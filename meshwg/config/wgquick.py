@@ -44,7 +44,6 @@ MIN_MTU = 68
 MAX_MTU = 65535
 
 MAX_TABLE = 0xFFFFFFFF         # routing table ids are 32 bits (RTA_TABLE)
-TABLE_MAIN = 254              # RT_TABLE_MAIN
 
 HOOK_KEYS = ("PreUp", "PostUp", "PreDown", "PostDown")
 INTERFACE_KEYS = {k.lower(): k for k in ("PrivateKey", "ListenPort", "Address", "MTU", "FwMark",

@@ -24,9 +24,9 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from meshwg.netlink.link import NetconfigError
+from meshwg.netlink.routes import TABLE_MAIN, interface_index
 
 FIRST_POLICY_TABLE = 51820   # wg-quick's first choice for the default route's table
-TABLE_MAIN = 254             # RT_TABLE_MAIN
 FR_INVERT = 0x2              # FIB_RULE_INVERT: the rule's `not`
 LOWEST_RULE_PRIORITY = 32766  # the main table's default rule
 DEFAULT_METRIC = {4: 0, 6: 1024}   # a route added without a metric (IPv6: IP6_RT_PRIO_USER)
@@ -96,14 +96,12 @@ def add_routes_to_table(name: str, networks: Iterable, table: int) -> list:
     added = []
     nets = sorted({ipaddress.ip_network(n, strict=False) for n in networks},
                   key=lambda n: -n.prefixlen)
+    oif = interface_index(name)
     with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            raise NetconfigError(f"interface {name} not found")
         for net in nets:
             try:
                 ipr.route("add", dst=str(net.network_address), dst_len=net.prefixlen,
-                          oif=found[0], table=table, family=_family(net))
+                          oif=oif, table=table, family=_family(net))
             except NetlinkError as exc:
                 why = _reason(exc)
                 if exc.code == errno.ENODEV and net.version == 6:
