@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from meshwg.netlink.link import NetconfigError
-from meshwg.netlink.routes import Network, change_routes
+
+if TYPE_CHECKING:
+    from meshwg.netlink.routes import Network
 from meshwg.util.service import Service
 
 log = logging.getLogger("meshwg.device")
@@ -41,9 +43,8 @@ class RouteWorker:
         self.exists: set[Network] = set()       # wanted, but the kernel routes them elsewhere
         self.failed: dict[Network, str] = {}    # refused, with the kernel's reason
         self._lock = threading.Lock()
-        self._settled = threading.Condition(self._lock)
         self._generation = 0                    # changed() calls so far
-        self._done = -1                         # the generation the routes match
+        self._exists_generation = 0             # the change `exists` was found in
 
     def start(self) -> None:
         """Converge once now (the routes are in place when start returns, as with
@@ -54,41 +55,35 @@ class RouteWorker:
     def stop(self) -> None:
         """End the worker (between two batches); the routes stay until the interface goes."""
         self.service.stop()
-        with self._lock:
-            self._settled.notify_all()
 
     def changed(self) -> None:
         """The allowed IPs changed: converge again (cheap; returns at once)."""
         with self._lock:
             self._generation += 1
-            self.exists.clear()                 # try those again once
         self.service.wake()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the routes match the latest change (or the worker stops, or
-        `timeout` seconds pass); True when they match."""
-        with self._lock:
-            self._settled.wait_for(lambda: self._done == self._generation
-                                   or self.service.stopping, timeout)
-            return self._done == self._generation
 
     def converge(self) -> float | None:
         """One round: add what is wanted and missing, delete what is routed and no longer
         wanted. Returns the seconds until the next round (None: when changed)."""
         with self._lock:
             generation = self._generation
+        if generation != self._exists_generation:  # changed: try those once more
+            self.exists.clear()
+            self._exists_generation = generation
         wanted = {net for net in self._wanted() if net.prefixlen}   # /0: policy routing's
         stale = self.routed - wanted
         new = wanted - self.routed - self.exists     # refused ones again: changed or retry
         retry = None
         if stale or new:
+            # here, not with the engine: the routes' netlink (pyroute2) costs 0.4-1.4 s to import
+            from meshwg.netlink.routes import change_routes
             try:
                 result = change_routes(self.name, add=new, delete=stale,
                                        stop=lambda: self.service.stopping
                                        or self._generation != generation)
-            except NetconfigError as exc:       # the interface is gone: nothing to route
+            except NetconfigError as exc:       # the interface is gone, or netlink failed
                 log.debug("%s: routes not changed: %s", self.name, exc)
-                return None
+                return RETRY_INTERVAL
             self.routed.difference_update(result.deleted, result.missing)
             self.routed.update(result.added)
             for net in result.deleted + result.missing + result.added:
@@ -110,9 +105,4 @@ class RouteWorker:
             del self.failed[net]                # no longer wanted: nothing to retry
         if self.failed:
             retry = RETRY_INTERVAL
-        with self._lock:
-            if self._generation == generation and not (self.routed ^ wanted) - self.exists \
-                    - self.failed.keys():
-                self._done = generation
-                self._settled.notify_all()
         return 0.0 if self._generation != generation else retry

@@ -42,6 +42,7 @@ RT_SCOPE_NOWHERE = 255      # in a delete: any scope
 RTN_UNICAST = 1
 CHUNK = 256                 # requests per send; their acknowledgements are read before more
 SOCKET_BUFFER = 4 << 20     # bytes of send and receive buffer asked for (forced as root)
+ANSWER_TIMEOUT = 30.0       # seconds the kernel may take to answer a chunk (else an error)
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10        # acknowledgements without a copy of the request
 NLMSG_HEADER = struct.Struct("=LHHLL")     # length, type, flags, sequence, port
@@ -96,6 +97,7 @@ class _Socket:
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
+            self.sock.settimeout(ANSWER_TIMEOUT)
             self.sock.bind((0, 0))
             for forced, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):
                 try:
