@@ -185,7 +185,16 @@ def cmd_join(args) -> int:
         if os.path.exists(state_file):
             raise CliError(f"join: {args.state} already holds a membership; run `meshwg join --state "
                            f"{args.state}` without a token to resume, or use another --state")
-        _enroll(args)
+        try:
+            _enroll(args)
+        except OSError as exc:      # member.json: the key is saved, the token accepts it again
+            raise CliError(f"join: enrolled, but cannot save the membership in {args.state}: "
+                           f"{exc.strerror or exc}; free space and run the same command again "
+                           f"(this machine's key is kept and the same token admits it again)") from None
+        except CliError:
+            raise
+        except MeshwgError as exc:
+            raise CliError(f"join: {exc}") from None
     elif not os.path.exists(state_file):
         raise CliError(f"join: no membership in {args.state}: give the token from `meshwg invite`")
     try:
@@ -233,18 +242,18 @@ def _join_token(args, resuming: bool) -> str | None:
 
 def _enroll(args) -> None:
     import socket
-    from meshwg.core.crypto import generate_private_key, public_key
+    from meshwg.core.crypto import public_key
     from discovery.enroll.messages import EnrollmentError, EnrollmentRefused
     from discovery.enroll.transport import enroll
     from discovery.lan.interfaces import lan_addresses
-    from discovery.stores.member import MemberState
+    from discovery.stores.member import MemberState, enrollment_key
     from discovery.enroll.tokens import TokenError, decode_token
     try:
         token = decode_token(args.token)
     except TokenError as exc:
         raise CliError(f"join: invalid token: {exc}") from None
     name = args.name or re.sub(r"[^a-z0-9-]", "-", socket.gethostname().lower()).strip("-")[:63] or "member"
-    private = generate_private_key()            # generated here; never leaves this machine
+    private = enrollment_key(args.state)        # made here, saved before the request; never sent
     port = args.listen_port or 0
     candidates = [format_endpoint((ip, port))
                   for ip, _, _ in lan_addresses(exclude=(args.interface,))] if port else []

@@ -13,8 +13,9 @@ from discovery.enroll.messages import (
     EnrollmentRequest, EnrollmentResult, MalformedMessage, encode_response, verify_request,
 )
 from discovery.stores.invites import (
-    REFUSAL_FORGED, REFUSAL_MALFORMED, REFUSAL_UNKNOWN_INVITE, InviteRefusal,
+    REFUSAL_FORGED, REFUSAL_MALFORMED, REFUSAL_UNAVAILABLE, REFUSAL_UNKNOWN_INVITE, InviteRefusal,
 )
+from discovery.stores.errors import StateError
 from discovery.stores.rendezvous import Member, RendezvousState
 from discovery.stores.validate import screen_candidates
 
@@ -67,6 +68,11 @@ class RendezvousEnrollment:
                                                   request.public_key, candidates, now)
             except InviteRefusal as exc:
                 refusal = exc
+            except StateError as exc:   # a full disk: say so; the joiner may retry later
+                log.warning("cannot record the enrollment of %r: %s", request.name, exc)
+                refusal = InviteRefusal(REFUSAL_UNAVAILABLE, "the rendezvous cannot record "
+                                        "enrollments now (its state cannot be written: disk "
+                                        "full?); nothing was recorded: try again later")
         if refusal is not None:
             self.count(refusal.code)
             log.info("refused the enrollment of %r from %s: %s", request.name, peer or "?",

@@ -33,3 +33,7 @@ class MeshFullError(StateError):
 
 class UnknownInviteError(StateError):
     """No invite, or more than one, matches the given id or id prefix."""
+
+
+class StorageError(StateError):
+    """The state cannot be written now (a full disk, an I/O error); a later try may work."""

@@ -105,3 +105,27 @@ class MemberState:
             raise StateError(f"{doc_path}: missing key {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
             raise StateError(f"{doc_path}: invalid content ({exc})") from None
+
+
+def enrollment_key(state_dir: str | os.PathLike) -> bytes:
+    """The private key to enroll with, saved (private.key, 0600) before any request so a
+    membership is never granted to a key that was lost: a new one, or the one a previous
+    attempt saved when member.json is still missing (the rendezvous accepts that key again
+    with the same token: discovery.stores.rendezvous.redeem_invite). StateError naming
+    the file when it cannot be written (a full disk): nothing was sent then."""
+    state_dir = Path(state_dir)
+    prepare_private_dir(state_dir)
+    key_path = state_dir / PRIVATE_KEY_FILE
+    if (state_dir / MEMBER_FILE).exists():
+        raise StateError(f"{state_dir}: already holds a membership (never replace its key)")
+    try:
+        return decode_key(key_path.read_text())
+    except (OSError, KeyFormatError):
+        pass                            # none yet (or damaged): make one
+    private = crypto.generate_private_key()
+    try:
+        save_private_file(key_path, (encode_key(private) + "\n").encode())
+    except OSError as exc:
+        raise StateError(f"{key_path}: cannot save this machine's key before enrolling: "
+                         f"{exc.strerror or exc}; nothing was sent (free space and retry)") from None
+    return private

@@ -27,7 +27,8 @@ from meshwg.util.endpoint import parse_endpoint
 
 from discovery.enroll.tokens import SECRET_SIZE, Token
 from discovery.stores.errors import (
-    DuplicateMemberError, MeshFullError, StateError, StateExistsError, UnknownInviteError,
+    DuplicateMemberError, MeshFullError, StateError, StateExistsError, StorageError,
+    UnknownInviteError,
     UnknownMemberError,
 )
 from discovery.stores.invites import (
@@ -44,6 +45,8 @@ SCHEMA_VERSION = 1
 DEFAULT_ZONE = "mesh.internal."
 DEFAULT_DNS_PORT = 53
 MIN_INVITE_PREFIX = 8    # hex digits of an invite id that name it on the command line
+WAL_CHECKPOINT_PAGES = 256     # 1 MiB of 4 KiB pages
+WAL_SIZE_LIMIT = 1 << 20       # bytes the write-ahead log keeps after a checkpoint
 NONCE_RETENTION = 600.0  # seconds; > 2 x the allowed clock skew, so a replay is always caught
 
 
@@ -242,6 +245,10 @@ class RendezvousState:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            # bound the write-ahead log: checkpoint every WAL_CHECKPOINT_PAGES pages and
+            # truncate it back to WAL_SIZE_LIMIT bytes afterwards (else it keeps its peak)
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             meta = {row["key"]: row["value"] for row in db.execute("SELECT key, value FROM meta")}
             _add_invite_column(db)
         except sqlite3.DatabaseError as exc:
@@ -270,15 +277,25 @@ class RendezvousState:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception. A database that
+        cannot be written (a full disk, an I/O error, locked beyond the busy timeout)
+        raises StorageError; the next transaction tries again, so the state recovers as
+        soon as it can write."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass            # SQLite rolled back already (SQLITE_FULL, SQLITE_IOERR)
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise StorageError(f"{self.state_dir / DB_NAME}: cannot write the rendezvous "
+                                   f"state: {exc}") from None
 
     # ---- members
 
@@ -458,6 +475,9 @@ class RendezvousState:
     def redeem_invite(self, invite_id: str, nonce: bytes, name: str, public_key: bytes,
                       host_candidates: list[str], now: float) -> Member:
         """Atomically: record the nonce, check the invite, add the member, count the use.
+        A new request (new nonce) with the same invite, name and key as an existing member
+        is a retry and returns that member unchanged, so a joiner that lost the answer or
+        could not save it enrolls again with the same token (even a single-use one).
 
         The caller has already verified the request's proof and timestamp. Raises
         InviteRefusal; the nonce stays recorded even then, so the same request can never
@@ -476,6 +496,10 @@ class RendezvousState:
                                         "this request was already received (replayed request)")
             else:
                 db.execute("INSERT INTO nonces (nonce, seen_at) VALUES (?, ?)", (nonce, now))
+                row = db.execute("SELECT * FROM members WHERE public_key = ? AND name = ? "
+                                 "AND invite = ?", (public_key, name, invite_id)).fetchone()
+                if row is not None:     # a retry: the joiner did not get or keep the answer
+                    return _member_from_row(row)
                 refusal = self._redeem_refusal(db, invite_id, now)
             if refusal is None:
                 try:

@@ -139,9 +139,10 @@ class Service:
         (`spawn(lambda: svc.serve_connections(listener, handle, ...))`; the listener
         non-blocking).
         Each connection goes to handle(conn, peer) in a thread of its own, at most
-        `limit` at once, and at most `per_source` from one source address (peer[0]; None:
-        no such limit), so a few abusive hosts cannot hold every slot: one more is closed
-        at once and on_reject() called. The connection is closed when handle returns, and shut down by stop(). Accept errors
+        `limit` at once, and, once half of them are taken, at most `per_source` from one
+        source address (peer[0]; None: no such limit), so a few abusive hosts cannot hold
+        every slot while many clients behind one address are served when it is quiet: one
+        more is closed at once and on_reject() called. The connection is closed when handle returns, and shut down by stop(). Accept errors
         never end the loop: for want of descriptors or memory (RESOURCE_ERRORS, or no
         thread to be had) it pauses (ACCEPT_BACKOFF) and accepts again, logging once per
         spell (`accept_errors` counts them). Returns when the service stops."""
@@ -180,7 +181,8 @@ class Service:
                 pause = self._accept_pause(pause, exc)
                 continue
             with self._lock:
-                crowded = per_source is not None and per_peer.get(peer[0], 0) >= per_source
+                crowded = (per_source is not None and per_peer.get(peer[0], 0) >= per_source
+                           and sum(per_peer.values()) >= limit // 2)
             if crowded or not slots.acquire(blocking=False):
                 conn.close()
                 if on_reject is not None:
