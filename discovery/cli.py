@@ -61,7 +61,8 @@ def cmd_rendezvous_run(args) -> int:
     check_privileges()
     try:
         daemon = RendezvousDaemon(args.state, interval=args.interval, public_dns=args.public_dns,
-                                  interface=args.interface, relay=not args.no_relay)
+                                  interface=args.interface, relay=not args.no_relay,
+                                  relay_tcp_port=args.relay_tcp_port)
     except MeshwgError as exc:
         raise CliError(f"rendezvous run: {exc}") from None
     return _run_in_foreground(daemon, daemon.interface, lambda: (
@@ -78,10 +79,16 @@ def _run_in_foreground(daemon, interface: str, banner) -> int:
 def cmd_invite(args) -> int:
     from discovery.stores.rendezvous import RendezvousState
     from discovery.enroll.tokens import encode_token
+    from dataclasses import replace
+    from discovery.relay import tls
     expires = parse_duration(args.expires) if args.expires else None
     try:
         with RendezvousState.open(args.state) as st:
             token = st.create_invite(reusable=args.reusable, expires_in=expires)
+        relay_port = tls.saved_port(args.state)
+        if relay_port:          # the relay over TLS on TCP, pinned: for networks that block UDP
+            token = replace(token, relay_tcp_port=relay_port,
+                            relay_pin=tls.ensure_identity(args.state).pin)
     except MeshwgError as exc:
         raise CliError(f"invite: {exc}") from None
     text = encode_token(token)
@@ -265,7 +272,9 @@ def _enroll(args) -> None:
         raise CliError(f"join: {exc}") from None
     except ValueError as exc:
         raise CliError(f"join: {exc}") from None
-    MemberState.from_enrollment(private, name, result).save(args.state)
+    from dataclasses import replace
+    replace(MemberState.from_enrollment(private, name, result), relay_tcp_port=token.relay_tcp_port,
+            relay_pin=token.relay_pin.hex()).save(args.state)
     print(f"meshwg: enrolled as {name} with mesh address {result.address}", file=sys.stderr, flush=True)
 
 
@@ -378,6 +387,9 @@ def register(sub) -> None:
     q.add_argument("--public-dns", metavar="HOST:PORT",
                    help="also serve DNS-SD on a public address (wgsd-client compatibility; "
                         "leaks every member's endpoint to anyone who asks)")
+    q.add_argument("--relay-tcp-port", type=int, default=443, metavar="PORT",
+                   help="also relay over TLS on this TCP port, for members whose network blocks "
+                        "UDP (default 443; 0: off); later invites carry its certificate's pin")
     q.add_argument("--no-relay", action="store_true",
                    help="do not relay members' WireGuard datagrams (UDP on the WireGuard port + 1) "
                         "for pairs without a direct path")

@@ -182,8 +182,11 @@ class MemberDaemon:
                 rendezvous_peer(self.rendezvous_key, self.rendezvous_endpoint, st.dns_address)]))
             self._refresh_local_networks()
             host, port = self.rendezvous_endpoint
+            # with the relay's TLS pin (join token): over TCP when UDP is blocked
+            tls_target = ((host, st.relay_tcp_port), bytes.fromhex(st.relay_pin)) if st.relay_pin else None
             self.relay = RelayClient(st.private_key, self.rendezvous_key, (host, port + 1),
-                                     self.device.listen_port, on_bound=self._loop_service.wake).start()
+                                     self.device.listen_port, on_bound=self._loop_service.wake,
+                                     tls_target=tls_target).start()
             self.relays = RelayPool(st.private_key, self.device.listen_port, on_bound=self._loop_service.wake)
             self.relays.add_fixed(Relay(self.rendezvous_key, (host, port + 1), "rendezvous", rendezvous=True),
                                   self.relay)
@@ -345,11 +348,15 @@ class MemberDaemon:
         lan = {key: lan_endpoints(peer.addresses, peer.port)
                for key, peer in (self.browser.peers() if self.browser is not None else {}).items()}
         status = self.device.status()
+        self._route_rendezvous(status)
         relays = RelayPlan()
         if self.relays is not None:
             self.relays.set_relays(self._offered_relays())
             self.relays.set_peers(self.directory)
             relays = self.relays.plan({peer.public_key: peer.endpoint for peer in status.peers}, now)
+            if self.relay is not None and self.relay.transport == "tcp":    # say so in status
+                relays.names = {k: self.relay.label if n == self.relay.name else n
+                                for k, n in relays.names.items()}
             self._relay_names = relays.names
         if self.relay_server is not None:
             self.relay_server.set_members([self.state.public_key, *self.directory])
@@ -366,6 +373,22 @@ class MemberDaemon:
             log.warning("cannot write %s: %s", self.status_file.path, exc)
         deadlines = [t for t in (plan.next_deadline, relays.next_deadline) if t is not None]
         return min(deadlines) if deadlines else None
+
+    def _route_rendezvous(self, status: Any) -> None:
+        """While the rendezvous's relay runs over TCP (UDP blocked), our tunnel to the
+        rendezvous goes through it too (the relay client's host proxy); back to the
+        rendezvous's UDP endpoint once the relay answers over UDP again."""
+        proxy = self.relay.host_endpoint() if self.relay is not None else None
+        if proxy is None:
+            return
+        current = next((p.endpoint for p in status.peers if p.public_key == self.rendezvous_key), None)
+        want = proxy if self.relay.transport == "tcp" else self.rendezvous_endpoint
+        if current == want or (want != proxy and current != proxy):
+            return
+        log.info("tunnel to the rendezvous: %s", "through its relay over TCP" if want == proxy
+                 else f"back to UDP {format_endpoint(want)}")
+        self.device.apply(DeviceUpdate(peers=[PeerUpdate(public_key=self.rendezvous_key,
+                                                         update_only=True, endpoint=want)]))
 
     def _offered_relays(self) -> list[Relay]:
         """The relays other members offer in the directory (discovery.dnssd.relays)."""
@@ -469,6 +492,10 @@ class MemberDaemon:
             "endpoint": format_endpoint(rdv.endpoint) if rdv and rdv.endpoint else None,
             "path": "rendezvous", "reason": self.directory_error or "directory reachable",
         }]
+        if self.relay is not None and self.relay.transport == "tcp":
+            peers[0]["reason"] += " (through its relay over TCP: no UDP answer)"
+        elif self.relay is not None and self.relay.tls_error and not self.relay.bound:
+            peers[0]["reason"] += f" (relay over TCP: {self.relay.tls_error})"
         relayed = self.relays.peer_counters() if self.relays is not None else {}
         for key, rec in sorted(self.directory.items(), key=lambda kv: kv[1].name):
             peer = engine.get(key)

@@ -34,7 +34,7 @@ from typing import Any
 from meshwg.device.api import DeviceUpdate
 from meshwg.device.device import Device
 from meshwg.util.service import Service
-from meshwg.util.endpoint import Endpoint, parse_endpoint
+from meshwg.util.endpoint import Endpoint, normalize_endpoint, parse_endpoint
 from meshwg.util.files import JsonFile
 
 from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
@@ -46,13 +46,14 @@ from discovery.dnssd.relays import relay_txt
 from discovery.dnssd.zone import Directory
 from discovery.dnssd.server import DnsServer
 from discovery.enroll.transport import EnrollmentServer
+from discovery.relay import tls
 from discovery.relay.server import RelayServer
 from discovery.netcheck.responder import ObservationResponder, observe_ports
 from discovery.stores.errors import StateError
 from discovery.stores.rendezvous import DB_NAME, RendezvousState
 from discovery.stores.validate import screen_candidates
 from discovery.traversal.birthday import NAT_TXT_KEY
-from discovery.traversal.reconcile import directory_records, rendezvous_peer_updates
+from discovery.traversal.reconcile import candidate_endpoints, directory_records, rendezvous_peer_updates
 from discovery.traversal.report import REPORT_PORT_DEFAULT, CandidateReportServer
 
 log = logging.getLogger("meshwg.rendezvous")
@@ -68,9 +69,11 @@ class RendezvousDaemon:
     Raises StateError (no state) and, from start(), the engine's and servers' errors."""
 
     def __init__(self, state_dir: str, interval: float = DEFAULT_INTERVAL,
-                 public_dns: str | None = None, interface: str | None = None, relay: bool = True):
+                 public_dns: str | None = None, interface: str | None = None, relay: bool = True,
+                 relay_tcp_port: int = tls.DEFAULT_PORT):
         self.state = RendezvousState.open(state_dir)
         self.relay_enabled = relay          # a members-only UDP relay on the WG port + 1
+        self.relay_tcp_port = relay_tcp_port if relay else 0   # and over TLS on TCP (0: off)
         self.relay: RelayServer | None = None
         self._relay_counters: dict[str, int] = {}
         self._nat_kinds: dict[bytes, str] = {}       # members' NAT kinds, TXT nat= (guarded by _lock)
@@ -109,7 +112,13 @@ class RendezvousDaemon:
             self.engine_events = EngineEvents(self.device, self._on_engine_events,
                                               name="rendezvous-events").start()
             if self.relay_enabled:
-                self.relay = RelayServer(st.private_key, "::", self.device.listen_port + 1).start()
+                # also over TLS on TCP (pinned in invites) for members whose network blocks
+                # UDP; they reach this engine through it too (engine_port)
+                tls.save_port(st.state_dir, self.relay_tcp_port)
+                identity = tls.ensure_identity(st.state_dir) if self.relay_tcp_port else None
+                self.relay = RelayServer(st.private_key, "::", self.device.listen_port + 1,
+                                         identity=identity, tcp_port=self.relay_tcp_port or None,
+                                         engine_port=self.device.listen_port).start()
                 self.servers.append(self.relay)
             self.sync_once()
             dns = DnsServer(self.directory, st.address, st.dns_port).start()
@@ -284,12 +293,26 @@ class RendezvousDaemon:
             except OSError as exc:
                 log.warning("cannot write %s: %s", self.relay_status.path, exc)
 
+    def _publishable_endpoints(self) -> dict[bytes, Endpoint | None]:
+        """The engine's endpoints, except that a member reaching us through the relay over
+        TCP (UDP blocked) is seen at a loopback proxy, which nobody else could use: it is
+        published at its first host candidate instead (the directory lists only members
+        with an endpoint), which others probe in vain before they use a relay."""
+        endpoints = dict(self._endpoints)
+        for member in self._members:
+            endpoint = endpoints.get(member.public_key)
+            if endpoint and ipaddress.ip_address(normalize_endpoint(endpoint)[0]).is_loopback:
+                hosts = candidate_endpoints(member.host_candidates)
+                endpoints[member.public_key] = hosts[0] if hosts else None
+        return endpoints
+
     def _publish(self) -> None:
         """Serve the directory as the membership and endpoints say; NOTIFY the members
         when it changed."""
         with self._lock:
             extras = {key: relay_txt(port) for key, port in self._relay_offers.items()}
-        records = directory_records(self._members, self._endpoints, extras)
+        endpoints = self._publishable_endpoints()
+        records = directory_records(self._members, endpoints, extras)
         with self._lock:
             nat_kinds = dict(self._nat_kinds)
         for record in records:          # TXT nat=hard|easy (discovery.traversal.birthday)

@@ -10,7 +10,11 @@ Layout: ``mwg1.`` + unpadded base64url of a packed binary record::
     expiry, unix seconds, 0 = never   u64
     enrollment TCP port               u16
     endpoint length                   u8, then the endpoint "HOST:PORT" in UTF-8
+    (version 2 only) relay TCP port   u16, then the pin of the relay's TLS certificate,
+                                      32 bytes (discovery.relay.tls.spki_pin)
     checksum                          first 4 bytes of SHA-256 of everything above
+
+A token without a relay pin is written as version 1, as before; both versions decode.
 
 The checksum only catches copy-paste damage; authenticity comes from the invite
 secret, which the rendezvous checks (see discovery.enroll.messages).
@@ -30,6 +34,9 @@ from meshwg.util.errors import MeshwgError
 
 TOKEN_PREFIX = "mwg1."
 TOKEN_VERSION = 1
+TOKEN_VERSION_RELAY = 2         # with the relay's TCP port and TLS pin
+PIN_SIZE = 32
+_RELAY = struct.Struct(f">H{PIN_SIZE}s")
 SECRET_SIZE = 32
 ID_SIZE = 16
 _HEADER = struct.Struct(f">B{KEY_SIZE}s{ID_SIZE}s{ID_SIZE}s{SECRET_SIZE}sQHB")
@@ -52,6 +59,8 @@ class Token:
     expires_at: int | None        # unix seconds, None = never
     mesh_id: str                  # 32 hex digits
     enroll_port: int              # TCP port of the enrollment service
+    relay_tcp_port: int = 0       # the relay over TLS on TCP (0: none known)
+    relay_pin: bytes = b""        # SHA-256 of its certificate's public key (32 bytes, or none)
 
     @property
     def enroll_address(self) -> tuple[str, int]:
@@ -73,8 +82,13 @@ def encode_token(token: Token) -> str:
         raise ValueError(f"endpoint {token.endpoint!r} is longer than {_MAX_ENDPOINT} bytes")
     if len(token.rendezvous_public_key) != KEY_SIZE or len(token.secret) != SECRET_SIZE:
         raise ValueError("rendezvous public key and invite secret must be 32 bytes each")
+    relay = b""
+    if token.relay_pin:
+        if len(token.relay_pin) != PIN_SIZE or not 1 <= token.relay_tcp_port <= 65535:
+            raise ValueError("a relay pin is 32 bytes and needs a relay TCP port in 1..65535")
+        relay = _RELAY.pack(token.relay_tcp_port, token.relay_pin)
     body = _HEADER.pack(
-        TOKEN_VERSION,
+        TOKEN_VERSION_RELAY if relay else TOKEN_VERSION,
         token.rendezvous_public_key,
         bytes.fromhex(token.mesh_id),
         bytes.fromhex(token.invite_id),
@@ -82,7 +96,7 @@ def encode_token(token: Token) -> str:
         token.expires_at or 0,
         token.enroll_port,
         len(endpoint),
-    ) + endpoint
+    ) + endpoint + relay
     packed = body + hashlib.sha256(body).digest()[:_CHECKSUM_SIZE]
     return TOKEN_PREFIX + base64.urlsafe_b64encode(packed).rstrip(b"=").decode("ascii")
 
@@ -110,10 +124,18 @@ def decode_token(text: str) -> Token:
         raise TokenError("invite token is damaged (checksum mismatch): copy it again")
     (version, key, mesh_id, invite_id, secret, expires, port,
      endpoint_len) = _HEADER.unpack_from(body)
-    if version != TOKEN_VERSION:
-        raise TokenError(f"invite token format {version} is not supported (expected {TOKEN_VERSION})")
-    endpoint_raw = body[_HEADER.size:]
-    if len(endpoint_raw) != endpoint_len:
+    if version not in (TOKEN_VERSION, TOKEN_VERSION_RELAY):
+        raise TokenError(f"invite token format {version} is not supported (expected "
+                         f"{TOKEN_VERSION} or {TOKEN_VERSION_RELAY})")
+    endpoint_raw = body[_HEADER.size:_HEADER.size + endpoint_len]
+    extra = body[_HEADER.size + endpoint_len:]
+    relay_port, relay_pin = 0, b""
+    if version == TOKEN_VERSION_RELAY and len(extra) == _RELAY.size:
+        relay_port, relay_pin = _RELAY.unpack(extra)
+        extra = b""
+        if relay_port == 0:
+            raise TokenError("invite token carries relay TCP port 0")
+    if len(endpoint_raw) != endpoint_len or extra:
         raise TokenError("invite token is damaged: endpoint length does not match")
     try:
         endpoint = endpoint_raw.decode("utf-8")
@@ -124,4 +146,4 @@ def decode_token(text: str) -> Token:
         raise TokenError("invite token carries enrollment port 0")
     return Token(endpoint=endpoint, rendezvous_public_key=key, invite_id=invite_id.hex(),
                  secret=secret, expires_at=expires or None, mesh_id=mesh_id.hex(),
-                 enroll_port=port)
+                 enroll_port=port, relay_tcp_port=relay_port, relay_pin=relay_pin)

@@ -37,6 +37,8 @@ class MemberState:
     rendezvous_endpoint: str
     dns_address: str
     dns_port: int = DEFAULT_DNS_PORT
+    relay_tcp_port: int = 0         # the rendezvous's relay over TLS on TCP (0: unknown)
+    relay_pin: str = ""             # its certificate's pin, hex (from the join token)
 
     @property
     def public_key(self) -> bytes:
@@ -98,6 +100,8 @@ class MemberState:
                 if f.name != "private_key" and f.default is MISSING and f.name not in doc:
                     raise KeyError(f.name)
             doc["rendezvous_public_key"] = public_key_bytes(doc["rendezvous_public_key"])
+            if len(bytes.fromhex(doc.get("relay_pin", ""))) not in (0, 32):
+                raise ValueError("relay_pin is not 32 bytes of hex")
             return cls(private_key=private_key, **doc)
         except json.JSONDecodeError as exc:
             raise StateError(f"{doc_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None

@@ -253,6 +253,39 @@ class Service:
         self._wake_r = self._wake_w = -1
 
 
+class Waker:
+    """A self-pipe that lets other threads wake a loop blocked in Service.wait_readable:
+    pass the Waker among the files; when it comes back readable, drain() it. wake() never
+    blocks (a full pipe already wakes the loop)."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def wake(self) -> None:
+        try:
+            os.write(self._w, b"x")
+        except OSError:
+            pass
+
+    def drain(self) -> None:
+        try:
+            os.read(self._r, 4096)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class StreamReader:
     """Lines and exact sizes from a stream socket, received only when poll says bytes are
     there, so a read ends at the end of the stream, at `deadline` (time.monotonic()
