@@ -3,7 +3,8 @@
 The accepted language is wg-quick's: an [Interface] section and [Peer] sections of
 `Key = Value` lines; section names and keys are case-insensitive, `#` starts a comment
 (except in the hook keys, whose whole value goes to bash, as wg-quick does); a UTF-8 byte
-order mark before the first line is skipped.
+order mark before the first line is skipped; lines end at "\n" (a "\r" before it is white
+space), never at the other characters str.splitlines breaks at.
 
 Where wg (wireguard-tools src/config.c) or wg-quick (src/wg-quick/linux.bash) accept a
 value, it is accepted with the same meaning; the rest is refused with one "PATH:LINE:"
@@ -135,7 +136,10 @@ class _Parser:
     def parse(self, text: str) -> InterfaceConfig:
         if text.startswith(_BOM):
             text = text[len(_BOM):]
-        for self.lineno, raw in enumerate(text.splitlines(), start=1):
+        # lines end at "\n" only, as wg-quick's `read -r` and wg's getline see them
+        # (str.splitlines also breaks at U+2028, NEL, VT, FF: a "# comment" holding one
+        # would hide a PostUp line that meshwg runs and wg-quick does not)
+        for self.lineno, raw in enumerate(text.split("\n"), start=1):
             line = raw.split("#", 1)[0].strip()
             if not line:
                 continue

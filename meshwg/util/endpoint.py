@@ -40,8 +40,9 @@ def split_hostport(text: str) -> tuple[str, str]:
 
 
 def parse_port(text: str, lowest: int = 1) -> int:
-    """A decimal port number in lowest..65535 (at most 5 digits); EndpointError otherwise."""
-    if not isinstance(text, str) or not text.isdigit() or len(text) > 5 \
+    """A decimal port number in lowest..65535 (at most 5 ASCII digits: str.isdigit alone
+    takes "²" and "５", as strtoul does not); EndpointError otherwise."""
+    if not isinstance(text, str) or not (text.isascii() and text.isdigit()) or len(text) > 5 \
             or not lowest <= int(text) <= 65535:
         raise EndpointError(f"port {text!r} is not in {lowest}..65535")
     return int(text)

@@ -46,6 +46,22 @@ def test_byte_order_mark_before_interface_is_skipped(tmp_path):
     assert refused(BASE + "\ufeff" + PEER).line == 3
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1e"])
+def test_only_newline_ends_a_line(separator):
+    """wg-quick reads lines with `read -r`: a comment holding U+2028, NEL, VT or FF stays a
+    comment (no hidden PostUp), and such a character inside a value is no line break."""
+    cfg = parse_config(BASE + f"# note{separator}PostUp = touch /tmp/x\n", resolve=no_dns)
+    assert cfg.post_up == []
+    error = refused(BASE + PEER + f"AllowedIPs = 10.0.0.0/24{separator}PersistentKeepalive = 25\n")
+    assert error.line == 5 and "AllowedIPs" in str(error)
+
+
+def test_crlf_line_ends_are_accepted():
+    text = BASE + "PostUp = echo %i\n" + PEER + "AllowedIPs = 10.0.0.0/24\n"
+    cfg = parse_config(text.replace("\n", "\r\n"), resolve=no_dns)
+    assert cfg.post_up == ["echo %i"] and [str(n) for n in cfg.peers[0].allowed_ips] == ["10.0.0.0/24"]
+
+
 @pytest.mark.parametrize("key, section", [("PersistentKeepalive", PEER), ("MTU", ""),
                                           ("ListenPort", ""), ("FwMark", ""), ("Table", "")])
 def test_thousands_of_digits_are_one_line_errors(key, section):

@@ -77,6 +77,16 @@ def test_split_port_prefix_and_address_bytes() -> None:
         parse_network("10.0.0.0/0008")
 
 
+@pytest.mark.parametrize("text", ["\u00b2", "\uff15\uff11\uff18\uff12\uff10", "\u0665"])
+def test_port_is_ascii_digits_only(text) -> None:
+    """Superscript, full-width and Arabic-Indic digits pass str.isdigit; each is one
+    EndpointError (a superscript two used to escape as a bare ValueError from int())."""
+    with pytest.raises(EndpointError):
+        parse_port(text)
+    with pytest.raises(EndpointError):
+        parse_endpoint(f"192.0.2.1:{text}")
+
+
 def test_resolve_literals_without_dns_and_every_family_of_a_name() -> None:
     def no_dns(*args):
         raise AssertionError("an IP literal must not be looked up")
