@@ -135,6 +135,7 @@ def cmd_invites(args) -> int:
 
 def cmd_members(args) -> int:
     from discovery.stores.rendezvous import RendezvousState
+    from discovery.stores.validate import candidate_problems
     try:
         with RendezvousState.open(args.state) as st:
             members = st.members()
@@ -143,7 +144,8 @@ def cmd_members(args) -> int:
         raise CliError(f"members: {exc}") from None
     rows = [{"name": m.name, "mesh_address": m.mesh_address, "public_key": encode_key(m.public_key),
              "joined_at": m.joined_at, "last_seen": m.last_seen,
-             "host_candidates": m.host_candidates} for m in members]
+             "host_candidates": m.host_candidates,
+             "unpublishable": candidate_problems(m.host_candidates)} for m in members]
     relay = _relay_status(args.state)
     if args.json:
         print(json.dumps({"rendezvous": me, "members": rows, "relay": relay}, indent=2))
@@ -153,6 +155,8 @@ def cmd_members(args) -> int:
     for r in rows:
         joined = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["joined_at"]))
         print(f"{r['name']:20} {r['mesh_address']:16} {r['public_key']:45} {joined}")
+        for reason in r["unpublishable"]:   # stored before candidates were checked
+            print(f"  not published: {reason}")
     return 0
 
 

@@ -76,6 +76,18 @@ def is_local_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_private or ip in _SHARED_SPACE
 
 
+def candidate_problems(candidates: list[str]) -> list[str]:
+    """Why each candidate a peer could not be given (candidate_ip) is unusable, one line
+    each: for states that stored candidates before they were checked."""
+    problems = []
+    for cand in candidates:
+        try:
+            candidate_ip(cand)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def screen_candidates(candidates: list[str], observed: list[str]) -> tuple[list[str], list[str]]:
     """Split host candidates into (kept, dropped): kept when candidate_ip accepts it and
     its IP is local (is_local_ip) or one of the `observed` IPs (the addresses the

@@ -166,3 +166,25 @@ def test_join_token_sources_refuse_clearly(tmp_path: Path) -> None:
     assert "invalid token" in one_line_error(out)
     assert "--token-file" in run("join", "--help").stdout
     assert not os.path.exists(m)
+
+
+# ---------------------------------------------------------------- case 11: nothing dropped silently
+
+
+def test_members_names_candidates_the_directory_cannot_publish(tmp_path: Path) -> None:
+    """A state written before candidates were checked (host names, scoped addresses):
+    `meshwg members` says what is not published instead of leaving it out silently."""
+    import sqlite3
+    from discovery.stores.rendezvous import DB_NAME
+    state = tmp_path / "rdv"
+    with RendezvousState.init(state, "10.42.0.0/24", "127.0.0.1:51820") as st:
+        st.add_member("old", new_key(), host_candidates=["10.0.0.7:51820"])
+    with sqlite3.connect(state / DB_NAME) as db:
+        db.execute("UPDATE members SET candidates = ? WHERE name = 'old'",
+                   (json.dumps(["10.0.0.7:51820", "nas.lan:51820", "[fe80::1%eth0]:51820"]),))
+    doc = json.loads(run("members", "--state", str(state), "--json").stdout)
+    (row,) = doc["members"]
+    assert len(row["unpublishable"]) == 2
+    assert "nas.lan" in row["unpublishable"][0] and "scoped" in row["unpublishable"][1]
+    text = run("members", "--state", str(state)).stdout
+    assert text.count("not published") == 2 and "old" in text
