@@ -9,7 +9,7 @@ APT_PACKAGES := wireguard-go wireguard-tools iperf3 iputils-ping iproute2 iptabl
                 netcat-openbsd procps kmod miniupnpd-iptables miniupnpd
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt venv test test-fast demo bench bench-json clean
+.PHONY: all deps apt venv test test-fast demo bench bench-json fuzz clean
 
 all: test
 
@@ -46,6 +46,13 @@ bench: deps
 
 bench-json: deps
 	$(PY) bench/bench.py --json
+
+# every fuzz target in turn, FUZZ_SECONDS each (atheris when it installs, else the built-in
+# loop); one target: $(PY) -m fuzz TARGET --seconds N. See fuzz/README.md.
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	-$(VENV)/bin/pip install -q -e '.[fuzz]'
+	$(PY) -m fuzz all --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,1 @@
+"""Fuzz harness for every parser of outside input: see fuzz/README.md and fuzz.engine."""

@@ -1,0 +1,61 @@
+"""mDNS announcements as the LAN browser hands them over (discovery.lan.records.
+parse_announcement: instance name, TXT properties, addresses, SRV port). Refusal:
+MalformedAnnouncement.
+
+Input layout (fields split at NUL bytes): instance name, port (decimal text; empty: no
+SRV), addresses (comma-separated text), then one TXT property per field ("key=value";
+without "=": a key with no value). An instance name of "*" is replaced by the name the
+announced mesh and key would give, so inputs get past the name check to the port and
+address checks."""
+
+from __future__ import annotations
+
+from discovery.lan.records import MalformedAnnouncement, encode_txt, instance_name, parse_announcement
+from fuzz.targets._keys import public
+from meshwg.core.keys import KeyFormatError, decode_key
+
+ALLOWED = (MalformedAnnouncement,)
+TOKENS = (b"\x00", b"v=1", b"pub=", b"mesh=", b"addr=", b"name=", b"*", b",", b"fe80::1%eth0",
+          b"127.0.0.1", b"ff02::fb", b"65536", b"-1", b"=")
+
+
+def decode(data: bytes) -> tuple[str, dict[bytes, bytes | None], list[str], int | None]:
+    fields = data.split(b"\x00")
+    fields += [b""] * (3 - len(fields))
+    instance = fields[0].decode("utf-8", "replace")
+    port_text = fields[1].decode("ascii", "replace")
+    port = int(port_text) if port_text.isdigit() and len(port_text) < 12 else None
+    addresses = [a for a in fields[2].decode("utf-8", "replace").split(",") if a]
+    properties: dict[bytes, bytes | None] = {}
+    for item in fields[3:]:
+        key, sep, value = item.partition(b"=")
+        properties[key] = value if sep else None
+    if instance == "*":
+        try:
+            mesh = (properties.get(b"mesh") or b"").decode()
+            instance = instance_name(mesh, decode_key((properties.get(b"pub") or b"").decode(), "pub"))
+        except (UnicodeDecodeError, KeyFormatError):
+            pass
+    return instance, properties, addresses, port
+
+
+def one_input(data: bytes) -> None:
+    instance, properties, addresses, port = decode(data)
+    parse_announcement(instance, properties, addresses, port, 1_700_000_000.0)
+
+
+def encode(instance: str, port: int | None, addresses: list[str], txt: dict[str, str]) -> bytes:
+    return b"\x00".join([instance.encode(), b"" if port is None else str(port).encode(),
+                         ",".join(addresses).encode()]
+                        + [f"{k}={v}".encode() for k, v in txt.items()])
+
+
+def seeds() -> dict[str, bytes]:
+    mesh, key = "fedcba9876543210" * 2, public("lan")
+    txt = encode_txt(mesh, key, "laptop", "100.64.0.9")
+    name = instance_name(mesh, key)
+    return {
+        "announcement": encode(name, 51820, ["192.168.1.9", "fe80::9%eth0"], txt),
+        "derived-name": encode("*", 51820, ["10.1.2.3", "2001:db8::9"], txt),
+        "v6-addr": encode("*", 1, ["::1", "224.0.0.251"], encode_txt(mesh, key, "", "fd00::9/64")),
+    }
