@@ -14,6 +14,8 @@ from meshwg.core import crypto
 from meshwg.core.keys import KEY_SIZE, decode_key
 from meshwg.util.endpoint import EndpointError, parse_endpoint
 
+from discovery.dnssd.member import published_ip
+
 MAX_CANDIDATES = 16
 MAX_CANDIDATE_LENGTH = 255
 
@@ -56,14 +58,7 @@ def candidate_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     literal (no host name), no IPv6 scope, IPv4-mapped IPv6 as IPv4, and not unspecified,
     loopback, link-local, multicast or reserved. ValueError naming the candidate else."""
     host, _ = parse_endpoint(text)
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"host candidate {text!r}: {host!r} is not an IP address") from None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
-            raise ValueError(f"host candidate {text!r}: a scoped IPv6 address cannot be shared")
-        ip = ip.ipv4_mapped or ip
+    ip = published_ip(host, f"host candidate {text!r}")
     if ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_multicast \
             or ip.is_reserved:
         raise ValueError(f"host candidate {text!r}: {ip} is not an address peers can probe")

@@ -11,12 +11,10 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from discovery.enroll.transport import EnrollmentServer
 from discovery.lab.netns import poll
 
-from tests.discovery.enroll.test_enrollment import Rendezvous, start_rendezvous
+from tests.discovery.enroll.test_enrollment import Rendezvous, rz  # noqa: F401 -- the fixture
 
 ABUSER = "127.0.0.2"
 
@@ -65,16 +63,6 @@ class Slowloris:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self._thread.join(timeout=30)
-
-
-@pytest.fixture
-def rz(tmp_path: Path):
-    r = start_rendezvous(tmp_path / "rz")
-    try:
-        yield r
-    finally:
-        r.server.stop()
-        r.state.close()
 
 
 def test_legitimate_joiners_get_through_64_slow_connections(rz: Rendezvous) -> None:
