@@ -175,3 +175,23 @@ def test_joiner_that_cannot_save_its_membership_retries_with_the_same_token(
     assert refused.value.reason == "used_up"
     with pytest.raises(StateError, match="already holds a membership"):
         enrollment_key(disk / "m")
+
+
+def test_meshwg_join_says_how_to_recover_when_it_cannot_save(disks, rendezvous) -> None:
+    """The command: enrolled, member.json cannot be written: one line that says to run the
+    same command again; the key it enrolled with stays saved."""
+    from discovery.enroll.tokens import encode_token
+    from tests.discovery.daemons.test_mesh_cli import MESHWG, ROOT
+    st, server, hooks = rendezvous
+    disk = disks("joiner", "1m")
+    token_file = Path(str(disk) + "-token")
+    token_file.write_text(encode_token(st.create_invite(enroll_port=server.port)))
+    hooks.append(lambda member: fill(disk))
+    out = subprocess.run(MESHWG + ["join", "--token-file", str(token_file), "--state",
+                                   str(disk / "m"), "--name", "m"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    err = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert "enrolled, but cannot save" in err[-1] and "same command again" in err[-1], err
+    assert (disk / "m" / PRIVATE_KEY_FILE).exists() and not (disk / "m" / "member.json").exists()
+    assert [m.name for m in st.members()] == ["m"]
