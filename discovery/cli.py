@@ -211,7 +211,7 @@ def cmd_join(args) -> int:
     try:
         daemon = MemberDaemon(args.state, interface=args.interface, listen_port=args.listen_port,
                               interval=args.interval, mdns=not args.no_mdns,
-                              portmap=not args.no_portmap,
+                              portmap=not args.no_portmap, netcheck=not args.no_netcheck,
                               relay_port=(args.relay_port or 0) if args.relay or args.relay_port else None)
     except MeshwgError as exc:
         raise CliError(f"join: {exc}") from None
@@ -452,6 +452,10 @@ def register(sub) -> None:
     p.add_argument("--no-mdns", action="store_true", help="do not publish or browse on the LAN")
     p.add_argument("--no-portmap", action="store_true",
                    help="do not ask the home gateway for a port mapping (PCP, NAT-PMP, UPnP)")
+    p.add_argument("--no-netcheck", action="store_true",
+                   help="do not run netcheck by itself (at start without a recent report, after "
+                        "address changes, every 30 min): only `meshwg netcheck --state` tells it "
+                        "its NAT kind, which hard-NAT traversal needs")
     p.add_argument("--relay", action="store_true",
                    help="offer to relay the other members' WireGuard datagrams (members only, "
                         "UDP on the listen port + 1): for a member with a public address; "

@@ -4,26 +4,45 @@ driven once per reconciliation round.
 
 Only a member that knows its own NAT kind (netcheck's hard-NAT fact, reported to the
 rendezvous and published as the TXT key ``nat``) takes part; without it nothing is opened
-and no thread runs.
+and no thread runs. The kind comes from the saved report at start or, later, from the
+member's own netcheck (:meth:`HardNatTraversal.set_nat`).
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 from typing import Any, Callable, Mapping
 
 from meshwg.device.api import DeviceStatus, DeviceUpdate
+from meshwg.core.keys import encode_key
 from meshwg.device.device import Device
 from meshwg.util.endpoint import Endpoint, format_endpoint
 
 from discovery.dnssd.member import MemberRecord
 from discovery.traversal.birthday import (
-    EASY, HARD, NAT_TXT_KEY, PROBE_RATE, BirthdayPlanner, add_probes, nat_kind, pairs_from,
+    EASY, HARD, MAX_HARD, NAT_TXT_KEY, PROBE_RATE, SOCKETS, BirthdayPlanner, add_probes, nat_kind,
+    pairs_from,
 )
 from discovery.traversal.birthday_sockets import BirthdaySockets
 from discovery.traversal.paths import PathManager
 
 log = logging.getLogger("meshwg.member")
+
+DESCRIPTORS_BASE = 1024      # what the daemon holds besides the hard side's sockets, at most
+
+
+def _descriptors_for(sockets: int) -> None:
+    """Raise this process's soft descriptor limit (up to its hard limit) so that `sockets`
+    more fit (as Go's runtime raises it for wireguard-go); fewer open when it cannot."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = DESCRIPTORS_BASE + sockets
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (OSError, ValueError) as exc:
+            log.info("birthday: descriptor limit stays %d: %s", soft, exc)
 
 
 class HardNatTraversal:
@@ -34,12 +53,28 @@ class HardNatTraversal:
         self.nat = nat_kind(hard_nat)           # "hard" | "easy" | None: what we report
         self.planner = BirthdayPlanner(self.nat)
         self.sockets: BirthdaySockets | None = None
+        self._started: tuple[Device, Callable[[], None]] | None = None
 
     def start(self, device: Device, wake: Callable[[], None]) -> None:
         """Open the sockets' thread (only with a known NAT kind); `wake` asks the daemon
         for a round (a probe found a path)."""
-        if self.nat is not None:
+        self._started = (device, wake)
+        if self.nat == HARD:
+            _descriptors_for(MAX_HARD * SOCKETS)
+        if self.nat is not None and self.sockets is None:
             self.sockets = BirthdaySockets(device.listen_port, device.send_side, on_hit=wake).start()
+
+    def set_nat(self, hard_nat: bool | None) -> bool:
+        """Our NAT kind as netcheck found it again (the member's own check); True when it
+        changed (then it is to be reported). The sockets open once a kind is known; a check
+        that could not tell (None) keeps the kind we had."""
+        kind = nat_kind(hard_nat)
+        if kind is None or kind == self.nat:
+            return False
+        self.nat = self.planner.own_nat = kind
+        if self._started is not None:
+            self.start(*self._started)
+        return True
 
     def stop(self) -> None:
         if self.sockets is not None:
@@ -93,4 +128,6 @@ class HardNatTraversal:
                 "successes": sum(s.successes for s in peers),
                 "last_success_after": round(max(times), 2) if times else None,
                 "hits": c.hits, "probes_sent": c.probes_sent, "sockets_opened": c.sockets_opened,
-                "dropped": c.dropped}
+                "dropped": c.dropped,
+                "proxies": {encode_key(key): format_endpoint(endpoint)
+                            for key, endpoint in self.sockets.proxies().items()}}

@@ -21,6 +21,9 @@
   engine socket's reflexive endpoint in every other family it has a route in
   (discovery.netcheck.mapping), reported as host candidates: a dual-stack member is
   published on both families;
+- runs netcheck by itself in the background (discovery.daemons.netcheck_schedule: at
+  start without a recent report, after its addresses change, every 30 min) and reports its
+  NAT kind again when that changed: birthday probing needs it;
 - writes a status file for `meshwg status` when what it says changes.
 
 It is a thin loop around discovery.traversal.reconcile: it sleeps until something happens
@@ -53,6 +56,7 @@ from discovery.daemons.directory_cache import cache_path, load_directory, save_d
 from discovery.daemons.engine_events import EngineEvents
 from discovery.daemons.hard_nat import HardNatTraversal
 from discovery.daemons.member_status import StatusFile, status_path
+from discovery.daemons.netcheck_schedule import BackgroundNetcheck, Facts
 from discovery.dnssd.client import DiscoveryError, directory_serial, resolve_member, resolve_zone
 from discovery.dnssd.notify import NotifyListener
 from discovery.dnssd.member import MemberRecord
@@ -118,8 +122,11 @@ class MemberDaemon:
 
     def __init__(self, state_dir: str, interface: str = "meshwg0", listen_port: int = 0,
                  interval: float = DEFAULT_INTERVAL, mdns: bool = True, portmap: bool = True,
-                 relay_port: int | None = None):
+                 relay_port: int | None = None, netcheck: bool = True):
         self.state_dir = state_dir
+        self.use_netcheck = netcheck    # run netcheck by ourselves (discovery.netcheck.schedule)
+        self.netcheck: BackgroundNetcheck | None = None
+        self._netcheck_facts: Facts | None = None   # from its thread, for the loop
         self.relay_port = relay_port    # offer a relay on this UDP port (0: WG port + 1; None: no)
         self.relay_server: RelayServer | None = None
         self.relays: RelayPool | None = None       # every relay we bind at (the rendezvous's too)
@@ -195,6 +202,9 @@ class MemberDaemon:
                                                 self.relay_port or self.device.listen_port + 1,
                                                 members=[st.public_key, *self.directory]).start()
             self.hard_nat.start(self.device, self._loop_service.wake)
+            if self.use_netcheck:      # in the background: the join does not wait for it
+                self.netcheck = BackgroundNetcheck(self.state_dir, st.rendezvous_endpoint,
+                                                   self._on_netcheck).start()
             if self.use_mdns:      # registering takes ~1.5 s (mDNS probing): not before links
                 self._loop_service.spawn(self._start_mdns, name="member-mdns")
             if self.use_portmap:
@@ -238,6 +248,8 @@ class MemberDaemon:
         if self.portmapper is not None:
             self.portmapper.stop()             # deletes the mapping on the gateway
         self.hard_nat.stop()
+        if self.netcheck is not None:
+            self.netcheck.stop()
         for part in (self.notify_listener, self.watcher, self.browser, self.announcer, self.relays,
                      self.relay, self.relay_server):
             if part is not None:
@@ -270,6 +282,12 @@ class MemberDaemon:
 
     def _on_address_change(self) -> None:
         self._addresses_changed = True
+        if self.netcheck is not None:
+            self.netcheck.addresses_changed()
+        self._loop_service.wake()
+
+    def _on_netcheck(self, facts: Facts) -> None:
+        self._netcheck_facts = facts
         self._loop_service.wake()
 
     def _on_engine_events(self, events: list) -> None:
@@ -295,6 +313,13 @@ class MemberDaemon:
         if self._addresses_changed:
             self._addresses_changed = False
             self._handle_own_address_change(now)
+        facts, self._netcheck_facts = self._netcheck_facts, None
+        if facts is not None:          # our own netcheck ran: cite it; report a new NAT kind
+            self.reconciler.paths.set_own_facts(*facts)
+            if self.hard_nat.set_nat(facts[1]):
+                log.info("own NAT kind: %s", self.hard_nat.nat)
+                self._reported = None
+                self._resolve_wanted = True
         if (self._resolve_wanted or now >= self._resolve_at) and now >= self._resolve_not_before:
             self._read_directory(now)
         next_deadline = min((t for t in (self._reconcile(now), self._hard_nat_at) if t is not None),
@@ -518,6 +543,7 @@ class MemberDaemon:
             "directory": {"ok_at": self.directory_ok, "error": self.directory_error},
             "portmap": self.portmapper.status() if self.portmapper is not None else None,
             "hard_nat": self.hard_nat.status(),
+            "netcheck": self.netcheck.status() if self.netcheck is not None else None,
             "relay_server": self._relay_server_status(),
             "peers": peers,
         }

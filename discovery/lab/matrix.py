@@ -21,7 +21,10 @@ For each cell the matrix records the time to first packet (from both members' ``
 join`` launched to the first ping reply between their mesh addresses) and the path each
 end holds, judged from ``wg show IFACE endpoints`` against the lab's known addresses:
 ``lan`` (the peer's LAN address, same LAN), ``direct`` (the peer's public address: its own
-or its NAT's), ``relay`` (127.0.0.1, the member's proxy to the rendezvous's relay).
+or its NAT's; or, behind a symmetric NAT, the loopback proxy of the port birthday probing
+found, as the member's status file names it), ``relay`` (127.0.0.1, the member's proxy to
+a relay). The members run netcheck by themselves (``meshwg join`` without
+``--no-netcheck``), so each learns its NAT kind as a user's member does.
 :func:`run_matrix` builds, runs and removes it; ``discovery.lab.demo`` prints it and
 ``tests/discovery/lab/test_matrix.py`` asserts every cell.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -39,6 +43,7 @@ from typing import Any, Iterator
 from meshwg.core.keys import encode_key
 from meshwg.util.endpoint import split_hostport
 
+from discovery.daemons.member_status import status_path
 from discovery.lab.mesh import (INTERNET, INTERNET_GATEWAY, RENDEZVOUS_ADDRESS, MeshLab, Node,
                                 _node, init_rendezvous, lab_registry)
 from discovery.lab.nat import Internet, NatRouter
@@ -81,8 +86,9 @@ SITUATIONS = {
 # The cells and the path each should settle on, both ends agreeing. Each situation meets
 # open, cone and sym, plus sym-sym, double-double and the same-LAN / same-NAT pairs.
 # Expected is what main does today; cells other slices of issue 8 will change:
-# * symmetric vs a cone NAT (cone, keep, double, lan, hp, nh, short): relay today; the
-#   birthday-probing slice (B) should make the endpoint-independent sides direct.
+# * symmetric vs an endpoint-independent NAT (cone, keep, double, lan, hp, nh, short):
+#   direct by birthday-paradox probing (discovery.traversal.birthday), each member having
+#   learnt its NAT kind by its own netcheck (discovery.daemons.netcheck_schedule).
 # * blocked: "UDP blocked except TCP 443" needs the TCP 443 TLS relay slice (R1); this lab
 #   lets UDP reach the rendezvous (and so its UDP relay), which main handles today.
 CELLS: dict[tuple[str, str], str] = {
@@ -90,32 +96,32 @@ CELLS: dict[tuple[str, str], str] = {
     ("open", "cone"): "direct",
     ("open", "sym"): "direct",        # the open side answers the symmetric NAT's mapping
     ("cone", "cone2"): "direct",
-    ("cone", "sym"): "relay",         # B: direct
+    ("cone", "sym"): "direct",        # birthday probing
     ("keep", "open"): "direct",
     ("keep", "cone"): "direct",
-    ("keep", "sym"): "relay",         # B: direct
+    ("keep", "sym"): "direct",        # birthday probing
     ("sym", "sym2"): "relay",         # no technique makes two symmetric NATs meet
     ("double", "open"): "direct",
     ("double", "cone"): "direct",
-    ("double", "sym"): "relay",       # B: direct
+    ("double", "sym"): "direct",      # birthday probing
     ("double", "double2"): "direct",
     ("lan", "cone"): "lan",
     ("lan", "open"): "direct",
-    ("lan", "sym"): "relay",          # B: direct
+    ("lan", "sym"): "direct",         # birthday probing
     ("hp", "hp2"): "direct",          # through the NAT's public address, hairpinned
     ("hp", "open"): "direct",
     ("hp", "cone"): "direct",
-    ("hp", "sym"): "relay",           # B: direct
+    ("hp", "sym"): "direct",          # birthday probing
     ("nh", "nh2"): "relay",           # no hairpin, no route between the segments
     ("nh", "open"): "direct",
     ("nh", "cone"): "direct",
-    ("nh", "sym"): "relay",           # B: direct
+    ("nh", "sym"): "direct",          # birthday probing
     ("blocked", "open"): "relay",     # R1 for a member that only TCP 443 carries
     ("blocked", "cone"): "relay",
     ("blocked", "sym"): "relay",
     ("short", "open"): "direct",
     ("short", "cone"): "direct",
-    ("short", "sym"): "relay",        # B: direct
+    ("short", "sym"): "direct",       # birthday probing
     ("v6", "open"): "direct",         # over IPv6 (the dual-stack member's IPv6 candidate)
 }
 
@@ -200,14 +206,19 @@ class Matrix:
     joined_s: dict[str, float] = field(default_factory=dict)   # member -> joined, from then
     notes: list[str] = field(default_factory=list)             # what timed out, and why
 
-    def judge(self, a: str, endpoint: str, b: str) -> str:
-        """What a's endpoint for b is: lan, direct, relay, none or "other HOST"."""
+    def judge(self, a: str, endpoint: str, b: str, birthday: dict[str, str] | None = None
+              ) -> str:
+        """What a's endpoint for b is: lan, direct, relay, none or "other HOST".
+        ``birthday``: a's birthday proxies (peer public key -> "127.0.0.1:PORT", from
+        :meth:`birthday_proxies`): that loopback endpoint is a's own socket on the port of
+        its symmetric NAT that b's probe reached, so direct; any other is a relay proxy."""
         if endpoint in ("", "(none)"):
             return "none"
         host = split_hostport(endpoint)[0]
         me, peer = self.situations[a], self.situations[b]
         if host == RELAY_HOST:
-            return "relay"
+            found = (birthday or {}).get(peer.node.public_key or "")
+            return "direct" if found == endpoint else "relay"
         if host == peer.node.lan_address and me.lan_network == peer.lan_network:
             return "lan"
         if host in peer.public_addresses:
@@ -224,16 +235,28 @@ class Matrix:
                 out[label] = {}             # busy or not up yet: "none" this round
         return out
 
+    def birthday_proxies(self, label: str) -> dict[str, str]:
+        """The member's birthday proxies (peer public key -> "127.0.0.1:PORT"), read from
+        its status file (``hard_nat.proxies``; a file, so no process): {} when it has none
+        or the file is not there yet."""
+        try:
+            doc = json.loads(Path(status_path(self.situations[label].node.interface)).read_text())
+            return dict((doc.get("hard_nat") or {}).get("proxies") or {})
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
     def read_paths(self, results: dict[tuple[str, str], Cell]) -> None:
-        """Fill every cell's endpoints and paths from one round of ``wg show``."""
+        """Fill every cell's endpoints and paths from one round of ``wg show`` (and the
+        members' status files for their birthday proxies)."""
         seen = self.endpoints()
+        proxies = {label: self.birthday_proxies(label) for label in seen}
         for (a, b), cell in results.items():
             key_a = self.situations[a].node.public_key or ""
             key_b = self.situations[b].node.public_key or ""
             cell.endpoint_ab = seen[a].get(key_b, "(none)")
             cell.endpoint_ba = seen[b].get(key_a, "(none)")
-            cell.path_ab = self.judge(a, cell.endpoint_ab, b)
-            cell.path_ba = self.judge(b, cell.endpoint_ba, a)
+            cell.path_ab = self.judge(a, cell.endpoint_ab, b, proxies[a])
+            cell.path_ba = self.judge(b, cell.endpoint_ba, a, proxies[b])
 
 
     def read_status(self, results: dict[tuple[str, str], Cell]) -> None:
@@ -332,7 +355,7 @@ def build_matrix(cleanup: Cleanup, workdir: Path, cells: dict[tuple[str, str], s
                 router.hairpin_port(node.listen_port, address)
     members = {label: situations[label].node for label in situations}
     mesh = MeshLab(cleanup, workdir, internet, routers, rendezvous, members, interval,
-                   symmetric=False)
+                   symmetric=False, netcheck=True)
     return Matrix(mesh, situations, dict(cells))
 
 

@@ -111,6 +111,8 @@ class MeshLab:
     members: dict[str, Node]
     interval: float
     symmetric: bool
+    netcheck: bool = False     # members run netcheck by themselves (else `join --no-netcheck`:
+                               # their NAT kind only from a report the test saved)
 
     # ---- the rendezvous
 
@@ -178,7 +180,7 @@ class MeshLab:
         args = ["join"] + ([token] if token else []) + [
             "--state", node.state_dir, "--interface", node.interface,
             "--listen-port", node.listen_port, "--name", node.label,
-            "--interval", self.interval, *extra]
+            "--interval", self.interval, *([] if self.netcheck else ["--no-netcheck"]), *extra]
         remove_uapi_socket(node.interface)
         node.token = token or node.token
         node.daemon = node.ns.popen(meshwg_argv(*args), f"member-{node.label}",

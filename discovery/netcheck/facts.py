@@ -32,10 +32,26 @@ def own_facts(state_dir: str | os.PathLike, now: float) -> tuple[set[int] | None
     try:
         doc = json.loads((Path(state_dir) / NETCHECK_FILE).read_text())
         checked_at, report = float(doc["checked_at"]), doc["report"]
-        if not 0 <= now - checked_at <= MAX_AGE or report.get("udp") is not True:
+        if not 0 <= now - checked_at <= MAX_AGE:
             return None, None
-        families = {v for v, name in ((4, "ipv4"), (6, "ipv6")) if report.get(name) is True}
-        hard = report.get("hard_nat")
-        return (families or None), (hard if isinstance(hard, bool) else None)
+        return facts_of(report)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None, None
+
+
+def facts_of(report: dict) -> tuple[set[int] | None, bool | None]:
+    """(families, hard_nat) a netcheck report gives, as :func:`own_facts` reads them;
+    (None, None) when UDP got no answer. AttributeError when ``report`` is no dict."""
+    if report.get("udp") is not True:
+        return None, None
+    families = {v for v, name in ((4, "ipv4"), (6, "ipv6")) if report.get(name) is True}
+    hard = report.get("hard_nat")
+    return (families or None), (hard if isinstance(hard, bool) else None)
+
+
+def checked_at(state_dir: str | os.PathLike) -> float | None:
+    """When the saved report was made (wall-clock seconds), None without a readable one."""
+    try:
+        return float(json.loads((Path(state_dir) / NETCHECK_FILE).read_text())["checked_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

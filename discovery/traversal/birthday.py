@@ -62,7 +62,9 @@ HARD_WINDOW = 20.0              # seconds the hard side's sockets wait for a pro
 EASY_WINDOW = EASY_DELAY + PROBES / PROBE_RATE + 4.0   # spraying, then the handshake
 RETRY_START = 30.0              # seconds after a failed attempt before the next; doubles
 RETRY_MAX = 960.0
-MAX_HARD = 1                    # hard attempts at once (each holds SOCKETS sockets)
+MAX_HARD = 16                   # hard attempts at once (each holds SOCKETS sockets): the
+                                # easy sides spray on their own clocks, so a pair queued
+                                # behind others misses them (and then backs off out of step)
 MAX_EASY = 4                    # easy attempts at once
 HIT_PROBE_INTERVAL = 1.0        # seconds between handshakes through a hit, until it works
 RELEASE_AFTER = 60.0            # seconds a found path may go unused (or silent) before it closes

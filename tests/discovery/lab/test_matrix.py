@@ -25,7 +25,9 @@ from tests.conftest import require_netns
 @pytest.fixture(scope="module")
 def report():
     require_netns()
-    return matrix.run_matrix()
+    result = matrix.run_matrix()
+    print(matrix.format_table(result))       # in the log (pytest -rP): paths and times
+    return result
 
 
 @pytest.mark.netns
@@ -87,8 +89,36 @@ def test_judge_reads_the_endpoint_against_the_lab_addresses() -> None:
     assert lab.judge("o", "[fd5e:1ab::30]:51846", "v6") == "direct"
 
 
+def test_judge_tells_a_birthday_proxy_from_a_relay_proxy() -> None:
+    lab = matrix.Matrix(mesh=None, cells={}, situations={
+        "sym": _situation("sym", "198.18.4.1", "10.4.0.10", "10.4.0.0/24"),
+        "c": _situation("c", "198.18.1.1", "10.1.0.10", "10.1.0.0/24"),
+        "k": _situation("k", "198.18.3.1", "10.3.0.10", "10.3.0.0/24")})
+    lab.situations["c"].node.public_key = "C" * 43 + "="
+    lab.situations["k"].node.public_key = "K" * 43 + "="
+    found = {"C" * 43 + "=": "127.0.0.1:40123"}       # sym's birthday proxy for c only
+    assert lab.judge("sym", "127.0.0.1:40123", "c", found) == "direct"
+    assert lab.judge("sym", "127.0.0.1:40124", "c", found) == "relay"   # another proxy
+    assert lab.judge("sym", "127.0.0.1:40123", "k", found) == "relay"   # not k's proxy
+    assert lab.judge("sym", "127.0.0.1:40123", "c") == "relay"          # no status read
+    assert lab.judge("c", "198.18.4.1:61234", "sym") == "direct"        # the other end
+
+
+def test_birthday_proxies_come_from_the_members_status_file(tmp_path, monkeypatch) -> None:
+    lab = matrix.Matrix(mesh=None, cells={}, situations={
+        "sym": _situation("sym", "198.18.4.1", "10.4.0.10", "10.4.0.0/24")})
+    monkeypatch.setattr(matrix, "status_path", lambda interface: str(tmp_path / f"{interface}.json"))
+    assert lab.birthday_proxies("sym") == {}                           # no file yet
+    (tmp_path / "mwx0.json").write_text('{"hard_nat": null}')
+    assert lab.birthday_proxies("sym") == {}
+    (tmp_path / "mwx0.json").write_text('{"hard_nat": {"proxies": {"K=": "127.0.0.1:1"}}}')
+    assert lab.birthday_proxies("sym") == {"K=": "127.0.0.1:1"}
+    (tmp_path / "mwx0.json").write_text('{"hard_n')                    # mid-write: none
+    assert lab.birthday_proxies("sym") == {}
+
+
 def test_select_and_problems() -> None:
-    assert matrix.select(["cone-sym"]) == {("cone", "sym"): "relay"}
+    assert matrix.select(["cone-sym"]) == {("cone", "sym"): "direct"}
     with pytest.raises(LabError, match="unknown cell sym-cone"):
         matrix.select(["sym-cone"])
     good = matrix.Cell("cone", "sym", "relay", path_ab="relay", path_ba="relay", ping_ok=True,

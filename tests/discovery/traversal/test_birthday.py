@@ -135,13 +135,14 @@ def test_a_hit_asks_for_handshakes_through_the_proxy_until_the_pair_is_direct() 
     assert planner.step(start + 3, {K: _stuck(EASY)}, {K: PROXY}, {}).probes == {K: [PROXY]}
 
 
-def test_at_most_one_hard_attempt_at_once() -> None:
+def test_at_most_max_hard_hard_attempts_at_once() -> None:
     planner = BirthdayPlanner(HARD)
-    pairs = {K: _stuck(EASY), K2: _stuck(EASY, ("198.18.9.9", 1))}
+    keys = [bytes([i]) * 32 for i in range(birthday.MAX_HARD + 1)]
+    pairs = {key: _stuck(EASY, ("198.18.9.9", 1 + i)) for i, key in enumerate(keys)}
     step = planner.step(T0 + START_AFTER, pairs, {}, {})
-    assert len(step.start) == 1
+    assert len(step.start) == birthday.MAX_HARD
     first = step.start[0].key
-    other = K2 if first == K else K
+    other = next(key for key in keys if key not in {a.key for a in step.start})
     # when the first succeeds, the other one starts
     pairs[first] = Pair(EASY, pairs[first].peer_endpoint, None)
     step = planner.step(T0 + START_AFTER + 5, pairs, {}, {})
