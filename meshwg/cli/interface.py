@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -16,6 +17,18 @@ def interface_name_from_path(path: str) -> str:
     if base.endswith(".conf"):
         base = base[:-5]
     return base
+
+
+_NAME = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")   # wg-quick's interface name pattern
+
+
+def check_interface_name(name: str, hint: str = "") -> str:
+    """`name` if it is an interface name wg-quick accepts (1-15 of a-z A-Z 0-9 _ = + . -);
+    otherwise a CliError. Nothing else reaches a pid file or socket path: `meshwg down
+    ../../x` would read a pid from outside the run directory and signal it."""
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        fail(f"interface name {name!r} must be 1-15 characters of a-z A-Z 0-9 _ = + . -{hint}")
+    return name
 
 
 def parse_timer_overrides(items: list[str]) -> dict[str, float]:
@@ -40,9 +53,8 @@ def cmd_up(args) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         fail(str(exc))
-    name = args.interface or interface_name_from_path(args.config)
-    if not name or len(name) > 15:
-        fail(f"interface name {name!r} must be 1-15 characters (use --interface NAME)")
+    name = check_interface_name(args.interface or interface_name_from_path(args.config),
+                                "" if args.interface else " (use --interface NAME)")
     try:
         timers = Timers().with_overrides(parse_timer_overrides(args.timer))
     except ValueError as exc:
@@ -68,6 +80,9 @@ def cmd_up(args) -> int:
 
 
 def cmd_down(args) -> int:
+    if args.interface.endswith(".conf"):      # `wg-quick down /etc/wireguard/wg0.conf` works too
+        args.interface = interface_name_from_path(args.interface)
+    check_interface_name(args.interface)
     path = os.path.join(PID_DIRECTORY, f"{args.interface}.pid")
     try:
         pid = int(open(path).read().strip())

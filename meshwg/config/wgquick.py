@@ -36,6 +36,7 @@ from meshwg.core.crypto import public_key
 from meshwg.core.keys import KeyFormatError, decode_key, encode_key
 from meshwg.util.endpoint import EndpointError, format_endpoint, parse_port, split_hostport
 from meshwg.util.errors import MeshwgError
+from meshwg.util.numbers import bounded_int
 from meshwg.util.prefix import Network, has_host_bits, parse_network
 from meshwg.util.resolve import Resolver, resolve_endpoint
 
@@ -59,15 +60,6 @@ _DOMAIN = re.compile(r"~?(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252}[A-Za-z0-9_.])?|
 _BOM = "\ufeff"
 
 
-def bounded_int(text: str, high: int, low: int = 0) -> int | None:
-    """A decimal number in low..high (leading zeros allowed, as strtoul reads them), or
-    None; never converts more digits than `high` has."""
-    if not _DIGITS.fullmatch(text):
-        return None
-    digits = text.lstrip("0") or "0"
-    if len(digits) > len(str(high)) or not low <= int(digits) <= high:
-        return None
-    return int(digits)
 _SECTION = re.compile(r"\[\s*([^\]]*?)\s*\]")
 
 
@@ -140,6 +132,8 @@ class _Parser:
         # (str.splitlines also breaks at U+2028, NEL, VT, FF: a "# comment" holding one
         # would hide a PostUp line that meshwg runs and wg-quick does not)
         for self.lineno, raw in enumerate(text.split("\n"), start=1):
+            if "\x00" in raw:   # bash would drop it; Python's exec refuses it (a traceback)
+                raise self.error("a NUL byte: not a text line")
             line = raw.split("#", 1)[0].strip()
             if not line:
                 continue

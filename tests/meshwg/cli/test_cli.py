@@ -95,6 +95,25 @@ def test_down_of_unknown_interface_is_clear():
     assert out.returncode == 1 and "nosuchmwg0" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("name", ["../../tmp/x", "my wg", "a" * 16, "wg0:1", ".."])
+def test_interface_names_outside_wg_quicks_pattern_are_refused(name, tmp_path):
+    """`meshwg down NAME` reads NAME.pid under the run directory and signals that pid: a
+    name with '/' must not reach outside it; `meshwg up` refuses the same names."""
+    out = run("down", name)
+    assert out.returncode == 1 and "must be 1-15 characters of" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "pid" not in out.stderr
+    conf = tmp_path / "ok.conf"
+    conf.write_text(f"[Interface]\nPrivateKey = {run('genkey').stdout.strip()}\n")
+    conf.chmod(0o600)
+    out = run("up", str(conf), "--interface", name)
+    assert out.returncode == 1 and "must be 1-15 characters of" in out.stderr, out.stderr
+
+
+def test_down_takes_the_config_file_like_wg_quick():
+    out = run("down", "/etc/wireguard/nosuchmwg0.conf")
+    assert out.returncode == 1 and "nosuchmwg0 is not a running meshwg interface" in out.stderr
+
+
 def test_show_of_unknown_interface_is_clear():
     out = run("show", "nosuchmwg0")
     assert out.returncode == 1 and "nosuchmwg0" in out.stderr and "Traceback" not in out.stderr

@@ -56,6 +56,13 @@ def test_only_newline_ends_a_line(separator):
     assert error.line == 5 and "AllowedIPs" in str(error)
 
 
+@pytest.mark.parametrize("line", ["PostUp = echo \x00 hi", "# \x00", "Address = 10.0.0.1\x00/24"])
+def test_nul_byte_is_a_line_error(line):
+    """A NUL in a hook reached subprocess (ValueError: embedded null byte, a traceback)."""
+    error = refused(BASE + line + "\n")
+    assert error.line == 3 and "NUL" in str(error)
+
+
 def test_crlf_line_ends_are_accepted():
     text = BASE + "PostUp = echo %i\n" + PEER + "AllowedIPs = 10.0.0.0/24\n"
     cfg = parse_config(text.replace("\n", "\r\n"), resolve=no_dns)
