@@ -47,7 +47,7 @@ def _run_atheris(name: str, seconds: float | None, runs: int | None, extra: list
     work.mkdir(parents=True, exist_ok=True)
     crashes = engine.default_workdir("crashes")
     crashes.mkdir(parents=True, exist_ok=True)
-    argv = [sys.argv[0], str(work), str(engine.corpus_dir(name)), f"-max_len={engine.MAX_LEN}",
+    argv = [sys.argv[0], str(work), str(engine.corpus_dir(name)), f"-max_len={engine.max_len(target)}",
             "-timeout=10", f"-artifact_prefix={crashes}/{name}-", "-print_final_stats=1"]
     if seconds is not None:
         argv.append(f"-max_total_time={int(seconds)}")

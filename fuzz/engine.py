@@ -6,7 +6,9 @@ A target is a module in fuzz.targets with
   * ``one_input(data: bytes) -> None``: feed one input to the parser;
   * ``seeds() -> dict[str, bytes]``: real, small examples (the corpus in fuzz/corpus/NAME/
     is written from them by ``python -m fuzz seed``, plus every crash found, kept there);
-  * optionally ``TOKENS``: byte strings the built-in mutator splices in (keys, separators).
+  * optionally ``TOKENS``: byte strings the built-in mutator splices in (keys, separators),
+    and ``MAX_LEN``: the longest input to try (default MAX_LEN; text formats go longer, past
+    limits such as int()'s 4,300 digits).
 
 Engines: atheris (coverage-guided libFuzzer, ``pip install -e '.[fuzz]'``) when it is
 installed, else the built-in mutational loop (random but seeded: bit flips, byte edits,
@@ -83,10 +85,15 @@ def is_crash(target: ModuleType, data: bytes) -> BaseException | None:
     return None
 
 
-def mutate(data: bytes, rng: random.Random, pool: list[bytes], tokens: tuple[bytes, ...]) -> bytes:
+def max_len(target: ModuleType) -> int:
+    return getattr(target, "MAX_LEN", MAX_LEN)
+
+
+def mutate(data: bytes, rng: random.Random, pool: list[bytes], tokens: tuple[bytes, ...],
+           limit: int = MAX_LEN) -> bytes:
     buf = bytearray(data)
     for _ in range(rng.choice((1, 1, 2, 3, 4, 8))):
-        op = rng.randrange(10)
+        op = rng.randrange(11)
         pos = rng.randrange(len(buf) + 1)
         if op == 0 and buf:                                   # flip one bit
             i = rng.randrange(len(buf))
@@ -100,7 +107,7 @@ def mutate(data: bytes, rng: random.Random, pool: list[bytes], tokens: tuple[byt
         elif op == 4 and buf:                                 # duplicate a range
             start = rng.randrange(len(buf))
             chunk = buf[start:start + rng.choice((1, 4, 16, 64, 256))]
-            buf[pos:pos] = chunk * rng.choice((1, 2, 8))
+            buf[pos:pos] = chunk * rng.choice((1, 2, 8, 64))
         elif op == 5 and pool:                                # splice another input
             other = rng.choice(pool)
             start = rng.randrange(len(other) + 1)
@@ -115,7 +122,10 @@ def mutate(data: bytes, rng: random.Random, pool: list[bytes], tokens: tuple[byt
         elif op == 9 and buf:                                 # small arithmetic on a byte
             i = rng.randrange(len(buf))
             buf[i] = (buf[i] + rng.choice((-2, -1, 1, 2))) & 0xFF
-    return bytes(buf[:MAX_LEN])
+        elif op == 10 and buf:                                # a long run of one of its bytes
+            i = rng.randrange(len(buf))
+            buf[i:i] = bytes([buf[i]]) * rng.choice((64, 300, 1100, 5000))
+    return bytes(buf[:limit])
 
 
 @dataclass
@@ -150,6 +160,7 @@ def run_builtin(name: str, *, runs: int | None = None, seconds: float | None = N
     rng = random.Random(seed)
     pool = load_corpus(name) or [b""]
     tokens = tuple(getattr(target, "TOKENS", ()))
+    limit = max_len(target)
     result = Result(name)
     start = time.monotonic()
     deadline = None if seconds is None else start + seconds
@@ -160,7 +171,7 @@ def run_builtin(name: str, *, runs: int | None = None, seconds: float | None = N
             break
         if deadline is not None and result.executions % 64 == 0 and time.monotonic() >= deadline:
             break
-        data = queue.pop() if queue else mutate(rng.choice(pool), rng, pool, tokens)
+        data = queue.pop() if queue else mutate(rng.choice(pool), rng, pool, tokens, limit)
         result.executions += 1
         exc = is_crash(target, data)
         if exc is None:

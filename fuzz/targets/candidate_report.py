@@ -10,6 +10,7 @@ from discovery.traversal.report import (MAX_REPORT, parse_candidates, parse_nat,
 from meshwg.util.jsonbound import loads_bounded
 
 ALLOWED = (ValueError, AttributeError)
+MAX_LEN = 16384             # text: long enough for numbers past int()'s digit limit
 TOKENS = (b'"candidates"', b'"nat"', b'"relay"', b"[", b"]", b"{", b"}", b",", b":", b'"',
           b"null", b"1e999", b"[2001:db8::1]:1", b"%eth0", b"\\ud800")
 

@@ -9,6 +9,7 @@ from fuzz.targets._keys import public
 from fuzz.targets.token import sample_token
 
 ALLOWED = (MalformedMessage,)
+MAX_LEN = 16384             # text: long enough for numbers past int()'s digit limit
 NOW = 1_800_000_000.0
 TOKENS = (b'"invite"', b'"public_key"', b'"name"', b'"candidates"', b'"nonce"', b'"timestamp"',
           b'"proof"', b'"v"', b"1", b"[", b"]", b"{", b"}", b",", b":", b'"', b"\\u0000",

@@ -11,6 +11,7 @@ from fuzz.targets.enroll_request import NOW, TOKENS as _REQUEST_TOKENS
 from fuzz.targets.token import sample_token
 
 ALLOWED = (EnrollmentError,)
+MAX_LEN = 16384             # text: long enough for numbers past int()'s digit limit
 TOKENS = _REQUEST_TOKENS + (b'"status"', b'"ok"', b'"refused"', b'"reason"', b'"message"',
                             b'"mac"', b'"dns_port"', b'"address"', b'"network"', b'"zone"')
 _TOKEN = sample_token()

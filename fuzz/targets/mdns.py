@@ -15,6 +15,7 @@ from fuzz.targets._keys import public
 from meshwg.core.keys import KeyFormatError, decode_key
 
 ALLOWED = (MalformedAnnouncement,)
+MAX_LEN = 16384             # text: long enough for numbers past int()'s digit limit
 TOKENS = (b"\x00", b"v=1", b"pub=", b"mesh=", b"addr=", b"name=", b"*", b",", b"fe80::1%eth0",
           b"127.0.0.1", b"ff02::fb", b"65536", b"-1", b"=")
 

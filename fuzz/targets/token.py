@@ -13,6 +13,7 @@ from discovery.enroll.tokens import TOKEN_PREFIX, Token, TokenError, decode_toke
 from fuzz.targets._keys import public
 
 ALLOWED = (TokenError,)
+MAX_LEN = 16384             # text: long enough for numbers past int()'s digit limit
 TOKENS = (b"mwg1.", b"\x01", b"\x02", b":", b"[", b"]", b"%", b"\x00\x00")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from meshwg.uapi.codec import UapiError, parse_get
 
 ALLOWED = (UapiError,)
+MAX_LEN = 16384             # text: long enough for numbers past int()'s digit limit
 TOKENS = (b"\n", b"=", b"public_key=", b"endpoint=", b"allowed_ip=", b"tx_bytes=",
           b"last_handshake_time_sec=", b"last_handshake_time_nsec=", b"preshared_key=")
 

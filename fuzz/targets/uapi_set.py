@@ -6,6 +6,7 @@ from __future__ import annotations
 from meshwg.uapi.codec import UapiError, parse_set
 
 ALLOWED = (UapiError,)
+MAX_LEN = 16384             # text: long enough for numbers past int()'s digit limit
 TOKENS = (b"\n", b"=", b"private_key=", b"public_key=", b"endpoint=", b"allowed_ip=",
           b"listen_port=", b"fwmark=", b"replace_peers=true", b"replace_allowed_ips=true",
           b"remove=true", b"update_only=true", b"persistent_keepalive_interval=",

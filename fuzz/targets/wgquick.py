@@ -8,6 +8,7 @@ import socket
 from meshwg.config.wgquick import ConfigError, parse_config
 
 ALLOWED = (ConfigError,)
+MAX_LEN = 16384             # text: long enough for numbers past int()'s digit limit
 TOKENS = (b"\n", b" = ", b"[Interface]\n", b"[Peer]\n", b"PrivateKey", b"PublicKey",
           b"PresharedKey", b"AllowedIPs", b"Endpoint", b"Address", b"DNS", b"MTU", b"Table",
           b"ListenPort", b"FwMark", b"PersistentKeepalive", b"SaveConfig", b"PostUp", b"#",

@@ -18,6 +18,7 @@ import re
 from meshwg.device.api import DeviceStatus, DeviceUpdate, Network, PeerStatus, PeerUpdate
 from meshwg.util.endpoint import format_endpoint, parse_endpoint
 from meshwg.util.errors import MeshwgError
+from meshwg.util.numbers import bounded_int
 from meshwg.util.prefix import parse_network
 
 DEFAULT_DIRECTORY = "/var/run/wireguard"
@@ -29,7 +30,6 @@ ERR_INVALID = -_errno.EINVAL           # -22
 ERR_PORT_IN_USE = -_errno.EADDRINUSE   # -98
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
-_DIGITS = re.compile(r"[0-9]+")
 
 
 class UapiError(MeshwgError):
@@ -49,9 +49,10 @@ def _hex_key(key: str, value: str) -> bytes:
 
 
 def _uint(key: str, value: str, maximum: int) -> int:
-    if not _DIGITS.fullmatch(value) or int(value) > maximum:
+    number = bounded_int(value, maximum)
+    if number is None:
         raise UapiError(f"{key}: not a number in 0-{maximum}: {value!r}")
-    return int(value)
+    return number
 
 
 def _true(key: str, value: str) -> bool:
