@@ -45,6 +45,7 @@ Interface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 MIN_MTU = 68
 MAX_MTU = 65535
 
+MAX_CONFIG_BYTES = 32 << 20   # load_config reads no more (a file of 100,000 peers is ~12 MiB)
 MAX_TABLE = 0xFFFFFFFF         # routing table ids are 32 bits (RTA_TABLE)
 
 HOOK_KEYS = ("PreUp", "PostUp", "PreDown", "PostDown")
@@ -373,10 +374,15 @@ def parse_config(text: str, path: str = "<string>",
 
 
 def load_config(path: str, resolve: Resolver = socket.getaddrinfo) -> InterfaceConfig:
-    """Read and parse a configuration file; unreadable files raise ConfigError too."""
+    """Read and parse a configuration file; unreadable files, and files over
+    MAX_CONFIG_BYTES (/dev/zero, a FIFO that never ends), raise ConfigError too."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(path, None, f"larger than {MAX_CONFIG_BYTES >> 20} MiB: not a "
+                                          f"WireGuard configuration (100,000 peers take ~12 MiB)")
+        text = data.decode("utf-8")
     except OSError as exc:
         raise ConfigError(path, None, f"cannot read configuration: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:

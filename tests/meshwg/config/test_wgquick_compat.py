@@ -63,6 +63,20 @@ def test_nul_byte_is_a_line_error(line):
     assert error.line == 3 and "NUL" in str(error)
 
 
+@pytest.mark.parametrize("source", ["/dev/zero", "sparse"])
+def test_endless_or_huge_file_is_refused_without_reading_it_all(source, tmp_path):
+    """`meshwg up /dev/zero` grew to a MemoryError traceback (1.9 GB under a 2 GB limit)."""
+    from meshwg.config.wgquick import MAX_CONFIG_BYTES, load_config
+    path = source
+    if source == "sparse":
+        path = str(tmp_path / "huge.conf")
+        with open(path, "wb") as f:
+            f.truncate(MAX_CONFIG_BYTES + 1)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, resolve=no_dns)
+    assert "larger than 32 MiB" in str(info.value) and info.value.path == path
+
+
 def test_crlf_line_ends_are_accepted():
     text = BASE + "PostUp = echo %i\n" + PEER + "AllowedIPs = 10.0.0.0/24\n"
     cfg = parse_config(text.replace("\n", "\r\n"), resolve=no_dns)
