@@ -1,5 +1,6 @@
 """DNS-SD answers as a member reads them (discovery.dnssd.parse: parse_ptr_answers,
-parse_member_answers; discovery.dnssd.bulk.parse_bulk_strings): a response message is
+parse_member_answers; discovery.dnssd.bulk.parse_bulk_strings; the relay offer,
+discovery.dnssd.relays.relay_endpoint): a response message is
 parsed by dnspython (what it refuses never reaches our code: dropped), then every rrset it
 carries is read the way the client reads answers, transfers and the bulk directory. Hostile
 records are skipped, never fatal: nothing may escape."""
@@ -13,6 +14,7 @@ import dns.rdatatype
 from discovery.dnssd.bulk import parse_bulk_strings
 from discovery.dnssd.names import service_name
 from discovery.dnssd.parse import parse_member_answers, parse_ptr_answers
+from discovery.dnssd.relays import relay_endpoint
 from discovery.dnssd.wire import TCP_LIMIT, encode_response
 from fuzz.targets.dns_server import DIRECTORY, TOKENS as _QUERY_TOKENS, ZONE, queries
 
@@ -28,13 +30,13 @@ def one_input(data: bytes) -> None:
     except Exception:  # noqa: BLE001 -- dnspython's refusal; the client gets no answer
         return
     rrsets = list(message.answer) + list(message.additional) + list(message.authority)
-    for instance in parse_ptr_answers(ZONE, rrsets):
-        parse_member_answers(instance, rrsets)
-    for name in {r.name for r in rrsets if len(r.name) == DEPTH}:
-        parse_member_answers(name, rrsets)
+    names = parse_ptr_answers(ZONE, rrsets) + [r.name for r in rrsets if len(r.name) == DEPTH]
+    records = [parse_member_answers(name, rrsets) for name in dict.fromkeys(names)]
     strings = [s for r in rrsets if r.rdtype == dns.rdatatype.TXT and r.rdclass == dns.rdataclass.IN
                for rdata in r for s in rdata.strings]
-    parse_bulk_strings(strings)
+    for record in records + parse_bulk_strings(strings):
+        if record is not None:
+            relay_endpoint(record)          # what the member makes of a relay= offer
 
 
 def seeds() -> dict[str, bytes]:
