@@ -63,7 +63,8 @@ def _run_builtin(name: str, seconds: float | None, runs: int | None, seed: int) 
                                 crash_dir=engine.default_workdir("crashes"))
     rate = result.executions / result.seconds if result.seconds else 0.0
     print(f"{name}: {result.executions} executions in {result.seconds:.1f} s "
-          f"({rate:.0f}/s), {len(result.crashes)} crash(es)")
+          f"({rate:.0f}/s), {len(result.crashes)} crash(es); slowest input "
+          f"{result.slowest * 1000:.1f} ms ({result.slowest_size} bytes)")
     for crash in result.crashes:
         print(f"--- crash input {crash.saved} ({len(crash.data)} bytes)\n{crash.error}")
     return 1 if result.crashes else 0

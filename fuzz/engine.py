@@ -141,6 +141,8 @@ class Result:
     executions: int = 0
     seconds: float = 0.0
     crashes: list[Crash] = field(default_factory=list)
+    slowest: float = 0.0           # seconds of the slowest execution (a hang shows here)
+    slowest_size: int = 0          # and its input's length
 
 
 def save_crash(name: str, data: bytes, folder: Path) -> Path:
@@ -173,7 +175,11 @@ def run_builtin(name: str, *, runs: int | None = None, seconds: float | None = N
             break
         data = queue.pop() if queue else mutate(rng.choice(pool), rng, pool, tokens, limit)
         result.executions += 1
+        began = time.perf_counter()
         exc = is_crash(target, data)
+        took = time.perf_counter() - began
+        if took > result.slowest:
+            result.slowest, result.slowest_size = took, len(data)
         if exc is None:
             if len(pool) < 4096 and rng.random() < 0.01:
                 pool.append(data)          # keep a few mutants: deeper chains of edits
