@@ -6,6 +6,8 @@ fuzz/README.md)."""
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
@@ -65,3 +67,18 @@ def test_a_crash_is_reported_with_its_input(tmp_path, monkeypatch) -> None:
     assert len(result.crashes) == 1 and "IndexError: planted" in result.crashes[0].error
     assert result.crashes[0].saved.read_bytes() == result.crashes[0].data
     assert len(result.crashes[0].data) > 40
+
+
+def test_command_line_runs_a_target_and_replays_inputs(tmp_path) -> None:
+    """`python -m fuzz TARGET` (built-in engine) and `python -m fuzz replay` as documented."""
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "fuzz", "netcheck_wire", "--engine", "builtin",
+                          "--runs", "300"], cwd=engine.ROOT.parent, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "netcheck_wire: 300 executions" in run.stdout and "0 crash(es)" in run.stdout
+    seed = sorted(engine.corpus_dir("uapi_set").iterdir())[0]
+    replay = subprocess.run([sys.executable, "-m", "fuzz", "replay", "uapi_set", str(seed)],
+                            cwd=engine.ROOT.parent, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert replay.returncode == 0 and replay.stdout.strip().endswith(": ok"), replay.stdout
