@@ -46,12 +46,18 @@ def test_accept_loop_survives_connections_it_cannot_start_a_thread_for() -> None
     svc.spawn(lambda: svc.serve_connections(sock, echo, limit=1, name="threadless-conn"))
     try:
         def served() -> bool:
-            with socket.create_connection(sock.getsockname(), timeout=10) as c:
-                return c.recv(16) == b"hello\n"
+            try:
+                with socket.create_connection(sock.getsockname(), timeout=10) as c:
+                    return c.recv(16) == b"hello\n"
+            except OSError:
+                return False
         poll(served, 60, "a connection served after thread failures")
         assert svc.accept_errors == 3
+        # the slot frees a moment after the client has read its answer: a connection
+        # that arrives in between is refused, so each later one is a poll; a slot lost
+        # for good would make it time out
         for _ in range(3):
-            assert served()
+            poll(served, 30, "a later connection served (no slot lost)")
     finally:
         svc.stop()
 
