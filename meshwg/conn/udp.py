@@ -86,7 +86,10 @@ class UdpSocket:
         return sock
 
     def set_fwmark(self, mark: int) -> None:
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+        """SO_MARK to `mark` (0..0xffffffff); Python passes an int as a signed C int, so a
+        mark with the top bit set goes as its two's complement (0x80000000 and above were a
+        TypeError: `wg set IFACE fwmark 0xffffffff` answered EIO)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark - (1 << 32) if mark >= 1 << 31 else mark)
         self.fwmark = mark
 
     def fileno(self) -> int:

@@ -50,3 +50,19 @@ def test_runs_sent_come_back_as_the_same_datagrams(offload: bool) -> None:
     finally:
         rx.close()
         tx.close()
+
+
+@pytest.mark.parametrize("mark", [0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+def test_fwmark_takes_every_32_bit_value(mark: int) -> None:
+    """wg and wireguard-go take any 32-bit fwmark; the top bit set was a TypeError."""
+    import socket
+    from meshwg.conn.udp import SO_MARK
+    udp = UdpSocket(0, fwmark=mark)
+    try:
+        assert udp.fwmark == mark
+        raw = udp.sock.getsockopt(socket.SOL_SOCKET, SO_MARK, 4)
+        assert struct.unpack("=I", raw)[0] == mark
+        udp.set_fwmark(1)
+        assert udp.fwmark == 1
+    finally:
+        udp.close()
