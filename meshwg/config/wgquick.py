@@ -210,6 +210,8 @@ class _Parser:
             try:
                 if "/" in item and not _DIGITS.fullmatch(item.partition("/")[2]):
                     raise ValueError(item)
+                if "%" in item:   # `ip address add` refuses a scope (wg-quick fails there)
+                    raise ValueError(item)
                 self.iface["addresses"].append(ipaddress.ip_interface(item))
             except ValueError:
                 raise self.error(f"{name}: not an IP address with optional /prefix: {_short(item)!r}") from None

@@ -77,6 +77,13 @@ def test_endless_or_huge_file_is_refused_without_reading_it_all(source, tmp_path
     assert "larger than 32 MiB" in str(info.value) and info.value.path == path
 
 
+def test_scoped_address_is_a_line_error():
+    """fe80::1%eth0/64 passed the parser and failed later with "configuring IFACE: Cannot
+    assign requested address" and no line; wg-quick's `ip address add` refuses it too."""
+    error = refused(BASE + "Address = 10.0.0.1/24, fe80::99%eth0/64\n")
+    assert error.line == 3 and "fe80::99%eth0/64" in str(error)
+
+
 def test_crlf_line_ends_are_accepted():
     text = BASE + "PostUp = echo %i\n" + PEER + "AllowedIPs = 10.0.0.0/24\n"
     cfg = parse_config(text.replace("\n", "\r\n"), resolve=no_dns)
