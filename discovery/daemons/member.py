@@ -42,7 +42,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshwg.core.events import HandshakeCompleted
 from meshwg.core.keys import encode_key
@@ -60,23 +60,25 @@ from discovery.daemons.netcheck_schedule import BackgroundNetcheck, Facts
 from discovery.dnssd.client import DiscoveryError, directory_serial, resolve_member, resolve_zone
 from discovery.dnssd.notify import NotifyListener
 from discovery.dnssd.member import MemberRecord
-from discovery.lan.announcer import MdnsAnnouncer
-from discovery.lan.browser import MdnsBrowser
 from discovery.lan.interfaces import lan_addresses
 from discovery.lan.netwatch import AddressWatcher
-from discovery.lan.service import MdnsService
 from discovery.netcheck.facts import own_facts
 from discovery.netcheck.mapping import EngineMappingObserver, choose_rendezvous
 from discovery.netcheck.probe import has_route
-from discovery.portmap.mapper import Mapping, PortMapper
 from discovery.dnssd.relays import relay_endpoint, relay_port as offered_relay_port
 from discovery.relay.choice import Relay
 from discovery.relay.client import RelayClient
 from discovery.relay.pool import RelayPlan, RelayPool
-from discovery.relay.server import RelayServer
 from discovery.stores.member import MemberState
 from discovery.traversal.reconcile import MemberReconciler, lan_endpoints, rendezvous_peer
 from discovery.traversal.report import REPORT_PORT_DEFAULT, ReportError, send_report
+
+if TYPE_CHECKING:   # imported where they start, after the engine: not on the first packet's path
+    from discovery.lan.announcer import MdnsAnnouncer
+    from discovery.lan.browser import MdnsBrowser
+    from discovery.lan.service import MdnsService
+    from discovery.portmap.mapper import Mapping, PortMapper
+    from discovery.relay.server import RelayServer
 
 log = logging.getLogger("meshwg.member")
 
@@ -198,6 +200,7 @@ class MemberDaemon:
             self.relays.add_fixed(Relay(self.rendezvous_key, (host, port + 1), "rendezvous", rendezvous=True),
                                   self.relay)
             if self.relay_port is not None:
+                from discovery.relay.server import RelayServer
                 self.relay_server = RelayServer(st.private_key, "::",
                                                 self.relay_port or self.device.listen_port + 1,
                                                 members=[st.public_key, *self.directory]).start()
@@ -208,6 +211,7 @@ class MemberDaemon:
             if self.use_mdns:      # registering takes ~1.5 s (mDNS probing): not before links
                 self._loop_service.spawn(self._start_mdns, name="member-mdns")
             if self.use_portmap:
+                from discovery.portmap.mapper import PortMapper
                 self.portmapper = PortMapper(self.device.listen_port,
                                              on_change=self._on_portmap).start()
             self.watcher = AddressWatcher(self._on_address_change).start()
@@ -224,6 +228,10 @@ class MemberDaemon:
                  self.device.listen_port)
 
     def _start_mdns(self) -> None:
+        # zeroconf is imported here, in this thread: 0.1-0.6 s the engine's start does not wait for
+        from discovery.lan.announcer import MdnsAnnouncer
+        from discovery.lan.browser import MdnsBrowser
+        from discovery.lan.service import MdnsService
         try:
             self.mdns_service = MdnsService(exclude_interfaces=(self.interface,))
             self.announcer = MdnsAnnouncer(self.state.mesh_id, self.state.public_key, self.state.name,

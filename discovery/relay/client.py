@@ -31,6 +31,7 @@ from meshwg.core import crypto
 from meshwg.util.endpoint import Endpoint, format_endpoint, normalize_endpoint
 from meshwg.util.service import Service, StreamReader, Waker
 from meshwg.util.resolve import family_of
+from meshwg.util.sockbuf import FORWARDER_BUFFER, grow_buffers
 
 from discovery.relay import stream, tls, wire
 
@@ -96,6 +97,7 @@ class RelayClient:
         self._host_id = wire.member_id(relay_public)
         family = family_of(relay[0])
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        grow_buffers(self._sock, FORWARDER_BUFFER)     # every peer's traffic comes here
         self._sock.setblocking(False)
         self._waker = Waker()
         self.service = Service(f"relay-client-{name}")
@@ -115,6 +117,7 @@ class RelayClient:
             for ident, key in wanted.items():
                 if ident not in self._peers:
                     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    grow_buffers(sock, FORWARDER_BUFFER)   # the engine's UDP GSO bursts
                     sock.bind((LOOPBACK, 0))
                     sock.setblocking(False)
                     self._peers[ident] = RelayedPeer(key, sock)

@@ -37,6 +37,7 @@ from meshwg.util.endpoint import Endpoint, format_endpoint, normalize_endpoint
 from meshwg.util.errors import MeshwgError
 from meshwg.util.service import Service, StreamReader, Waker
 from meshwg.util.resolve import family_of
+from meshwg.util.sockbuf import FORWARDER_BUFFER, grow_buffers
 
 from discovery.relay import stream, tls, wire
 
@@ -223,6 +224,8 @@ class RelayServer:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             if kind == socket.SOCK_STREAM:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            else:       # every relayed datagram of every pair passes this socket
+                grow_buffers(sock, FORWARDER_BUFFER)
             sock.bind((self.host, port))
             if kind == socket.SOCK_STREAM:
                 sock.listen(128)
@@ -368,6 +371,7 @@ class RelayServer:
         """The member's loopback socket towards the engine (made on first use; under _lock)."""
         if member.host_proxy is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            grow_buffers(sock, FORWARDER_BUFFER)
             sock.bind((LOOPBACK, 0))
             sock.setblocking(False)
             member.host_proxy = _HostProxy(ident, sock)

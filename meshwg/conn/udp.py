@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from meshwg.conn.gso import SEGMENT_SIZE, SOL_UDP, UDP_GRO, UDP_SEGMENT, gro_segment_size
 from meshwg.util.errors import MeshwgError
+from meshwg.util.sockbuf import grow_buffers
 
 log = logging.getLogger("meshwg.conn")
 
@@ -65,16 +66,7 @@ class UdpSocket:
         except OSError:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             address = ("0.0.0.0", port)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            except OSError:
-                pass
-        for opt in (33, 32):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE (root only)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            except OSError:
-                pass
+        grow_buffers(sock, SOCKET_BUFFER)
         try:
             sock.bind(address)
         except OSError as exc:

@@ -4,20 +4,32 @@ A byte string read as a big-endian integer is congruent modulo 0xFFFF to the
 one's-complement sum of its 16-bit words, because 2**16 == 1 (mod 0xFFFF): one
 `int.from_bytes` and one `%` per buffer run in C. With numpy installed, the sums of many
 pieces of one buffer (the segments of a TSO split, the packets of a GRO group) are one
-vectorised pass.
+vectorised pass (numpy is imported at the first such sum, not with this module).
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from meshwg.tun.headers import pack_u16_into
 
-try:            # optional: vectorised checksums for the TUN offloads
-    import numpy as _np
-except ImportError:     # pragma: no cover - depends on the environment
-    _np = None
+_UNLOADED = object()
+_np: Any = _UNLOADED    # numpy, None without it; imported at the first vectorised sum
+
+
+def numpy_module() -> Any:
+    """numpy (optional: vectorised checksums for the TUN offloads), or None when it is not
+    installed. Imported on the first use, not with this module: it costs 0.3-0.8 s of a
+    process's start-up that a small packet never needs."""
+    global _np
+    if _np is _UNLOADED:
+        try:
+            import numpy
+            _np = numpy
+        except ImportError:     # pragma: no cover - depends on the environment
+            _np = None
+    return _np
 
 _from_bytes = int.from_bytes
 _LITTLE_ENDIAN = sys.byteorder == "little"
@@ -42,7 +54,7 @@ def word_sums(buf, starts: Sequence[int]) -> list[int]:
     """ones_sum of each piece buf[starts[i]:starts[i+1]] (the last piece runs to the end).
     `starts` must be increasing, even and below len(buf). With numpy installed this is
     one vectorised pass (what makes the TUN offloads pay); else one ones_sum per piece."""
-    if _np is not None and len(starts) >= 4:
+    if len(starts) >= 4 and numpy_module() is not None:
         return _np_piece_sums(buf, starts)
     mv = memoryview(buf)
     ends = list(starts[1:]) + [len(buf)]
@@ -51,7 +63,7 @@ def word_sums(buf, starts: Sequence[int]) -> list[int]:
 
 def segment_sums(buf, size: int) -> list[int]:
     """ones_sum of each `size`-byte piece of buf (the last may be shorter); size even."""
-    if _np is not None and len(buf) >= 4 * size:
+    if len(buf) >= 4 * size and numpy_module() is not None:
         return _np_piece_sums(buf, range(0, len(buf), size))
     mv = memoryview(buf)
     return [ones_sum(mv[a:a + size]) for a in range(0, len(buf), size)]
