@@ -86,6 +86,7 @@ class RendezvousDaemon:
         self.directory = Directory(self.state.zone)
         self.device: Device | None = None
         self.servers: list = []
+        self.responder: ObservationResponder | None = None   # netcheck's, WG port + 2, + 3
         self.notifier: Notifier | None = None
         self.engine_events: EngineEvents | None = None
         self.store_watch = StoreWatch(self.state.state_dir / DB_NAME)
@@ -133,7 +134,8 @@ class RendezvousDaemon:
                                                       on_relay=self._relay_offered,
                                                       on_nat=self._nat_reported).start())
             # `meshwg netcheck`'s "what is my address" responder, on the WG port + 2 and + 3
-            self.servers.append(ObservationResponder(observe_ports(self.device.listen_port)).start())
+            self.responder = ObservationResponder(observe_ports(self.device.listen_port)).start()
+            self.servers.append(self.responder)
         except BaseException:
             self.stop()
             raise
@@ -172,8 +174,10 @@ class RendezvousDaemon:
             log.info("candidate report from %s, which is no member: ignored", source_ip)
             return
         endpoint = self._endpoints.get(member.public_key)      # where the engine sees it
+        responder = self.responder        # its answered sources: our member's other families
         candidates, dropped = screen_candidates(
-            candidates, [endpoint[0]] if endpoint else [])
+            candidates, [endpoint[0]] if endpoint else [],
+            responder.seen_recently if responder is not None else None)
         for reason in dropped:          # issue 9 case 11: no third parties, nothing unpublishable
             log.info("candidate report from %s (%s): left out %s", source_ip, member.name, reason)
         try:

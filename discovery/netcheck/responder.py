@@ -12,9 +12,11 @@ datagrams are dropped and counted. Idle, its thread blocks without a timeout (Se
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 import time
+from collections import OrderedDict
 
 from meshwg.core.ratelimiter import RateLimiter
 from meshwg.util.service import Service
@@ -26,6 +28,8 @@ log = logging.getLogger("meshwg.netcheck")
 OBSERVE_PORT_OFFSETS = (2, 3)   # added to the rendezvous's WireGuard port
 RATE = 20                       # answers per second per source, after a burst of
 BURST = 10
+SEEN_FOR = 120.0                # seconds an answered source counts as recently seen
+MAX_SEEN = 4096                 # sources remembered at most (oldest forgotten first)
 
 
 def observe_ports(wireguard_port: int) -> tuple[int, ...]:
@@ -35,7 +39,12 @@ def observe_ports(wireguard_port: int) -> tuple[int, ...]:
 
 class ObservationResponder:
     """Answers observation requests on ``ports`` of every local IPv4 and IPv6 address
-    (an address family the host lacks is skipped). Counters: answered, dropped, limited."""
+    (an address family the host lacks is skipped). Counters: answered, dropped, limited.
+
+    It remembers the sources it answered (at most MAX_SEEN, for SEEN_FOR seconds):
+    seen_recently() lets the rendezvous accept a member's reported reflexive endpoint in
+    another address family (discovery.netcheck.mapping) only where a request really came
+    from, never a third party's address it was never sent from."""
 
     def __init__(self, ports: tuple[int, ...], host4: str = "0.0.0.0", host6: str | None = "::"):
         self.ports, self.host4, self.host6 = tuple(ports), host4, host6
@@ -43,6 +52,14 @@ class ObservationResponder:
         self.limiter = RateLimiter(rate=RATE, burst=BURST)
         self.service = Service("netcheck-responder")
         self.sockets: list[socket.socket] = []
+        self._seen: OrderedDict[tuple[str, int], float] = OrderedDict()
+
+    def seen_recently(self, endpoint: tuple[str, int], now: float | None = None) -> bool:
+        """Whether a request from `endpoint` (IP, port; IPv4-mapped IPv6 as IPv4) was
+        answered within the last SEEN_FOR seconds (`now`: time.monotonic())."""
+        now = time.monotonic() if now is None else now
+        at = self._seen.get(_canonical(endpoint))
+        return at is not None and now - at <= SEEN_FOR
 
     def start(self) -> "ObservationResponder":
         try:
@@ -101,8 +118,24 @@ class ObservationResponder:
         try:
             sock.sendto(answer, source)
             self.answered += 1
+            self._remember((host, port))
         except OSError as exc:
             log.debug("netcheck answer to %s failed: %s", source, exc)
+
+
+    def _remember(self, endpoint: tuple[str, int]) -> None:
+        key = _canonical(endpoint)
+        self._seen[key] = time.monotonic()
+        self._seen.move_to_end(key)
+        while len(self._seen) > MAX_SEEN:
+            self._seen.popitem(last=False)
+
+
+def _canonical(endpoint: tuple[str, int]) -> tuple[str, int]:
+    ip = ipaddress.ip_address(endpoint[0].split("%")[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), endpoint[1]
 
 
 def _bind(family: int, host: str, port: int) -> socket.socket:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Callable
 
 import dns.exception
 import dns.name
@@ -83,11 +84,15 @@ def candidate_problems(candidates: list[str]) -> list[str]:
     return problems
 
 
-def screen_candidates(candidates: list[str], observed: list[str]) -> tuple[list[str], list[str]]:
+def screen_candidates(candidates: list[str], observed: list[str],
+                      seen_endpoint: Callable[[tuple[str, int]], bool] | None = None
+                      ) -> tuple[list[str], list[str]]:
     """Split host candidates into (kept, dropped): kept when candidate_ip accepts it and
     its IP is local (is_local_ip) or one of the `observed` IPs (the addresses the
-    rendezvous saw this member at), so a member cannot make the others probe third
-    parties. Each dropped entry is a one-line reason."""
+    rendezvous saw this member at), or `seen_endpoint((ip, port))` says a request came from that
+    very endpoint (the observation responder's recently answered sources: a member's
+    reflexive endpoint in its other address family), so a member cannot make the others
+    probe third parties. Each dropped entry is a one-line reason."""
     seen = set()
     for text in observed:
         ip = ipaddress.ip_address(text.split("%")[0])
@@ -99,7 +104,8 @@ def screen_candidates(candidates: list[str], observed: list[str]) -> tuple[list[
         except ValueError as exc:
             dropped.append(str(exc))
             continue
-        if is_local_ip(ip) or ip in seen:
+        if is_local_ip(ip) or ip in seen or (
+                seen_endpoint is not None and seen_endpoint((str(ip), parse_endpoint(cand)[1]))):
             kept.append(cand)
         else:
             dropped.append(f"host candidate {cand!r}: {ip} is neither a LAN address nor "

@@ -9,7 +9,7 @@ from discovery.netcheck import wire
 from discovery.netcheck.classify import classify
 from discovery.netcheck.command import run
 from discovery.netcheck.probe import gather
-from discovery.netcheck.responder import BURST, RATE, ObservationResponder, observe_ports
+from discovery.netcheck.responder import BURST, RATE, SEEN_FOR, ObservationResponder, observe_ports
 from discovery.lab.netns import poll
 
 
@@ -54,6 +54,25 @@ def test_answers_with_the_observed_source(responder):
     finally:
         sock.close()
     poll(lambda: server.answered == 1, 5, "the answer to be counted")
+
+
+def test_answered_sources_are_remembered_for_a_while(responder):
+    # the rendezvous accepts a member's reported reflexive endpoint in another family only
+    # where a request really came from (discovery.stores.validate.screen_candidates)
+    base, server = responder
+    sock = client()
+    try:
+        sock.sendto(wire.encode_request(wire.new_txid()), ("127.0.0.1", base + 2))
+        sock.recvfrom(2048)
+        me = sock.getsockname()
+        assert server.seen_recently(me)
+        assert server.seen_recently(("::ffff:127.0.0.1", me[1]))        # dual-stack spelling
+        assert not server.seen_recently(("127.0.0.1", me[1] + 1 if me[1] < 65535 else 1))
+        assert not server.seen_recently(me, now=time.monotonic() + SEEN_FOR + 1)
+        sock.sendto(b"garbage" * 10, ("127.0.0.1", base + 2))          # unanswered: not seen
+        poll(lambda: server.dropped == 1, 5, "the malformed request to be counted")
+    finally:
+        sock.close()
 
 
 def test_malformed_and_short_requests_are_dropped_and_counted(responder):

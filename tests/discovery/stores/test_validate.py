@@ -99,3 +99,15 @@ def test_public_key_from_bytes_or_base64() -> None:
     for bad in (key[:31], "not base64", base64.b64encode(key[:31]).decode()):
         with pytest.raises(ValueError):
             public_key_bytes(bad)
+
+
+def test_screen_candidates_keeps_an_endpoint_a_request_came_from() -> None:
+    # a dual-stack member seen over IPv6 reports its IPv4 reflexive endpoint; the
+    # observation responder answered a request from exactly there: kept. The same
+    # address at another port, or a third party, is not.
+    seen = {("93.184.216.7", 40001)}
+    kept, dropped = screen_candidates(
+        ["93.184.216.7:40001", "93.184.216.7:40002", "8.8.8.8:53"], ["2001:db8::7"],
+        lambda endpoint: endpoint in seen)
+    assert kept == ["93.184.216.7:40001"]
+    assert len(dropped) == 2
