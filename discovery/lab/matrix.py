@@ -14,7 +14,7 @@ members join at the same moment, so the namespaces and daemons are shared by eve
     double(2)     behind a home NAT behind a carrier NAT (100.64.x.0/24 between them)
     hp, hp2       two segments of one hairpinning NAT 198.18.8.1 (no mDNS, no routing across)
     nh, nh2       two segments of one NAT 198.18.9.1 that does not hairpin
-    blocked       behind 198.18.10.1, which drops UDP except to the rendezvous
+    blocked       behind 198.18.10.1, which drops all UDP (TCP passes: 443 and enrollment)
     short         behind 198.18.11.1, whose UDP mappings expire after 20 s idle
 
 For each cell the matrix records the time to first packet (from both members' ``meshwg
@@ -78,7 +78,7 @@ SITUATIONS = {
     "hp2": "same NAT as hp, other segment, hairpinning",
     "nh": "same NAT as nh2, other segment, no hairpinning",
     "nh2": "same NAT as nh, other segment, no hairpinning",
-    "blocked": "UDP blocked except to the rendezvous",
+    "blocked": "all UDP blocked (TLS relay on TCP 443)",
     "short": f"cone NAT, UDP mappings expire after {SHORT_UDP_TIMEOUT} s",
     "v6": "IPv6 only, public address",
 }
@@ -89,8 +89,8 @@ SITUATIONS = {
 # * symmetric vs an endpoint-independent NAT (cone, keep, double, lan, hp, nh, short):
 #   direct by birthday-paradox probing (discovery.traversal.birthday), each member having
 #   learnt its NAT kind by its own netcheck (discovery.daemons.netcheck_schedule).
-# * blocked: "UDP blocked except TCP 443" needs the TCP 443 TLS relay slice (R1); this lab
-#   lets UDP reach the rendezvous (and so its UDP relay), which main handles today.
+# * blocked: no UDP leaves at all: the member reaches the rendezvous (its tunnel, the
+#   directory) and every peer through the rendezvous's relay over TLS on TCP 443.
 CELLS: dict[tuple[str, str], str] = {
     ("open", "open2"): "direct",
     ("open", "cone"): "direct",
@@ -116,7 +116,7 @@ CELLS: dict[tuple[str, str], str] = {
     ("nh", "open"): "direct",
     ("nh", "cone"): "direct",
     ("nh", "sym"): "direct",          # birthday probing
-    ("blocked", "open"): "relay",     # R1 for a member that only TCP 443 carries
+    ("blocked", "open"): "relay",     # over TLS on TCP 443: no UDP leaves its network
     ("blocked", "cone"): "relay",
     ("blocked", "sym"): "relay",
     ("short", "open"): "direct",
@@ -326,7 +326,7 @@ def build_matrix(cleanup: Cleanup, workdir: Path, cells: dict[tuple[str, str], s
         if label in wanted:
             router = nat(label, number, mode)
             if label == "blocked":
-                block_udp(router, allow=[RENDEZVOUS_ADDRESS])
+                block_udp(router)          # all UDP: only TCP (443, enrollment) passes
             if label == "short":
                 set_udp_timeouts(router, SHORT_UDP_TIMEOUT)
             behind(label, router, router.public_address)
