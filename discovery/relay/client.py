@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from meshwg.core import crypto
 from meshwg.util.endpoint import Endpoint, format_endpoint, normalize_endpoint
@@ -33,7 +33,10 @@ from meshwg.util.service import Service, StreamReader, Waker
 from meshwg.util.resolve import family_of
 from meshwg.util.sockbuf import FORWARDER_BUFFER, grow_buffers
 
-from discovery.relay import stream, tls, wire
+from discovery.relay import stream, wire
+
+if TYPE_CHECKING:   # imported once UDP fails (_tls_loop): its x509 import cost every join ~0.1 s
+    from discovery.relay import tls
 
 log = logging.getLogger("meshwg.relay")
 
@@ -362,6 +365,7 @@ class RelayClient:
             if self._stopping:
                 return
             address, pin = self.tls_target
+            from discovery.relay import tls     # once UDP failed: not with every join
             try:
                 conn = tls.connect(address, pin)
             except tls.TlsError as exc:
