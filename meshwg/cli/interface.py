@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -38,9 +39,12 @@ def parse_timer_overrides(items: list[str]) -> dict[str, float]:
         if not sep:
             fail(f"--timer {item!r}: expected NAME=SECONDS")
         try:
-            out[name.strip()] = float(value)
+            seconds = float(value)
         except ValueError:
             fail(f"--timer {item!r}: {value!r} is not a number")
+        if not math.isfinite(seconds):     # nan/inf passed Timers' "> 0" check
+            fail(f"--timer {item!r}: {value!r} is not a finite number of seconds")
+        out[name.strip()] = seconds
     return out
 
 

@@ -88,6 +88,9 @@ def test_timer_option_errors(tmp_path):
     conf.chmod(0o600)
     out = run("up", str(conf), "--timer", "nonsense_time=3")
     assert out.returncode == 1 and "nonsense_time" in out.stderr and "Traceback" not in out.stderr
+    for value in ("nan", "inf", "1e309"):
+        out = run("up", str(conf), "--timer", f"rekey_timeout={value}")
+        assert out.returncode == 1 and "not a finite number" in out.stderr, out.stderr
 
 
 def test_down_of_unknown_interface_is_clear():
