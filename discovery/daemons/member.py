@@ -216,7 +216,8 @@ class MemberDaemon:
                                              on_change=self._on_portmap).start()
             self.watcher = AddressWatcher(self._on_address_change).start()
             self.notify_listener = NotifyListener(st.address, st.zone, st.dns_address,
-                                                  self._on_directory_notify).start()
+                                                  self._on_directory_notify,
+                                                  interface=self.interface).start()
             self.engine_events = EngineEvents(self.device, self._on_engine_events,
                                               name="member-events").start()
             self._reconcile(time.time())   # cached directory: links before the rendezvous answers

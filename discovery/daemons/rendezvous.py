@@ -33,6 +33,7 @@ from typing import Any
 
 from meshwg.device.api import DeviceUpdate
 from meshwg.device.device import Device
+from meshwg.util.ingress import Ingress
 from meshwg.util.service import Service
 from meshwg.util.endpoint import Endpoint, normalize_endpoint, parse_endpoint
 from meshwg.util.files import JsonFile
@@ -94,6 +95,7 @@ class RendezvousDaemon:
         self._next_sync = 0.0
         self._published: list[MemberRecord] | None = None
         self._members: list = []                     # the membership as last read
+        self._address_index: tuple = (None, frozenset())  # (_members, their mesh addresses)
         self._endpoints: dict[bytes, Endpoint | None] = {}   # the engine's view, by key
         self._lock = threading.Lock()                # guards _events and _resync
         self._events: list = []
@@ -122,7 +124,9 @@ class RendezvousDaemon:
                                          engine_port=self.device.listen_port).start()
                 self.servers.append(self.relay)
             self.sync_once()
-            dns = DnsServer(self.directory, st.address, st.dns_port).start()
+            # the directory and reports: members only, through the tunnel (meshwg.util.ingress)
+            members_only = Ingress(self.interface, self._is_member_address)
+            dns = DnsServer(self.directory, st.address, st.dns_port, ingress=members_only).start()
             self.servers.append(dns)
             if self.public_dns:
                 host, port = parse_endpoint(self.public_dns)
@@ -132,7 +136,8 @@ class RendezvousDaemon:
             self.servers.append(CandidateReportServer(st.address, REPORT_PORT_DEFAULT,
                                                       self._candidates_reported,
                                                       on_relay=self._relay_offered,
-                                                      on_nat=self._nat_reported).start())
+                                                      on_nat=self._nat_reported,
+                                                      ingress=members_only).start())
             # `meshwg netcheck`'s "what is my address" responder, on the WG port + 2 and + 3
             self.responder = ObservationResponder(observe_ports(self.device.listen_port)).start()
             self.servers.append(self.responder)
@@ -164,6 +169,16 @@ class RendezvousDaemon:
         self.state.close()
 
     # ------------------------------------------------------------------ callbacks (other threads)
+    def _is_member_address(self, address: str) -> bool:
+        """True when `address` is a current member's mesh address (the membership as last
+        read; the store for one enrolled since)."""
+        members = self._members
+        if self._address_index[0] is not members:       # rebuilt once per membership read
+            self._address_index = (members, frozenset(m.mesh_address for m in members))
+        if address in self._address_index[1]:
+            return True
+        return self.state.find_member(address) is not None
+
     def _member_added(self, member) -> None:
         log.info("enrolled %s (%s)", member.name, member.mesh_address)
         self._request_sync()

@@ -3,8 +3,11 @@
 Members read the directory when told (and on a slow safety poll); a NOTIFY tells them to
 re-read it at once. It travels inside the tunnel: the rendezvous sends it to each member's
 mesh address, and a member accepts it only from the rendezvous's mesh address (cryptokey
-routing makes that source authentic). As RFC 1996 section 3.6 asks, the member answers
-with a NOTIFY response and the rendezvous retransmits until it gets one (RETRIES
+routing makes that source authentic) and only through the tunnel interface
+(meshwg.util.ingress), so a datagram spoofed with the rendezvous's address from the LAN
+finds no socket. Whatever arrives, a member is told at most once per NOTIFY_INTERVAL
+(notices in between are folded into one, delivered when the interval ends). As RFC 1996
+section 3.6 asks, the member answers with a NOTIFY response and the rendezvous retransmits until it gets one (RETRIES
 transmissions, RETRY_START seconds apart, doubling), so a lost datagram costs seconds, not
 the safety poll. Messages are built and parsed with dnspython.
 """
@@ -26,6 +29,7 @@ import dns.name
 import dns.opcode
 import dns.rdatatype
 
+from meshwg.util.ingress import Ingress, restrict
 from meshwg.util.service import Service
 from meshwg.util.resolve import family_of
 
@@ -34,6 +38,7 @@ log = logging.getLogger("meshwg.notify")
 NOTIFY_PORT = 5354   # UDP, on each member's mesh address
 RETRY_START = 1.0    # seconds before the first retransmission; doubles after each
 RETRIES = 5          # transmissions in all before a silent member is given up on
+NOTIFY_INTERVAL = 1.0  # seconds: a member acts on at most one NOTIFY per interval
 
 
 def build_notify(zone: str, msg_id: int | None = None) -> bytes:
@@ -170,42 +175,71 @@ class Notifier:
 
 class NotifyListener:
     """Receives NOTIFY on a member's mesh address; answers and calls on_notify() for
-    genuine ones (from the rendezvous, for our zone), drops and counts the rest. Idle, it
-    blocks without timeouts."""
+    genuine ones (from the rendezvous, for our zone), drops and counts the rest. With an
+    ``interface`` it takes datagrams from that (tunnel) interface only. on_notify() runs at
+    most once per ``interval`` seconds (`coalesced` counts the notices folded into a later
+    call). Idle, it blocks without timeouts."""
 
     def __init__(self, address: str, zone: str, allowed_source: str, on_notify: Callable[[], None],
-                 port: int = NOTIFY_PORT):
+                 port: int = NOTIFY_PORT, *, interface: str | None = None,
+                 interval: float = NOTIFY_INTERVAL):
         self.zone = zone
         self.allowed_source = allowed_source
         self.on_notify = on_notify
+        self.interval = interval
         family = family_of(address)
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
-        self._sock.bind((address, port))
+        try:
+            if interface is not None:
+                restrict(self._sock, Ingress(interface))
+            self._sock.bind((address, port))
+        except OSError:
+            self._sock.close()
+            raise
         self._sock.setblocking(False)
         self._service = Service("notify-listener")
         self._service.on_close(self._sock.close)
         self.received = 0
         self.dropped = 0
+        self.coalesced = 0
+        self._last_call = float("-inf")   # time.monotonic() of the last on_notify()
+        self._owed = False                # a notice arrived since: call once the interval ends
 
     def start(self) -> "NotifyListener":
         self._service.spawn(self._run)
         return self
 
     def _run(self) -> None:
-        while self._service.wait_readable(self._sock):
-            try:
-                wire, source = self._sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                continue
-            if source[0] != self.allowed_source or not is_notify_for(wire, self.zone):
-                self.dropped += 1
-                continue
-            self.received += 1
-            try:
-                self._sock.sendto(notify_response(wire), source)
-            except OSError:
-                pass        # the rendezvous retransmits
-            self.on_notify()
+        svc = self._service
+        while not svc.stopping:
+            due = self._last_call + self.interval if self._owed else None
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            ready = svc.wait_readable(self._sock, timeout=timeout)
+            if svc.stopping:
+                return
+            if ready:
+                self._receive()
+            if self._owed and time.monotonic() >= self._last_call + self.interval:
+                self._owed = False
+                self._last_call = time.monotonic()
+                self.on_notify()
+
+    def _receive(self) -> None:
+        try:
+            wire, source = self._sock.recvfrom(2048)
+        except (BlockingIOError, InterruptedError, OSError):
+            return
+        if source[0] != self.allowed_source or not is_notify_for(wire, self.zone):
+            self.dropped += 1
+            return
+        self.received += 1
+        try:
+            self._sock.sendto(notify_response(wire), source)
+        except OSError:
+            pass        # the rendezvous retransmits
+        if self._owed:
+            self.coalesced += 1
+        self._owed = True
 
     def stop(self) -> None:
         self._service.stop()

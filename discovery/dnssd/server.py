@@ -6,7 +6,9 @@ timeouts (an idle server costs no CPU) and stop() ends them at once. Network inp
 hostile: anything that does not parse as a DNS query is dropped and counted in
 ``malformed``; the server never answers a response (QR set). TCP clients are bounded in
 number (`max_tcp_clients`) and idle time (`tcp_idle_timeout` seconds). AXFR of the zone
-is served over TCP only.
+is served over TCP only. With an ``ingress`` (meshwg.util.ingress) both sockets take only
+what arrived on the tunnel interface, and sources it does not admit are dropped (UDP) or
+disconnected (TCP) and counted in ``refused``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import dns.rdatatype
 
 from meshwg.util.endpoint import format_endpoint
 from meshwg.util.errors import MeshwgError
+from meshwg.util.ingress import Ingress, admitted, restrict
 from meshwg.util.service import Service, StreamReader
 from meshwg.util.resolve import family_of
 
@@ -54,6 +57,7 @@ class ServerCounters:
     tcp_rejected: int = 0
     send_errors: int = 0
     cache_hits: int = 0
+    refused: int = 0
 
     @property
     def queries(self) -> int:
@@ -72,12 +76,14 @@ class DnsServer:
         *,
         max_tcp_clients: int = 64,
         tcp_idle_timeout: float = 10.0,
+        ingress: Ingress | None = None,
     ) -> None:
         self.directory = directory
         self.address = address
         self.requested_port = port
         self.max_tcp_clients = max_tcp_clients
         self.tcp_idle_timeout = tcp_idle_timeout
+        self.ingress = ingress
         self._counters = ServerCounters()
         self._lock = threading.Lock()
         self._service: Service | None = None
@@ -115,7 +121,7 @@ class DnsServer:
         service.on_close(tcp.close)
         service.spawn(self._serve_udp, service, udp, name=f"dns-udp-{self._port}")
         service.spawn(lambda: service.serve_connections(
-            tcp, lambda client, _peer: self._serve_client(service, client),
+            tcp, lambda client, peer: self._serve_client(service, client, peer[0]),
             limit=self.max_tcp_clients, name=f"dns-tcp-client-{self._port}",
             on_reject=lambda: self._count(tcp_rejected=1)), name=f"dns-tcp-{self._port}")
         self._service = service
@@ -148,6 +154,8 @@ class DnsServer:
             udp = socket.socket(family, socket.SOCK_DGRAM)
             tcp = socket.socket(family, socket.SOCK_STREAM)
             try:
+                restrict(udp, self.ingress)
+                restrict(tcp, self.ingress)
                 udp.bind((self.address, self.requested_port))
                 port = udp.getsockname()[1]
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -239,6 +247,9 @@ class DnsServer:
                     break
                 except OSError:
                     break  # e.g. ICMP-induced errors; keep serving
+                if not admitted(self.ingress, peer[0]):
+                    self._count(refused=1)
+                    continue
                 self._count(queries_udp=1)
                 for wire in self._handle(data, "udp"):
                     try:
@@ -249,9 +260,12 @@ class DnsServer:
 
     # -- TCP
 
-    def _serve_client(self, service: Service, client: socket.socket) -> None:
+    def _serve_client(self, service: Service, client: socket.socket, source: str) -> None:
         """One TCP client: length-prefixed queries (RFC 1035 section 4.2.2) until it
         closes, idles for tcp_idle_timeout seconds or the server stops."""
+        if not admitted(self.ingress, source):
+            self._count(refused=1)
+            return
         with self._lock:
             self._clients.add(client)
             self._counters.tcp_connections += 1

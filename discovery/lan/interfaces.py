@@ -6,7 +6,10 @@ take up to 1.4 s and 0.6 s of its start-up."""
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import socket
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -18,6 +21,20 @@ if TYPE_CHECKING:
 from discovery.lan.records import usable_lan_address
 
 DEFAULT_TUNNEL_INTERFACE = "meshwg0"
+_SIOCGIFFLAGS = 0x8913      # <linux/sockios.h>
+_IFF_UP = 0x1               # <linux/if.h>
+
+
+def interface_is_up(name: str) -> bool:
+    """True when interface `name` is administratively up (IFF_UP). An interface that is
+    down may still hold addresses: they are neither announced nor joined for mDNS."""
+    request = struct.pack("16sH14s", name.encode()[:15], 0, b"")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            reply = fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, request)
+    except OSError:          # gone meanwhile
+        return False
+    return bool(struct.unpack_from("16sH", reply)[1] & _IFF_UP)
 
 
 @dataclass(frozen=True)
@@ -34,12 +51,15 @@ def local_interfaces(
     names: Sequence[str] | None = None,
     exclude: Iterable[str] = (DEFAULT_TUNNEL_INTERFACE,),
 ) -> list[LocalInterface]:
-    """Interfaces to use: ``names`` if given, else every non-loopback one with an address."""
+    """Interfaces to use: ``names`` if given, else every non-loopback one with an address;
+    interfaces that are down are skipped either way."""
     excluded = set(exclude)
     chosen: list[LocalInterface] = []
     for adapter in ifaddr.get_adapters():
         ifname = adapter.nice_name
         if ifname in excluded or (names is not None and ifname not in names):
+            continue
+        if not interface_is_up(ifname):
             continue
         v4, v6 = [], []
         for ip in adapter.ips:
@@ -79,7 +99,7 @@ def lan_addresses(exclude: tuple[str, ...] = ()) -> list[tuple[str, ipaddress._B
     out = []
     for adapter in ifaddr.get_adapters():
         name = adapter.nice_name
-        if name == "lo" or name in exclude:
+        if name == "lo" or name in exclude or not interface_is_up(name):
             continue
         for entry in adapter.ips:
             text = entry.ip[0].split("%", 1)[0] if isinstance(entry.ip, tuple) else entry.ip

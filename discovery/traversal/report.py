@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from meshwg.util.endpoint import format_endpoint
 from meshwg.util.errors import MeshwgError
+from meshwg.util.ingress import Ingress, admitted, restrict
 from meshwg.util.jsonbound import loads_bounded
 from meshwg.util.service import Service, StreamReader
 from meshwg.util.resolve import family_of
@@ -57,11 +58,14 @@ def parse_candidates(items: Any) -> list[str]:
 class CandidateReportServer:
     """Listens on the rendezvous's mesh address; calls on_report(source_ip, candidates)
     for each well-formed report (from its own thread). Malformed ones are answered
-    {"ok": false} and counted in `dropped`. Idle, it blocks without timeouts."""
+    {"ok": false} and counted in `dropped`. With an ``ingress`` (meshwg.util.ingress) it
+    takes connections only from the tunnel, and closes those from sources it does not
+    admit unanswered (counted in `refused`). Idle, it blocks without timeouts."""
 
     def __init__(self, address: str, port: int, on_report: Callable[[str, list[str]], None],
                  on_relay: Callable[[str, int | None], None] | None = None,
-                 on_nat: Callable[[str, str | None], None] | None = None):
+                 on_nat: Callable[[str, str | None], None] | None = None,
+                 ingress: Ingress | None = None):
         self.on_relay = on_relay          # (source_ip, relay port or None) for each report
         self.on_nat = on_nat              # (source_ip, "hard" | "easy" | None) for each report
         self.address = address
@@ -70,6 +74,8 @@ class CandidateReportServer:
         self.port = 0
         self.received = 0
         self.dropped = 0
+        self.refused = 0
+        self.ingress = ingress
         self._service = Service("report-server")
         self._sock: socket.socket | None = None
 
@@ -78,6 +84,7 @@ class CandidateReportServer:
         family = family_of(self.address)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
+            restrict(sock, self.ingress)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.address, self.requested_port))
             sock.listen(64)
@@ -103,6 +110,9 @@ class CandidateReportServer:
         return line
 
     def _handle(self, conn: socket.socket, source: str) -> None:
+        if not admitted(self.ingress, source):
+            self.refused += 1
+            return
         try:
             message = loads_bounded(self._read_line(conn), MAX_REPORT)
             candidates = parse_candidates(message.get("candidates"))
