@@ -275,7 +275,7 @@ class PathManager:
         if self.is_working(key, now):
             if _on_relay(path):
                 return "relay", f"relay via {path.relay_name}: {self._why_not_direct(path, now)}"
-            return self._label(path.endpoint, path.candidates.reflexive)
+            return self._label(path.endpoint, path.candidates)
         if not path.candidates.all():
             return "none", "no candidate endpoints known yet (peer not in the directory or not on the LAN)"
         if path.endpoint is not None and path.last_handshake is not None:
@@ -295,15 +295,17 @@ class PathManager:
         self.own_families = set(families) if families is not None else None
         self.own_hard_nat = hard_nat
 
-    def _label(self, endpoint: Endpoint | None, reflexive: Endpoint | None = None
+    def _label(self, endpoint: Endpoint | None, candidates: Candidates | None = None
                ) -> tuple[str, str]:
-        """(path, reason) for a working path, by what its endpoint is: the peer's public
-        (reflexive) endpoint is 'direct' even when it shares one of our subnets (two servers
-        on one public subnet are not a LAN); another endpoint on our subnets is 'lan'."""
+        """(path, reason) for a working path, by what its endpoint is: 'lan' for an
+        endpoint on one of our subnets that is a private address or one the peer announced
+        on the LAN (mDNS); a public address is 'direct' even when it shares one of our
+        subnets (two servers on one public subnet are not a LAN)."""
         host = endpoint[0] if endpoint else ""
         public = not in_networks(host, PRIVATE_NETWORKS)
-        if endpoint is not None and endpoint == reflexive and public:
-            return "direct", "endpoint at the peer's public address (as the rendezvous sees it)"
+        announced = candidates is not None and endpoint in candidates.lan
+        if endpoint is not None and public and not announced:
+            return "direct", "endpoint at the peer's public address"
         if in_networks(host, self.local_networks):
             return "lan", "endpoint on one of our LAN subnets"
         if in_networks(host, PRIVATE_NETWORKS):

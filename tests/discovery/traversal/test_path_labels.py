@@ -98,6 +98,10 @@ def test_public_peer_sharing_our_public_subnet_is_direct_not_lan():
     ep = ("198.18.0.20", 51820)
     path, reason = working(manager("198.18.0.0/15"), ep, Candidates(reflexive=ep))
     assert path == "direct" and "public" in reason
+    # a symmetric NAT's public mapping (not the reflexive endpoint the rendezvous saw) on
+    # our public subnet is direct too
+    mapped = ("198.18.4.1", 61000)
+    assert working(manager("198.18.0.0/15"), mapped, Candidates(reflexive=ep))[0] == "direct"
     # the same peer reached at another endpoint of that subnet (announced on the LAN) is lan
     lan_ep = ("198.18.0.21", 51820)
     assert working(manager("198.18.0.0/15"), lan_ep,
