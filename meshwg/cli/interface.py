@@ -32,6 +32,18 @@ def check_interface_name(name: str, hint: str = "") -> str:
     return name
 
 
+CONFIG_DIRECTORY = "/etc/wireguard"
+
+
+def config_path(argument: str, directory: str = CONFIG_DIRECTORY) -> str:
+    """wg-quick's CONFIG_FILE: a bare interface name ("wg0") that is not a file here means
+    DIRECTORY/wg0.conf; anything else (a FILE.conf too) is a path."""
+    if ("/" not in argument and not argument.endswith(".conf") and _NAME.fullmatch(argument)
+            and not os.path.exists(argument)):
+        return os.path.join(directory, f"{argument}.conf")
+    return argument
+
+
 def parse_timer_overrides(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items or []:
@@ -53,6 +65,7 @@ def cmd_up(args) -> int:
     from meshwg.config.wgquick import ConfigError, load_config, private_key_permission_warning
     from meshwg.device.device import Device
     from meshwg.core.timers import Timers
+    args.config = config_path(args.config)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -83,6 +96,15 @@ def cmd_up(args) -> int:
     return 0
 
 
+def _is_meshwg(pid: int) -> bool:
+    """Whether process `pid` runs meshwg (`meshwg ...` or `python -m meshwg ...`)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"meshwg" in f.read(65536)
+    except OSError:
+        return False
+
+
 def cmd_down(args) -> int:
     if args.interface.endswith(".conf"):      # `wg-quick down /etc/wireguard/wg0.conf` works too
         args.interface = interface_name_from_path(args.interface)
@@ -94,6 +116,10 @@ def cmd_down(args) -> int:
         fail(f"{args.interface} is not a running meshwg interface (no {path})")
     except ValueError:
         fail(f"{path}: not a pid")
+    if process_running(pid) and not _is_meshwg(pid):
+        os.unlink(path)      # left by a killed meshwg; its pid now belongs to another program
+        fail(f"{args.interface}: process {pid} is not meshwg (the pid was reused); "
+             f"removed stale {path}")
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -112,6 +112,37 @@ def test_interface_names_outside_wg_quicks_pattern_are_refused(name, tmp_path):
     assert out.returncode == 1 and "must be 1-15 characters of" in out.stderr, out.stderr
 
 
+def test_down_never_signals_a_process_that_reused_a_stale_pid():
+    """A pid file left by a SIGKILLed `meshwg up` whose pid another program now has: down
+    removes the file and leaves that program alone."""
+    from meshwg.util.files import process_running, write_pid_file
+    name = f"mwpid{os.getpid() % 100000}"
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        path = write_pid_file(name)
+        with open(path, "w") as f:
+            f.write(f"{other.pid}\n")
+        out = run("down", name)
+        assert out.returncode == 1 and "is not meshwg" in out.stderr, out.stderr
+        assert process_running(other.pid) and not os.path.exists(path)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_up_takes_a_bare_interface_name_like_wg_quick(tmp_path, monkeypatch):
+    """`wg-quick up wg0` reads /etc/wireguard/wg0.conf; a file of that name here wins."""
+    from meshwg.cli.interface import config_path
+    assert config_path("wg0", str(tmp_path)) == str(tmp_path / "wg0.conf")
+    assert config_path("./wg0", str(tmp_path)) == "./wg0"
+    assert config_path("wg0.conf", "/x") == "wg0.conf"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wg1").write_text("")
+    assert config_path("wg1", "/x") == "wg1"
+    out = run("up", "nosuchmwg0")
+    assert out.returncode == 1 and "/etc/wireguard/nosuchmwg0.conf: cannot read" in out.stderr
+
+
 def test_down_takes_the_config_file_like_wg_quick():
     out = run("down", "/etc/wireguard/nosuchmwg0.conf")
     assert out.returncode == 1 and "nosuchmwg0 is not a running meshwg interface" in out.stderr
