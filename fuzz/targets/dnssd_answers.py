@@ -30,8 +30,13 @@ def one_input(data: bytes) -> None:
     except Exception:  # noqa: BLE001 -- dnspython's refusal; the client gets no answer
         return
     rrsets = list(message.answer) + list(message.additional) + list(message.authority)
+    by_label: dict[bytes, list] = {}      # as the client groups a transfer: linear, not n*n
+    for rrset in rrsets:
+        if len(rrset.name) == DEPTH:
+            by_label.setdefault(rrset.name.labels[0].lower(), []).append(rrset)
     names = parse_ptr_answers(ZONE, rrsets) + [r.name for r in rrsets if len(r.name) == DEPTH]
-    records = [parse_member_answers(name, rrsets) for name in dict.fromkeys(names)]
+    records = [parse_member_answers(name, by_label.get(name.labels[0].lower(), []))
+               for name in dict.fromkeys(names)]
     strings = [s for r in rrsets if r.rdtype == dns.rdatatype.TXT and r.rdclass == dns.rdataclass.IN
                for rdata in r for s in rdata.strings]
     for record in records + parse_bulk_strings(strings):
