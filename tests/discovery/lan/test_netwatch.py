@@ -86,6 +86,8 @@ def test_address_changes_are_reported_and_lan_addresses_listed(ns: str) -> None:
         ip("-n", ns, "link", "add", "wt0", "type", "veth", "peer", "name", "wt9")
         ip("-n", ns, "addr", "add", "10.201.0.1/24", "dev", "wt0")
         ip("-n", ns, "addr", "add", "10.202.0.1/24", "dev", "wt9")      # the "tunnel": excluded
+        for dev in ("wt0", "wt9"):      # interfaces that are down are not LAN (issue 9 case 21)
+            ip("-n", ns, "link", "set", dev, "up")
         agent.expect("change")
         agent.send("addresses")
         rows = json.loads(agent.expect("addresses")[len("addresses "):])
