@@ -8,6 +8,10 @@ announcer-stopped, counters) and obeys commands read from stdin: ``update``
 ``rogue``: publishes three instances that break the record layout (a key that is not
 base64, a borrowed instance name, an unknown TXT version), prints a ``registered`` event
 and keeps them up until stdin closes.
+
+``flood``: announces ``--count`` bogus instances of the members' service type as bare PTR
+records (nothing resolves them: no SRV, TXT or address), three times a second apart,
+prints a ``flooded`` event and stays until stdin closes (issue 9 case 4).
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def run_node(args: argparse.Namespace) -> None:
         elif command == "counters":
             c = browser.counters
             emit("counters", malformed=c.malformed, other_mesh=c.other_mesh, own=c.own,
-                 unresolved=c.unresolved)
+                 unresolved=c.unresolved, deferred=c.deferred)
         elif command == "quit":
             break
     announcer.stop()
@@ -96,6 +100,25 @@ def run_rogue(args: argparse.Namespace) -> None:
     zc.close()
 
 
+def run_flood(args: argparse.Namespace) -> None:
+    from zeroconf import DNSOutgoing, DNSPointer, Zeroconf, const
+
+    from discovery.lan.records import SERVICE_TYPE
+
+    zc = Zeroconf(interfaces=[args.address])
+    out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA)
+    for i in range(args.count):
+        out.add_answer_at_time(DNSPointer(SERVICE_TYPE, const._TYPE_PTR, const._CLASS_IN, 4500,
+                                          f"mwg-bogus{i:04d}.{SERVICE_TYPE}"), 0)
+    for round_ in range(3):
+        if round_:
+            time.sleep(1)  # RFC 6762 8.3: repeated announcements one second apart
+        zc.send(out)
+    _emitter()("flooded", count=args.count)
+    sys.stdin.read()
+    zc.close()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m discovery.lab.mdns_agent",
                                      description=__doc__.split("\n\n")[0])
@@ -111,9 +134,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     rogue = sub.add_parser("rogue", help="publish malformed instances")
     rogue.add_argument("--mesh", required=True)
     rogue.add_argument("--address", required=True, help="IPv4 address to bind and announce")
+    flood = sub.add_parser("flood", help="announce bogus PTR-only instances")
+    flood.add_argument("--address", required=True, help="IPv4 address to bind")
+    flood.add_argument("--count", type=int, default=200)
     args = parser.parse_args(argv)
     if args.command == "node":
         run_node(args)
+    elif args.command == "flood":
+        run_flood(args)
     else:
         run_rogue(args)
 

@@ -1,10 +1,17 @@
 """Follows the members of one mesh on the LAN over mDNS (records: discovery.lan.records).
 
 python-zeroconf's ServiceBrowser reports instances appearing, changing and leaving; its
-callbacks only queue a job. The browser's own thread (meshwg.util.service.Service) resolves
-and validates them, keeps a table bounded at MAX_PEERS, and re-reads the known instances
-from Zeroconf's cache every `refresh_interval` seconds, which catches records that expire
-without a goodbye. With no member known it waits for a job without any timeout.
+callbacks only queue a job. The browser's own thread (meshwg.util.service.Service) reads
+each instance from Zeroconf's cache first (free: a member's announcement carries its SRV,
+TXT and addresses in the same packet), validates it and keeps a table bounded at MAX_PEERS.
+Instances the cache cannot complete are deferred: at most MAX_DEFERRED wait, each is
+queried on the LAN at most QUERY_ATTEMPTS times, QUERY_TIMEOUT_MS each, one at a time and
+only while no event waits, RETRY_PERIOD seconds apart, then dropped and counted. So 200
+bogus instances on the LAN (issue 9 case 4) cost a bounded number of queries and never
+delay a member whose announcement is complete. Known and deferred instances are re-read
+from the cache every `refresh_interval` seconds, which catches records that expire without
+a goodbye and deferred ones completed later. With nothing known or deferred it waits for a
+job without any timeout.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ from discovery.lan.service import MdnsService
 
 log = logging.getLogger(__name__)
 
-RESOLVE_TIMEOUT_MS = 3000
+QUERY_TIMEOUT_MS = 1000  # one query for an instance the cache could not complete
+QUERY_ATTEMPTS = 3  # queries per deferred instance before it is dropped (counted unresolved)
+RETRY_PERIOD = 10.0  # seconds between two queries for the same instance
+MAX_DEFERRED = 256  # bound on the instances waiting for a query; more are dropped (unresolved)
 MAX_PEERS = 1024  # bound on the table a (hostile) LAN can make us keep
 REFRESH_INTERVAL = 1.0  # seconds between cache re-reads while members are known
 
@@ -44,6 +54,14 @@ class BrowserCounters:
     own: int = 0
     unresolved: int = 0
     overflow: int = 0  # members beyond MAX_PEERS
+    deferred: int = 0  # instances the cache could not complete, queued for a query
+
+
+@dataclass
+class _Deferred:
+    name: str
+    due: float  # time.monotonic() of its next query
+    attempts: int = 0
 
 
 @dataclass
@@ -82,6 +100,7 @@ class MdnsBrowser:
         self._by_instance: dict[str, LanPeer] = {}
         self._peers: dict[bytes, LanPeer] = {}
         self._jobs: deque[_Job] = deque()
+        self._deferred: dict[str, _Deferred] = {}  # by lower-case name; worker thread only
         self._wake_r = self._wake_w = -1       # a pipe: queued jobs wake the worker
         self._browser: ServiceBrowser | None = None
         self._worker: Service | None = None
@@ -136,7 +155,11 @@ class MdnsBrowser:
     def _run(self, worker: Service) -> None:
         next_refresh: float | None = None   # time.monotonic() of the next cache re-read
         while True:
-            timeout = None if next_refresh is None else max(0.0, next_refresh - time.monotonic())
+            wake = next_refresh
+            if self._deferred:  # the next query, unless events come first
+                wake = min(d.due for d in self._deferred.values())
+                wake = wake if next_refresh is None else min(wake, next_refresh)
+            timeout = None if wake is None else max(0.0, wake - time.monotonic())
             worker.wait_readable(self._wake_r, timeout=timeout)
             if worker.stopping:
                 return
@@ -151,6 +174,10 @@ class MdnsBrowser:
             refreshed = next_refresh is not None and time.monotonic() >= next_refresh
             if refreshed:               # due even when events keep the queue busy
                 jobs.append(_Job("refresh"))
+            if not jobs:                # events first: a query waits until none is queued
+                query = self._due_query()
+                if query is not None:
+                    jobs.append(_Job("query", query))
             for job in jobs:
                 if worker.stopping:
                     return
@@ -159,24 +186,35 @@ class MdnsBrowser:
                 except Exception:  # noqa: BLE001 -- a bad packet must never kill discovery
                     log.exception("mdns: browser job %s failed", job)
             with self._lock:
-                known = bool(self._by_instance)
+                known = bool(self._by_instance) or bool(self._deferred)
             if not known:
                 next_refresh = None
             elif next_refresh is None or refreshed:
                 next_refresh = time.monotonic() + self.refresh_interval
 
+    def _due_query(self) -> str | None:
+        """The name of the deferred instance whose query is due, if any."""
+        now = time.monotonic()
+        for entry in self._deferred.values():
+            if entry.due <= now:
+                return entry.name
+        return None
+
     def _handle(self, job: _Job) -> None:
         before = self.peers()
         if job.kind == "remove":
+            self._deferred.pop(job.name.lower(), None)
             with self._lock:
                 self._by_instance.pop(job.name.lower(), None)
-        elif job.kind == "resolve":
-            self._resolve(job.name, request=True)
+        elif job.kind in ("resolve", "query"):
+            self._resolve(job.name, job.kind)
         else:  # refresh: re-read known instances from the cache (expired addresses, TTLs)
             with self._lock:
                 names = list(self._by_instance)
             for name in names:
-                self._resolve(name, request=False)
+                self._resolve(name, "refresh")
+            for entry in list(self._deferred.values()):  # completed since (a late SRV, A)
+                self._resolve(entry.name, "recheck")
         with self._lock:
             self._peers = {p.public_key: p for p in self._by_instance.values()}
         after = self.peers()
@@ -186,18 +224,28 @@ class MdnsBrowser:
             except Exception:  # noqa: BLE001 -- the caller's bug must not stop discovery
                 log.exception("mdns: on_change callback failed")
 
-    def _resolve(self, name: str, request: bool) -> None:
+    def _resolve(self, name: str, how: str) -> None:
+        """Read one instance: ``how`` is "resolve" (an event: the cache, else defer it),
+        "query" (a deferred one, asked on the LAN), "recheck" (a deferred one, the cache
+        only) or "refresh" (a known one, the cache only: not a sighting)."""
         zc = self.service.zeroconf
         info = ServiceInfo(SERVICE_TYPE, name)
-        complete = info.request(zc, RESOLVE_TIMEOUT_MS) if request else info.load_from_cache(zc)
         key = name.lower()
+        if how == "query":
+            complete = info.request(zc, QUERY_TIMEOUT_MS)
+        else:
+            complete = info.load_from_cache(zc)
         if not complete:
-            if request:
-                self.counters.unresolved += 1
-            else:  # records gone from the cache (expired without a goodbye)
+            if how == "resolve":
+                self._defer(key, name)
+            elif how == "query":
+                self._retry(key)
+            elif how == "refresh":  # records gone from the cache (expired without a goodbye)
                 with self._lock:
                     self._by_instance.pop(key, None)
             return
+        self._deferred.pop(key, None)
+        request = how != "refresh"  # a sighting (counted, last_seen now)
         try:
             peer = parse_announcement(
                 name, info.properties or {}, _scoped_addresses(info), info.port, time.time()
@@ -224,6 +272,27 @@ class MdnsBrowser:
             if not request and known is not None:
                 peer.last_seen = known.last_seen  # a cache re-read is not a sighting
             self._by_instance[key] = peer
+
+
+    def _defer(self, key: str, name: str) -> None:
+        if key in self._deferred:
+            return
+        if len(self._deferred) >= MAX_DEFERRED:
+            self.counters.unresolved += 1
+            return
+        self.counters.deferred += 1
+        self._deferred[key] = _Deferred(name, time.monotonic())
+
+    def _retry(self, key: str) -> None:
+        entry = self._deferred.pop(key, None)
+        if entry is None:
+            return
+        entry.attempts += 1
+        if entry.attempts >= QUERY_ATTEMPTS:
+            self.counters.unresolved += 1
+            return
+        entry.due = time.monotonic() + RETRY_PERIOD
+        self._deferred[key] = entry  # to the back: the others' turn first
 
 
 def _scoped_addresses(info: ServiceInfo) -> list[str]:
