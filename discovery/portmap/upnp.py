@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
+from meshwg.util.numbers import bounded_int
+
 from discovery.portmap.errors import MalformedMessage, PortMapError
 
 SSDP_ADDRESS = ("239.255.255.250", 1900)
@@ -143,7 +145,7 @@ def parse_soap_reply(action: str, status: int, data: bytes) -> dict[str, str]:
                 code = (element.text or "").strip()
             elif _local(element.tag) == "errorDescription":
                 text = (element.text or "").strip()
-        raise UpnpError(action, int(code) if code.isdigit() else 0, text or f"HTTP {status}")
+        raise UpnpError(action, bounded_int(code, 65535) or 0, text or f"HTTP {status}")
     for element in root.iter():
         if _local(element.tag) == f"{action}Response":
             return {_local(child.tag): (child.text or "").strip() for child in element}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 
+from meshwg.util.numbers import bounded_int
+
 
 def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o600) -> None:
     """Write `data` to `path` through a temporary file in the same folder, fsync it and
@@ -60,7 +62,7 @@ def read_pid_file(name: str, directory: str = RUN_DIRECTORY) -> int | None:
             text = f.read(32).strip()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return int(text) if text.isdigit() and 0 < int(text) < 1 << 32 else None
+    return bounded_int(text, (1 << 32) - 1, low=1)
 
 
 def process_running(pid: int) -> bool:

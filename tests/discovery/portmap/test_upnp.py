@@ -83,3 +83,15 @@ def test_soap_reply_arguments_and_faults():
     assert info.value.code == upnp.CONFLICT_IN_MAPPING_ENTRY
     with pytest.raises(MalformedMessage):
         upnp.parse_soap_reply("GetExternalIPAddress", 200, fault)
+
+
+def test_fault_error_codes_are_ascii_digits_bounded() -> None:
+    # a gateway's errorCode of superscript or 5,000 digits is no number: code 0, no ValueError
+    for code in ("\u00b2", "9" * 5000, "718"):
+        body = ('<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/'
+                'envelope/"><s:Body><s:Fault><detail><UPnPError><errorCode>' + code +
+                '</errorCode><errorDescription>x</errorDescription></UPnPError></detail>'
+                '</s:Fault></s:Body></s:Envelope>').encode()
+        with pytest.raises(upnp.UpnpError) as raised:
+            upnp.parse_soap_reply("AddPortMapping", 500, body)
+        assert raised.value.code == (718 if code == "718" else 0)

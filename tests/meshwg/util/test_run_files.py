@@ -68,3 +68,11 @@ def test_pid_file_liveness(tmp_path):
         child.kill()
     child.wait(timeout=30)
     assert not process_running(child.pid)
+
+
+def test_pid_file_holding_no_ascii_number_is_no_pid(tmp_path) -> None:
+    for text in ("\u00b2", "0", "9" * 5000, "12x", ""):
+        (tmp_path / "x.pid").write_text(text)
+        assert read_pid_file("x", str(tmp_path)) is None, text
+    (tmp_path / "x.pid").write_text("4242\n")
+    assert read_pid_file("x", str(tmp_path)) == 4242
