@@ -10,7 +10,7 @@ import json
 import subprocess
 from dataclasses import dataclass
 
-from discovery.lab.netns import LabError, Namespace, poll
+from discovery.lab.netns import Daemon, LabError, Namespace, poll
 
 _TCP_RECEIVER = r"""
 import hashlib, json, socket, sys
@@ -92,12 +92,7 @@ def tcp_transfer(sender: Namespace, receiver: Namespace, receiver_ip: str, nbyte
     bytes per second (0 = unpaced). Blocks until the receiver reports; LabError when either
     side fails.
     """
-    rx = receiver.popen_python(_TCP_RECEIVER, receiver_ip, port, timeout, name="tcp-rx")
-
-    def listening() -> bool:
-        rx.check_alive()
-        return "listening" in rx.stdout()
-    poll(listening, 10, lambda: f"TCP receiver on {receiver_ip}:{port}\n{rx.output()}")
+    rx = _start_receiver(receiver, receiver_ip, port, timeout)
     tx = sender.run_python(_TCP_SENDER, receiver_ip, port, nbytes, timeout, seconds, rate,
                            timeout=timeout + 10, check=False)
     if tx.returncode != 0:
@@ -108,12 +103,53 @@ def tcp_transfer(sender: Namespace, receiver: Namespace, receiver_ip: str, nbyte
         rx.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         rx.stop()
+    return _result(rx, tx.stdout)
+
+
+def _start_receiver(receiver: Namespace, receiver_ip: str, port: int, timeout: float) -> Daemon:
+    rx = receiver.popen_python(_TCP_RECEIVER, receiver_ip, port, timeout, name="tcp-rx")
+
+    def listening() -> bool:
+        rx.check_alive()
+        return "listening" in rx.stdout()
+    poll(listening, 10, lambda: f"TCP receiver on {receiver_ip}:{port}\n{rx.output()}")
+    return rx
+
+
+def _result(rx: Daemon, sender_stdout: str) -> TransferResult:
     lines = [line for line in rx.stdout().splitlines() if line.startswith("{")]
     if not lines:
         raise LabError(f"TCP receiver gave no result\n{rx.output()}")
-    got, sent = json.loads(lines[-1]), json.loads(tx.stdout.strip().splitlines()[-1])
+    got, sent = json.loads(lines[-1]), json.loads(sender_stdout.strip().splitlines()[-1])
     return TransferResult(sent["bytes"], sent["sha256"], got["bytes"], got["sha256"],
                           sent["seconds"])
+
+
+class TcpStream:
+    """:func:`tcp_transfer` streaming for ``seconds`` in the background (both ends are lab
+    daemons, stopped by the registry also on failure): :meth:`running` while it lasts,
+    :meth:`result` once done (LabError when either side failed, e.g. a connection reset)."""
+
+    def __init__(self, sender: Namespace, receiver: Namespace, receiver_ip: str,
+                 seconds: float, rate: float = 0.0, port: int = 5201, timeout: float = 60.0):
+        self.rx = _start_receiver(receiver, receiver_ip, port, timeout)
+        self.tx = sender.popen_python(_TCP_SENDER, receiver_ip, port, 0, timeout, seconds, rate,
+                                      name="tcp-tx")
+
+    def running(self) -> bool:
+        return self.tx.alive
+
+    def result(self, timeout: float) -> TransferResult:
+        """Wait up to ``timeout`` seconds for both ends; what was sent and received."""
+        try:
+            code = self.tx.wait(timeout)
+            self.rx.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"TCP stream still running after {timeout} s\n{self.tx.output()}\n"
+                           f"{self.rx.output()}") from None
+        if code != 0:
+            raise LabError(f"TCP sender failed (exit {code})\n{self.tx.output()}\n{self.rx.output()}")
+        return _result(self.rx, self.tx.stdout())
 
 
 _ECHO_SERVER = """
