@@ -6,7 +6,7 @@ PYTHON      ?= python3
 PY          := $(VENV)/bin/python
 APT_PACKAGES := wireguard-go wireguard-tools iperf3 iputils-ping iproute2 iptables \
                 conntrack bind9-dnsutils avahi-utils avahi-daemon dbus dnsperf \
-                netcat-openbsd procps kmod miniupnpd-iptables miniupnpd
+                netcat-openbsd procps kmod miniupnpd-iptables miniupnpd bind9 knot
 PYTEST_ARGS ?=
 
 .PHONY: all deps apt venv test test-fast demo bench bench-json fuzz clean
