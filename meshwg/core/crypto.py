@@ -1,21 +1,20 @@
 """Thin wrappers over well-kept libraries for the primitives WireGuard uses.
 
-No primitive is implemented here: BLAKE2s comes from hashlib, X25519 and
-ChaCha20-Poly1305 from `cryptography`, XChaCha20-Poly1305 from libsodium (PyNaCl).
+No primitive is implemented here: BLAKE2s comes from hashlib (HMAC is RFC 2104's
+composition over it), ChaCha20-Poly1305 from `cryptography`, X25519 and
+XChaCha20-Poly1305 from libsodium (PyNaCl).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import hmac
 import os
 import struct
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl import bindings as sodium
+from nacl import exceptions as sodium_exceptions
 
 from meshwg.core.messages import COUNTER_NONCE
 from meshwg.util.errors import MeshwgError
@@ -23,6 +22,10 @@ from meshwg.util.errors import MeshwgError
 KEY_SIZE = 32
 XNONCE_SIZE = 24
 _ZERO32 = bytes(32)
+_BLAKE2S_BLOCK = 64
+_IPAD = bytes(x ^ 0x36 for x in range(256))     # RFC 2104's ipad/opad as translate tables
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_blake2s = hashlib.blake2s
 _pack_nonce = COUNTER_NONCE.pack
 
 
@@ -35,10 +38,7 @@ class WeakKeyError(MeshwgError):
 
 
 def hash_(*parts: bytes) -> bytes:
-    h = hashlib.blake2s()
-    for p in parts:
-        h.update(p)
-    return h.digest()
+    return _blake2s(b"".join(parts)).digest()
 
 
 def mac(key: bytes, data: bytes) -> bytes:
@@ -47,16 +47,32 @@ def mac(key: bytes, data: bytes) -> bytes:
 
 
 def hmac_blake2s(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.blake2s).digest()
+    """HMAC-BLAKE2s (RFC 2104 over hashlib's BLAKE2s, 64-byte blocks), as the standard
+    library's hmac composes it, without its per-call object set-up (tests check it
+    against hmac.new)."""
+    if len(key) > _BLAKE2S_BLOCK:
+        key = _blake2s(key).digest()
+    padded = key.ljust(_BLAKE2S_BLOCK, b"\x00")
+    inner = _blake2s(padded.translate(_IPAD) + data).digest()
+    return _blake2s(padded.translate(_OPAD) + inner).digest()
 
 
 def kdf(key: bytes, data: bytes, n: int) -> tuple[bytes, ...]:
-    """HKDF with HMAC-BLAKE2s, returning n (1..3) 32-byte outputs."""
+    """HKDF with HMAC-BLAKE2s (WireGuard whitepaper section 5.4: Kdf_n), returning n (1..3)
+    32-byte outputs. The pseudo-random key's padded blocks are hashed once for all n."""
     prk = hmac_blake2s(key, data)
+    if n == 1:
+        return (hmac_blake2s(prk, b"\x01"),)
+    padded = prk.ljust(_BLAKE2S_BLOCK, b"\x00")
+    inner, outer = _blake2s(padded.translate(_IPAD)), _blake2s(padded.translate(_OPAD))
     out = []
     prev = b""
     for i in range(1, n + 1):
-        prev = hmac_blake2s(prk, prev + bytes([i]))
+        h = inner.copy()
+        h.update(prev + bytes((i,)))
+        o = outer.copy()
+        o.update(h.digest())
+        prev = o.digest()
         out.append(prev)
     return tuple(out)
 
@@ -72,21 +88,24 @@ def generate_private_key() -> bytes:
     return clamp(os.urandom(32))
 
 
-# Loading a private key costs a scalar multiplication in OpenSSL (it derives the public
-# key): about as much as the exchange itself. A handshake uses the static key and its
-# ephemeral key two or three times each, so the last few loaded keys are kept.
-_private_key_object = functools.lru_cache(maxsize=8)(X25519PrivateKey.from_private_bytes)
-
-
 def public_key(private: bytes) -> bytes:
-    return _private_key_object(private).public_key().public_bytes_raw()
+    """X25519 public key of a private key (libsodium's fixed-base multiplication, which
+    clamps as RFC 7748 section 5 says; about half the cost of loading an OpenSSL key)."""
+    return sodium.crypto_scalarmult_base(private)
 
 
 def dh(private: bytes, public: bytes) -> bytes:
+    """X25519(private, public) (RFC 7748), by libsodium: no key object to build per call.
+
+    Raises WeakKeyError for a public key that is not 32 bytes or gives the all-zero
+    shared secret (a low-order point; libsodium refuses it)."""
+    if len(public) != KEY_SIZE or len(private) != KEY_SIZE:
+        raise WeakKeyError(f"X25519 keys of {len(private)} and {len(public)} bytes, "
+                           f"expected {KEY_SIZE}")
     try:
-        shared = _private_key_object(private).exchange(X25519PublicKey.from_public_bytes(public))
-    except ValueError as exc:  # cryptography refuses an all-zero shared secret
-        raise WeakKeyError(str(exc)) from None
+        shared = sodium.crypto_scalarmult(private, public)
+    except sodium_exceptions.RuntimeError:      # libsodium: all-zero shared secret
+        raise WeakKeyError("all-zero shared secret") from None
     if shared == _ZERO32:
         raise WeakKeyError("all-zero shared secret")
     return shared
@@ -119,11 +138,15 @@ class Aead:
 
 
 def aead_seal(key: bytes, counter: int, plaintext: bytes, aad: bytes = b"") -> bytes:
-    return Aead(key).seal(counter, plaintext, aad)
+    """One message under a key used once (the handshake's): no Aead kept."""
+    return ChaCha20Poly1305(key).encrypt(_pack_nonce(counter), plaintext, aad or None)
 
 
 def aead_open(key: bytes, counter: int, ciphertext: bytes, aad: bytes = b"") -> bytes:
-    return Aead(key).open(counter, ciphertext, aad)
+    try:
+        return ChaCha20Poly1305(key).decrypt(_pack_nonce(counter), ciphertext, aad or None)
+    except InvalidTag:
+        raise DecryptionError("bad authentication tag") from None
 
 
 def xaead_seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:

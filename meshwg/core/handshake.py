@@ -121,11 +121,11 @@ class Handshakes:
         state = noise.read_message1(
             self.private_key, self.public_key,
             noise.Message1(msg.ephemeral, msg.encrypted_static, msg.encrypted_timestamp),
-            precomputed=self._own_initial_state())
-        peer = self.peers.get(state.remote_static_public)
-        if peer is None:
+            precomputed=self._own_initial_state(), static_static=self._static_static_of)
+        if state is None:
             self.stats["unknown_peer"] += 1
             return
+        peer = self.peers[state.remote_static_public]
         timestamp = state.payload
         if timestamp <= peer.last_timestamp:
             self.stats["replayed_initiation"] += 1
@@ -151,6 +151,16 @@ class Handshakes:
         self._session_derived(peer, now)
         self._send(peer, response)
         self._sent_authenticated(peer, now)
+
+    def _static_static_of(self: WireGuardProtocol, remote_static: bytes) -> bytes | None:
+        """DH(our static, a peer's static), cached on the peer; None for an unknown key.
+        A peer whose key gives a weak shared secret has none cached: its handshakes fail."""
+        peer = self.peers.get(remote_static)
+        if peer is None:
+            return None
+        if peer.static_static is None:
+            raise WeakKeyError("peer's static key gives an all-zero shared secret")
+        return peer.static_static
 
     def _own_initial_state(self: WireGuardProtocol) -> tuple[bytes, bytes]:
         cached = self._own_initial_cache
@@ -257,7 +267,8 @@ class Handshakes:
         index = self._new_index()
         msg1, state = noise.write_message1(
             self.private_key, peer.public_key, tai64n(self.wall_time(now)),
-            precomputed=peer.precomputed, static_static=peer.static_static)
+            precomputed=peer.precomputed, static_static=peer.static_static,
+            local_static_public=self.public_key)
         packet = messages.Initiation(index, msg1.ephemeral, msg1.encrypted_static,
                                      msg1.encrypted_payload).build()
         packet = peer.cookie_generator.add_macs(packet, now)

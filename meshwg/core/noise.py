@@ -9,6 +9,7 @@ timestamp, payload of message 2 = empty). Ephemeral keys can be injected for tes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from meshwg.core.constants import CONSTRUCTION, IDENTIFIER
 from meshwg.core.crypto import aead_open, aead_seal, dh, generate_private_key, hash_, kdf, public_key
@@ -72,11 +73,12 @@ def write_message1(local_static_private: bytes, remote_static_public: bytes, pay
                    *, ephemeral_private: bytes | None = None, prologue: bytes = IDENTIFIER,
                    protocol_name: bytes = CONSTRUCTION,
                    precomputed: tuple[bytes, bytes] | None = None,
-                   static_static: bytes | None = None) -> tuple[Message1, InitiatorState]:
+                   static_static: bytes | None = None,
+                   local_static_public: bytes | None = None) -> tuple[Message1, InitiatorState]:
     """Tokens e, es, s, ss, then the payload.
 
     `precomputed` is initial_state(remote) and `static_static` is DH(s, rs); a peer caches
-    both, since neither changes between handshakes.
+    both, since neither changes between handshakes (nor does `local_static_public`).
     """
     ck, h = precomputed or initial_state(remote_static_public, prologue, protocol_name)
     e_priv = ephemeral_private or generate_private_key()
@@ -84,7 +86,8 @@ def write_message1(local_static_private: bytes, remote_static_public: bytes, pay
     h = hash_(h, e_pub)
     (ck,) = kdf(ck, e_pub, 1)
     ck, k = kdf(ck, dh(e_priv, remote_static_public), 2)
-    local_static_public = public_key(local_static_private)
+    if local_static_public is None:
+        local_static_public = public_key(local_static_private)
     enc_static = aead_seal(k, 0, local_static_public, h)
     h = hash_(h, enc_static)
     ss = static_static if static_static is not None else dh(local_static_private, remote_static_public)
@@ -97,8 +100,16 @@ def write_message1(local_static_private: bytes, remote_static_public: bytes, pay
 
 def read_message1(local_static_private: bytes, local_static_public: bytes, message: Message1,
                   *, prologue: bytes = IDENTIFIER, protocol_name: bytes = CONSTRUCTION,
-                  precomputed: tuple[bytes, bytes] | None = None) -> ResponderState:
-    """Raises crypto.DecryptionError or crypto.WeakKeyError when message 1 does not verify."""
+                  precomputed: tuple[bytes, bytes] | None = None,
+                  static_static: Callable[[bytes], bytes | None] | None = None,
+                  ) -> ResponderState | None:
+    """Raises crypto.DecryptionError or crypto.WeakKeyError when message 1 does not verify.
+
+    `static_static`, given the initiator's static public key once it is decrypted, returns
+    the cached DH(s, rs) of that peer (wireguard-go's precomputedStaticStatic), or None for
+    a key we do not know: then the handshake stops there and None is returned. Without
+    it, DH(s, rs) is computed.
+    """
     ck, h = precomputed or initial_state(local_static_public, prologue, protocol_name)
     e_pub = message.ephemeral
     h = hash_(h, e_pub)
@@ -106,7 +117,13 @@ def read_message1(local_static_private: bytes, local_static_public: bytes, messa
     ck, k = kdf(ck, dh(local_static_private, e_pub), 2)
     remote_static = aead_open(k, 0, message.encrypted_static, h)
     h = hash_(h, message.encrypted_static)
-    ck, k = kdf(ck, dh(local_static_private, remote_static), 2)
+    if static_static is None:
+        ss = dh(local_static_private, remote_static)
+    else:
+        ss = static_static(remote_static)
+        if ss is None:
+            return None
+    ck, k = kdf(ck, ss, 2)
     payload = aead_open(k, 0, message.encrypted_payload, h)
     h = hash_(h, message.encrypted_payload)
     return ResponderState(ck, h, remote_static, e_pub, payload)
