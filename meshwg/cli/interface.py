@@ -10,7 +10,7 @@ import sys
 import time
 
 from meshwg.cli.common import PID_DIRECTORY, StopSignal, check_privileges, fail, run_in_foreground
-from meshwg.util.files import process_running
+from meshwg.util.files import process_running, read_pid_file
 
 
 def interface_name_from_path(path: str) -> str:
@@ -80,6 +80,7 @@ def cmd_up(args) -> int:
         if line:
             print(line if line.startswith("Warning") else f"Warning: {line}", file=sys.stderr)
     check_privileges()
+    clear_leftovers(name, "Warning: ")
     stop = StopSignal()
     plan = plan_routes(config, no_routes=args.no_routes)
     check_collisions(config, plan, name)
@@ -105,26 +106,56 @@ def _is_meshwg(pid: int) -> bool:
         return False
 
 
+def _owner(name: str) -> int | None:
+    """The live meshwg process that runs interface `name` (its pid file, or the state
+    file of a `meshwg up` still starting), else None."""
+    from meshwg.cli.quick import read_state
+    for pid in (read_pid_file(name, PID_DIRECTORY), read_state(name, PID_DIRECTORY).get("pid")):
+        if pid and pid != os.getpid() and process_running(pid) and _is_meshwg(pid):
+            return pid
+    return None
+
+
+def clear_leftovers(name: str, prefix: str = "") -> tuple[list[str], list[str]]:
+    """What a meshwg killed while running `name` left (policy and firewall rules, DNS,
+    its pid file; meshwg.cli.quick.remove_leftovers), removed, each line printed on
+    stderr: (removed, could not be removed). Refuses (CliError) while a live meshwg
+    process runs the name."""
+    from meshwg.cli.quick import remove_leftovers
+    pid = _owner(name)
+    if pid is not None:
+        fail(f"{name} is run by meshwg process {pid} already (`meshwg down {name}` stops it)")
+    stale = read_pid_file(name, PID_DIRECTORY)
+    removed, failed = remove_leftovers(name, PID_DIRECTORY)
+    path = os.path.join(PID_DIRECTORY, f"{name}.pid")
+    if os.path.lexists(path):
+        os.unlink(path)
+        removed.append(f"stale {path}" + (f" (pid {stale})" if stale else ""))
+    for line in removed:
+        print(f"{prefix}{name}: removed what a killed meshwg left: {line}", file=sys.stderr)
+    for line in failed:
+        print(f"{prefix}{name}: could not remove what a killed meshwg left: {line}",
+              file=sys.stderr)
+    return removed, failed
+
+
 def cmd_down(args) -> int:
     if args.interface.endswith(".conf"):      # `wg-quick down /etc/wireguard/wg0.conf` works too
         args.interface = interface_name_from_path(args.interface)
     check_interface_name(args.interface)
     path = os.path.join(PID_DIRECTORY, f"{args.interface}.pid")
-    try:
-        pid = int(open(path).read().strip())
-    except FileNotFoundError:
-        fail(f"{args.interface} is not a running meshwg interface (no {path})")
-    except ValueError:
-        fail(f"{path}: not a pid")
-    if process_running(pid) and not _is_meshwg(pid):
-        os.unlink(path)      # left by a killed meshwg; its pid now belongs to another program
-        fail(f"{args.interface}: process {pid} is not meshwg (the pid was reused); "
-             f"removed stale {path}")
+    pid = _owner(args.interface)
+    if pid is None:           # nothing runs it: clear what a killed `meshwg up` left
+        removed, failed = clear_leftovers(args.interface)
+        if failed:
+            fail(f"{args.interface}: {len(failed)} leftovers of a killed meshwg not removed")
+        if not removed:
+            fail(f"{args.interface} is not a running meshwg interface (no {path})")
+        return 0
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        os.unlink(path)
-        fail(f"{args.interface}: process {pid} is gone; removed stale {path}")
+        return 1 if clear_leftovers(args.interface)[1] else 0
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if not process_running(pid):

@@ -27,6 +27,13 @@ refuses the same way, before creating anything, naming the AllowedIPs line and t
 device. Converging later instead (adding the route once the other one is gone) would leave
 the user believing the tunnel carries a prefix it does not.
 
+A `meshwg up` killed with SIGKILL loses its interface (the kernel removes a TUN device with
+its last descriptor) but leaves what it added outside it: policy rules, firewall rules, a
+resolvconf record. Before adding any, up records the policy table and the DNS record in
+RUN_DIRECTORY/NAME.quick.json; remove_leftovers() clears them as wg-quick's down does
+(every rule of the table, both families, and its comment-marked firewall rules), called by
+`meshwg down` and by the next `meshwg up` of the name, which says what it removed.
+
 DNS goes through `resolvconf` (as wg-quick: `resolvconf -a IFACE -m 0 -x`) or, on a host
 with systemd-resolved and no resolvconf, through `resolvectl dns/domain` (and `resolvectl
 revert` on down); a host with neither refuses a file with DNS lines.
@@ -34,6 +41,7 @@ revert` on down); a host with neither refuses a file with DNS lines.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -46,7 +54,8 @@ from meshwg.config.wgquick import (MIN_MTU, ConfigError, InterfaceConfig, PeerCo
 from meshwg.netlink import routing
 from meshwg.netlink.routes import TABLE_MAIN
 from meshwg.util.errors import MeshwgError
-from meshwg.util.files import atomic_write
+from meshwg.util.files import RUN_DIRECTORY, atomic_write
+from meshwg.util.numbers import bounded_int
 
 MTU_OVERHEAD = 80          # wg-quick: IPv6 (40) + UDP (8) + WireGuard (32) headers
 DEFAULT_UNDERLAY_MTU = 1500
@@ -159,6 +168,12 @@ class DnsSetting:
             # -x (exclusive) in resolved's resolvconf: the "~." routing domain
             _run_tool([path, "domain", self.name, "~.", *self.search])
 
+    def leftover(self) -> list[str] | None:
+        """The command that removes what set() leaves behind after its process is killed
+        (a resolvconf record; resolved forgets a link's DNS when the link goes)."""
+        kind, path = self.tool()
+        return [path, "-d", resolvconf_name(self.name, path), "-f"] if kind == "resolvconf" else None
+
     def unset(self) -> None:
         if self.done:
             argv, self.done = self.done, []
@@ -232,8 +247,9 @@ def add_firewall(name: str, version: int, mark: int, addresses: list) -> None:
     _run_tool([f"{_firewall_tool(version)}-restore", "-n"], input="\n".join(lines))
 
 
-def remove_firewall(name: str, version: int) -> None:
-    """Delete every rule add_firewall made for `name` (wg-quick's remove_firewall)."""
+def remove_firewall(name: str, version: int) -> int:
+    """Delete every rule add_firewall made for `name` (wg-quick's remove_firewall): how
+    many."""
     tool = _firewall_tool(version)
     try:
         dump = subprocess.run([f"{tool}-save"], capture_output=True, text=True, timeout=30).stdout
@@ -242,8 +258,78 @@ def remove_firewall(name: str, version: int) -> None:
     marker = f'--comment "meshwg rule for {name}"'
     kept = [("-D" + line[2:]) if line.startswith("-A ") else line for line in dump.splitlines()
             if line.startswith("*") or line == "COMMIT" or (line.startswith("-A ") and marker in line)]
-    if any(line.startswith("-D ") for line in kept):
+    found = sum(line.startswith("-D ") for line in kept)
+    if found:
         _run_tool([f"{tool}-restore", "-n"], input="\n".join(kept) + "\n")
+    return found
+
+
+# ----------------------------------------------------------------------------- leftovers
+
+def state_path(name: str, directory: str = RUN_DIRECTORY) -> str:
+    """DIRECTORY/NAME.quick.json: what a killed `meshwg up NAME` may have left."""
+    return os.path.join(directory, f"{name}.quick.json")
+
+
+def read_state(name: str, directory: str = RUN_DIRECTORY) -> dict:
+    """The state file of NAME ({} when there is none or it is not ours): "pid", "table"
+    (the default route's policy table), "dns" (the command that removes the record)."""
+    try:
+        with open(state_path(name, directory)) as f:
+            state = json.loads(f.read(4096))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(state, dict):
+        return {}
+    pid = bounded_int(str(state.get("pid")), (1 << 32) - 1, 1)
+    table = bounded_int(str(state.get("table")), 0xFFFFFFFF, 1)
+    dns = state.get("dns")
+    if not (isinstance(dns, list) and dns and all(isinstance(a, str) for a in dns)):
+        dns = None
+    return {"pid": pid, "table": table, "dns": dns}
+
+
+def remove_leftovers(name: str, directory: str = RUN_DIRECTORY) -> tuple[list[str], list[str]]:
+    """Remove what a `meshwg up NAME` killed with SIGKILL left, as wg-quick's down would:
+    every rule that looks up its policy table and the suppress_prefixlength rules no other
+    tunnel needs (IPv4 and IPv6), its iptables/ip6tables rules, its resolvconf record, the
+    state file. Only for a name no live process runs; idempotent. Returns (one line per
+    thing removed, one line per thing that could not be removed); the state file stays
+    while anything could not."""
+    state = read_state(name, directory)
+    removed: list[str] = []
+    failed: list[str] = []
+
+    def attempt(what: str, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except MeshwgError as exc:
+            failed.append(f"{what}: {exc}")
+        except OSError as exc:
+            failed.append(f"{what}: {exc.strerror or exc}")
+
+    if state.get("table"):
+        attempt(f"rules of table {state['table']}",
+                lambda: removed.extend(routing.delete_default_route_policy(state["table"])))
+    for version in (4, 6):
+        tool = _firewall_tool(version)
+        if shutil.which(f"{tool}-save"):
+            def firewall(version=version, tool=tool) -> None:
+                found = remove_firewall(name, version)
+                if found:
+                    removed.append(f"{found} {tool} rules commented \"meshwg rule for {name}\"")
+            attempt(f"{tool} rules", firewall)
+    if state.get("dns") and shutil.which(state["dns"][0]):
+        def dns() -> None:
+            _run_tool(state["dns"])
+            removed.append(f"DNS ({' '.join(state['dns'])})")
+        attempt("DNS", dns)
+    if not failed:
+        try:
+            os.unlink(state_path(name, directory))
+        except FileNotFoundError:
+            pass
+    return removed, failed
 
 
 # ----------------------------------------------------------------------------- SaveConfig
@@ -270,10 +356,13 @@ class QuickInterface:
     """A Device run the wg-quick way: start() is cmd_up, stop() is cmd_down (what
     meshwg.cli.common.run_in_foreground drives)."""
 
-    def __init__(self, config: InterfaceConfig, device, plan: RoutePlan):
+    def __init__(self, config: InterfaceConfig, device, plan: RoutePlan,
+                 run_directory: str = RUN_DIRECTORY):
         self.config = config
         self.device = device
         self.plan = plan
+        self.run_directory = run_directory
+        self.recorded = False                # the state file is written
         self.rules: list[routing.PolicyRule] = []
         self.firewalls: list[int] = []       # IP versions with firewall rules
         self.dns: DnsSetting | None = None
@@ -288,6 +377,8 @@ class QuickInterface:
         try:
             if cfg.dns or cfg.dns_search:
                 self.dns = DnsSetting(self.name, cfg.dns, cfg.dns_search)
+            self._record()
+            if self.dns is not None:
                 self.dns.set()
             if self.plan.table is not None:
                 routing.add_routes_to_table(
@@ -303,6 +394,17 @@ class QuickInterface:
         except BaseException:
             self._remove()
             raise
+
+    def _record(self) -> None:
+        """Write the state file before adding anything a SIGKILL would leave behind."""
+        dns = self.dns.leftover() if self.dns is not None else None
+        if not (dns or self.plan.default_routes):
+            return
+        state = {"pid": os.getpid(), "table": self.plan.policy_table if self.plan.default_routes
+                 else None, "dns": dns}
+        os.makedirs(self.run_directory, mode=0o755, exist_ok=True)
+        atomic_write(state_path(self.name, self.run_directory), json.dumps(state) + "\n", 0o600)
+        self.recorded = True
 
     def stop(self) -> None:
         cfg = self.config
@@ -335,8 +437,15 @@ class QuickInterface:
         for version in versions:
             self._quietly(lambda: remove_firewall(self.name, version))
         rules, self.rules = self.rules, []
-        self._quietly(lambda: routing.delete_policy_rules(rules))
+        if rules:     # all rules of the table, as wg-quick's down (duplicates too)
+            self._quietly(lambda: routing.delete_default_route_policy(self.plan.policy_table))
         self.device.stop()
+        if self.recorded:
+            self.recorded = False
+            try:
+                os.unlink(state_path(self.name, self.run_directory))
+            except FileNotFoundError:
+                pass
 
     @staticmethod
     def _quietly(step: Callable[[], None]) -> None:

@@ -8,7 +8,9 @@ through the interface to what the table holds: the difference, in batches
 and the next round starts from what the kernel actually has, so the routes converge to
 the latest table however often it changes.
 
-A route the kernel has already (through another device: `exists`) is left alone and
+A prefix a route through the interface covers already (its address's route, a wider
+allowed IP) is not added, as wg-quick does (`covered`; looked at again each round). A route
+the kernel has already (through another device: `exists`) is left alone and
 logged once until the allowed IPs change again; other refusals are retried every
 RETRY_INTERVAL seconds. Default routes (/0) are not routed here: they need wg-quick's
 policy routing (`meshwg up` adds it, meshwg.netlink.routing).
@@ -78,7 +80,7 @@ class RouteWorker:
             # here, not with the engine: the routes' netlink (pyroute2) costs 0.4-1.4 s to import
             from meshwg.netlink.routes import change_routes
             try:
-                result = change_routes(self.name, add=new, delete=stale,
+                result = change_routes(self.name, add=new, delete=stale, skip_covered=True,
                                        stop=lambda: self.service.stopping
                                        or self._generation != generation)
             except NetconfigError as exc:       # the interface is gone, or netlink failed

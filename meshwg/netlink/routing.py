@@ -173,6 +173,74 @@ def delete_policy_rules(rules: Iterable[PolicyRule]) -> None:
                     raise NetconfigError(f"removing rule {rule}: {_reason(exc)}") from None
 
 
+def _rule_table(rule) -> int:
+    return rule.get_attr("FRA_TABLE") or rule["table"]
+
+
+def _is_policy(rule) -> bool:
+    """`not fwmark T lookup T`: a default-route policy of wg-quick's kind (any T)."""
+    table = _rule_table(rule)
+    return bool(rule["flags"] & FR_INVERT) and rule.get_attr("FRA_FWMARK") == table
+
+
+def _is_suppress(rule) -> bool:
+    """`lookup main suppress_prefixlength 0`."""
+    return _rule_table(rule) == TABLE_MAIN and rule.get_attr("FRA_SUPPRESS_PREFIXLEN") == 0
+
+
+def _describe_rule(rule) -> str:
+    version = 6 if rule["family"] == socket.AF_INET6 else 4
+    what = ("lookup main suppress_prefixlength 0" if _is_suppress(rule) else
+            f"{'not ' if rule['flags'] & FR_INVERT else ''}"
+            f"{'fwmark %#x ' % rule.get_attr('FRA_FWMARK') if rule.get_attr('FRA_FWMARK') else ''}"
+            f"lookup {_rule_table(rule)}")
+    return f"IPv{version} rule {rule.get_attr('FRA_PRIORITY') or 0}: {what}"
+
+
+RESERVED_TABLES = (0, 253, TABLE_MAIN, 255)   # unspec, default, main, local: never cleared
+MAX_RULE_ROUNDS = 64         # dumps of the rules before delete_default_route_policy gives up
+
+
+def delete_default_route_policy(table: int) -> list[str]:
+    """wg-quick's del_if for a default route, IPv4 and IPv6: every rule that looks up
+    `table` (its `ip rule delete table T` until `ip rule show` has none), then the
+    `lookup main suppress_prefixlength 0` rules beyond the number other default-route
+    policies still need (one per other `not fwmark X lookup X` table; wg-quick deletes
+    them all, which breaks another tunnel's exit route). Rules left by a killed
+    `meshwg up` and duplicates go too; idempotent. Returns each rule deleted, as
+    "IPv4 rule 32765: not fwmark 0xca6c lookup 51820"."""
+    deleted: list[str] = []
+    if table in RESERVED_TABLES:
+        return deleted
+    with IPRoute() as ipr:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for _ in range(MAX_RULE_ROUNDS):
+                rules = list(ipr.get_rules(family=family))
+                others = {_rule_table(r) for r in rules if _is_policy(r) and _rule_table(r) != table}
+                suppress = [r for r in rules if _is_suppress(r)]
+                doomed = [r for r in rules if _rule_table(r) == table and not _is_suppress(r)]
+                doomed += suppress[:max(0, len(suppress) - len(others))]
+                if not doomed:
+                    break
+                for rule in doomed:
+                    args = {"family": family, "priority": rule.get_attr("FRA_PRIORITY") or 0,
+                            "table": _rule_table(rule)}
+                    if _is_suppress(rule):
+                        args["suppress_prefixlen"] = 0
+                    try:
+                        ipr.rule("del", **args)
+                    except NetlinkError as exc:
+                        if exc.code not in (errno.ENOENT, errno.ESRCH):
+                            raise NetconfigError(f"removing {_describe_rule(rule)}: "
+                                                 f"{_reason(exc)}") from None
+                        continue
+                    deleted.append(_describe_rule(rule))
+            else:
+                raise NetconfigError(f"rules for table {table} still there after "
+                                     f"{MAX_RULE_ROUNDS} rounds of deleting them")
+    return deleted
+
+
 def colliding_routes(name: str, networks: Iterable, table: int = TABLE_MAIN) -> dict:
     """{network: device name} for each network that already has a route of the same
     prefix and the metric ours would get (IPv4 0, IPv6 1024) in `table` through another

@@ -35,7 +35,11 @@ class Up:
         self.path.write_text(f"[Interface]\nPrivateKey = {self.keys.private}\n{text}")
         self.path.chmod(0o600)
         lab.push(f"remove socket {self.name}", lambda: remove_uapi_socket(self.name))
-        self.daemon = ns.popen(MESHWG + ["up", str(self.path)], name=f"up-{self.name}", env=env)
+        self.start(env)
+
+    def start(self, env: dict | None = None) -> None:
+        """`meshwg up` of this file (again)."""
+        self.daemon = self.ns.popen(MESHWG + ["up", str(self.path)], name=f"up-{self.name}", env=env)
 
     def wait_up(self) -> None:
         def ready():
@@ -192,7 +196,7 @@ def stub_resolvconf(tmp_path, log) -> dict:
     stub = tmp_path / "bin"
     stub.mkdir()
     (stub / "resolvconf").write_text(f'#!/bin/bash\n{{ echo "resolvconf $*"; [[ $1 == -a ]] && cat; }}'
-                                     f' >> {log}\n')
+                                     f' >> {log}; exit 0\n')
     (stub / "resolvconf").chmod(0o755)
     return {"PATH": f"{stub}:{os.environ['PATH']}"}
 
