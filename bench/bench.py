@@ -165,23 +165,33 @@ def start_pair(lab: Cleanup, config: str) -> TunnelPair:
     return pair
 
 
+def _accel():
+    """meshwg.accel (the compiled data path's switch), None in a tree without it."""
+    try:
+        from meshwg import accel
+    except ImportError:
+        return None
+    return accel
+
+
 def data_paths(configs: list[str]) -> dict[str, str]:
     """What each meshwg configuration runs (meshwg.accel.describe)."""
-    from meshwg import accel
+    accel = _accel()
     out = {}
     for cfg in configs:
         _, fastpath = CONFIGS[cfg]
         if fastpath is not None:
-            out[cfg] = accel.describe(accel.select(fastpath == "1", warn=False))
+            out[cfg] = (accel.describe(accel.select(fastpath == "1", warn=False))
+                        if accel is not None else "pure Python (no meshwg.accel)")
     return out
 
 
 def available_configs(wanted: list[str] | None) -> tuple[list[str], list[str]]:
     """(configurations to run, notes on those left out)."""
-    from meshwg import accel
+    accel = _accel()
     configs = wanted or list(CONFIGS)
     notes = []
-    if COMPILED in configs and not accel.available():
+    if COMPILED in configs and (accel is None or not accel.available()):
         configs = [c for c in configs if c != COMPILED]
         notes.append(f"{COMPILED} (compiled data path) left out: meshwg.accel is not built")
     return configs, notes
