@@ -212,7 +212,8 @@ def cmd_join(args) -> int:
         daemon = MemberDaemon(args.state, interface=args.interface, listen_port=args.listen_port,
                               interval=args.interval, mdns=not args.no_mdns,
                               portmap=not args.no_portmap, netcheck=not args.no_netcheck,
-                              relay_port=(args.relay_port or 0) if args.relay or args.relay_port else None)
+                              relay_port=(args.relay_port or 0) if args.relay or args.relay_port else None,
+                              dns=args.dns)
     except MeshwgError as exc:
         raise CliError(f"join: {exc}") from None
     st = daemon.state
@@ -324,6 +325,8 @@ def cmd_status(args) -> int:
         me = doc["self"]
         print(f"{doc['interface']}: {me['name']} {me['mesh_address']} (port {me['listen_port']}, "
               f"mesh {me['network']})")
+        if doc.get("dns"):
+            print(f"  names: {_dns_note(doc['dns'])}")
         if not doc["running"]:
             gone = f"process {doc['pid']} is gone" if doc["pid"] else "no pid file"
             print(f"  NOT RUNNING: {gone} (killed?); its last status is from "
@@ -336,6 +339,20 @@ def cmd_status(args) -> int:
             print(f"  {p['name'][:14]:14} {p['mesh_address']:15} {p['path']:{width}} {str(p.get('endpoint') or '-'):24} "
                   f"{hs:10} {p['rx_bytes']:>10} {p['tx_bytes']:>10}  {_path_note(p)}")
     return 0
+
+
+def _dns_note(dns: dict) -> str:
+    """How NAME.ZONE resolves on this host (discovery.daemons.host_dns's status)."""
+    mode = dns.get("mode")
+    if mode == "hosts":
+        note = f"hosts ({dns.get('hosts_file')}: {dns.get('names', 0)} names)"
+    elif mode == "resolved":
+        note = f"resolved ({', '.join(dns.get('servers', []))} for {dns.get('domain')})"
+    else:
+        note = str(mode)
+    if dns.get("requested") == "auto":
+        note += ", chosen by --dns auto"
+    return note + (f"; error: {dns['error']}" if dns.get("error") else "")
 
 
 def _path_note(peer: dict) -> str:
@@ -462,6 +479,10 @@ def register(sub) -> None:
                         "published in the directory")
     p.add_argument("--relay-port", type=int, metavar="PORT",
                    help="the relay's UDP port (implies --relay; default: the listen port + 1)")
+    p.add_argument("--dns", choices=("auto", "resolved", "hosts", "off"), default="auto",
+                   help="make members' names (NAME.ZONE) resolvable here: resolved (systemd-"
+                        "resolved's DNS and ~ZONE on the interface), hosts (a managed block in "
+                        "/etc/hosts), off; auto (default): resolved when it runs, else hosts")
     p.set_defaults(func=cmd_join)
 
     p = sub.add_parser("status", help="one row per peer: name, address, path, endpoint, handshake, rx/tx")

@@ -55,6 +55,7 @@ from meshwg.util.endpoint import Endpoint, format_endpoint, parse_endpoint
 from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
 from discovery.daemons.engine_events import EngineEvents
 from discovery.daemons.hard_nat import HardNatTraversal
+from discovery.daemons.host_dns import HostDns
 from discovery.daemons.member_status import StatusFile, status_path
 from discovery.daemons.netcheck_schedule import BackgroundNetcheck, Facts
 from discovery.dnssd.client import DiscoveryError, directory_serial, resolve_member, resolve_zone
@@ -124,7 +125,7 @@ class MemberDaemon:
 
     def __init__(self, state_dir: str, interface: str = "meshwg0", listen_port: int = 0,
                  interval: float = DEFAULT_INTERVAL, mdns: bool = True, portmap: bool = True,
-                 relay_port: int | None = None, netcheck: bool = True):
+                 relay_port: int | None = None, netcheck: bool = True, dns: str = "auto"):
         self.state_dir = state_dir
         self.use_netcheck = netcheck    # run netcheck by ourselves (discovery.netcheck.schedule)
         self.netcheck: BackgroundNetcheck | None = None
@@ -165,6 +166,9 @@ class MemberDaemon:
         self.directory_ok: float | None = None
         self.directory_error: str | None = None
         self.status_file = StatusFile(status_path(interface))
+        # NAME.ZONE on this host: `dns` is auto, resolved, hosts or off (ValueError else)
+        self.host_dns = HostDns(dns, interface, self.state.zone, [self.state.dns_address],
+                                self.state.dns_port)
         self._loop_service = Service("member-loop")     # the main loop (wake-or-deadline)
         self._reported: list[str] | None = None     # host candidates the rendezvous has
         # set from other threads (NOTIFY, netlink, engine events); read by the loop
@@ -220,6 +224,8 @@ class MemberDaemon:
                                                   interface=self.interface).start()
             self.engine_events = EngineEvents(self.device, self._on_engine_events,
                                               name="member-events").start()
+            self.host_dns.start()
+            self._update_host_names()      # the cached directory's names, until it is read
             self._reconcile(time.time())   # cached directory: links before the rendezvous answers
         except BaseException:
             self.stop()
@@ -266,6 +272,7 @@ class MemberDaemon:
                     part.stop()
                 except Exception:
                     log.exception("stopping %s", part)
+        self.host_dns.stop()               # before the interface goes (resolved's link)
         if self.device is not None:
             self.device.stop()
             self.device = None
@@ -510,7 +517,14 @@ class MemberDaemon:
             except OSError as exc:
                 log.warning("cannot save the directory cache: %s", exc)
         self.directory = fresh
+        self._update_host_names()
         return True
+
+    def _update_host_names(self) -> None:
+        """NAME.ZONE on this host (discovery.daemons.host_dns): ours and the directory's."""
+        st = self.state
+        self.host_dns.update([(st.name, st.address),
+                              *((r.name, r.mesh_address) for r in self.directory.values())])
 
     # ------------------------------------------------------------------ status
     def status(self, now: float | None = None) -> dict:
@@ -550,6 +564,7 @@ class MemberDaemon:
                      "listen_port": self.device.listen_port if self.device else None,
                      "mesh_id": st.mesh_id, "network": st.network},
             "directory": {"ok_at": self.directory_ok, "error": self.directory_error},
+            "dns": self.host_dns.status(),      # how NAME.ZONE resolves here
             "portmap": self.portmapper.status() if self.portmapper is not None else None,
             "hard_nat": self.hard_nat.status(),
             "netcheck": self.netcheck.status() if self.netcheck is not None else None,

@@ -84,7 +84,7 @@ class RendezvousDaemon:
         self.public_dns = public_dns
         self.interface = interface or self.state.interface
         self.network = ipaddress.ip_network(self.state.network)
-        self.directory = Directory(self.state.zone)
+        self.directory = Directory(self.state.zone, rendezvous_addresses=[self.state.address])
         self.device: Device | None = None
         self.servers: list = []
         self.responder: ObservationResponder | None = None   # netcheck's, WG port + 2, + 3

@@ -6,6 +6,9 @@ No I/O.
   base32 of its 32-byte public key, '=' padding kept (56 characters).
 * ``_directory._wireguard._udp.ZONE``: the bulk directory (discovery.dnssd.bulk).
 * ``_services._dns-sd._udp.ZONE``: the service enumeration name (RFC 6763 section 9).
+* ``NAME.ZONE``: a member's (or, as ``rendezvous.ZONE``, the rendezvous's) mesh address as
+  A/AAAA; NAME is its member name, one DNS label (the store's rule:
+  discovery.stores.validate.validate_name).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ LABEL_LEN = 56
 SERVICE_LABELS = ("_wireguard", "_udp")
 BULK_LABEL = "_directory"
 META_LABELS = ("_services", "_dns-sd", "_udp")
+RENDEZVOUS_LABEL = "rendezvous"     # the rendezvous's own host name (reserved for members)
 
 
 def instance_label(public_key: bytes) -> str:
@@ -74,6 +78,16 @@ def bulk_name(zone: str | dns.name.Name) -> dns.name.Name:
 def meta_service_name(zone: str | dns.name.Name) -> dns.name.Name:
     """``_services._dns-sd._udp.ZONE`` (RFC 6763 section 9)."""
     return dns.name.Name(META_LABELS).concatenate(zone_name(zone))
+
+
+def host_name(zone: str | dns.name.Name, name: str) -> dns.name.Name:
+    """``NAME.ZONE``: where a member's mesh address is published. ValueError unless `name`
+    is one non-empty DNS label of at most 63 bytes that cannot be mistaken for the
+    service names (no leading '_', no '.')."""
+    if not isinstance(name, str) or not name or name.startswith("_") or "." in name \
+            or len(name.encode("utf-8", "replace")) > 63:
+        raise ValueError(f"member name {name!r} is not one DNS label")
+    return dns.name.Name((name,)).concatenate(zone_name(zone))
 
 
 def _describe(value: object) -> str:

@@ -14,6 +14,10 @@ Under ``ZONE`` (names: discovery.dnssd.names):
 * ``_services._dns-sd._udp.ZONE PTR _wireguard._udp.ZONE`` (RFC 6763 section 9).
 * ``ZONE SOA`` (minimum 60); NXDOMAIN and NODATA answers carry it in authority.
 * ``_directory._wireguard._udp.ZONE`` -- the bulk directory (discovery.dnssd.bulk).
+* ``NAME.ZONE A|AAAA`` -- a member's mesh address under its member name
+  (discovery.dnssd.names.host_name), and ``rendezvous.ZONE`` the rendezvous's own: what
+  ``ping laptop.ZONE`` resolves (MagicDNS-like). Names are unique in the store; should two
+  records still carry one name, the rendezvous's and then the first listed keep it.
 
 Every TTL is 0: endpoints change. Policies: names outside the zone -> REFUSED;
 class other than IN -> REFUSED; opcode other than QUERY -> NOTIMP; not exactly one
@@ -28,8 +32,8 @@ one consistent member set; unchanged members reuse their rendered records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Iterator
 
 import dns.flags
 import dns.message
@@ -48,8 +52,11 @@ import dns.rdtypes.IN.SRV
 import dns.rrset
 
 from discovery.dnssd.bulk import bulk_records, member_strings
-from discovery.dnssd.member import MemberRecord, check_record
-from discovery.dnssd.names import bulk_name, instance_label, meta_service_name, service_name, zone_name
+from discovery.dnssd.member import MemberRecord, check_record, published_ip
+from discovery.dnssd.names import (
+    RENDEZVOUS_LABEL, bulk_name, host_name, instance_label, meta_service_name, service_name,
+    zone_name,
+)
 from discovery.dnssd.txt import txt_strings
 from discovery.dnssd.wire import (
     IN, OUR_UDP_PAYLOAD, TCP_LIMIT, encode_response, error_response, is_axfr_of, pack_messages,
@@ -72,6 +79,7 @@ class _Entry:
     address: dns.rrset.RRset | None  # A or AAAA
     ptr: dns.rdata.Rdata | None  # its PTR target, when it has an endpoint
     bulk: tuple[bytes, ...] = ()  # its strings in the bulk directory, when it has an endpoint
+    host: dns.rrset.RRset | None = None  # NAME.ZONE A|AAAA its mesh address, when named
 
 
 def _record_key(record: MemberRecord) -> tuple:
@@ -105,6 +113,7 @@ class _Snapshot:
     ptr: dns.rrset.RRset | object | None  # _TOO_MANY when above MAX_PTR_ANSWER
     soa: dns.rrset.RRset
     bulk_soa: dns.rrset.RRset
+    hosts: dict[dns.name.Name, tuple[dns.rrset.RRset, ...]] = field(default_factory=dict)
 
 
 class _Truncate(Exception):
@@ -114,8 +123,11 @@ class _Truncate(Exception):
 class Directory:
     """The rendezvous's member directory, answering DNS queries in wgsd's layout."""
 
-    def __init__(self, zone: str) -> None:
+    def __init__(self, zone: str, rendezvous_addresses: Iterable[str] = ()) -> None:
+        """`rendezvous_addresses`: the rendezvous's mesh addresses, published at
+        ``rendezvous.ZONE`` (ValueError for one that is no IP address)."""
         self.zone = zone_name(zone)
+        self._own_host = _host_rrsets(host_name(self.zone, RENDEZVOUS_LABEL), rendezvous_addresses)
         self.service = service_name(self.zone)
         self.meta_service = meta_service_name(self.zone)
         self.bulk = bulk_name(self.zone)
@@ -161,9 +173,15 @@ class Directory:
             ptr = _TOO_MANY  # never fits one message: answered with TC, listed by AXFR
         else:
             ptr = rrset(self.service, _T.PTR, *targets)
+        hosts: dict[dns.name.Name, tuple[dns.rrset.RRset, ...]] = {}
+        if self._own_host:
+            hosts[self._own_host[0].name] = self._own_host
+        for entry in entries.values():
+            if entry.host is not None and entry.host.name not in hosts:
+                hosts[entry.host.name] = (entry.host,)
         self._serial = (self._serial + 1) % (1 << 32)
         return _Snapshot(self._serial, entries, ptr, self._soa(self._serial),
-                         self._soa(self._serial, self.bulk))
+                         self._soa(self._serial, self.bulk), hosts)
 
     def _soa(self, serial: int, owner: dns.name.Name | None = None) -> dns.rrset.RRset:
         return rrset(
@@ -181,8 +199,16 @@ class Directory:
         ip = check_record(record)
         strings = txt_strings(record)
         txt = rrset(owner, _T.TXT, dns.rdtypes.ANY.TXT.TXT(IN, _T.TXT, strings))
+        host = None
+        if record.name and record.mesh_address:     # a name that is no label: published unnamed
+            try:
+                owner_name = host_name(self.zone, record.name)
+            except ValueError:
+                owner_name = None
+            if owner_name is not None:
+                (host,) = _host_rrsets(owner_name, [record.mesh_address])
         if ip is None or record.endpoint is None:
-            return _Entry(key, record, txt, None, None, None)
+            return _Entry(key, record, txt, None, None, None, host=host)
         port = record.endpoint[1]
         srv = rrset(owner, _T.SRV, dns.rdtypes.IN.SRV.SRV(IN, _T.SRV, 0, 0, port, owner))
         if ip.version == 4:
@@ -190,7 +216,8 @@ class Directory:
         else:
             address = rrset(owner, _T.AAAA, dns.rdtypes.IN.AAAA.AAAA(IN, _T.AAAA, str(ip)))
         ptr = dns.rdtypes.ANY.PTR.PTR(IN, _T.PTR, owner)
-        return _Entry(key, record, txt, srv, address, ptr, member_strings(strings, str(ip), port))
+        return _Entry(key, record, txt, srv, address, ptr, member_strings(strings, str(ip), port),
+                      host)
 
     # -- answering
 
@@ -266,6 +293,9 @@ class Directory:
                 target = dns.rdtypes.ANY.PTR.PTR(IN, _T.PTR, self.service)
                 return True, [rrset(self.meta_service, _T.PTR, target)], []
             return True, [], []
+        host = snap.hosts.get(qname)
+        if host is not None:
+            return True, [r for r in host if r.rdtype == qtype], []
         entry = snap.entries.get(qname)
         if entry is not None:
             if qtype == _T.SRV and entry.srv is not None:
@@ -304,5 +334,19 @@ class Directory:
             if entry.ptr is not None:
                 rrsets.append(rrset(self.service, _T.PTR, entry.ptr))
             rrsets += [r for r in (entry.srv, entry.txt, entry.address) if r is not None]
+        for host in snap.hosts.values():
+            rrsets += host
         rrsets.append(snap.soa)
         yield from pack_messages(query, rrsets, max_size)
+
+
+def _host_rrsets(owner: dns.name.Name, addresses: Iterable[str]) -> tuple[dns.rrset.RRset, ...]:
+    """A and AAAA rrsets at `owner` for mesh `addresses` (IP literals; ValueError else)."""
+    by_type: dict[int, list[dns.rdata.Rdata]] = {}
+    for text in addresses:
+        ip = published_ip(text, "mesh_address")
+        if ip.version == 4:
+            by_type.setdefault(_T.A, []).append(dns.rdtypes.IN.A.A(IN, _T.A, str(ip)))
+        else:
+            by_type.setdefault(_T.AAAA, []).append(dns.rdtypes.IN.AAAA.AAAA(IN, _T.AAAA, str(ip)))
+    return tuple(rrset(owner, rdtype, *rdatas) for rdtype, rdatas in by_type.items())

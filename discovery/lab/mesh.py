@@ -176,11 +176,13 @@ class MeshLab:
     def join(self, node: Node, token: str | None = None, wait: bool = True,
              extra: tuple[str, ...] = ()) -> Daemon:
         """``meshwg join TOKEN [EXTRA...]`` (or resume from state) in the node's namespace
-        (EXTRA: e.g. ``--relay``)."""
+        (EXTRA: e.g. ``--relay``; ``--dns hosts`` with the namespace's own hosts file:
+        Namespace.etc_files, else names stay off)."""
         args = ["join"] + ([token] if token else []) + [
             "--state", node.state_dir, "--interface", node.interface,
             "--listen-port", node.listen_port, "--name", node.label,
-            "--interval", self.interval, *([] if self.netcheck else ["--no-netcheck"]), *extra]
+            "--interval", self.interval, *([] if self.netcheck else ["--no-netcheck"]),
+            "--dns", "off", *extra]         # names on the host: never the machine's /etc/hosts
         remove_uapi_socket(node.interface)
         node.token = token or node.token
         node.daemon = node.ns.popen(meshwg_argv(*args), f"member-{node.label}",

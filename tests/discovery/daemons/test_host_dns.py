@@ -1,0 +1,127 @@
+"""Member names on the host (discovery/daemons/host_dns.py) against real files: the managed
+block in a hosts file, and the resolvectl calls the resolved mode makes (recorded by a
+stand-in resolvectl script: systemd-resolved itself does not run here, so the resolved mode
+is tested for what it calls, not live)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from discovery.daemons.host_dns import HostDns, resolved_running
+
+ZONE = "mesh.internal."
+ORIGINAL = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n# keep me\n"
+RECORDER = """#!/bin/sh
+echo "$*" >> {log}
+case "$1" in {fail}) echo "Failed to set DNS configuration: Link meshwg0 not known" >&2; exit 1;; esac
+"""
+
+
+def hosts_dns(tmp_path, mode="hosts", interface="meshwg0", **kw) -> HostDns:
+    return HostDns(mode, interface, ZONE, ["10.99.0.1"], 53, hosts_path=str(tmp_path / "hosts"),
+                   lock_dir=str(tmp_path / "run"), **kw)
+
+
+def test_hosts_block_follows_the_names_and_goes_at_stop(tmp_path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text(ORIGINAL)
+    os.chmod(hosts, 0o644)
+    dns = hosts_dns(tmp_path)
+    dns.start()
+    dns.update([("a1", "10.99.0.2"), ("a2", "10.99.0.3")])
+    text = hosts.read_text()
+    assert text.startswith(ORIGINAL)
+    assert "10.99.0.2\ta1.mesh.internal\n10.99.0.3\ta2.mesh.internal\n" \
+           "10.99.0.1\trendezvous.mesh.internal\n" in text
+    assert stat.S_IMODE(hosts.stat().st_mode) == 0o644          # readable by every user
+    assert dns.status() == {"mode": "hosts", "requested": "hosts", "error": None,
+                            "hosts_file": str(hosts), "names": 3}
+    inode = hosts.stat().st_ino
+    dns.update([("a1", "10.99.0.2"), ("a2", "10.99.0.3")])      # unchanged: not rewritten
+    assert hosts.stat().st_ino == inode
+    # someone edits the file meanwhile; a2 leaves the mesh
+    with open(hosts, "a") as f:
+        f.write("10.0.0.9 printer\n")
+    dns.update([("a1", "10.99.0.2")])
+    text = hosts.read_text()
+    assert "a2.mesh.internal" not in text and "a1.mesh.internal" in text
+    assert text.startswith(ORIGINAL) and text.endswith("10.0.0.9 printer\n")
+    dns.stop()
+    assert hosts.read_text() == ORIGINAL + "10.0.0.9 printer\n"
+
+
+def test_a_block_left_by_a_killed_member_is_replaced(tmp_path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text(ORIGINAL)
+    killed = hosts_dns(tmp_path)
+    killed.update([("old", "10.99.0.7")])        # then kill -9: no stop()
+    other = hosts_dns(tmp_path, interface="meshwg1")
+    other.update([("x", "10.99.0.8")])
+    again = hosts_dns(tmp_path)
+    again.update([("new", "10.99.0.2")])
+    text = hosts.read_text()
+    assert "old.mesh.internal" not in text and "new.mesh.internal" in text
+    assert text.count("# BEGIN meshwg meshwg0") == 1 and "x.mesh.internal" in text
+    again.stop()
+    other.stop()
+    assert hosts.read_text() == ORIGINAL
+
+
+def test_a_hosts_file_that_cannot_be_written_is_an_error_in_status(tmp_path) -> None:
+    dns = HostDns("hosts", "meshwg0", ZONE, ["10.99.0.1"], 53,
+                  hosts_path=str(tmp_path / "no" / "such" / "hosts"), lock_dir=str(tmp_path))
+    dns.update([("a1", "10.99.0.2")])            # no exception: the member keeps running
+    assert "No such file or directory" in dns.status()["error"]
+    assert dns.status()["names"] == 0
+
+
+def test_off_touches_nothing(tmp_path) -> None:
+    dns = hosts_dns(tmp_path, mode="off")
+    dns.start()
+    dns.update([("a1", "10.99.0.2")])
+    dns.stop()
+    assert not (tmp_path / "hosts").exists()
+    assert dns.status() == {"mode": "off", "requested": "off", "error": None}
+
+
+def recorder(tmp_path, fail: str = "never") -> tuple[str, str]:
+    log = tmp_path / "calls"
+    tool = tmp_path / "resolvectl"
+    tool.write_text(RECORDER.format(log=log, fail=fail))
+    tool.chmod(0o755)
+    return str(tool), str(log)
+
+
+def test_resolved_mode_calls_and_reverts(tmp_path) -> None:
+    tool, log = recorder(tmp_path)
+    dns = HostDns("auto", "meshwg0", ZONE, ["10.99.0.1"], 5353, resolvectl=tool,
+                  hosts_path=str(tmp_path / "hosts"), lock_dir=str(tmp_path / "run"))
+    assert dns.mode == "resolved"
+    dns.start()
+    dns.update([("a1", "10.99.0.2")])            # resolved asks the rendezvous: no file
+    assert dns.status() == {"mode": "resolved", "requested": "auto", "error": None,
+                            "servers": ["10.99.0.1:5353"], "domain": "~mesh.internal"}
+    dns.stop()
+    dns.stop()                                   # once only
+    with open(log) as f:
+        assert f.read().splitlines() == ["dns meshwg0 10.99.0.1:5353",
+                                         "domain meshwg0 ~mesh.internal",
+                                         "default-route meshwg0 false",
+                                         "revert meshwg0"]
+    assert not (tmp_path / "hosts").exists()
+
+
+def test_resolved_failure_is_reported(tmp_path) -> None:
+    tool, log = recorder(tmp_path, fail="dns")
+    dns = HostDns("resolved", "meshwg0", ZONE, ["10.99.0.1"], 53, resolvectl=tool)
+    dns.start()
+    assert dns.status()["error"] == ("resolvectl dns meshwg0 10.99.0.1: Failed to set DNS "
+                                     "configuration: Link meshwg0 not known")
+    dns.stop()
+    with open(log) as f:
+        assert f.read().splitlines() == ["dns meshwg0 10.99.0.1", "revert meshwg0"]
+
+
+def test_resolved_is_running_only_with_its_runtime_folder(tmp_path) -> None:
+    assert resolved_running(str(tmp_path / "absent")) is None

@@ -1,0 +1,102 @@
+"""Member names (issue 10): ``NAME.ZONE`` resolves to the member's mesh address from the
+rendezvous's directory, through the tunnel only, and ``meshwg join --dns hosts`` keeps the
+names in the host's hosts file, so ``ping a2.ZONE`` works. In the mesh lab: the
+rendezvous and members A1 and A2 (behind NAT1); each member's /etc/hosts is its
+namespace's own (/etc/netns/NS/hosts, which `ip netns exec` mounts over /etc/hosts), never
+the machine's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from discovery.lab import mesh as mesh_lab
+from discovery.lab.netns import Namespace, poll
+
+pytestmark = pytest.mark.netns
+
+HOSTS = "127.0.0.1\tlocalhost\n# a line of the administrator's\n"
+STRANGER_ADDRESS = "198.18.0.67"
+ZONE = mesh_lab.ZONE.rstrip(".")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with mesh_lab.build_lab(start=False) as lab:
+        mesh_lab.init_rendezvous(lab)
+        token = lab.invite(reusable=True)
+        for label in ("a1", "a2"):
+            node = lab.members[label]
+            node.ns.etc_files({"hosts": HOSTS})
+            lab.join(node, token, extra=("--dns", "hosts"))
+        lab.rendezvous.mesh_address = lab.dns_server()[0]
+        yield lab
+
+
+def hosts_file(node: mesh_lab.Node) -> Path:
+    return Path("/etc/netns") / node.ns.name / "hosts"
+
+
+def dig(ns: Namespace, server: str, port: int, name: str, rdtype: str = "A", *extra: str):
+    return ns.run(["dig", f"@{server}", "-p", port, name, rdtype, "+time=2", "+tries=1",
+                   *extra], check=False, timeout=30)
+
+
+def test_names_resolve_through_the_tunnel_only(lab) -> None:
+    a1, a2 = lab.members["a1"], lab.members["a2"]
+    server, port = lab.dns_server()
+    poll(lambda: dig(a1.ns, server, port, f"a2.{ZONE}", "A", "+short").stdout.split()
+         == [a2.mesh_address], 30, "A1 resolves a2.ZONE through the tunnel")
+    assert dig(a1.ns, server, port, f"rendezvous.{ZONE}", "A", "+short").stdout.split() == [server]
+    assert dig(a1.ns, server, port, f"a1.{ZONE}", "A", "+short", "+tcp").stdout.split() == \
+        [a1.mesh_address]
+    nx = dig(a1.ns, server, port, f"nosuch.{ZONE}")
+    assert "status: NXDOMAIN" in nx.stdout, nx.stdout
+
+    # a stranger routing the mesh prefix to the rendezvous reaches its mesh address, not its names
+    stranger = Namespace(lab.cleanup, "strgr")
+    lab.internet.attach(stranger, STRANGER_ADDRESS)
+    stranger.run(["ip", "route", "add", mesh_lab.MESH_NETWORK, "via", mesh_lab.RENDEZVOUS_ADDRESS])
+    stranger.wait_ping(server, timeout=20)
+    for extra in ((), ("+tcp",)):
+        out = dig(stranger, server, port, f"a2.{ZONE}", "A", *extra)
+        assert out.returncode != 0 and a2.mesh_address not in out.stdout, out.stdout
+
+
+def test_join_keeps_the_names_in_the_hosts_file_and_ping_works(lab) -> None:
+    a1, a2 = lab.members["a1"], lab.members["a2"]
+    server, _ = lab.dns_server()
+    want = {f"a1.{ZONE}": a1.mesh_address, f"a2.{ZONE}": a2.mesh_address,
+            f"rendezvous.{ZONE}": server}
+
+    def names(node) -> dict[str, str]:
+        text = hosts_file(node).read_text()
+        assert text.startswith(HOSTS), text            # the lines outside the block stay
+        return {line.split()[1]: line.split()[0] for line in text[len(HOSTS):].splitlines()
+                if line and not line.startswith("#")}
+
+    poll(lambda: names(a1) == want and names(a2) == want, 30, "both hosts files list the mesh")
+    assert a1.status()["dns"] == {"mode": "hosts", "requested": "hosts", "error": None,
+                                  "hosts_file": "/etc/hosts", "names": 3}
+    # the libc resolver in A1's namespace (files first) finds A2 by name; ping reaches it
+    assert a1.ns.run(["getent", "hosts", f"a2.{ZONE}"]).stdout.split() == [a2.mesh_address,
+                                                                           f"a2.{ZONE}"]
+    poll(lambda: a1.ns.run(["ping", "-c1", "-W2", f"a2.{ZONE}"], check=False).returncode == 0,
+         30, "ping a2.ZONE from A1")
+    text = a1.meshwg("status", "--interface", a1.interface).stdout
+    assert "names: hosts (/etc/hosts: 3 names)" in text, text
+
+
+def test_a_removed_member_leaves_the_hosts_file_and_stop_removes_the_block(lab) -> None:
+    a1, a2 = lab.members["a1"], lab.members["a2"]
+    lab.remove_member("a2")
+    poll(lambda: f"a2.{ZONE}" not in hosts_file(a1).read_text(), 30,
+         "A1's hosts file drops a2 after its removal")
+    assert f"a1.{ZONE}" in hosts_file(a1).read_text()
+    assert a1.daemon is not None and a1.daemon.stop() == 0
+    assert hosts_file(a1).read_text() == HOSTS
+    assert a2.daemon is not None
+    a2.daemon.stop()
+    assert hosts_file(a2).read_text() == HOSTS
