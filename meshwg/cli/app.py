@@ -14,10 +14,11 @@ from meshwg import __version__
 from meshwg.cli.interface import cmd_down, cmd_up
 from meshwg.cli.keys import cmd_genkey, cmd_genpsk, cmd_pubkey
 from meshwg.cli.show import cmd_show
+from meshwg.cli.strip import cmd_strip
 from meshwg.util.errors import MeshwgError
 
 
-ENGINE_COMMANDS = ("genkey", "pubkey", "genpsk", "up", "down", "show")
+ENGINE_COMMANDS = ("genkey", "pubkey", "genpsk", "up", "down", "show", "strip")
 
 
 def build_parser(extensions: bool = True) -> argparse.ArgumentParser:
@@ -56,6 +57,14 @@ def build_parser(extensions: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("down", help="stop an interface started by `meshwg up` or `meshwg join`")
     p.add_argument("interface")
     p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("strip", help="print a wg-quick config without wg-quick's own keys "
+                       "(like `wg-quick strip`)",
+                       description="Print FILE (or /etc/wireguard/IFACE.conf) without Address, DNS, "
+                                   "MTU, Table, PreUp, PostUp, PreDown, PostDown and SaveConfig, as "
+                                   "`wg-quick strip` does: `wg syncconf IFACE <(meshwg strip IFACE)`.")
+    p.add_argument("config", metavar="FILE|IFACE")
+    p.set_defaults(func=cmd_strip)
 
     p = sub.add_parser("show", help="show interfaces, peers, handshakes and transfer (like `wg show`)")
     p.add_argument("interface", nargs="?")

@@ -378,6 +378,11 @@ def parse_config(text: str, path: str = "<string>",
 def load_config(path: str, resolve: Resolver = socket.getaddrinfo) -> InterfaceConfig:
     """Read and parse a configuration file; unreadable files, and files over
     MAX_CONFIG_BYTES (/dev/zero, a FIFO that never ends), raise ConfigError too."""
+    return parse_config(read_config_text(path), path, resolve)
+
+
+def read_config_text(path: str) -> str:
+    """A configuration file's text (UTF-8, at most MAX_CONFIG_BYTES); ConfigError else."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
@@ -389,7 +394,36 @@ def load_config(path: str, resolve: Resolver = socket.getaddrinfo) -> InterfaceC
         raise ConfigError(path, None, f"cannot read configuration: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return parse_config(text, path, resolve)
+    return text
+
+
+QUICK_ONLY_KEYS = ("address", "mtu", "dns", "table", "saveconfig") + tuple(k.lower() for k in HOOK_KEYS)
+
+
+def strip_config(text: str) -> str:
+    """`wg-quick strip`: the text without the [Interface] keys that are wg-quick's own
+    (Address, MTU, DNS, Table, SaveConfig, the hooks), for `wg setconf` and `wg syncconf`.
+    As wg-quick's parse_options and cmd_strip do it: every other line is kept as it is,
+    comments too, without leading and trailing blanks, and its `echo` ends the text with
+    an empty line. Unlike wg-quick, a byte order mark is dropped and `[ Interface ]` (with
+    blanks inside, which wg reads as [Interface]) starts the section too: wg-quick passes
+    both to wg, which then refuses the file."""
+    if text.startswith(_BOM):
+        text = text[len(_BOM):]
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    kept = []
+    interface = False
+    for raw in lines:
+        line = raw.strip(" \t")                      # bash's `read -r`
+        key = line.split("#", 1)[0].split("=", 1)[0].strip()
+        if key.startswith("["):
+            match = _SECTION.fullmatch(key)
+            interface = bool(match) and match.group(1).lower() == "interface"
+        if not (interface and key.lower() in QUICK_ONLY_KEYS):
+            kept.append(line + "\n")
+    return "".join(kept) + "\n"
 
 
 def private_key_permission_warning(path: str) -> str | None:

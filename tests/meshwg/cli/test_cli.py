@@ -28,9 +28,10 @@ def run(*args: str, input: str | None = None, ns: str | None = None, timeout: fl
 def test_help_explains_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for command in ("genkey", "pubkey", "genpsk", "up", "down", "show", "rendezvous", "invite",
-                    "members", "remove", "join", "status", "lab"):
+    for command in ("genkey", "pubkey", "genpsk", "up", "down", "strip", "show", "rendezvous",
+                    "invite", "members", "remove", "join", "status", "lab"):
         assert command in out.stdout
+    assert "wg-quick strip" in " ".join(out.stdout.split())    # however argparse wraps it
     up = run("up", "--help")
     assert "wg-quick" in up.stdout and "--interface" in up.stdout
 
