@@ -127,7 +127,8 @@ def parse_tsig_key(text: str, where: str = "<text>") -> TsigKey:
     def take(expected: str | None = None, what: str = "") -> tuple[str, int]:
         nonlocal position
         if position >= len(tokens):
-            raise TsigKeyError(f"{where}:{end_line}: file ends; expected {expected or what}")
+            wanted = repr(expected) if expected is not None else what
+            raise TsigKeyError(f"{where}:{end_line}: file ends; expected {wanted}")
         token, line = tokens[position]
         if expected is not None and token != expected:
             raise TsigKeyError(f"{where}:{line}: expected {expected!r}, found {token!r}")

@@ -176,3 +176,7 @@ def test_secondaries_outlive_the_primary_and_restart_replays_the_journal(dns_lab
     print(f"after restart, update -> secondary delays (s): {reply['delays']}")
     poll(lambda: all(s.serial() == lab.primary.serial() for s in lab.servers), 30,
          "the secondaries to reach the primary's serial")
+    serial = lab.primary.serial()
+    lab.primary.restart()                       # SIGTERM and start: the same again
+    assert lab.primary.serial() == serial
+    assert answers(lab, lab.primary, "after-restart", "100.64.0.9"), lab.primary.log()
