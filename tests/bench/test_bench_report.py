@@ -4,6 +4,7 @@ namespaces; bench.py's measurements themselves run only under `make bench`)."""
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -66,3 +67,30 @@ def test_render_shows_every_metric_configuration_and_target():
     assert row.endswith(">= 3x     yes")
     assert "targets met: meshwg 3 of 7" in text         # TCP 1 and 4 streams, idle RTT
     assert "2 cores (CPU), Linux 6.1" in text
+
+
+def test_busiest_thread_is_the_one_that_worked():
+    import threading
+    import time
+
+    import bench  # noqa: E402
+
+    worker: dict[str, int] = {}
+
+    def burn() -> None:
+        worker["tid"] = threading.get_native_id()
+        data = bytes(4096)
+        while time.thread_time() < 0.2:          # this thread's own CPU time
+            hashlib_sha256(data)
+
+    from hashlib import sha256 as hashlib_sha256
+    before = bench.thread_cpu_seconds(os.getpid())
+    thread = threading.Thread(target=burn)
+    thread.start()
+    after_running: dict[int, float] = {}
+    while thread.is_alive():                      # read while the worker still exists
+        after_running = bench.thread_cpu_seconds(os.getpid()) or after_running
+        thread.join(0.05)
+    spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after_running.items()}
+    assert max(spent, key=spent.get) == worker["tid"]
+    assert bench.busiest_thread(before, after_running) == spent[worker["tid"]] > 0
