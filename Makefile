@@ -6,7 +6,8 @@ PYTHON      ?= python3
 PY          := $(VENV)/bin/python
 APT_PACKAGES := wireguard-go wireguard-tools iperf3 iputils-ping iproute2 iptables \
                 conntrack bind9-dnsutils avahi-utils avahi-daemon dbus dnsperf \
-                netcat-openbsd procps kmod miniupnpd-iptables miniupnpd bind9 knot
+                netcat-openbsd procps kmod miniupnpd-iptables miniupnpd bind9 knot \
+                gcc libssl-dev python3-dev
 PYTEST_ARGS ?=
 
 .PHONY: all deps apt venv test test-fast demo bench bench-json fuzz clean
@@ -22,7 +23,7 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py meshwg/accel/_fastpath.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from meshwg import __version__
+from meshwg import __version__, accel
 from meshwg.cli.interface import cmd_down, cmd_up
 from meshwg.cli.keys import cmd_genkey, cmd_genpsk, cmd_pubkey
 from meshwg.cli.show import cmd_show
@@ -28,7 +28,8 @@ def build_parser(extensions: bool = True) -> argparse.ArgumentParser:
         prog="meshwg",
         description="meshwg: a userspace WireGuard engine and NAT-traversal mesh. "
                     "Interfaces it runs are managed by the standard `wg` tool too.")
-    parser.add_argument("--version", action="version", version=f"meshwg {__version__}")
+    parser.add_argument("--version", action="version", version=f"meshwg {__version__} "
+                        f"(data path: {accel.describe(accel.select(warn=False))})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log protocol events to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -52,6 +53,9 @@ def build_parser(extensions: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--no-routes", action="store_true", help="do not add routes for peers' allowed IPs")
     p.add_argument("--no-offload", action="store_true",
                    help="no UDP GSO/GRO or TUN TSO/GRO (same as MESHWG_OFFLOAD=0)")
+    p.add_argument("--no-fastpath", action="store_true",
+                   help="seal and open in pure Python, not the compiled data path "
+                        "(same as MESHWG_FASTPATH=0)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop an interface started by `meshwg up` or `meshwg join`")

@@ -89,6 +89,8 @@ def cmd_up(args) -> int:
                     mtu=derive_mtu(config), addresses=config.addresses, timers=timers,
                     manage_routes=plan.device_routes,
                     offload=False if getattr(args, "no_offload", False) else None)
+    if getattr(args, "no_fastpath", False):
+        device.use_fastpath(False)
     device.configure(config)
     run_in_foreground(QuickInterface(config, device, plan), lambda: device.name, lambda: (
         f"meshwg: {device.name} is up (UDP port {device.listen_port}, MTU {device.mtu}); "

@@ -1,9 +1,13 @@
-"""A transport keypair: one direction's AEAD each way, a send counter and a replay window."""
+"""A transport keypair: one direction's AEAD each way, a send counter and a replay window.
+
+The AEADs are cryptography's objects (the pure Python path); with the compiled data path
+(meshwg.accel) the send and receive paths take its Sealer and Opener for the same keys,
+made on first use (`sealer`, `opener`)."""
 
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -20,7 +24,7 @@ class Keypair:
     protocol time (seconds) of the handshake."""
 
     __slots__ = ("send_aead", "receive_aead", "local_index", "remote_index", "created",
-                 "is_initiator", "replay", "peer", "_counter")
+                 "is_initiator", "replay", "peer", "_counter", "_keys", "_sealer", "_opener")
 
     def __init__(self, keys: "TransportKeys", local_index: int, remote_index: int,
                  is_initiator: bool, now: float, peer: "Peer"):
@@ -33,6 +37,23 @@ class Keypair:
         self.replay = ReplayWindow()
         self.peer = peer
         self._counter = itertools.count()
+        self._keys: TransportKeys | None = keys
+        self._sealer: Any = None
+        self._opener: Any = None
+
+    def sealer(self, fast: Any) -> Any:
+        """The compiled module `fast`'s Sealer for the send key (made on first use)."""
+        return self._sealer or self._make_compiled(fast)[0]
+
+    def opener(self, fast: Any) -> Any:
+        """The compiled module `fast`'s Opener for the receive key (made on first use)."""
+        return self._opener or self._make_compiled(fast)[1]
+
+    def _make_compiled(self, fast: Any) -> tuple[Any, Any]:
+        if self._keys is None:
+            raise ValueError("keypair zeroed")
+        self._sealer, self._opener = fast.Sealer(self._keys.send), fast.Opener(self._keys.receive)
+        return self._sealer, self._opener
 
     def send_counters(self) -> Iterator[int]:
         """The send counters, in order: each next() takes one (the batch sealer binds it
@@ -51,3 +72,4 @@ class Keypair:
         keypair in the same step, so nothing seals or opens with it afterwards."""
         self.send_aead = None
         self.receive_aead = None
+        self._keys = self._sealer = self._opener = None

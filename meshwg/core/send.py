@@ -25,6 +25,10 @@ Run = tuple[memoryview, int, Any]     # (datagrams back to back, size of each, e
 class SendPath:
     """encrypt_batch (the device's call), encrypt_packets, send_keepalive."""
 
+    # The compiled data path (meshwg.accel._fastpath) or None for cryptography's AEAD; the
+    # device sets it (meshwg.accel.select). The core itself never chooses.
+    fastpath: Any = None
+
     def encrypt_packets(self: WireGuardProtocol, packets: Iterable[bytes],
                         now: float) -> list[tuple[bytes, Any]]:
         """Route and seal IP packets from the TUN device. Packets without a route are
@@ -47,8 +51,10 @@ class SendPath:
         most `max_run_datagrams` datagrams and `max_run_bytes` bytes (the defaults are UDP
         GSO's limits, meshwg.conn.gso). The views point into `buf` (reused by the caller;
         a new buffer is taken when it is full) and are valid until it is reused. Each
-        datagram is sealed straight into its place (header packed in place, AEAD
-        encrypt_into); packets that need padding go through a scratch copy.
+        datagram is sealed straight into its place: with the compiled path one call
+        writes header, padding and sealed packet (Sealer.seal); else the header is packed
+        in place and the AEAD's encrypt_into seals (packets that need padding go through a
+        scratch copy).
 
         Bookkeeping is per run of consecutive packets to one peer, with the same effect
         as per packet: one route lookup per destination address, one keypair check, the
@@ -77,6 +83,8 @@ class SendPath:
         endpoint = None
         kp = None
         seal = counters = None    # None: the peer cannot send now (packets are staged)
+        fast = self.fastpath
+        fast_seal = None          # the keypair's compiled Sealer.seal (fast is not None)
         remote_index = 0
         sent_bytes = 0
         sent_data = False
@@ -116,10 +124,12 @@ class SendPath:
                     last_counter = -1
                     kp = peer.current
                     endpoint = peer.endpoint
-                    seal = None
+                    seal = fast_seal = None
                     if (kp is not None and endpoint is not None
                             and now - kp.created < timers.reject_after_time):
                         seal = kp.send_aead.encrypt_into
+                        if fast is not None:
+                            fast_seal = kp.sealer(fast).seal
                         counters = kp.send_counters()
                         remote_index = kp.remote_index
             if seal is None:
@@ -154,6 +164,12 @@ class SendPath:
             elif size < run_size:
                 run_closed = True         # a shorter datagram ends its run
             run_count += 1
+            if fast_seal is not None:
+                off += fast_seal(buf, off, remote_index, counter, packet, mtu)
+                sent_bytes += size
+                last_counter = counter
+                sent_data = True
+                continue
             if pad:
                 scratch[:n] = packet
                 scratch[n:n + pad] = _ZERO_PAD[:pad]
@@ -228,6 +244,10 @@ class SendPath:
         n = len(packet)
         pad = padding(n, self.mtu)
         datagram = bytearray(n + pad + TRANSPORT_MIN_SIZE)
+        if self.fastpath is not None:
+            kp.sealer(self.fastpath).seal(datagram, 0, kp.remote_index, counter, packet, self.mtu)
+            self._sent_data(peer, kp, len(datagram), n > 0, counter, now)
+            return bytes(datagram)
         TRANSPORT_HEADER.pack_into(datagram, 0, MESSAGE_TRANSPORT, kp.remote_index, counter)
         kp.send_aead.encrypt_into(COUNTER_NONCE.pack(counter),
                                   packet + _ZERO_PAD[:pad] if pad else packet, None,

@@ -40,6 +40,7 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable, Iterable
 
+from meshwg import accel
 from meshwg.conn.gso import UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS
 from meshwg.conn.udp import BindError, UdpSocket
 from meshwg.core.constants import DEFAULT_MTU
@@ -126,6 +127,20 @@ class Device:
         self._apply_lock = threading.Lock()      # one apply at a time (routes, sockets)
         self.routes: RouteWorker | None = None   # the route worker (manage_routes)
         self._side: tuple[bytes, SideHandler] | None = None   # set_side_channel
+        self.use_fastpath(None)                  # MESHWG_FASTPATH (meshwg.accel)
+
+    def use_fastpath(self, enabled: bool | None) -> None:
+        """Seal and open with the compiled data path (meshwg.accel) when `enabled` (the
+        default where it is built), with cryptography's AEAD when false (`meshwg up
+        --no-fastpath`); None follows MESHWG_FASTPATH. A missing extension falls back with
+        one warning line. Takes effect from the next batch."""
+        with self._lock:
+            self.protocol.fastpath = accel.select(enabled)
+
+    @property
+    def data_path(self) -> str:
+        """Which data path runs: "compiled (OpenSSL ...)" or "pure Python (...)"."""
+        return accel.describe(self.protocol.fastpath)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, after_create: Callable[[str], None] | None = None) -> None:
@@ -166,9 +181,9 @@ class Device:
             t = threading.Thread(target=target, name=f"{self.name}-{label}", daemon=True)
             t.start()
             self._threads.append(t)
-        log.info("%s up: listening on UDP port %d (offloads: TUN %s, UDP GSO %s, UDP GRO %s)",
-                 self.name, self.udp.port, "on" if self.tun.vnet_hdr else "off",
-                 "on" if self.udp.gso else "off", "on" if self.udp.gro else "off")
+        log.info("%s up: listening on UDP port %d (offloads: TUN %s, UDP GSO %s, UDP GRO %s; "
+                 "data path: %s)", self.name, self.udp.port, "on" if self.tun.vnet_hdr else "off",
+                 "on" if self.udp.gso else "off", "on" if self.udp.gro else "off", self.data_path)
 
     def stop(self) -> None:
         """Stop the threads, remove the control socket, the counters file and the

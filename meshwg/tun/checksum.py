@@ -2,9 +2,11 @@
 
 A byte string read as a big-endian integer is congruent modulo 0xFFFF to the
 one's-complement sum of its 16-bit words, because 2**16 == 1 (mod 0xFFFF): one
-`int.from_bytes` and one `%` per buffer run in C. With numpy installed, the sums of many
-pieces of one buffer (the segments of a TSO split, the packets of a GRO group) are one
-vectorised pass (numpy is imported at the first such sum, not with this module).
+`int.from_bytes` and one `%` per buffer run in C. The sums of many pieces of one buffer
+(the segments of a TSO split, the packets of a GRO group) are one call into the compiled
+data path (meshwg.accel piece_sums, unless MESHWG_FASTPATH=0), else one vectorised numpy
+pass (numpy is imported at the first such sum, not with this module), else one ones_sum
+per piece.
 """
 
 from __future__ import annotations
@@ -12,10 +14,22 @@ from __future__ import annotations
 import sys
 from typing import Any, Sequence
 
+from meshwg import accel
 from meshwg.tun.headers import pack_u16_into
 
 _UNLOADED = object()
 _np: Any = _UNLOADED    # numpy, None without it; imported at the first vectorised sum
+_compiled: Any = _UNLOADED   # meshwg.accel's piece_sums, None without it; chosen at first use
+
+
+def compiled_piece_sums() -> Any:
+    """The compiled data path's piece_sums(buf, starts) (meshwg.accel), or None when it is
+    not built or MESHWG_FASTPATH=0; chosen once per process, at the first use."""
+    global _compiled
+    if _compiled is _UNLOADED:
+        fast = accel.select(warn=False)
+        _compiled = None if fast is None else fast.piece_sums
+    return _compiled
 
 
 def numpy_module() -> Any:
@@ -52,8 +66,11 @@ def checksum_from_sum(total: int) -> int:
 
 def word_sums(buf, starts: Sequence[int]) -> list[int]:
     """ones_sum of each piece buf[starts[i]:starts[i+1]] (the last piece runs to the end).
-    `starts` must be increasing, even and below len(buf). With numpy installed this is
-    one vectorised pass (what makes the TUN offloads pay); else one ones_sum per piece."""
+    `starts` must be increasing, even and below len(buf). One compiled call or one
+    vectorised numpy pass (what makes the TUN offloads pay); else one ones_sum per piece."""
+    compiled = compiled_piece_sums()
+    if compiled is not None:
+        return compiled(buf, starts)
     if len(starts) >= 4 and numpy_module() is not None:
         return _np_piece_sums(buf, starts)
     mv = memoryview(buf)
@@ -63,6 +80,9 @@ def word_sums(buf, starts: Sequence[int]) -> list[int]:
 
 def segment_sums(buf, size: int) -> list[int]:
     """ones_sum of each `size`-byte piece of buf (the last may be shorter); size even."""
+    compiled = compiled_piece_sums()
+    if compiled is not None:
+        return compiled(buf, range(0, len(buf), size))
     if len(buf) >= 4 * size and numpy_module() is not None:
         return _np_piece_sums(buf, range(0, len(buf), size))
     mv = memoryview(buf)

@@ -24,14 +24,15 @@ PACKAGES = ("meshwg", "discovery")
 # the only I/O layer that sees the others; the CLI sits on top.
 ENGINE_LAYERS = {
     "meshwg.util": set(),
+    "meshwg.accel": {"meshwg.util"},          # the compiled data path and its selection
     "meshwg.core": {"meshwg.util"},
-    "meshwg.tun": {"meshwg.util"},
+    "meshwg.tun": {"meshwg.util", "meshwg.accel"},     # checksums: accel piece_sums
     "meshwg.conn": {"meshwg.util"},
     "meshwg.netlink": {"meshwg.util"},
     "meshwg.config": {"meshwg.util", "meshwg.core"},
     "meshwg.uapi": {"meshwg.util", "meshwg.core", "meshwg.device.api"},
     "meshwg.device": {"meshwg.util", "meshwg.core", "meshwg.tun", "meshwg.conn",
-                      "meshwg.netlink", "meshwg.uapi", "meshwg.config"},
+                      "meshwg.netlink", "meshwg.uapi", "meshwg.config", "meshwg.accel"},
     "meshwg.cli": {"meshwg"},
 }
 

@@ -28,9 +28,14 @@ def initiator(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(params=[False, True], ids=["no-psk", "psk"])
-def psk(request: pytest.FixtureRequest) -> str | None:
-    return genpsk() if request.param else None
+# Each initiator runs with and without a preshared key; the case without runs meshwg's
+# compiled data path (meshwg.accel, when built), the case with the pure Python one.
+@pytest.fixture(params=[(False, "compiled"), (True, "python")],
+                ids=["no-psk-compiled", "psk-python"])
+def psk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    with_psk, data_path = request.param
+    monkeypatch.setenv("MESHWG_FASTPATH", "1" if data_path == "compiled" else "0")
+    return genpsk() if with_psk else None
 
 
 def _counters_agree(a: int, b: int) -> bool:

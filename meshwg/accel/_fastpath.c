@@ -1,0 +1,593 @@
+/* meshwg.accel._fastpath: WireGuard's transport data path in compiled code.
+ *
+ * ChaCha20-Poly1305 (RFC 8439) comes from OpenSSL's libcrypto (EVP); nothing here is a
+ * cipher. What this module adds is the per-packet work around it, done without a Python
+ * call per packet: the transport header (type 4, receiver index, counter; whitepaper
+ * section 5.4.6), the counter nonce, padding to a multiple of 16, and runs of packets
+ * sealed or opened in one call with the GIL released. Internet checksums (RFC 1071) of
+ * many pieces of one buffer serve the TUN offloads (meshwg.tun.checksum).
+ *
+ * Python keeps every decision: keys, counters, the replay window, routing, timers.
+ * Every length is checked against the buffers it refers to; input from the network
+ * never sizes an allocation. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+#include <stdint.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#define HEADER_SIZE 16
+#define TAG_SIZE 16
+#define MIN_TRANSPORT (HEADER_SIZE + TAG_SIZE)
+#define MESSAGE_TRANSPORT 4
+#define PADDING_MULTIPLE 16
+#define MAX_PLAINTEXT 65535          /* an IP packet's length limit */
+#define MAX_RUN 4096                 /* packets or datagrams per run call */
+#define MAX_PIECES 65536             /* pieces per piece_sums call */
+
+static const unsigned char ZEROS[PADDING_MULTIPLE];
+
+/* ------------------------------------------------------------------ helpers */
+
+static void put_le32(unsigned char *p, uint32_t v) {
+    p[0] = v & 0xff; p[1] = (v >> 8) & 0xff; p[2] = (v >> 16) & 0xff; p[3] = (v >> 24) & 0xff;
+}
+
+static void put_le64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (v >> (8 * i)) & 0xff;
+}
+
+static uint32_t get_le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_le64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* The 12-byte nonce: four zero bytes, then the counter little-endian. */
+static void counter_nonce(unsigned char nonce[12], uint64_t counter) {
+    memset(nonce, 0, 4);
+    put_le64(nonce + 4, counter);
+}
+
+/* Zero bytes appended to a plaintext of n bytes: up to a multiple of 16, never past the
+ * MTU (whitepaper 5.4.6; meshwg.core.send.padding). */
+static Py_ssize_t padding(Py_ssize_t n, Py_ssize_t mtu) {
+    Py_ssize_t pad = (PADDING_MULTIPLE - n % PADDING_MULTIPLE) % PADDING_MULTIPLE;
+    if (pad && n + pad > mtu) {
+        pad = mtu - n;
+        if (pad < 0) pad = 0;
+    }
+    return pad;
+}
+
+static int overlaps(const unsigned char *a, Py_ssize_t alen, const unsigned char *b, Py_ssize_t blen) {
+    return a < b + blen && b < a + alen;
+}
+
+/* ------------------------------------------------------------------ the cipher object */
+
+typedef struct {
+    PyObject_HEAD
+    EVP_CIPHER_CTX *ctx;
+    int encrypt;
+    int busy;          /* a call is using ctx with the GIL released */
+} Cipher;
+
+static int cipher_take(Cipher *self) {
+    if (self->ctx == NULL) {
+        PyErr_SetString(PyExc_ValueError, "cipher has no key");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "cipher in use by another thread");
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+static int cipher_init(Cipher *self, PyObject *args, PyObject *kwds, int encrypt) {
+    Py_buffer key;
+    if (!PyArg_ParseTuple(args, "y*", &key)) return -1;
+    if (key.len != 32) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "ChaCha20-Poly1305 key must be 32 bytes");
+        return -1;
+    }
+    if (self->ctx == NULL) self->ctx = EVP_CIPHER_CTX_new();
+    if (self->ctx == NULL) {
+        PyBuffer_Release(&key);
+        PyErr_NoMemory();
+        return -1;
+    }
+    int ok = EVP_CipherInit_ex(self->ctx, EVP_chacha20_poly1305(), NULL, key.buf, NULL, encrypt);
+    PyBuffer_Release(&key);
+    if (ok != 1) {
+        PyErr_SetString(PyExc_RuntimeError, "EVP_CipherInit_ex failed");
+        return -1;
+    }
+    self->encrypt = encrypt;
+    self->busy = 0;
+    return 0;
+}
+
+static void cipher_dealloc(Cipher *self) {
+    if (self->ctx != NULL) EVP_CIPHER_CTX_free(self->ctx);   /* clears the key schedule */
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Seal n plaintext bytes plus pad zero bytes into out (n + pad + 16 bytes). 0 on success. */
+static int seal_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const unsigned char *in, Py_ssize_t n,
+                    Py_ssize_t pad, unsigned char *out) {
+    unsigned char nonce[12];
+    int len;
+    counter_nonce(nonce, counter);
+    if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, -1) != 1) return -1;
+    if (n && EVP_CipherUpdate(ctx, out, &len, in, (int)n) != 1) return -1;
+    if (pad && EVP_CipherUpdate(ctx, out + n, &len, ZEROS, (int)pad) != 1) return -1;
+    if (EVP_CipherFinal_ex(ctx, out + n + pad, &len) != 1) return -1;
+    return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_SIZE, out + n + pad) == 1 ? 0 : -1;
+}
+
+/* Open clen bytes (ciphertext + tag) into out (clen - 16 bytes). 1 authentic, 0 not. */
+static int open_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const unsigned char *in, Py_ssize_t clen,
+                    unsigned char *out) {
+    unsigned char nonce[12];
+    unsigned char tag[TAG_SIZE];
+    int len;
+    Py_ssize_t plen = clen - TAG_SIZE;
+    counter_nonce(nonce, counter);
+    memcpy(tag, in + plen, TAG_SIZE);     /* in and out may be the same buffer */
+    if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, -1) != 1) return 0;
+    if (plen && EVP_CipherUpdate(ctx, out, &len, in, (int)plen) != 1) return 0;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_SIZE, tag) != 1) return 0;
+    return EVP_CipherFinal_ex(ctx, out + plen, &len) == 1;
+}
+
+static void write_header(unsigned char *p, uint32_t receiver, uint64_t counter) {
+    put_le32(p, MESSAGE_TRANSPORT);
+    put_le32(p + 4, receiver);
+    put_le64(p + 8, counter);
+}
+
+static int parse_u64(PyObject *obj, uint64_t *value) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *value = v;
+    return 0;
+}
+
+static int parse_u32(PyObject *obj, uint32_t *value) {
+    unsigned long v = PyLong_AsUnsignedLong(obj);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    if (v > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_OverflowError, "receiver index above 32 bits");
+        return -1;
+    }
+    *value = (uint32_t)v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ Sealer */
+
+PyDoc_STRVAR(sealer_seal_doc,
+"seal(out, offset, receiver, counter, packet, mtu) -> int\n\n"
+"Write one transport message at out[offset:]: header (type 4, receiver, counter),\n"
+"then packet padded with zeros to a multiple of 16 (never past mtu), sealed, with its\n"
+"16-byte tag. Returns its size (len(packet) + padding + 32). ValueError when it does\n"
+"not fit or packet is longer than 65535 bytes.");
+
+static PyObject *sealer_seal(Cipher *self, PyObject *args) {
+    Py_buffer out, packet;
+    Py_ssize_t offset, mtu;
+    PyObject *receiver_obj, *counter_obj;
+    uint32_t receiver;
+    uint64_t counter;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "w*nOOy*n", &out, &offset, &receiver_obj, &counter_obj, &packet, &mtu))
+        return NULL;
+    if (parse_u32(receiver_obj, &receiver) < 0 || parse_u64(counter_obj, &counter) < 0) goto done;
+    Py_ssize_t n = packet.len;
+    if (n > MAX_PLAINTEXT) {
+        PyErr_SetString(PyExc_ValueError, "packet longer than 65535 bytes");
+        goto done;
+    }
+    Py_ssize_t size = n + padding(n, mtu) + MIN_TRANSPORT;
+    if (offset < 0 || offset > out.len || out.len - offset < size) {
+        PyErr_SetString(PyExc_ValueError, "transport message does not fit in the buffer");
+        goto done;
+    }
+    unsigned char *dst = (unsigned char *)out.buf + offset;
+    if (overlaps(dst, size, packet.buf, n)) {
+        PyErr_SetString(PyExc_ValueError, "packet and output overlap");
+        goto done;
+    }
+    if (cipher_take(self) < 0) goto done;
+    write_header(dst, receiver, counter);
+    int rc = seal_one(self->ctx, counter, packet.buf, n, size - n - MIN_TRANSPORT, dst + HEADER_SIZE);
+    self->busy = 0;
+    if (rc < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "ChaCha20-Poly1305 seal failed");
+        goto done;
+    }
+    result = PyLong_FromSsize_t(size);
+done:
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&packet);
+    return result;
+}
+
+PyDoc_STRVAR(sealer_seal_run_doc,
+"seal_run(out, offset, receiver, counter, packets, mtu) -> list[int]\n\n"
+"seal() for each packet of the sequence `packets` (at most 4096), counters counter,\n"
+"counter + 1, ..., the messages back to back from out[offset:], in one call with the\n"
+"GIL released. Returns the size of each message. Checks everything (sizes, room,\n"
+"counter range) before writing anything.");
+
+static PyObject *sealer_seal_run(Cipher *self, PyObject *args) {
+    Py_buffer out;
+    Py_ssize_t offset, mtu;
+    PyObject *receiver_obj, *counter_obj, *packets_obj;
+    uint32_t receiver;
+    uint64_t counter;
+    PyObject *seq = NULL, *result = NULL;
+    Py_buffer *bufs = NULL;
+    Py_ssize_t *sizes = NULL;
+    Py_ssize_t count = 0, got = 0;
+    if (!PyArg_ParseTuple(args, "w*nOOOn", &out, &offset, &receiver_obj, &counter_obj, &packets_obj, &mtu))
+        return NULL;
+    if (parse_u32(receiver_obj, &receiver) < 0 || parse_u64(counter_obj, &counter) < 0) goto done;
+    seq = PySequence_Fast(packets_obj, "packets must be a sequence");
+    if (seq == NULL) goto done;
+    count = PySequence_Fast_GET_SIZE(seq);
+    if (count > MAX_RUN) {
+        PyErr_SetString(PyExc_ValueError, "more than 4096 packets in one run");
+        goto done;
+    }
+    if (count && counter + (uint64_t)(count - 1) < counter) {
+        PyErr_SetString(PyExc_OverflowError, "counters past 2**64");
+        goto done;
+    }
+    bufs = PyMem_Calloc(count ? count : 1, sizeof(Py_buffer));
+    sizes = PyMem_Calloc(count ? count : 1, sizeof(Py_ssize_t));
+    if (bufs == NULL || sizes == NULL) { PyErr_NoMemory(); goto done; }
+    if (offset < 0 || offset > out.len) {
+        PyErr_SetString(PyExc_ValueError, "offset outside the buffer");
+        goto done;
+    }
+    Py_ssize_t room = out.len - offset, total = 0;
+    for (got = 0; got < count; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &bufs[got], PyBUF_SIMPLE) < 0) goto done;
+        Py_ssize_t n = bufs[got].len;
+        if (n > MAX_PLAINTEXT) {
+            got++;
+            PyErr_SetString(PyExc_ValueError, "packet longer than 65535 bytes");
+            goto done;
+        }
+        sizes[got] = n + padding(n, mtu) + MIN_TRANSPORT;
+        total += sizes[got];
+        if (total > room) {
+            got++;
+            PyErr_SetString(PyExc_ValueError, "transport messages do not fit in the buffer");
+            goto done;
+        }
+    }
+    unsigned char *base = (unsigned char *)out.buf + offset;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (overlaps(base, total, bufs[i].buf, bufs[i].len)) {
+            PyErr_SetString(PyExc_ValueError, "packet and output overlap");
+            goto done;
+        }
+    }
+    if (cipher_take(self) < 0) goto done;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    unsigned char *dst = base;
+    for (Py_ssize_t i = 0; i < count && !failed; i++) {
+        Py_ssize_t n = bufs[i].len;
+        write_header(dst, receiver, counter + i);
+        failed = seal_one(self->ctx, counter + i, bufs[i].buf, n, sizes[i] - n - MIN_TRANSPORT,
+                          dst + HEADER_SIZE) < 0;
+        dst += sizes[i];
+    }
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (failed) {
+        PyErr_SetString(PyExc_RuntimeError, "ChaCha20-Poly1305 seal failed");
+        goto done;
+    }
+    result = PyList_New(count);
+    if (result == NULL) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *v = PyLong_FromSsize_t(sizes[i]);
+        if (v == NULL) { Py_CLEAR(result); goto done; }
+        PyList_SET_ITEM(result, i, v);
+    }
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&bufs[i]);
+    PyMem_Free(bufs);
+    PyMem_Free(sizes);
+    Py_XDECREF(seq);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* ------------------------------------------------------------------ Opener */
+
+PyDoc_STRVAR(opener_open_doc,
+"open(counter, data, offset, length, out, out_offset) -> bool\n\n"
+"Open data[offset:offset + length] (ciphertext and its 16-byte tag, the message after\n"
+"its header) sealed under `counter`, the plaintext (length - 16 bytes) into\n"
+"out[out_offset:]. True when the tag verified; False when not (out's bytes are then\n"
+"undefined). ValueError for lengths outside the buffers or below 16.");
+
+static PyObject *opener_open(Cipher *self, PyObject *args) {
+    Py_buffer data, out;
+    Py_ssize_t offset, length, out_offset;
+    PyObject *counter_obj;
+    uint64_t counter;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "Oy*nnw*n", &counter_obj, &data, &offset, &length, &out, &out_offset))
+        return NULL;
+    if (parse_u64(counter_obj, &counter) < 0) goto done;
+    if (offset < 0 || length < TAG_SIZE || offset > data.len || data.len - offset < length
+            || length - TAG_SIZE > MAX_PLAINTEXT) {
+        PyErr_SetString(PyExc_ValueError, "ciphertext outside the buffer or shorter than a tag");
+        goto done;
+    }
+    if (out_offset < 0 || out_offset > out.len || out.len - out_offset < length - TAG_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "plaintext does not fit in the buffer");
+        goto done;
+    }
+    const unsigned char *src = (const unsigned char *)data.buf + offset;
+    unsigned char *dst = (unsigned char *)out.buf + out_offset;
+    if (src != dst && overlaps(src, length, dst, length - TAG_SIZE)) {
+        PyErr_SetString(PyExc_ValueError, "ciphertext and output overlap");
+        goto done;
+    }
+    if (cipher_take(self) < 0) goto done;
+    int ok = open_one(self->ctx, counter, src, length, dst);
+    self->busy = 0;
+    result = PyBool_FromLong(ok);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+PyDoc_STRVAR(opener_open_run_doc,
+"open_run(data, offset, end, size, receiver, out, out_offset) -> (stop, results)\n\n"
+"Open the transport messages laid back to back in data[offset:end], each `size` bytes\n"
+"but the last (a UDP GRO run), for as long as each is a transport message (type 4,\n"
+"reserved bytes zero, at least 32 bytes) to `receiver` and its plaintext fits in out;\n"
+"at most 4096, with the GIL released. Plaintexts go to out[out_offset:], each at a\n"
+"multiple of 16 bytes after the one before. Returns where it stopped (offset of the\n"
+"first datagram not taken, `end` when all were) and one (counter, plaintext offset,\n"
+"plaintext length) per datagram taken, the length -1 when its tag did not verify.\n"
+"Replay and expiry checks are the caller's.");
+
+typedef struct { uint64_t counter; Py_ssize_t at; Py_ssize_t plen; } OpenResult;
+
+static PyObject *opener_open_run(Cipher *self, PyObject *args) {
+    Py_buffer data, out;
+    Py_ssize_t offset, end, size, out_offset;
+    PyObject *receiver_obj;
+    uint32_t receiver;
+    PyObject *results = NULL, *result = NULL;
+    OpenResult *res = NULL;
+    Py_ssize_t count = 0, stop;
+    if (!PyArg_ParseTuple(args, "y*nnnOw*n", &data, &offset, &end, &size, &receiver_obj, &out, &out_offset))
+        return NULL;
+    if (parse_u32(receiver_obj, &receiver) < 0) goto done;
+    if (offset < 0 || end < offset || end > data.len || size <= 0) {
+        PyErr_SetString(PyExc_ValueError, "run outside the buffer or size not positive");
+        goto done;
+    }
+    if (out_offset < 0 || out_offset > out.len) {
+        PyErr_SetString(PyExc_ValueError, "out_offset outside the buffer");
+        goto done;
+    }
+    if (overlaps((const unsigned char *)data.buf + offset, end - offset,
+                 (unsigned char *)out.buf + out_offset, out.len - out_offset)) {
+        PyErr_SetString(PyExc_ValueError, "run and output overlap");
+        goto done;
+    }
+    res = PyMem_Calloc(MAX_RUN, sizeof(OpenResult));
+    if (res == NULL) { PyErr_NoMemory(); goto done; }
+    if (cipher_take(self) < 0) goto done;
+    stop = offset;
+    Py_BEGIN_ALLOW_THREADS
+    const unsigned char *d = data.buf;
+    unsigned char *o = out.buf;
+    Py_ssize_t po = out_offset;
+    while (stop < end && count < MAX_RUN) {
+        Py_ssize_t dlen = end - stop < size ? end - stop : size;
+        const unsigned char *msg = d + stop;
+        if (dlen < MIN_TRANSPORT || get_le32(msg) != MESSAGE_TRANSPORT || get_le32(msg + 4) != receiver)
+            break;
+        Py_ssize_t plen = dlen - MIN_TRANSPORT;
+        if (plen > MAX_PLAINTEXT || out.len - po < plen) break;
+        uint64_t counter = get_le64(msg + 8);
+        int ok = open_one(self->ctx, counter, msg + HEADER_SIZE, dlen - HEADER_SIZE, o + po);
+        res[count].counter = counter;
+        res[count].at = po;
+        res[count].plen = ok ? plen : -1;
+        count++;
+        if (ok) {
+            Py_ssize_t step = (plen + 15) & ~(Py_ssize_t)15;
+            po = out.len - po < step ? out.len : po + step;
+        }
+        stop += dlen;
+    }
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    results = PyList_New(count);
+    if (results == NULL) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *t = Py_BuildValue("(Knn)", (unsigned long long)res[i].counter, res[i].at, res[i].plen);
+        if (t == NULL) goto done;
+        PyList_SET_ITEM(results, i, t);
+    }
+    result = Py_BuildValue("(nO)", stop, results);
+done:
+    Py_XDECREF(results);
+    PyMem_Free(res);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/* ------------------------------------------------------------------ types */
+
+static int sealer_init(Cipher *self, PyObject *args, PyObject *kwds) { return cipher_init(self, args, kwds, 1); }
+static int opener_init(Cipher *self, PyObject *args, PyObject *kwds) { return cipher_init(self, args, kwds, 0); }
+
+static PyMethodDef sealer_methods[] = {
+    {"seal", (PyCFunction)sealer_seal, METH_VARARGS, sealer_seal_doc},
+    {"seal_run", (PyCFunction)sealer_seal_run, METH_VARARGS, sealer_seal_run_doc},
+    {NULL}
+};
+
+static PyMethodDef opener_methods[] = {
+    {"open", (PyCFunction)opener_open, METH_VARARGS, opener_open_doc},
+    {"open_run", (PyCFunction)opener_open_run, METH_VARARGS, opener_open_run_doc},
+    {NULL}
+};
+
+static PyTypeObject SealerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "meshwg.accel._fastpath.Sealer",
+    .tp_doc = "Sealer(key): WireGuard transport messages sealed under one 32-byte key "
+              "(one EVP_CIPHER_CTX, key schedule set up once). Not for two threads at once.",
+    .tp_basicsize = sizeof(Cipher),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)sealer_init,
+    .tp_dealloc = (destructor)cipher_dealloc,
+    .tp_methods = sealer_methods,
+};
+
+static PyTypeObject OpenerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "meshwg.accel._fastpath.Opener",
+    .tp_doc = "Opener(key): WireGuard transport messages opened under one 32-byte key "
+              "(one EVP_CIPHER_CTX). Not for two threads at once.",
+    .tp_basicsize = sizeof(Cipher),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)opener_init,
+    .tp_dealloc = (destructor)cipher_dealloc,
+    .tp_methods = opener_methods,
+};
+
+/* ------------------------------------------------------------------ checksums */
+
+/* The one's-complement sum of the 16-bit big-endian words of p[0:n] (odd: a zero byte
+ * appended), reduced modulo 0xFFFF as meshwg.tun.checksum.ones_sum reduces it. Words are
+ * added eight bytes at a time in the machine's byte order and the folded sum swapped at
+ * the end (RFC 1071 section 2 (B): the sum is independent of byte order up to a swap). */
+static uint64_t ones_sum(const unsigned char *p, Py_ssize_t n) {
+    uint64_t sum = 0;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        sum += (w & 0xFFFFFFFFu) + (w >> 32);     /* < 2**33 per step: no overflow below 2**60 bytes */
+        p += 8;
+        n -= 8;
+    }
+    while (n >= 2) {
+        uint16_t w;
+        memcpy(&w, p, 2);
+        sum += w;
+        p += 2;
+        n -= 2;
+    }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (n) sum += p[0];                   /* the padded last word, read little-endian */
+    while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = ((sum & 0xFF) << 8) | (sum >> 8);
+#else
+    if (n) sum += (uint64_t)p[0] << 8;
+    while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
+#endif
+    return sum % 0xFFFF;
+}
+
+PyDoc_STRVAR(piece_sums_doc,
+"piece_sums(buf, starts) -> list[int]\n\n"
+"meshwg.tun.checksum.ones_sum of each piece buf[starts[i]:starts[i + 1]] (the last to\n"
+"the end of buf): RFC 1071 sums reduced modulo 0xFFFF. starts: a sequence of\n"
+"non-decreasing offsets within buf, at most 65536.");
+
+static PyObject *piece_sums(PyObject *module, PyObject *args) {
+    Py_buffer buf;
+    PyObject *starts_obj, *seq = NULL, *result = NULL;
+    Py_ssize_t *starts = NULL;
+    if (!PyArg_ParseTuple(args, "y*O", &buf, &starts_obj)) return NULL;
+    seq = PySequence_Fast(starts_obj, "starts must be a sequence");
+    if (seq == NULL) goto done;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    if (count > MAX_PIECES) {
+        PyErr_SetString(PyExc_ValueError, "more than 65536 pieces");
+        goto done;
+    }
+    starts = PyMem_Calloc(count + 1, sizeof(Py_ssize_t));
+    if (starts == NULL) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t s = PyNumber_AsSsize_t(PySequence_Fast_GET_ITEM(seq, i), PyExc_OverflowError);
+        if (s == -1 && PyErr_Occurred()) goto done;
+        if (s < 0 || s > buf.len || (i && s < starts[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "starts must be non-decreasing offsets within the buffer");
+            goto done;
+        }
+        starts[i] = s;
+    }
+    starts[count] = buf.len;
+    result = PyList_New(count);
+    if (result == NULL) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(
+            ones_sum((const unsigned char *)buf.buf + starts[i], starts[i + 1] - starts[i]));
+        if (v == NULL) { Py_CLEAR(result); goto done; }
+        PyList_SET_ITEM(result, i, v);
+    }
+done:
+    PyMem_Free(starts);
+    Py_XDECREF(seq);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef module_methods[] = {
+    {"piece_sums", piece_sums, METH_VARARGS, piece_sums_doc},
+    {NULL}
+};
+
+static struct PyModuleDef fastpath_module = {
+    PyModuleDef_HEAD_INIT, "meshwg.accel._fastpath",
+    "WireGuard's transport data path over OpenSSL's libcrypto (meshwg.accel).", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    if (PyType_Ready(&SealerType) < 0 || PyType_Ready(&OpenerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&fastpath_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&SealerType);
+    if (PyModule_AddObject(m, "Sealer", (PyObject *)&SealerType) < 0) goto fail;
+    Py_INCREF(&OpenerType);
+    if (PyModule_AddObject(m, "Opener", (PyObject *)&OpenerType) < 0) goto fail;
+    if (PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "MAX_RUN", MAX_RUN) < 0) goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}
