@@ -391,6 +391,9 @@ class QuickInterface:
                 if net.version == 4:
                     routing.set_src_valid_mark()
             run_hooks("PostUp", cfg.post_up, self.name)
+            if cfg.private_key is None and not any(self.device.status().private_key or b""):
+                raise QuickError(f"{self.name}: no private key: {cfg.path} has no PrivateKey "
+                                 f"and its PostUp hooks set none")
         except BaseException:
             self._remove()
             raise

@@ -16,7 +16,9 @@ line. In particular:
 - A peer whose PublicKey is the interface's own public key is left out with a warning: wg,
   the kernel and wireguard-go ignore such a peer silently.
 - An all-zero PrivateKey is refused: wg passes it on, and the kernel and wireguard-go then
-  run with no private key at all, which meshwg refuses for a file without PrivateKey too.
+  run with no private key at all, which meshwg refuses for a file without PrivateKey too,
+  unless it has a PostUp hook, which may set one as wg-quick(8)'s example does (`PostUp =
+  wg set %i private-key <(pass WireGuard/private-keys/%i)`; meshwg up checks after it).
 - wg-quick's own keys: DNS (servers and search domains), Table (off, auto, main or a
   number), PreUp/PostUp/PreDown/PostDown (repeatable, `%i` kept for the runner to
   replace) and SaveConfig (true/false); meshwg.cli.quick applies them.
@@ -89,7 +91,8 @@ class PeerConfig:
 @dataclass
 class InterfaceConfig:
     path: str
-    private_key: bytes = field(repr=False)  # secret: kept out of repr/logs
+    private_key: bytes | None = field(repr=False)  # secret: kept out of repr/logs; None: a
+                                                   # PostUp hook sets it (wg-quick(8)'s pass example)
     listen_port: int | None = None
     addresses: list[Interface] = field(default_factory=list)
     mtu: int | None = None
@@ -340,9 +343,10 @@ class _Parser:
                 raise self.error("[Peer] section without PublicKey", peer.line)
         if self.interface_line is None:
             raise self.error("no [Interface] section", 1)
-        if self.private_key is None:
-            raise self.error("[Interface] section without PrivateKey", self.interface_line)
-        own = public_key(self.private_key)
+        if self.private_key is None and not self.iface["post_up"]:
+            raise self.error("[Interface] section without PrivateKey (or a PostUp hook that "
+                             "sets one: `PostUp = wg set %i private-key FILE`)", self.interface_line)
+        own = public_key(self.private_key) if self.private_key is not None else None
         for peer in [p for p in self.peers if p.public_key == own]:
             self.warnings.append(f"{self.path}:{peer.line}: [Peer] has this interface's own "
                                  f"public key; it is left out (wg ignores it too)")
@@ -440,7 +444,9 @@ def private_key_permission_warning(path: str) -> str | None:
 
 def format_config(cfg: InterfaceConfig) -> str:
     """wg-quick text for `cfg` (showconf-like); parse_config() reads it back unchanged."""
-    out = ["[Interface]", f"PrivateKey = {encode_key(cfg.private_key)}"]
+    out = ["[Interface]"]
+    if cfg.private_key is not None:
+        out.append(f"PrivateKey = {encode_key(cfg.private_key)}")
     if cfg.listen_port is not None:
         out.append(f"ListenPort = {cfg.listen_port}")
     if cfg.addresses:

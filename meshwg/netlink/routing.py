@@ -9,22 +9,24 @@ wg-quick does it (wireguard-tools src/wg-quick/linux.bash), through pyroute2 (ne
 - routes elsewhere that would collide with one of the interface's (wg-quick then fails),
 - the interface's addresses (for SaveConfig).
 
-Each change is one netlink call; errors the kernel gives are NetconfigError (one line).
+Routes go in batches (meshwg.netlink.routes), rules one netlink call each; errors the kernel
+gives are NetconfigError (one line).
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NoReturn
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from meshwg.netlink.link import NetconfigError
-from meshwg.netlink.routes import TABLE_MAIN, interface_index
+from meshwg.netlink.routes import RTPROT_BOOT, TABLE_MAIN, change_routes, interface_index
 
 FIRST_POLICY_TABLE = 51820   # wg-quick's first choice for the default route's table
 FR_INVERT = 0x2              # FIB_RULE_INVERT: the rule's `not`
@@ -91,24 +93,33 @@ def free_table(start: int = FIRST_POLICY_TABLE) -> int:
 
 
 def add_routes_to_table(name: str, networks: Iterable, table: int) -> list:
-    """`ip route add NET dev NAME table TABLE` for each network, most specific first;
-    returns those added. A route that exists already is a NetconfigError naming it."""
-    added = []
+    """`ip route add NET dev NAME table TABLE` for each network, most specific first (in
+    batches: meshwg.netlink.routes.change_routes; /0 last, on its own); returns those
+    added. A route that exists already, or any other refusal, is a NetconfigError naming
+    it (wg-quick's `ip route add` fails there too)."""
     nets = sorted({ipaddress.ip_network(n, strict=False) for n in networks},
                   key=lambda n: -n.prefixlen)
+    result = change_routes(name, add=[n for n in nets if n.prefixlen], table=table)
+    refused = [(n, os.strerror(errno.EEXIST)) for n in result.exists] + result.failed
+    if refused:
+        _refused(name, table, *refused[0])
+    added = list(result.added)
     oif = interface_index(name)
     with IPRoute() as ipr:
-        for net in nets:
+        for net in (n for n in nets if not n.prefixlen):
             try:
-                ipr.route("add", dst=str(net.network_address), dst_len=net.prefixlen,
-                          oif=oif, table=table, family=_family(net))
+                ipr.route("add", dst=str(net.network_address), dst_len=0, oif=oif, table=table,
+                          family=_family(net), proto=RTPROT_BOOT)
             except NetlinkError as exc:
-                why = _reason(exc)
-                if exc.code == errno.ENODEV and net.version == 6:
-                    why += " (IPv6 needs an MTU of at least 1280; this interface has less)"
-                raise NetconfigError(f"route {net} dev {name} table {table}: {why}") from None
+                _refused(name, table, net, _reason(exc), exc.code)
             added.append(net)
     return added
+
+
+def _refused(name: str, table: int, net, why: str, code: int = 0) -> NoReturn:
+    if net.version == 6 and (code == errno.ENODEV or why == os.strerror(errno.ENODEV)):
+        why += " (IPv6 needs an MTU of at least 1280; this interface has less)"
+    raise NetconfigError(f"route {net} dev {name} table {table}: {why}")
 
 
 @dataclass(frozen=True)

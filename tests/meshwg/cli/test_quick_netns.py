@@ -27,12 +27,14 @@ EXIT_PUBLIC = "198.51.100.2"  # the exit peer's endpoint, reached through C's de
 class Up:
     """`meshwg up FILE` in a namespace, with the file written here (0600)."""
 
-    def __init__(self, lab, ns: Namespace, tmp_path, text: str, env: dict | None = None):
+    def __init__(self, lab, ns: Namespace, tmp_path, text: str, env: dict | None = None,
+                 key_line: bool = True):
         self.ns = ns
         self.name = unique_name("mwq")
         self.keys = keypair()
         self.path = tmp_path / f"{self.name}.conf"
-        self.path.write_text(f"[Interface]\nPrivateKey = {self.keys.private}\n{text}")
+        key = f"PrivateKey = {self.keys.private}\n" if key_line else ""
+        self.path.write_text(f"[Interface]\n{key}{text}")
         self.path.chmod(0o600)
         lab.push(f"remove socket {self.name}", lambda: remove_uapi_socket(self.name))
         self.start(env)
@@ -142,10 +144,15 @@ def test_table_off_a_number_and_the_ipv6_default_route(lab, tmp_path):
     assert "lookup" not in off.ip("rule").replace("lookup local", "").replace(
         "lookup main", "").replace("lookup default", "")
     off.down()
-    numbered = Up(lab, c, tmp_path, "Table = 1234\n" + peer_lines)
+    # a number: every route in that table, in batches (5,000 more /32s), `proto boot` as
+    # wg-quick's `ip route add` (which `ip route` does not print)
+    many = ", ".join(f"10.51.{i // 250}.{i % 250}/32" for i in range(5000))
+    numbered = Up(lab, c, tmp_path, "Table = 1234\n" + peer_lines +
+                  f"[Peer]\nPublicKey = {keypair().public}\nAllowedIPs = {many}\n")
     numbered.wait_up()
     table = numbered.ip("route", "show", "table", "1234")
     assert f"10.50.0.0/24 dev {numbered.name}" in table and f"default dev {numbered.name}" in table
+    assert len(table.splitlines()) == 5002 and "proto" not in table
     assert "10.50.0.0" not in numbered.ip("route", "show", "table", "main")
     numbered.down()
     assert numbered.ip("route", "show", "table", "1234").strip() == ""
@@ -245,3 +252,23 @@ def test_failing_post_up_undoes_up(lab, tmp_path):
     assert log.read_text() == (f"resolvconf -a {up.name} -m 0 -x\nnameserver 10.46.0.53\n"
                                f"post {up.name}\nresolvconf -d {up.name} -f\n")
     assert not up.exists()
+
+
+def test_private_key_set_by_post_up_as_in_wg_quicks_man_page(lab, tmp_path):
+    """wg-quick(8): `PostUp = wg set %i private-key <(pass WireGuard/private-keys/%i)` in a
+    file without PrivateKey. meshwg up runs it; a file whose PostUp sets no key is undone
+    with a one-line error."""
+    c = Namespace(lab, "qp")
+    key_file, keys = tmp_path / "key", keypair()
+    key_file.write_text(keys.private + "\n")
+    up = Up(lab, c, tmp_path, f"Address = 10.39.0.1/24\nPostUp = wg set %i private-key <(cat {key_file})\n"
+                              f"\n[Peer]\nPublicKey = {keypair().public}\nAllowedIPs = 10.39.0.2/32\n",
+            key_line=False)
+    up.wait_up()
+    assert c.run(["wg", "show", up.name, "public-key"]).stdout.strip() == keys.public
+    up.down()
+    none = Up(lab, c, tmp_path, "PostUp = true\n", key_line=False)
+    err = none.wait_failed().strip()
+    assert err.endswith(f"meshwg: {none.name}: no private key: {none.path} has no PrivateKey "
+                        f"and its PostUp hooks set none"), err
+    assert "Traceback" not in err and not none.exists()
