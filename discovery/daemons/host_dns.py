@@ -66,6 +66,7 @@ class HostDns:
         self.lock_path = os.path.join(lock_dir, LOCK_NAME)
         self.error: str | None = None
         self._block: str | None = None        # what our block in the hosts file holds now
+        self._pairs: list[tuple[str, str]] | None = None   # the names it was made from
         self._names = 0
         self._linked = False                  # resolved was told about our link
 
@@ -88,13 +89,14 @@ class HostDns:
         block is rewritten when it changed."""
         if self.mode != "hosts":
             return
-        entries = host_entries(self.zone, self.rendezvous, names)
+        pairs = list(names)
+        if pairs == self._pairs:
+            return                  # a directory read that changed no name (most do not)
+        entries = host_entries(self.zone, self.rendezvous, pairs)
         block = hosts_block(self.interface, entries)
-        if block == self._block:
-            return
-        if self._rewrite(block):
-            self._block = block
-            self._names = len(entries)
+        if block != self._block and not self._rewrite(block):
+            return                  # retried at the next update
+        self._block, self._pairs, self._names = block, pairs, len(entries)
 
     def stop(self) -> None:
         if self._linked:
@@ -102,7 +104,7 @@ class HostDns:
             self._resolvectl(resolved_revert(self.interface))
         if self._block:
             if self._rewrite(""):
-                self._block, self._names = "", 0
+                self._block, self._pairs, self._names = "", None, 0
 
     def status(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"mode": self.mode, "requested": self.requested,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable
 
-from discovery.dnssd.names import RENDEZVOUS_LABEL, host_name
+from discovery.dnssd.names import RENDEZVOUS_LABEL, host_label
 
 DNS_MODES = ("auto", "resolved", "hosts", "off")
 DNS_PORT = 53
@@ -51,21 +51,24 @@ def host_entries(zone: str, rendezvous: Iterable[str], members: Iterable[tuple[s
     addresses as ``rendezvous.ZONE``, then each (name, mesh address) of `members` whose
     name is a DNS label and whose address an IP literal; a name already given keeps its
     first address (the rendezvous's first), as the directory answers. Sorted by name."""
+    suffix = "." + zone_text(zone)
+
     def fqdn(name: str) -> str:
-        return host_name(zone, name).to_text(omit_final_dot=True).lower()
+        return host_label(name).lower() + suffix
 
     names: dict[str, list[str]] = {}
     own = [ip for ip in map(_ip_text, rendezvous) if ip]
     if own:
         names[fqdn(RENDEZVOUS_LABEL)] = own
     for name, address in members:
-        ip = _ip_text(address)
         try:
             owner = fqdn(name)
         except ValueError:
             continue
-        if ip and owner not in names:   # a second holder of one name: the first keeps it
-            names[owner] = [ip]
+        if owner not in names:          # a second holder of one name: the first keeps it
+            ip = _ip_text(address)
+            if ip:
+                names[owner] = [ip]
     return [(ip, name) for name in sorted(names) for ip in names[name]]
 
 

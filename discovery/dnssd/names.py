@@ -80,14 +80,19 @@ def meta_service_name(zone: str | dns.name.Name) -> dns.name.Name:
     return dns.name.Name(META_LABELS).concatenate(zone_name(zone))
 
 
-def host_name(zone: str | dns.name.Name, name: str) -> dns.name.Name:
-    """``NAME.ZONE``: where a member's mesh address is published. ValueError unless `name`
-    is one non-empty DNS label of at most 63 bytes that cannot be mistaken for the
-    service names (no leading '_', no '.')."""
+def host_label(name: str) -> str:
+    """`name` if it can stand as NAME in ``NAME.ZONE``: one non-empty DNS label of at most
+    63 bytes that cannot be mistaken for the service names (no leading '_', no '.');
+    ValueError otherwise."""
     if not isinstance(name, str) or not name or name.startswith("_") or "." in name \
             or len(name.encode("utf-8", "replace")) > 63:
         raise ValueError(f"member name {name!r} is not one DNS label")
-    return dns.name.Name((name,)).concatenate(zone_name(zone))
+    return name
+
+
+def host_name(zone: str | dns.name.Name, name: str) -> dns.name.Name:
+    """``NAME.ZONE``: where a member's mesh address is published (host_label's rule)."""
+    return dns.name.Name((host_label(name),)).concatenate(zone_name(zone))
 
 
 def _describe(value: object) -> str:
