@@ -31,9 +31,12 @@ It is a thin loop around discovery.traversal.reconcile: it sleeps until somethin
 deadline, the serial poll), then reconciles and applies the update. Idle, nothing wakes it
 but the path checks every few seconds and the serial poll.
 
-Only members listed by the rendezvous become peers: mDNS is unauthenticated, so it only
-ever contributes candidate endpoints for peers we already trust, and a forged answer can at
-worst cost a handshake initiation.
+Only members listed by the rendezvous become peers, and a LAN announcement gives candidate
+endpoints only when it is signed with the LAN key the directory publishes for that member
+(discovery.lan.lankey: our own key is made on start, reported to the rendezvous, our
+announcement signed and signed again every RESIGN_PERIOD); the addresses used are the
+signed ones. A forged or unverifiable announcement is counted (status "lan") and never
+replaces the last verified one.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from meshwg.core.events import HandshakeCompleted
@@ -62,6 +65,9 @@ from discovery.dnssd.client import DiscoveryError, directory_serial, resolve_mem
 from discovery.dnssd.notify import NotifyListener
 from discovery.dnssd.member import MemberRecord
 from discovery.lan.interfaces import lan_addresses
+from discovery.lan.lankey import (
+    LAN_KEY_TXT, LanVerifier, directory_lan_keys, ensure_lan_key, lan_key_txt, public_lan_key,
+)
 from discovery.lan.netwatch import AddressWatcher
 from discovery.netcheck.facts import own_facts
 from discovery.netcheck.mapping import EngineMappingObserver, choose_rendezvous
@@ -135,6 +141,9 @@ class MemberDaemon:
         self.relays: RelayPool | None = None       # every relay we bind at (the rendezvous's too)
         self._relay_names: dict[bytes, str] = {}   # the relay chosen per peer, for status
         self.state = MemberState.load(state_dir)
+        self.lan_key = ensure_lan_key(state_dir)    # signs our mDNS announcement
+        self.lan_key_txt = lan_key_txt(public_lan_key(self.lan_key))
+        self.lan_verifier = LanVerifier()           # which LAN announcements we believe
         self.interface = interface
         self.listen_port = listen_port
         self.interval = interval
@@ -243,7 +252,7 @@ class MemberDaemon:
             self.mdns_service = MdnsService(exclude_interfaces=(self.interface,))
             self.announcer = MdnsAnnouncer(self.state.mesh_id, self.state.public_key, self.state.name,
                                            self.state.address, self.device.listen_port,
-                                           service=self.mdns_service)
+                                           service=self.mdns_service, lan_key=self.lan_key)
             self.announcer.start()
             self.browser = MdnsBrowser(self.state.mesh_id, self.state.public_key,
                                        on_change=lambda peers: self._loop_service.wake(),
@@ -338,8 +347,16 @@ class MemberDaemon:
                 self._resolve_wanted = True
         if (self._resolve_wanted or now >= self._resolve_at) and now >= self._resolve_not_before:
             self._read_directory(now)
-        next_deadline = min((t for t in (self._reconcile(now), self._hard_nat_at) if t is not None),
-                            default=None)
+        announcer = self.announcer
+        resign_at = announcer.resign_at if announcer is not None else None
+        if resign_at is not None and now >= resign_at:
+            try:
+                announcer.resign()          # a signature is good for lankey.MAX_AGE only
+            except Exception:
+                log.exception("mDNS re-announce failed")
+            resign_at = announcer.resign_at
+        next_deadline = min((t for t in (self._reconcile(now), self._hard_nat_at, resign_at)
+                             if t is not None), default=None)
         times = [self._resolve_at]
         observe_at = self.mapping.step(now) if self.mapping is not None else None
         if observe_at is not None:
@@ -386,8 +403,9 @@ class MemberDaemon:
 
     def _reconcile(self, now: float) -> float | None:
         """Apply what the reconciler decides; write the status file if it changed."""
-        lan = {key: lan_endpoints(peer.addresses, peer.port)
-               for key, peer in (self.browser.peers() if self.browser is not None else {}).items()}
+        heard = self.browser.peers() if self.browser is not None else {}
+        verified = self.lan_verifier.verify(heard, directory_lan_keys(self.directory), now)
+        lan = {key: lan_endpoints(peer.addresses, peer.port) for key, peer in verified.items()}
         status = self.device.status()
         self._route_rendezvous(status)
         relays = RelayPlan()
@@ -480,7 +498,7 @@ class MemberDaemon:
         try:
             send_report(self.state.dns_address, REPORT_PORT_DEFAULT, candidates, timeout=2.0,
                         relay_port=self.relay_server.port if self.relay_server is not None else None,
-                        nat=self.hard_nat.nat)
+                        nat=self.hard_nat.nat, lan_key=self.lan_key_txt)
             self._reported = candidates
         except ReportError as exc:
             log.debug("%s", exc)
@@ -497,8 +515,11 @@ class MemberDaemon:
         try:
             records = resolve_zone(server, self.state.zone, timeout=1.0)
             fresh = {r.public_key: r for r in records if r.public_key != own}
-            if not self.hard_nat.published(next((r for r in records if r.public_key == own), None)):
+            ours = next((r for r in records if r.public_key == own), None)
+            if not self.hard_nat.published(ours):
                 self._reported = None       # our NAT kind is not published (a restarted rendezvous)
+            if ours is not None and ours.extra.get(LAN_KEY_TXT) != self.lan_key_txt:
+                self._reported = None       # nor our LAN key: report it again
             if self.relay_server is not None and not any(
                     r.public_key == own and offered_relay_port(r) == self.relay_server.port for r in records):
                 self._reported = None       # our relay is not published (yet): report it again
@@ -569,6 +590,7 @@ class MemberDaemon:
             "hard_nat": self.hard_nat.status(),
             "netcheck": self.netcheck.status() if self.netcheck is not None else None,
             "relay_server": self._relay_server_status(),
+            "lan": asdict(self.lan_verifier.counters),  # LAN announcements by verdict
             "peers": peers,
         }
 

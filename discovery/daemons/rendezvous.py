@@ -13,7 +13,8 @@ It also runs the members-only relay (discovery.relay.server, UDP on its WireGuar
 are logged when they changed at a sync and kept in RELAY_STATUS in the state directory
 for `meshwg members --json`. Members that offer a relay of their own say so in their
 candidate report; the offer is published in their TXT record (discovery.dnssd.relays)
-and kept in memory only (a member re-reports when its record lacks it).
+and kept in memory only (a member re-reports when its record lacks it). So are members'
+LAN keys (TXT ``lk``: their mDNS announcements are signed with it, discovery.lan.lankey).
 
 It drives its engine in-process (Device.apply/status) and reacts to it: when a member's
 endpoint changes (the engine's EndpointChanged and HandshakeCompleted events) the new
@@ -45,6 +46,7 @@ from discovery.dnssd.notify import Notifier
 from discovery.dnssd.member import MemberRecord
 from discovery.dnssd.relays import relay_txt
 from discovery.dnssd.zone import Directory
+from discovery.lan.lankey import LAN_KEY_TXT, lan_key_txt
 from discovery.dnssd.server import DnsServer
 from discovery.enroll.transport import EnrollmentServer
 from discovery.relay import tls
@@ -79,6 +81,7 @@ class RendezvousDaemon:
         self._relay_counters: dict[str, int] = {}
         self._nat_kinds: dict[bytes, str] = {}       # members' NAT kinds, TXT nat= (guarded by _lock)
         self._relay_offers: dict[bytes, int] = {}    # members' relay ports (guarded by _lock)
+        self._lan_keys: dict[bytes, bytes] = {}      # members' LAN keys, TXT lk= (guarded by _lock)
         self.relay_status = JsonFile(self.state.state_dir / RELAY_STATUS, mode=0o600)
         self.interval = interval
         self.public_dns = public_dns
@@ -137,7 +140,8 @@ class RendezvousDaemon:
                                                       self._candidates_reported,
                                                       on_relay=self._relay_offered,
                                                       on_nat=self._nat_reported,
-                                                      ingress=members_only).start())
+                                                      ingress=members_only,
+                                                      on_lan_key=self._lan_key_reported).start())
             # `meshwg netcheck`'s "what is my address" responder, on the WG port + 2 and + 3
             self.responder = ObservationResponder(observe_ports(self.device.listen_port)).start()
             self.servers.append(self.responder)
@@ -223,6 +227,12 @@ class RendezvousDaemon:
         name = self._reported_fact(self._relay_offers, source_ip, port)
         if name is not None:
             log.info("%s %s", name, f"offers a relay on UDP port {port}" if port else "offers no relay")
+
+    def _lan_key_reported(self, source_ip: str, lan_key: bytes | None) -> None:
+        """A member's report carries its LAN key (None: none); published as TXT lk=."""
+        name = self._reported_fact(self._lan_keys, source_ip, lan_key)
+        if name is not None:
+            log.info("%s: LAN key %s", name, lan_key_txt(lan_key) if lan_key else "withdrawn")
 
     def _nat_reported(self, source_ip: str, kind: str | None) -> None:
         """A member's report says what its netcheck found: a "hard" or "easy" NAT (None:
@@ -334,9 +344,12 @@ class RendezvousDaemon:
         records = directory_records(self._members, endpoints, extras)
         with self._lock:
             nat_kinds = dict(self._nat_kinds)
+            lan_keys = dict(self._lan_keys)
         for record in records:          # TXT nat=hard|easy (discovery.traversal.birthday)
             if record.public_key in nat_kinds:
                 record.extra[NAT_TXT_KEY] = nat_kinds[record.public_key]
+            if record.public_key in lan_keys:   # TXT lk= (discovery.lan.lankey)
+                record.extra[LAN_KEY_TXT] = lan_key_txt(lan_keys[record.public_key])
         if records == self._published:
             return                      # nothing changed: keep the serial, tell nobody
         self._published = records

@@ -67,7 +67,7 @@ def run_node(args: argparse.Namespace) -> None:
         elif command == "counters":
             c = browser.counters
             emit("counters", malformed=c.malformed, other_mesh=c.other_mesh, own=c.own,
-                 unresolved=c.unresolved, deferred=c.deferred)
+                 unresolved=c.unresolved, deferred=c.deferred, crowded=c.crowded)
         elif command == "quit":
             break
     announcer.stop()
@@ -109,7 +109,7 @@ def run_flood(args: argparse.Namespace) -> None:
     out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA)
     for i in range(args.count):
         out.add_answer_at_time(DNSPointer(SERVICE_TYPE, const._TYPE_PTR, const._CLASS_IN, 4500,
-                                          f"mwg-bogus{i:04d}.{SERVICE_TYPE}"), 0)
+                                          f"mwg-{args.prefix}{i:04d}.{SERVICE_TYPE}"), 0)
     for round_ in range(3):
         if round_:
             time.sleep(1)  # RFC 6762 8.3: repeated announcements one second apart
@@ -137,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     flood = sub.add_parser("flood", help="announce bogus PTR-only instances")
     flood.add_argument("--address", required=True, help="IPv4 address to bind")
     flood.add_argument("--count", type=int, default=200)
+    flood.add_argument("--prefix", default="bogus", help="instance labels: mwg-PREFIXNNNN")
     args = parser.parse_args(argv)
     if args.command == "node":
         run_node(args)

@@ -1,15 +1,21 @@
-"""Publishes this member on the LAN over mDNS (records: discovery.lan.records)."""
+"""Publishes this member on the LAN over mDNS (records: discovery.lan.records), signed
+with its LAN key when it has one (discovery.lan.lankey): then :meth:`MdnsAnnouncer.resign`
+is due every RESIGN_PERIOD seconds (the member's loop calls it)."""
 
 from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 from typing import Iterable
 
 from zeroconf import DNSAddress, DNSOutgoing, ServiceInfo
 from zeroconf.const import _CLASS_IN, _CLASS_UNIQUE, _FLAGS_AA, _FLAGS_QR_RESPONSE, _TYPE_A, _TYPE_AAAA
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from discovery.lan.interfaces import DEFAULT_TUNNEL_INTERFACE
+from discovery.lan.lankey import RESIGN_PERIOD, signable_addresses, signed_txt
 from discovery.lan.records import SERVICE_TYPE, encode_txt, host_name, instance_name, validate_identity
 from discovery.lan.service import MdnsService
 
@@ -29,8 +35,11 @@ class MdnsAnnouncer:
         *,
         service: MdnsService | None = None,
         ipv6: bool = True,
+        lan_key: Ed25519PrivateKey | None = None,
     ) -> None:
         validate_identity(mesh_id, public_key, name, mesh_address, port)
+        self.lan_key = lan_key          # signs the announcement (None: unsigned)
+        self.signed_at: float | None = None   # time.time() of the signature announced
         self.mesh_id, self.public_key, self.name = mesh_id, public_key, name
         self.mesh_address, self.port = mesh_address, port
         self.service = service or MdnsService(interfaces, exclude_interfaces, ipv6)
@@ -38,14 +47,36 @@ class MdnsAnnouncer:
         self._lock = threading.Lock()
 
     def _service_info(self, addresses: list[str]) -> ServiceInfo:
+        properties = encode_txt(self.mesh_id, self.public_key, self.name, self.mesh_address)
+        if self.lan_key is not None:    # only the signed addresses are announced
+            addresses = signable_addresses(addresses)
+            now = time.time()
+            properties.update(signed_txt(self.lan_key, self.mesh_id, self.public_key, self.port,
+                                         addresses, int(now)))
+            self.signed_at = now
         return ServiceInfo(
             SERVICE_TYPE,
             instance_name(self.mesh_id, self.public_key),
             port=self.port,
-            properties=encode_txt(self.mesh_id, self.public_key, self.name, self.mesh_address),
+            properties=properties,
             server=host_name(self.mesh_id, self.public_key),
             parsed_addresses=addresses,
         )
+
+    @property
+    def resign_at(self) -> float | None:
+        """time.time() when :meth:`resign` is due (None: unsigned or not started)."""
+        return None if self.signed_at is None or self._info is None else self.signed_at + RESIGN_PERIOD
+
+    def resign(self) -> None:
+        """Announce the same records under a fresh signature (``ts``): a signature is good
+        for discovery.lan.lankey.MAX_AGE seconds only."""
+        with self._lock:
+            if self._info is None or self.lan_key is None:
+                return
+            info = self._service_info(self._info.parsed_addresses())
+            self.service.zeroconf.update_service(info)
+            self._info = info
 
     @property
     def addresses(self) -> list[str]:

@@ -4,11 +4,14 @@ python-zeroconf's ServiceBrowser reports instances appearing, changing and leavi
 callbacks only queue a job. The browser's own thread (meshwg.util.service.Service) reads
 each instance from Zeroconf's cache first (free: a member's announcement carries its SRV,
 TXT and addresses in the same packet), validates it and keeps a table bounded at MAX_PEERS.
-Instances the cache cannot complete are deferred: at most MAX_DEFERRED wait, each is
-queried on the LAN at most QUERY_ATTEMPTS times, QUERY_TIMEOUT_MS each, one at a time and
-only while no event waits, RETRY_PERIOD seconds apart, then dropped and counted. So 200
-bogus instances on the LAN (issue 9 case 4) cost a bounded number of queries and never
-delay a member whose announcement is complete. Known and deferred instances are re-read
+Instances the cache cannot complete are deferred: at most MAX_DEFERRED wait, at most
+MAX_DEFERRED_PER_ANNOUNCER from one announcer (the source address of the PTR answer,
+discovery.lan.service), each is queried on the LAN at most QUERY_ATTEMPTS times,
+QUERY_TIMEOUT_MS each, one at a time and only while no event waits, RETRY_PERIOD seconds
+apart, the announcer served least often first, then dropped and counted. So 200 bogus
+instances on the LAN (issue 9 case 4) cost a bounded number of queries, never delay a
+member whose announcement is complete, and one flooding host cannot crowd out another
+host's member. Known and deferred instances are re-read
 from the cache every `refresh_interval` seconds, which catches records that expire without
 a goodbye and deferred ones completed later. With nothing known or deferred it waits for a
 job without any timeout.
@@ -41,6 +44,7 @@ QUERY_TIMEOUT_MS = 1000  # one query for an instance the cache could not complet
 QUERY_ATTEMPTS = 3  # queries per deferred instance before it is dropped (counted unresolved)
 RETRY_PERIOD = 10.0  # seconds between two queries for the same instance
 MAX_DEFERRED = 256  # bound on the instances waiting for a query; more are dropped (unresolved)
+MAX_DEFERRED_PER_ANNOUNCER = 16  # ... from one source address; more are dropped (crowded)
 MAX_PEERS = 1024  # bound on the table a (hostile) LAN can make us keep
 REFRESH_INTERVAL = 1.0  # seconds between cache re-reads while members are known
 
@@ -55,12 +59,14 @@ class BrowserCounters:
     unresolved: int = 0
     overflow: int = 0  # members beyond MAX_PEERS
     deferred: int = 0  # instances the cache could not complete, queued for a query
+    crowded: int = 0  # not queued: their announcer has MAX_DEFERRED_PER_ANNOUNCER queued
 
 
 @dataclass
 class _Deferred:
     name: str
     due: float  # time.monotonic() of its next query
+    source: str | None = None  # who announced it (None: not known)
     attempts: int = 0
 
 
@@ -101,6 +107,7 @@ class MdnsBrowser:
         self._peers: dict[bytes, LanPeer] = {}
         self._jobs: deque[_Job] = deque()
         self._deferred: dict[str, _Deferred] = {}  # by lower-case name; worker thread only
+        self._served: dict[str | None, int] = {}   # queries per announcer with deferred ones
         self._wake_r = self._wake_w = -1       # a pipe: queued jobs wake the worker
         self._browser: ServiceBrowser | None = None
         self._worker: Service | None = None
@@ -193,12 +200,15 @@ class MdnsBrowser:
                 next_refresh = time.monotonic() + self.refresh_interval
 
     def _due_query(self) -> str | None:
-        """The name of the deferred instance whose query is due, if any."""
+        """The name of a deferred instance whose query is due, if any: of the announcer
+        served least often (one flooding host does not make the others wait)."""
         now = time.monotonic()
-        for entry in self._deferred.values():
-            if entry.due <= now:
-                return entry.name
-        return None
+        due = [entry for entry in self._deferred.values() if entry.due <= now]
+        if not due:
+            return None
+        entry = min(due, key=lambda e: self._served.get(e.source, 0))
+        self._served[entry.source] = self._served.get(entry.source, 0) + 1
+        return entry.name
 
     def _handle(self, job: _Job) -> None:
         before = self.peers()
@@ -215,6 +225,9 @@ class MdnsBrowser:
                 self._resolve(name, "refresh")
             for entry in list(self._deferred.values()):  # completed since (a late SRV, A)
                 self._resolve(entry.name, "recheck")
+        if len(self._served) > len(self._deferred):    # forget announcers with none queued
+            live = {entry.source for entry in self._deferred.values()}
+            self._served = {src: n for src, n in self._served.items() if src in live}
         with self._lock:
             self._peers = {p.public_key: p for p in self._by_instance.values()}
         after = self.peers()
@@ -280,8 +293,13 @@ class MdnsBrowser:
         if len(self._deferred) >= MAX_DEFERRED:
             self.counters.unresolved += 1
             return
+        source = self.service.announcer_of(name)
+        if sum(1 for d in self._deferred.values() if d.source == source) >= MAX_DEFERRED_PER_ANNOUNCER:
+            self.counters.crowded += 1
+            return
         self.counters.deferred += 1
-        self._deferred[key] = _Deferred(name, time.monotonic())
+        self._deferred[key] = _Deferred(name, time.monotonic(), source)
+        self._served.setdefault(source, 0)
 
     def _retry(self, key: str) -> None:
         entry = self._deferred.pop(key, None)

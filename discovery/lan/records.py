@@ -7,7 +7,9 @@ Every member publishes one service instance of type ``_meshwg._udp.local.``:
   member's public key, so it is short, unique per (mesh, key) and checkable by a browser;
 * SRV port = the node's WireGuard listen port; A/AAAA = its LAN addresses (loopback and the
   meshwg tunnel interface itself are left out);
-* TXT ``v=1``, ``pub=BASE64KEY``, ``mesh=MESHID``, ``addr=MESH_ADDRESS``, ``name=NAME``.
+* TXT ``v=1``, ``pub=BASE64KEY``, ``mesh=MESHID``, ``addr=MESH_ADDRESS``, ``name=NAME``,
+  and, signed with the member's LAN key, ``ip=``, ``ts=``, ``sig=`` (discovery.lan.lankey:
+  who may use an announcement is decided there, against the directory).
 
 Members browse for that type and keep only members of their own mesh, so two laptops behind
 one NAT without hairpinning still learn each other's LAN addresses, with or without the
@@ -25,6 +27,8 @@ from typing import Iterable, Mapping
 
 from meshwg.core.keys import KEY_SIZE, KeyFormatError, decode_key, encode_key
 from meshwg.util.errors import MeshwgError
+
+from discovery.lan.lankey import Signature, parse_signature
 
 SERVICE_TYPE = "_meshwg._udp.local."
 TXT_VERSION = "1"
@@ -49,6 +53,7 @@ class LanPeer:
     addresses: list[str]
     port: int
     last_seen: float  # time.time() when its records last arrived (resolved or changed)
+    signature: Signature | None = None  # TXT ip/ts/sig (None: unsigned)
 
 
 def instance_label(mesh_id: str, public_key: bytes) -> str:
@@ -94,9 +99,11 @@ def validate_identity(mesh_id: str, public_key: bytes, name: str, mesh_address: 
         raise ValueError(f"mdns: port {port} is not in 1-65535")
 
 
-def _text(properties: Mapping[bytes, bytes | None], key: bytes) -> str:
+def _text(properties: Mapping[bytes, bytes | None], key: bytes, optional: bool = False) -> str | None:
     value = properties.get(key)
     if value is None:
+        if optional:
+            return None
         raise MalformedAnnouncement(f"TXT key {key.decode()!r} missing")
     try:
         text = value.decode("utf-8")
@@ -150,8 +157,12 @@ def parse_announcement(
         raise MalformedAnnouncement("instance name does not match mesh and key")
     if port is None or not 1 <= port <= 65535:
         raise MalformedAnnouncement(f"SRV port {port} out of range")
+    try:
+        signature = parse_signature(*(_text(properties, k, optional=True) for k in (b"ip", b"ts", b"sig")))
+    except ValueError as exc:
+        raise MalformedAnnouncement(str(exc)) from None
     lan = sorted({a for a in addresses if usable_lan_address(a)})
-    return LanPeer(public_key, mesh_id, name, mesh_address, lan, port, now)
+    return LanPeer(public_key, mesh_id, name, mesh_address, lan, port, now, signature)
 
 
 def same_peer_view(a: Mapping[bytes, LanPeer], b: Mapping[bytes, LanPeer]) -> bool:

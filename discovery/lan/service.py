@@ -1,19 +1,64 @@
 """One python-zeroconf instance on explicitly chosen interfaces, shared by the announcer
-and the browser of a member (discovery.lan.announcer, discovery.lan.browser)."""
+and the browser of a member (discovery.lan.announcer, discovery.lan.browser).
+
+It also notes which host (source address) announced each service instance of our type
+(the PTR answers of ``_meshwg._udp``), at most MAX_SOURCES instances, so the browser can
+bound the work one announcer costs (issue 9 case 4): python-zeroconf hands every response
+to its RecordManager, whose per-response entry point a subclass observes.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from typing import Iterable, Sequence
 
 from zeroconf import Zeroconf
+from zeroconf._handlers.record_manager import RecordManager
+from zeroconf.const import _TYPE_PTR
 
 from discovery.lan.interfaces import (
     DEFAULT_TUNNEL_INTERFACE, LocalInterface, local_interfaces, zeroconf_interfaces,
 )
 
 log = logging.getLogger(__name__)
+
+MAX_SOURCES = 4096       # instances whose announcer is remembered (the oldest go first)
+_WATCHED_TYPE = "_meshwg._udp.local."   # discovery.lan.records.SERVICE_TYPE
+
+
+class _SourceNotingRecordManager(RecordManager):
+    """Zeroconf's RecordManager, noting the source of each PTR answer of our type."""
+
+    def async_updates_from_response(self, msg) -> None:  # zeroconf's event loop thread
+        source = msg.source[0] if msg.source else None
+        if source is not None:
+            sources = self.zc.instance_sources
+            for record in msg.answers():
+                if record.type == _TYPE_PTR and record.name.lower() == _WATCHED_TYPE:
+                    name = record.alias.lower()
+                    sources.pop(name, None)
+                    sources[name] = source
+                    while len(sources) > MAX_SOURCES:
+                        sources.popitem(last=False)
+        super().async_updates_from_response(msg)
+
+
+class _Zeroconf(Zeroconf):
+    """Zeroconf with :class:`_SourceNotingRecordManager` (Zeroconf.__init__ assigns the
+    record manager once, before its sockets start)."""
+
+    instance_sources: OrderedDict
+
+    @property
+    def record_manager(self) -> RecordManager:
+        return self._noting_record_manager
+
+    @record_manager.setter
+    def record_manager(self, _default: RecordManager) -> None:
+        self.instance_sources = OrderedDict()      # instance name (lower case) -> source IP
+        self._noting_record_manager = _SourceNotingRecordManager(self)
 
 
 class MdnsService:
@@ -50,7 +95,7 @@ class MdnsService:
                 if not choice:  # e.g. before DHCP: sockets come with the first rebind()
                     log.warning("mdns: no LAN address yet on %s (excluded %s)",
                                 self.interface_names or "any interface", list(self.exclude_interfaces))
-                self._zc = Zeroconf(interfaces=choice, ip_version=version)
+                self._zc = _Zeroconf(interfaces=choice, ip_version=version)
             self._users += 1
             return self._zc
 
@@ -87,6 +132,11 @@ class MdnsService:
                 return
             choice, version = zeroconf_interfaces(self.interfaces, self.ipv6)
             self._zc.update_interfaces(choice, version)  # an empty choice drops every socket
+
+    def announcer_of(self, name: str) -> str | None:
+        """The source address of the last PTR answer that announced instance `name`."""
+        zc = self._zc
+        return zc.instance_sources.get(name.lower()) if zc is not None else None
 
     def lan_addresses(self) -> list[str]:
         """Addresses to announce: IPv4 (and IPv6 if enabled) of the chosen interfaces."""

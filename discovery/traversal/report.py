@@ -7,7 +7,8 @@ a member's packets in with its own mesh address as source. One JSON line over TC
 offers to relay (`meshwg join --relay`) adds "relay": PORT (its relay's UDP port,
 published by the rendezvous: discovery.dnssd.relays); a report without it withdraws an
 offer. "nat": "hard" | "easy" is the member's own netcheck finding (published as the
-TXT key ``nat`` for hard-NAT traversal: discovery.traversal.birthday).
+TXT key ``nat`` for hard-NAT traversal: discovery.traversal.birthday). "lk": BASE64 is
+the public half of the member's LAN key (published as TXT ``lk``: discovery.lan.lankey).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from meshwg.util.service import Service, StreamReader
 from meshwg.util.resolve import family_of
 
 from discovery.dnssd.member import check_port, parse_published
+from discovery.lan.lankey import parse_lan_key
 
 log = logging.getLogger("meshwg.report")
 
@@ -65,7 +67,9 @@ class CandidateReportServer:
     def __init__(self, address: str, port: int, on_report: Callable[[str, list[str]], None],
                  on_relay: Callable[[str, int | None], None] | None = None,
                  on_nat: Callable[[str, str | None], None] | None = None,
-                 ingress: Ingress | None = None):
+                 ingress: Ingress | None = None,
+                 on_lan_key: Callable[[str, bytes | None], None] | None = None):
+        self.on_lan_key = on_lan_key      # (source_ip, LAN key or None) for each report
         self.on_relay = on_relay          # (source_ip, relay port or None) for each report
         self.on_nat = on_nat              # (source_ip, "hard" | "easy" | None) for each report
         self.address = address
@@ -118,6 +122,7 @@ class CandidateReportServer:
             candidates = parse_candidates(message.get("candidates"))
             nat = parse_nat(message.get("nat"))
             relay = parse_relay_port(message.get("relay"))
+            lan_key = parse_lan_key(message.get("lk"))
         except (OSError, ValueError, AttributeError) as exc:
             self.dropped += 1
             log.info("dropped a malformed candidate report from %s: %s", source, exc)
@@ -130,6 +135,8 @@ class CandidateReportServer:
                     self.on_relay(source, relay)
                 if self.on_nat is not None:
                     self.on_nat(source, nat)
+                if self.on_lan_key is not None:
+                    self.on_lan_key(source, lan_key)
                 reply = b'{"ok": true}\n'
             except Exception:               # noqa: BLE001 -- the server goes on
                 log.exception("handling the candidate report from %s failed", source)
@@ -161,7 +168,8 @@ def parse_nat(value: Any) -> str | None:
 
 
 def send_report(address: str, port: int, candidates: list[str], timeout: float = 3.0,
-                relay_port: int | None = None, nat: str | None = None) -> None:
+                relay_port: int | None = None, nat: str | None = None,
+                lan_key: str | None = None) -> None:
     """Report `candidates` ("IP:port" strings), and the UDP port of the relay this member
     offers (None: none), to the rendezvous at address:port (TCP). Raises ReportError if
     it cannot be reached or refuses them."""
@@ -171,6 +179,8 @@ def send_report(address: str, port: int, candidates: list[str], timeout: float =
         message["relay"] = relay_port
     if nat is not None:                 # our NAT kind, as netcheck found it
         message["nat"] = nat
+    if lan_key is not None:             # our LAN key's public half (discovery.lan.lankey)
+        message["lk"] = lan_key
     try:
         with socket.create_connection((address, port), timeout=timeout) as sock:
             sock.sendall(json.dumps(message).encode() + b"\n")
