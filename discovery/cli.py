@@ -272,7 +272,10 @@ def _enroll(args) -> None:
     try:
         result = enroll(token, public_key(private), name, candidates)
     except EnrollmentRefused as exc:
-        raise CliError(f"join refused by the rendezvous: {exc}") from None
+        from discovery.stores.invites import REFUSAL_NAME_TAKEN
+        hint = ("; a name is unique in a mesh (it is NAME.ZONE in DNS): choose another with "
+                "--name" if exc.reason == REFUSAL_NAME_TAKEN else "")
+        raise CliError(f"join refused by the rendezvous: {exc}{hint}") from None
     except EnrollmentError as exc:
         raise CliError(f"join: {exc}") from None
     except ValueError as exc:

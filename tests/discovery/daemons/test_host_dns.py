@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+
+import pytest
+
+from meshwg.core import crypto
 
 from discovery.daemons.host_dns import HostDns, resolved_running
+from discovery.enroll.tokens import encode_token
+from discovery.enroll.transport import EnrollmentServer
+from discovery.stores.rendezvous import RendezvousState
+from tests.discovery.daemons.test_mesh_cli import MESHWG, ROOT, one_line_error
 
 ZONE = "mesh.internal."
 ORIGINAL = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n# keep me\n"
@@ -125,3 +134,25 @@ def test_resolved_failure_is_reported(tmp_path) -> None:
 
 def test_resolved_is_running_only_with_its_runtime_folder(tmp_path) -> None:
     assert resolved_running(str(tmp_path / "absent")) is None
+
+
+def test_join_with_a_taken_name_says_why_and_what_to_do(tmp_path) -> None:
+    """A name clash is refused at enrollment with the reason; the machine's key stays
+    unused and the token unspent."""
+    if os.geteuid() != 0:
+        pytest.skip("join checks for root before it enrolls")
+    st = RendezvousState.init(tmp_path / "rdv", "10.42.0.0/24", "127.0.0.1:51820")
+    st.add_member("laptop", crypto.public_key(crypto.generate_private_key()))
+    server = EnrollmentServer(st, "127.0.0.1", 0).start()
+    try:
+        invite = st.create_invite(enroll_port=server.port)
+        out = subprocess.run(MESHWG + ["join", encode_token(invite), "--state", str(tmp_path / "m"),
+                                       "--name", "laptop"],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+        err = one_line_error(out)
+        assert "member name 'laptop' is already enrolled" in err and "--name" in err, err
+        assert [m.name for m in st.members()] == ["laptop"]
+        assert st.invite(invite.invite_id).uses == 0
+    finally:
+        server.stop()
+        st.close()
