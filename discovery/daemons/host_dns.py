@@ -67,6 +67,7 @@ class HostDns:
         self.error: str | None = None
         self._block: str | None = None        # what our block in the hosts file holds now
         self._pairs: list[tuple[str, str]] | None = None   # the names it was made from
+        self._failed = False                  # the last hosts-file write failed
         self._names = 0
         self._linked = False                  # resolved was told about our link
 
@@ -95,8 +96,15 @@ class HostDns:
         entries = host_entries(self.zone, self.rendezvous, pairs)
         block = hosts_block(self.interface, entries)
         if block != self._block and not self._rewrite(block):
-            return                  # retried at the next update
+            self._pairs = None      # pending: retried at the next update
+            return
         self._block, self._pairs, self._names = block, pairs, len(entries)
+
+    @property
+    def pending(self) -> bool:
+        """The last hosts-file write failed: call update() again (the member does at its
+        next serial check)."""
+        return self._failed
 
     def stop(self) -> None:
         if self._linked:
@@ -152,8 +160,9 @@ class HostDns:
         except OSError as exc:
             self.error = f"{self.hosts_path}: {exc.strerror or exc}"
             log.warning("cannot update %s", self.error)
+            self._failed = True
             return False
-        self.error = None
+        self.error, self._failed = None, False
         return True
 
 

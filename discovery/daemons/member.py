@@ -385,6 +385,8 @@ class MemberDaemon:
                     self._serial = serial
             else:
                 self.directory_error = None
+                if self.host_dns.pending:      # the hosts file could not be written: again
+                    self._update_host_names()
         done = time.time()
         if self.directory_error is None:
             # a large directory (10,000 members take ~0.5 s) is not re-read back to back

@@ -156,3 +156,17 @@ def test_join_with_a_taken_name_says_why_and_what_to_do(tmp_path) -> None:
     finally:
         server.stop()
         st.close()
+
+
+def test_a_failed_write_is_pending_until_it_succeeds(tmp_path) -> None:
+    hosts = tmp_path / "etc" / "hosts"
+    dns = HostDns("hosts", "meshwg0", ZONE, ["10.99.0.1"], 53, hosts_path=str(hosts),
+                  lock_dir=str(tmp_path / "run"))
+    names = [("a1", "10.99.0.2")]
+    dns.update(names)                            # no such folder yet: fails
+    assert dns.pending and dns.status()["error"]
+    hosts.parent.mkdir()
+    hosts.write_text(ORIGINAL)
+    dns.update(names)                            # the same names: tried again
+    assert not dns.pending and dns.status()["error"] is None
+    assert "a1.mesh.internal" in hosts.read_text()
