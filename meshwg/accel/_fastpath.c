@@ -564,10 +564,106 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ TSO split */
+
+static uint32_t get_be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_be16(unsigned char *p, uint32_t v) { p[0] = (v >> 8) & 0xff; p[1] = v & 0xff; }
+
+static void put_be32(unsigned char *p, uint32_t v) {
+    p[0] = v >> 24; p[1] = (v >> 16) & 0xff; p[2] = (v >> 8) & 0xff; p[3] = v & 0xff;
+}
+
+/* The checksum field for a sum (meshwg.tun.checksum.checksum_from_sum: -total % 0xFFFF). */
+static uint32_t checksum_of(uint64_t total) {
+    uint64_t t = total % 0xFFFF;
+    return t ? (uint32_t)(0xFFFF - t) : 0;
+}
+
+#define TCP_FIN 0x01
+#define TCP_PSH 0x08
+#define TCP_CWR 0x80
+
+PyDoc_STRVAR(tcp_split_doc,
+"tcp_split(packet, l4_start, mss) -> bytes\n\n"
+"TSO in software (meshwg.tun.tso): the IPv4 or IPv6 TCP packet cut into segments of at\n"
+"most `mss` payload bytes, back to back in one bytes object, each the headers plus mss\n"
+"bytes but the last. Each segment gets its IP length (IPv4: ID + i and the header\n"
+"checksum), sequence number and TCP checksum; FIN and PSH stay on the last segment,\n"
+"CWR on the first, as the kernel's TSO does. ValueError for headers that do not fit.");
+
+static PyObject *tcp_split(PyObject *module, PyObject *args) {
+    Py_buffer pkt;
+    Py_ssize_t l4, mss;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*nn", &pkt, &l4, &mss)) return NULL;
+    const unsigned char *in = pkt.buf;
+    Py_ssize_t len = pkt.len;
+    if (len < 1 || len > MAX_PLAINTEXT || mss < 1 || mss > MAX_PLAINTEXT) {
+        PyErr_SetString(PyExc_ValueError, "TSO packet or segment size out of range");
+        goto done;
+    }
+    int version = in[0] >> 4;
+    if (!((version == 4 && l4 >= 20 && l4 == (in[0] & 0x0F) * 4) || (version == 6 && l4 >= 40))
+            || l4 + 20 > len) {
+        PyErr_SetString(PyExc_ValueError, "IP header does not match csum_start");
+        goto done;
+    }
+    Py_ssize_t thl = (in[l4 + 12] >> 4) * 4;
+    Py_ssize_t hlen = l4 + thl;
+    if (thl < 20 || hlen > len) {
+        PyErr_SetString(PyExc_ValueError, "bad TCP header length");
+        goto done;
+    }
+    Py_ssize_t payload = len - hlen;
+    Py_ssize_t count = payload ? (payload + mss - 1) / mss : 1;
+    result = PyBytes_FromStringAndSize(NULL, count * hlen + payload);
+    if (result == NULL) goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    uint32_t seq0 = get_be32(in + l4 + 4);
+    unsigned flags = in[l4 + 13];
+    uint32_t ip_id0 = (uint32_t)in[4] << 8 | in[5];
+    /* the pseudo-header's addresses and protocol */
+    uint64_t addr_sum = version == 4 ? ones_sum(in + 12, 8) : ones_sum(in + 8, 32);
+    addr_sum += 6;
+    Py_BEGIN_ALLOW_THREADS
+    unsigned char *o = out;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n = i == count - 1 ? payload - i * mss : mss;
+        int last = i == count - 1;
+        memcpy(o, in, hlen);
+        memcpy(o + hlen, in + hlen + i * mss, n);
+        if (version == 4) {
+            put_be16(o + 2, (uint32_t)(hlen + n));
+            put_be16(o + 4, (ip_id0 + (uint32_t)i) & 0xFFFF);
+            o[10] = o[11] = 0;
+            put_be16(o + 10, checksum_of(ones_sum(o, l4)));
+        } else {
+            put_be16(o + 4, (uint32_t)(hlen - 40 + n));
+        }
+        put_be32(o + l4 + 4, seq0 + (uint32_t)(i * mss));
+        unsigned f = flags;
+        if (!last) f &= ~(unsigned)(TCP_FIN | TCP_PSH);
+        if (i) f &= ~(unsigned)TCP_CWR;
+        o[l4 + 13] = (unsigned char)f;
+        o[l4 + 16] = o[l4 + 17] = 0;
+        uint64_t total = addr_sum + (uint64_t)(thl + n) + ones_sum(o + l4, thl + n);
+        put_be16(o + l4 + 16, checksum_of(total));
+        o += hlen + n;
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&pkt);
+    return result;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef module_methods[] = {
     {"piece_sums", piece_sums, METH_VARARGS, piece_sums_doc},
+    {"tcp_split", tcp_split, METH_VARARGS, tcp_split_doc},
     {NULL}
 };
 

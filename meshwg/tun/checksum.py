@@ -19,16 +19,16 @@ from meshwg.tun.headers import pack_u16_into
 
 _UNLOADED = object()
 _np: Any = _UNLOADED    # numpy, None without it; imported at the first vectorised sum
-_compiled: Any = _UNLOADED   # meshwg.accel's piece_sums, None without it; chosen at first use
+_compiled: Any = _UNLOADED   # the compiled data path, None without it; chosen at first use
 
 
-def compiled_piece_sums() -> Any:
-    """The compiled data path's piece_sums(buf, starts) (meshwg.accel), or None when it is
-    not built or MESHWG_FASTPATH=0; chosen once per process, at the first use."""
+def compiled_module() -> Any:
+    """The compiled data path (meshwg.accel: piece_sums here, tcp_split for meshwg.tun.tso),
+    or None when it is not built or MESHWG_FASTPATH=0; chosen once per process, at the
+    first use."""
     global _compiled
     if _compiled is _UNLOADED:
-        fast = accel.select(warn=False)
-        _compiled = None if fast is None else fast.piece_sums
+        _compiled = accel.select(warn=False)
     return _compiled
 
 
@@ -68,9 +68,9 @@ def word_sums(buf, starts: Sequence[int]) -> list[int]:
     """ones_sum of each piece buf[starts[i]:starts[i+1]] (the last piece runs to the end).
     `starts` must be increasing, even and below len(buf). One compiled call or one
     vectorised numpy pass (what makes the TUN offloads pay); else one ones_sum per piece."""
-    compiled = compiled_piece_sums()
-    if compiled is not None:
-        return compiled(buf, starts)
+    fast = compiled_module()
+    if fast is not None:
+        return fast.piece_sums(buf, starts)
     if len(starts) >= 4 and numpy_module() is not None:
         return _np_piece_sums(buf, starts)
     mv = memoryview(buf)
@@ -80,9 +80,9 @@ def word_sums(buf, starts: Sequence[int]) -> list[int]:
 
 def segment_sums(buf, size: int) -> list[int]:
     """ones_sum of each `size`-byte piece of buf (the last may be shorter); size even."""
-    compiled = compiled_piece_sums()
-    if compiled is not None:
-        return compiled(buf, range(0, len(buf), size))
+    fast = compiled_module()
+    if fast is not None:
+        return fast.piece_sums(buf, range(0, len(buf), size))
     if len(buf) >= 4 * size and numpy_module() is not None:
         return _np_piece_sums(buf, range(0, len(buf), size))
     mv = memoryview(buf)

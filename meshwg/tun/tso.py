@@ -12,7 +12,8 @@ from __future__ import annotations
 import struct
 from typing import Iterator
 
-from meshwg.tun.checksum import complete_checksum, ones_sum, segment_sums, word_sums
+from meshwg.tun.checksum import (compiled_module, complete_checksum, ones_sum, segment_sums,
+                                 word_sums)
 from meshwg.tun.headers import (IPPROTO_TCP, IPPROTO_UDP, TCP_CWR, TCP_FIN, TCP_PSH, U16, U32,
                                 pack_u16_into, pack_u32_into)
 from meshwg.tun.vnet import (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
@@ -147,10 +148,12 @@ def split_frame_in_place(buf: bytearray, start: int, end: int) -> Iterator:
     GSO_TCPV4/TCPV6: segments of at most gso_size payload bytes each.
     GSO_UDP_L4: UDP datagrams of gso_size payload bytes each.
 
-    TCP segments of an even size get their headers written into `buf` right in front of
-    their payload (over the tail of the segment before), so each yielded view is valid
-    only until the next one is taken; odd sizes and UDP come as copies. Raises
-    OffloadError (before yielding anything) for what cannot be split."""
+    With the compiled data path (meshwg.accel tcp_split) TCP segments are cut in one call
+    into a new buffer, each view valid as long as it is held. Else TCP segments of an even
+    size get their headers written into `buf` right in front of their payload (over the
+    tail of the segment before), so each yielded view is valid only until the next one is
+    taken; odd sizes and UDP come as copies. Raises OffloadError (before yielding
+    anything) for what cannot be split."""
     if end - start <= VNET_HDR_SIZE:
         raise OffloadError("read shorter than a virtio_net_hdr")
     flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(buf, start)
@@ -171,6 +174,11 @@ def split_frame_in_place(buf: bytearray, start: int, end: int) -> Iterator:
         thl = (packet[csum_start + 12] >> 4) * 4
         if thl < 20 or len(packet) < csum_start + thl:
             raise OffloadError("bad TCP header length")
+        fast = compiled_module()
+        if fast is not None:
+            data = memoryview(fast.tcp_split(packet, csum_start, gso_size))
+            size = csum_start + thl + gso_size
+            return (data[i:i + size] for i in range(0, len(data), size))
         if gso_size & 1:       # odd segments: the copying splitter handles the sums
             return iter(split_tcp(packet, csum_start, gso_size))
         return _tcp_segments_in_place(buf, p, end, version, csum_start, thl, gso_size)

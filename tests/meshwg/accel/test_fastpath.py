@@ -2,7 +2,8 @@
 input (seal, open, checksums), hostile input rejected the same way, no crash on garbage.
 The reference is what the Python data path does: cryptography's ChaCha20-Poly1305 with
 the counter nonce (meshwg.core.crypto), the header of meshwg.core.messages and the
-padding of meshwg.core.send; ones_sum of meshwg.tun.checksum."""
+padding of meshwg.core.send; ones_sum of meshwg.tun.checksum; split_tcp of
+meshwg.tun.tso (whose results tests/meshwg/tun checks against an independent parse)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from meshwg.core.crypto import Aead, DecryptionError
 from meshwg.core.messages import transport_header
 from meshwg.core.send import padding
 from meshwg.tun.checksum import ones_sum
+from meshwg.tun.tso import split_tcp
+from tests.meshwg.tun.reference import tcp_packet
 
 fast = accel.select(True, warn=False)
 pytestmark = pytest.mark.skipif(fast is None, reason="compiled data path not built "
@@ -202,3 +205,27 @@ def test_piece_sums_refuses_bad_starts() -> None:
     for starts in ([5, 4], [-1], [11], [0] * 65537):
         with pytest.raises(ValueError):
             fast.piece_sums(bytes(10), starts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.booleans(), st.integers(1, 6000), st.integers(1, 1500), st.integers(0, 255),
+       st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF), st.sampled_from([b"", bytes(4), bytes(12)]))
+def test_tcp_split_matches_python(v6, payload_len, mss, flags, seq, ip_id, options) -> None:
+    """The same segments, byte for byte, as the Python splitter (meshwg.tun.tso.split_tcp)."""
+    packet = tcp_packet(os.urandom(payload_len), seq=seq, flags=flags, v6=v6, ip_id=ip_id,
+                        options=options, partial=True)
+    l4 = 40 if v6 else 20
+    expected = split_tcp(memoryview(packet), l4, mss)
+    assert fast.tcp_split(packet, l4, mss) == b"".join(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.integers(-2, 220), st.integers(-2, 300))
+def test_tcp_split_of_garbage_is_refused_or_bounded(packet, l4, mss) -> None:
+    try:
+        out = fast.tcp_split(packet, l4, mss)
+    except ValueError:
+        return
+    hlen = l4 + (packet[l4 + 12] >> 4) * 4
+    payload = len(packet) - hlen
+    assert len(out) == max(1, -(-payload // mss)) * hlen + payload
