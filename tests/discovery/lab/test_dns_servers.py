@@ -122,6 +122,11 @@ def test_signed_update_reaches_knot_and_bind_secondaries(dns_lab) -> None:
     assert dns_lab.primary.serial() > before
     for server in dns_lab.servers:
         assert answers(dns_lab, server, "laptop", "100.64.0.7"), server.log()
+    # incremental transfers (RFC 1995), signed, to each secondary
+    transfers = [line for line in dns_lab.primary.log(tail=10**6).splitlines()
+                 if "IXFR started: TSIG meshwg-transfer" in line and "AXFR-style" not in line]
+    for secondary in (KNOT, BIND2):
+        assert any(f"{secondary}#" in line for line in transfers), dns_lab.primary.log()
 
 
 def test_unsigned_update_is_refused_and_wrong_secret_is_badsig(dns_lab) -> None:
