@@ -37,7 +37,8 @@ from discovery.stores.invites import (
 )
 from discovery.stores.private_dir import fsync_dir, prepare_private_dir
 from discovery.stores.validate import (
-    check_strong_key, normalize_zone, public_key_bytes, validate_candidates, validate_interface_name, validate_name,
+    check_strong_key, host_address, normalize_zone, public_key_bytes, validate_candidates,
+    validate_interface_name, validate_name,
 )
 
 DB_NAME = "rendezvous.db"
@@ -359,20 +360,16 @@ class RendezvousState:
         return Member(name, public_key, address, now, None, list(candidates), invite_id)
 
     def _check_address(self, db: sqlite3.Connection, address: str) -> str:
-        net = ipaddress.ip_network(self.network)
         try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            raise StateError(f"address {address!r} is not an IP address") from None
-        if ip not in net or (ip in (net.network_address, net.broadcast_address)
-                              and net.num_addresses > 2):
-            raise StateError(f"address {address} is not a host address of {self.network}")
-        if str(ip) == self.address:
+            ip = host_address(self.network, address)
+        except ValueError as exc:
+            raise StateError(str(exc)) from None
+        if ip == self.address:
             raise DuplicateMemberError("address", f"address {ip} is the rendezvous's own address")
         row = db.execute("SELECT name FROM members WHERE address = ?", (str(ip),)).fetchone()
         if row:
             raise DuplicateMemberError("address", f"address {ip} is already assigned to {row['name']!r}")
-        return str(ip)
+        return ip
 
     def _first_free(self, db: sqlite3.Connection) -> str:
         used = {r["address"] for r in db.execute("SELECT address FROM members")}

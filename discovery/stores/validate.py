@@ -42,6 +42,20 @@ def validate_name(name: str) -> str:
     return name
 
 
+def host_address(network: str, address: str) -> str:
+    """`address` as canonical text when it is a host address of `network` (not its network
+    or broadcast address unless the network is a /31 or /32, /127 or /128); ValueError."""
+    net = ipaddress.ip_network(network)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(f"address {address!r} is not an IP address") from None
+    if ip not in net or (ip in (net.network_address, net.broadcast_address)
+                          and net.num_addresses > 2):
+        raise ValueError(f"address {address} is not a host address of {network}")
+    return str(ip)
+
+
 def check_strong_key(public_key: bytes) -> bytes:
     """`public_key` (32 bytes) unless it is a low-order Curve25519 point (all zeros and
     the other points whose Diffie-Hellman result is all zeros: RFC 7748 section 6.1);

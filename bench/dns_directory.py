@@ -1,0 +1,153 @@
+"""The directory on real DNS at scale (issue 10): N members' wgsd-layout directory published
+into a BIND 9 primary by TSIG-signed RFC 2136 updates (discovery.stores.zone_membership.
+DirectoryPublisher, minimal diff, bounded messages), then the whole zone transferred from a
+Knot secondary (AXFR signed with the transfer key, discovery.dnssd.update.ZoneWriter.read),
+and the enrollment rate of ZoneMembership.add_member at a given zone size.
+
+Each run builds its own lab (discovery.lab.dns_servers from configs/dns, in namespaces) and
+removes it. Per run: publish time and rate (records and update messages per second), the
+time until Knot serves the primary's serial, the full-zone fetch time from Knot, and the
+time of E enrollments. Not run in CI; on a loaded machine the figures are lower bounds.
+
+The primary gets ``max-records-per-type 0;``: BIND 9.18.28 and later refuse more than 100
+records of one type at one name by default, which stops the service's PTR set at 100
+members (the publisher bounds that set to 64 KiB anyway: DirectoryPublisher docstring).
+
+Run as root:  .venv/bin/python bench/dns_directory.py [--members 10000] [--runs 3]
+              [--enroll 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+from discovery.lab.dns_servers import BindPrimary, DnsKeys, KnotSecondary, unavailable_reason
+from discovery.lab.netns import Bridge, Cleanup, Namespace, measure_in_lab, poll
+
+ZONE = "mesh.bench"
+PRIMARY, KNOT, WRITER = "10.55.0.1", "10.55.0.2", "10.55.0.10"
+
+# Runs in the writer's namespace: prints one JSON object.
+SCRIPT = """
+import json, sys, time
+from meshwg.core import crypto
+from discovery.dnssd.member import MemberRecord
+from discovery.dnssd.tsig_file import read_tsig_key
+from discovery.dnssd.update import ZoneWriter
+from discovery.stores.zone_membership import DirectoryPublisher, ZoneMembership
+op, update_file, transfer_file, server, zone, count = sys.argv[1:]
+count = int(count)
+writer = ZoneWriter(server, zone, read_tsig_key(update_file), timeout=60,
+                    read_key=read_tsig_key(transfer_file), max_transfer_time=600)
+out = {}
+if op == "publish":
+    records = [MemberRecord(bytes([i % 256, i // 256 % 256]) + bytes(30),
+                            (f"198.51.{i // 250 % 250}.{i % 250 + 1}", 40000 + i % 20000),
+                            [f"100.96.{i // 250}.{i % 250 + 1}/32"], name=f"m{i}",
+                            mesh_address=f"100.96.{i // 250}.{i % 250 + 1}")
+               for i in range(count)]
+    publisher = DirectoryPublisher(writer)
+    started = time.monotonic()
+    changed = publisher.publish(records)
+    out = {"seconds": time.monotonic() - started, "records": changed,
+           "updates": publisher.updates_sent, "unlisted": publisher.unlisted,
+           "serial": writer.serial()}
+    started = time.monotonic()
+    out["again"] = publisher.publish(records)
+    out["noop_seconds"] = time.monotonic() - started
+elif op == "fetch":
+    started = time.monotonic()
+    content = writer.read()
+    out = {"seconds": time.monotonic() - started, "serial": content.serial,
+           "records": sum(len(v) for v in content.records.values())}
+elif op == "serial":
+    out = {"serial": writer.serial()}
+elif op == "enroll":
+    store = ZoneMembership(writer)
+    try:
+        store.init("100.64.0.0/16")
+    except Exception:
+        pass
+    started = time.monotonic()
+    for i in range(count):
+        store.add_member(f"e{i}", crypto.public_key(crypto.generate_private_key()))
+    out = {"seconds": time.monotonic() - started, "count": count}
+print(json.dumps(out))
+"""
+
+
+def one_run(members: int, enroll: int) -> dict:
+    with Cleanup() as cleanup:
+        bridge = Bridge(Namespace(cleanup, "dbsw"))
+        ns = {}
+        for tag, address in (("pri", PRIMARY), ("knot", KNOT), ("writer", WRITER)):
+            ns[tag] = Namespace(cleanup, tag)
+            bridge.attach(ns[tag], f"{address}/24")
+        keys = DnsKeys.generate(cleanup)
+        primary = BindPrimary(ns["pri"], PRIMARY, ZONE, keys, secondaries=[(KNOT, 53)],
+                              members=[f"{WRITER}/32"], start=False)
+        primary.config.write_text(primary.config.read_text().replace(
+            "options {", "options {\n    max-records-per-type 0;", 1))
+        primary.start()
+        KnotSecondary(ns["knot"], KNOT, primary)
+
+        def run(op: str, server: str, count: int) -> dict:
+            out = ns["writer"].run_python(SCRIPT, op, keys.update, keys.transfer,
+                                          f"{server}:53", ZONE, count, timeout=3600)
+            return json.loads(out.stdout)
+
+        published = run("publish", PRIMARY, members)
+        poll(lambda: run("serial", KNOT, 0)["serial"] >= published["serial"], 600,
+             "Knot to serve the primary's serial")
+        fetched = run("fetch", KNOT, 0)
+        enrolled = run("enroll", PRIMARY, enroll) if enroll else None
+        return {"publish": published, "fetch": fetched, "enroll": enrolled}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--enroll", type=int, default=20,
+                        help="enrollments timed after the publish (0: none)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if unavailable_reason():
+        print(f"dns_directory: {unavailable_reason()}", file=sys.stderr)
+        return 2
+    runs = []
+    for _ in range(args.runs):
+        code, result = measure_in_lab("dns_directory", lambda: one_run(args.members, args.enroll))
+        if code:
+            return code
+        runs.append(result)
+    if args.json:
+        print(json.dumps(runs, indent=1))
+        return 0
+
+    def summary(values: list[float], unit: str) -> str:
+        return (f"median {statistics.median(values):.2f} {unit} "
+                f"(range {min(values):.2f}-{max(values):.2f}, {len(values)} runs)")
+
+    pub = [r["publish"] for r in runs]
+    print(f"{args.members} members published into BIND: "
+          f"{summary([p['seconds'] for p in pub], 's')}; "
+          f"{summary([p['records'] / p['seconds'] for p in pub], 'records/s')}; "
+          f"{summary([p['updates'] / p['seconds'] for p in pub], 'updates/s')}; "
+          f"{pub[0]['records']} records in {pub[0]['updates']} updates, "
+          f"{pub[0]['unlisted']} members beyond the PTR set's 64 KiB")
+    print(f"re-publish, nothing changed: {summary([p['noop_seconds'] for p in pub], 's')}")
+    print(f"full-zone fetch (AXFR) from the Knot secondary: "
+          f"{summary([r['fetch']['seconds'] for r in runs], 's')}, "
+          f"{runs[0]['fetch']['records']} records")
+    if args.enroll:
+        print(f"{args.enroll} enrollments (add_member) into that zone: "
+              f"{summary([r['enroll']['seconds'] / args.enroll for r in runs], 's each')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
