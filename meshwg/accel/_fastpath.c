@@ -659,11 +659,260 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ GRO coalescing */
+
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define TCP_URG 0x20
+#define TCP_ECE 0x40
+#define NOT_COALESCABLE (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR)
+#define MAX_COALESCED 65535
+#define VNET_SIZE 10
+
+typedef struct {
+    const unsigned char *p;      /* the packet */
+    Py_ssize_t len, hlen, l4, payload;
+    uint32_t seq;
+    int psh, candidate;
+    Py_ssize_t next;             /* next packet of its group, -1 at the end */
+} GroPacket;
+
+typedef struct {
+    Py_ssize_t first, last, count;
+    Py_ssize_t mss, length;
+    uint32_t next_seq;
+    int closed, psh;
+} GroGroup;
+
+/* A TCP segment GRO may merge (meshwg.tun.gro._tcp_candidate): IPv4 without options or
+ * fragments and with DF, or IPv6 without extension headers; lengths that agree; ACK, no
+ * SYN/FIN/RST/URG/ECE/CWR; a payload. */
+static int gro_candidate(GroPacket *g) {
+    const unsigned char *p = g->p;
+    Py_ssize_t n = g->len;
+    if (n < 1) return 0;
+    if (p[0] == 0x45) {
+        if (n < 40 || p[9] != 6 || (p[6] & 0xBF) || p[7] || !(p[6] & 0x40)) return 0;
+        if (((Py_ssize_t)p[2] << 8 | p[3]) != n) return 0;
+        g->l4 = 20;
+    } else if (p[0] >> 4 == 6) {
+        if (n < 60 || p[6] != 6 || ((Py_ssize_t)p[4] << 8 | p[5]) + 40 != n) return 0;
+        g->l4 = 40;
+    } else {
+        return 0;
+    }
+    Py_ssize_t thl = (p[g->l4 + 12] >> 4) * 4;
+    unsigned flags = p[g->l4 + 13];
+    g->hlen = g->l4 + thl;
+    g->payload = n - g->hlen;
+    if (thl < 20 || g->payload <= 0 || (flags & NOT_COALESCABLE) || !(flags & TCP_ACK)) return 0;
+    g->seq = get_be32(p + g->l4 + 4);
+    g->psh = (flags & TCP_PSH) != 0;
+    return 1;
+}
+
+static int gro_varying(Py_ssize_t i, Py_ssize_t l4) {
+    if (l4 == 20 && (i == 2 || i == 3 || i == 4 || i == 5 || i == 10 || i == 11)) return 1;
+    if (l4 == 40 && (i == 4 || i == 5)) return 1;
+    return (i >= l4 + 4 && i <= l4 + 7) || i == l4 + 13 || i == l4 + 16 || i == l4 + 17;
+}
+
+/* Do two candidates share every header byte but lengths, IDs, checksums, seq and flags? */
+static int gro_match(const GroPacket *a, const GroPacket *b) {
+    if (a->hlen != b->hlen || a->l4 != b->l4) return 0;
+    for (Py_ssize_t i = 0; i < a->hlen; i++)
+        if (a->p[i] != b->p[i] && !gro_varying(i, a->l4)) return 0;
+    return 1;
+}
+
+static const unsigned char *gro_flow(const GroPacket *g, Py_ssize_t *len) {
+    *len = g->l4 == 20 ? 12 : 36;
+    return g->p + (g->l4 == 20 ? 12 : 8);
+}
+
+static uint64_t gro_hash(const unsigned char *f, Py_ssize_t len) {
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < len; i++) h = (h ^ f[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int gro_group_valid(const GroPacket *pk, const GroGroup *gr) {
+    const GroPacket *first = &pk[gr->first];
+    Py_ssize_t l4 = first->l4;
+    uint64_t addr = (l4 == 20 ? ones_sum(first->p + 12, 8) : ones_sum(first->p + 8, 32)) + 6;
+    for (Py_ssize_t i = gr->first; i >= 0; i = pk[i].next) {
+        const GroPacket *g = &pk[i];
+        if (l4 == 20 && ones_sum(g->p, 20)) return 0;
+        if ((addr + (uint64_t)(g->len - l4) + ones_sum(g->p + l4, g->len - l4)) % 0xFFFF) return 0;
+    }
+    return 1;
+}
+
+static PyObject *gro_plain(const GroPacket *g) {
+    PyObject *b = PyBytes_FromStringAndSize(NULL, VNET_SIZE + g->len);
+    if (b == NULL) return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(b);
+    memset(o, 0, VNET_SIZE);
+    memcpy(o + VNET_SIZE, g->p, g->len);
+    return b;
+}
+
+/* One packet with a GSO virtio_net_hdr for a group (meshwg.tun.gro._finish). */
+static PyObject *gro_finish(const GroPacket *pk, const GroGroup *gr) {
+    const GroPacket *first = &pk[gr->first];
+    Py_ssize_t l4 = first->l4, hlen = first->hlen, total = gr->length;
+    PyObject *b = PyBytes_FromStringAndSize(NULL, VNET_SIZE + total);
+    if (b == NULL) return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(b);
+    uint8_t flags = 1, gso_type = l4 == 20 ? 1 : 4;       /* NEEDS_CSUM; GSO_TCPV4 / TCPV6 */
+    uint16_t hdr_len = (uint16_t)hlen, gso_size = (uint16_t)gr->mss, cstart = (uint16_t)l4, coff = 16;
+    o[0] = flags;
+    o[1] = gso_type;
+    memcpy(o + 2, &hdr_len, 2);                           /* native byte order, as the kernel's */
+    memcpy(o + 4, &gso_size, 2);
+    memcpy(o + 6, &cstart, 2);
+    memcpy(o + 8, &coff, 2);
+    unsigned char *h = o + VNET_SIZE;
+    memcpy(h, first->p, hlen);
+    uint64_t addr;
+    if (l4 == 20) {
+        put_be16(h + 2, (uint32_t)total);
+        h[10] = h[11] = 0;
+        put_be16(h + 10, checksum_of(ones_sum(h, 20)));
+        addr = ones_sum(h + 12, 8);
+    } else {
+        put_be16(h + 4, (uint32_t)(total - 40));
+        addr = ones_sum(h + 8, 32);
+    }
+    if (gr->psh) h[l4 + 13] |= TCP_PSH;
+    uint64_t partial = (addr + 6 + (uint64_t)(total - l4)) % 0xFFFF;   /* CHECKSUM_PARTIAL */
+    put_be16(h + l4 + 16, partial ? (uint32_t)partial : 0xFFFF);
+    unsigned char *o2 = h + hlen;
+    for (Py_ssize_t i = gr->first; i >= 0; i = pk[i].next) {
+        memcpy(o2, pk[i].p + pk[i].hlen, pk[i].payload);
+        o2 += pk[i].payload;
+    }
+    return b;
+}
+
+PyDoc_STRVAR(coalesce_doc,
+"coalesce(packets, verify_checksums) -> list[bytes]\n\n"
+"GRO in software: meshwg.tun.gro.coalesce_packets in one call, with the same result:\n"
+"TUN writes (each with its virtio_net_hdr) for IP packets about to enter the kernel,\n"
+"consecutive in-order TCP segments of one flow merged under a GSO header, everything else\n"
+"passed through with an empty header; with verify_checksums a group with a wrong IPv4\n"
+"header or TCP checksum is written packet by packet.");
+
+static PyObject *coalesce(PyObject *module, PyObject *args) {
+    PyObject *packets_obj, *seq = NULL, *result = NULL;
+    int verify;
+    Py_buffer *bufs = NULL;
+    GroPacket *pk = NULL;
+    GroGroup *groups = NULL;
+    Py_ssize_t *items = NULL, *table = NULL;
+    Py_ssize_t count = 0, got = 0, ngroups = 0, nitems = 0;
+    if (!PyArg_ParseTuple(args, "Op", &packets_obj, &verify)) return NULL;
+    seq = PySequence_Fast(packets_obj, "packets must be a sequence");
+    if (seq == NULL) return NULL;
+    count = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t slots = 16;
+    while (slots < 2 * count) slots <<= 1;
+    bufs = PyMem_Calloc(count + 1, sizeof(Py_buffer));
+    pk = PyMem_Calloc(count + 1, sizeof(GroPacket));
+    groups = PyMem_Calloc(count + 1, sizeof(GroGroup));
+    items = PyMem_Calloc(count + 1, sizeof(Py_ssize_t));  /* >= 0 packet, < 0: group -1-i */
+    table = PyMem_Malloc(slots * sizeof(Py_ssize_t));
+    if (!bufs || !pk || !groups || !items || !table) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < slots; i++) table[i] = -1;
+    for (got = 0; got < count; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &bufs[got], PyBUF_SIMPLE) < 0) goto done;
+        pk[got].p = bufs[got].buf;
+        pk[got].len = bufs[got].len;
+        pk[got].next = -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        GroPacket *g = &pk[i];
+        if (!gro_candidate(g)) {
+            items[nitems++] = i;
+            continue;
+        }
+        Py_ssize_t flen;
+        const unsigned char *flow = gro_flow(g, &flen);
+        Py_ssize_t slot = (Py_ssize_t)(gro_hash(flow, flen) & (uint64_t)(slots - 1));
+        GroGroup *gr = NULL;
+        for (; table[slot] >= 0; slot = (slot + 1) & (slots - 1)) {
+            const GroPacket *f = &pk[groups[table[slot]].first];
+            Py_ssize_t flen2;
+            const unsigned char *flow2 = gro_flow(f, &flen2);
+            if (flen2 == flen && memcmp(flow, flow2, flen) == 0) {
+                gr = &groups[table[slot]];
+                break;
+            }
+        }
+        if (gr != NULL && !gr->closed && g->seq == gr->next_seq && gro_match(g, &pk[gr->first])
+                && g->payload <= gr->mss && gr->length + g->payload <= MAX_COALESCED) {
+            pk[gr->last].next = i;
+            gr->last = i;
+            gr->count++;
+            gr->length += g->payload;
+            gr->next_seq = g->seq + (uint32_t)g->payload;
+            if (g->payload < gr->mss || g->psh) {
+                gr->closed = 1;
+                gr->psh = g->psh;
+            }
+            continue;
+        }
+        GroGroup *ng = &groups[ngroups];
+        ng->first = ng->last = i;
+        ng->count = 1;
+        ng->mss = g->payload;
+        ng->length = g->len;
+        ng->next_seq = g->seq + (uint32_t)g->payload;
+        ng->psh = ng->closed = g->psh;
+        table[slot] = ngroups;               /* the flow's open group from now on */
+        items[nitems++] = -1 - ngroups;
+        ngroups++;
+    }
+    result = PyList_New(0);
+    if (result == NULL) goto done;
+    for (Py_ssize_t k = 0; k < nitems; k++) {
+        if (items[k] >= 0) {
+            PyObject *b = gro_plain(&pk[items[k]]);
+            if (b == NULL || PyList_Append(result, b) < 0) { Py_XDECREF(b); Py_CLEAR(result); goto done; }
+            Py_DECREF(b);
+            continue;
+        }
+        GroGroup *gr = &groups[-1 - items[k]];
+        if (gr->count > 1 && (!verify || gro_group_valid(pk, gr))) {
+            PyObject *b = gro_finish(pk, gr);
+            if (b == NULL || PyList_Append(result, b) < 0) { Py_XDECREF(b); Py_CLEAR(result); goto done; }
+            Py_DECREF(b);
+            continue;
+        }
+        for (Py_ssize_t i = gr->first; i >= 0; i = pk[i].next) {
+            PyObject *b = gro_plain(&pk[i]);
+            if (b == NULL || PyList_Append(result, b) < 0) { Py_XDECREF(b); Py_CLEAR(result); goto done; }
+            Py_DECREF(b);
+        }
+    }
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&bufs[i]);
+    PyMem_Free(bufs);
+    PyMem_Free(pk);
+    PyMem_Free(groups);
+    PyMem_Free(items);
+    PyMem_Free(table);
+    Py_XDECREF(seq);
+    return result;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef module_methods[] = {
     {"piece_sums", piece_sums, METH_VARARGS, piece_sums_doc},
     {"tcp_split", tcp_split, METH_VARARGS, tcp_split_doc},
+    {"coalesce", coalesce, METH_VARARGS, coalesce_doc},
     {NULL}
 };
 

@@ -23,9 +23,9 @@ _compiled: Any = _UNLOADED   # the compiled data path, None without it; chosen a
 
 
 def compiled_module() -> Any:
-    """The compiled data path (meshwg.accel: piece_sums here, tcp_split for meshwg.tun.tso),
-    or None when it is not built or MESHWG_FASTPATH=0; chosen once per process, at the
-    first use."""
+    """The compiled data path (meshwg.accel: piece_sums here, tcp_split for meshwg.tun.tso,
+    coalesce for the TUN device's writes), or None when it is not built or
+    MESHWG_FASTPATH=0; chosen once per process, at the first use."""
     global _compiled
     if _compiled is _UNLOADED:
         _compiled = accel.select(warn=False)

@@ -16,6 +16,7 @@ import os
 import struct
 from typing import Iterator, Sequence
 
+from meshwg.tun.checksum import compiled_module
 from meshwg.tun.gro import coalesce_packets
 from meshwg.tun.tso import OffloadError, split_frame_in_place
 from meshwg.tun.vnet import VNET_HDR_SIZE, ZERO_VNET_HDR
@@ -125,12 +126,15 @@ class TunDevice:
 
     def write_batch(self, packets: Sequence) -> None:
         """Write IP packets (bytes or views); with offloads consecutive TCP segments of a
-        flow are merged into one write."""
+        flow are merged into one write (meshwg.tun.gro; in one call with the compiled data
+        path, meshwg.accel coalesce, which gives the same writes)."""
         if self.vnet_hdr:
             if len(packets) == 1:          # nothing to coalesce: header and packet as is
                 self._writev_raw((ZERO_VNET_HDR, packets[0]))
                 return
-            for frame in coalesce_packets(packets):
+            fast = compiled_module()
+            for frame in (fast.coalesce(packets, True) if fast is not None
+                          else coalesce_packets(packets)):
                 self._write_raw(frame)
         else:
             for packet in packets:

@@ -3,7 +3,7 @@ input (seal, open, checksums), hostile input rejected the same way, no crash on 
 The reference is what the Python data path does: cryptography's ChaCha20-Poly1305 with
 the counter nonce (meshwg.core.crypto), the header of meshwg.core.messages and the
 padding of meshwg.core.send; ones_sum of meshwg.tun.checksum; split_tcp of
-meshwg.tun.tso (whose results tests/meshwg/tun checks against an independent parse)."""
+meshwg.tun.tso and coalesce_packets of meshwg.tun.gro (whose results tests/meshwg/tun checks against an independent parse)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from meshwg.core.crypto import Aead, DecryptionError
 from meshwg.core.messages import transport_header
 from meshwg.core.send import padding
 from meshwg.tun.checksum import ones_sum
+from meshwg.tun.gro import coalesce_packets
 from meshwg.tun.tso import split_tcp
 from tests.meshwg.tun.reference import tcp_packet
 
@@ -229,3 +230,54 @@ def test_tcp_split_of_garbage_is_refused_or_bounded(packet, l4, mss) -> None:
     hlen = l4 + (packet[l4 + 12] >> 4) * 4
     payload = len(packet) - hlen
     assert len(out) == max(1, -(-payload // mss)) * hlen + payload
+
+
+# A batch of decrypted packets as the receive path hands them to the TUN device: runs of
+# segments of a few flows (in order or not, some short, some with PSH, FIN or a bad
+# checksum, ack or window changing), with other packets in between.
+segment = st.tuples(
+    st.integers(0, 2),                                   # flow (source port)
+    st.sampled_from([100, 100, 100, 37, 1]),             # payload length
+    st.sampled_from([0x10] * 8 + [0x18, 0x11, 0x12, 0x90, 0x50, 0x00]),   # flags
+    st.sampled_from([0] * 8 + [1, -100]),                # sequence step beyond in-order
+    st.sampled_from([True] * 9 + [False]),               # valid checksum (mostly)
+    st.sampled_from([555, 555, 555, 556]),               # ack
+    st.sampled_from([b"", b"", bytes(12)]),              # options
+)
+
+
+def _gro_batch(v6: bool, specs: list) -> list[bytes]:
+    next_seq = {0: 1000, 1: 2**32 - 150, 2: 7}
+    packets = []
+    for flow, n, flags, step, valid, ack, options in specs:
+        if flow == 2 and n == 1:
+            packets.append(bytes([0x45]) + os.urandom(40))     # not TCP/IP as GRO wants it
+            continue
+        seq = (next_seq[flow] + step) % 2**32
+        packets.append(tcp_packet(os.urandom(n), seq=seq, flags=flags, v6=v6, ack=ack,
+                                  options=options, valid=valid or n == 37, sport=40000 + flow))
+        next_seq[flow] = (seq + n) % 2**32
+    return packets
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.booleans(), st.lists(segment, max_size=60), st.booleans(), st.booleans())
+def test_coalesce_matches_python(v6, specs, verify, as_views) -> None:
+    packets = _gro_batch(v6, specs)
+    if as_views:
+        packets = [memoryview(bytearray(p)) for p in packets]
+    assert fast.coalesce(packets, verify) == coalesce_packets(packets, verify)
+
+
+def test_coalesce_of_a_large_batch_matches_python() -> None:
+    for v6 in (False, True):
+        packets = [tcp_packet(os.urandom(1368), seq=1000 + i * 1368, flags=0x10, v6=v6)
+                   for i in range(200)]
+        out = fast.coalesce(packets, True)
+        assert out == coalesce_packets(packets, True) and len(out) == 5   # 64 KiB each
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=120), max_size=20))
+def test_coalesce_of_garbage_matches_python(packets) -> None:
+    assert fast.coalesce(packets, True) == coalesce_packets(packets, True)
