@@ -14,7 +14,8 @@ are logged when they changed at a sync and kept in RELAY_STATUS in the state dir
 for `meshwg members --json`. Members that offer a relay of their own say so in their
 candidate report; the offer is published in their TXT record (discovery.dnssd.relays)
 and kept in memory only (a member re-reports when its record lacks it). So are members'
-LAN keys (TXT ``lk``: their mDNS announcements are signed with it, discovery.lan.lankey).
+LAN keys (TXT ``lk``: their mDNS announcements are signed with it, discovery.lan.lankey),
+which a restart takes from the directory it published last.
 
 It drives its engine in-process (Device.apply/status) and reacts to it: when a member's
 endpoint changes (the engine's EndpointChanged and HandshakeCompleted events) the new
@@ -46,7 +47,7 @@ from discovery.dnssd.notify import Notifier
 from discovery.dnssd.member import MemberRecord
 from discovery.dnssd.relays import relay_txt
 from discovery.dnssd.zone import Directory
-from discovery.lan.lankey import LAN_KEY_TXT, lan_key_txt
+from discovery.lan.lankey import LAN_KEY_TXT, directory_lan_keys, lan_key_txt
 from discovery.dnssd.server import DnsServer
 from discovery.enroll.transport import EnrollmentServer
 from discovery.relay import tls
@@ -104,8 +105,11 @@ class RendezvousDaemon:
         self._events: list = []
         self._resync = False
         self.cache_path = cache_path(self.state.state_dir)
-        self._last_endpoints = {key: record.endpoint
-                                for key, record in load_directory(self.cache_path).items()}
+        cached = load_directory(self.cache_path)
+        self._last_endpoints = {key: record.endpoint for key, record in cached.items()}
+        # members' LAN keys as last published: a restart does not withdraw them until
+        # each member reports again (its LAN peers would distrust it meanwhile)
+        self._lan_keys.update(directory_lan_keys(cached))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
