@@ -44,10 +44,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from collections import deque
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
-from meshwg.core.events import HandshakeCompleted
+from meshwg.core.events import HandshakeCompleted, PathUnanswered, ProbeAnswered
+from meshwg.core.timers import Timers
 from meshwg.core.keys import encode_key
 from meshwg.device.api import DeviceUpdate, PeerUpdate
 from meshwg.device.device import Device
@@ -95,6 +97,8 @@ RETRY_START = 1.0           # seconds before a failed directory read is retried;
 RETRY_MAX = 4.0             # ... up to this: a rendezvous back from a restart is found soon
 READ_BURST = 3.0            # directory reads that may come back to back (then `interval` apart):
                             # at start, ours, our own listing's NOTIFY, a member joining with us
+UNANSWERED_AFTER = 1.0      # seconds of data unanswered before the engine says so (fallback)
+PATH_EVENTS_KEPT = 4096     # PathUnanswered / ProbeAnswered waiting for the loop
 LAN_REFRESH = 30.0          # seconds between re-reads of mDNS's cache for LAN peers that left
                             # without a goodbye (arrivals and changes come at once)
 
@@ -179,6 +183,7 @@ class MemberDaemon:
         self.host_dns = HostDns(dns, interface, self.state.zone, [self.state.dns_address],
                                 self.state.dns_port)
         self._loop_service = Service("member-loop")     # the main loop (wake-or-deadline)
+        self._path_events: deque = deque(maxlen=PATH_EVENTS_KEPT)   # engine thread -> loop
         self._reported: list[str] | None = None     # host candidates the rendezvous has
         # set from other threads (NOTIFY, netlink, engine events); read by the loop
         self._resolve_wanted = True
@@ -194,8 +199,10 @@ class MemberDaemon:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         st = self.state
+        # probes through another path do not move a working one (discovery.traversal.paths)
         self.device = Device(self.interface, private_key=st.private_key, listen_port=self.listen_port,
-                             addresses=[f"{st.address}/{self.network.prefixlen}"], manage_routes=False)
+                             addresses=[f"{st.address}/{self.network.prefixlen}"], manage_routes=False,
+                             timers=Timers(unanswered_after=UNANSWERED_AFTER), roam_on_initiation=False)
         self.device.start()
         try:
             self.mapping = EngineMappingObserver(self.device, self._observe_at,
@@ -316,6 +323,7 @@ class MemberDaemon:
         self._loop_service.wake()
 
     def _on_engine_events(self, events: list) -> None:
+        self._path_events.extend(ev for ev in events if isinstance(ev, (PathUnanswered, ProbeAnswered)))
         # a (new) session with the rendezvous after failed reads: the directory is back
         if self.directory_error and any(ev.public_key == self.rendezvous_key for ev in events):
             self._resolve_wanted = True
@@ -421,6 +429,13 @@ class MemberDaemon:
             self._relay_names = relays.names
         if self.relay_server is not None:
             self.relay_server.set_members([self.state.public_key, *self.directory])
+        paths = self.reconciler.paths
+        while self._path_events:           # fast fallback and trials (before observing)
+            ev = self._path_events.popleft()
+            if isinstance(ev, PathUnanswered):
+                paths.path_unanswered(ev.public_key, ev.endpoint, ev.silent_for, now)
+            else:
+                paths.probe_answered(ev.public_key, ev.endpoint, ev.rtt, now)
         plan = self.reconciler.reconcile(self.directory, lan, status, now, relays=relays.endpoints,
                                          relay_names=relays.names, relay_others=relays.others)
         self._hard_nat_at = self.hard_nat.round(now, self.directory, self.reconciler.paths, status,

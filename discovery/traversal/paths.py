@@ -22,6 +22,21 @@ Rules (from what users of wgsd, Tailscale and Nebula asked for):
   the first answer sets the endpoint (roaming), so a pair has its first packet over the
   relay as soon as over a direct path, without waiting RELAY_AFTER. Direct probing goes on
   with backoff; an authenticated answer moves the engine's endpoint back (roaming).
+- Hysteresis (issue 9 case 3): a working path (direct, or a fresh relayed session) is
+  kept when a candidate answers. Probes of a working pair are held (the engine's endpoint
+  stays; the answer comes back as ProbeAnswered): an answering candidate that ranks
+  better (lan > direct > relay; same rank: under SAME_RANK_RTT_FACTOR of the current RTT)
+  goes on trial, probed alone every TRIAL_INTERVAL, and is adopted once it answered
+  TRIAL_ANSWERS times over at least TRIAL_SPAN seconds (unanswered for TRIAL_TIMEOUT: dropped).
+  Only a pair without a working path lets the first answer move it (roaming).
+- Fast fallback: the engine reports data sent and nothing authenticated back for ~1 s
+  (PathUnanswered, meshwg.core.timers unanswered_after): the path is bad at once, the pair
+  moves back to the direct path a trial replaced within PREVIOUS_FOR, else onto its relay
+  (or, without one, probes every other candidate with the first answer winning), and the
+  bad endpoint is probed in the background every FAST_PROBE_MAX at most
+  for FAST_PROBE_FOR, coming back only by trial. An idle pair sends no data, so it is never
+  judged. A fallback whose endpoint answers within FALSE_ALARM_WINDOW was a one-way flow,
+  not a failure: the pair then needs twice the silence before the next one (up to GRACE_MAX).
 """
 
 from __future__ import annotations
@@ -38,6 +53,20 @@ UPGRADE_INTERVAL = 10.0
 GIVE_UP_REPORT_AFTER = 10.0   # after this long without an answer, status explains why
 RELAY_AFTER = 1.0             # seconds of unanswered probing before a pair moves to its relay
 OBSERVE_FRACTION = 2.5        # a working path is looked at every silence_timeout / 2.5
+TRIAL_INTERVAL = 1.0          # a candidate on trial is probed this often
+TRIAL_ANSWERS = 3             # answers it needs ...
+TRIAL_SPAN = 2.0              # ... spread over at least this many seconds to be adopted
+TRIAL_TIMEOUT = 3.0           # a trial unanswered this long is dropped
+SAME_RANK_RTT_FACTOR = 0.5    # a same-rank candidate must answer in half the current RTT
+FAST_PROBE_MAX = 2.0          # after a fallback, the backoff stays under this ...
+FAST_PROBE_FOR = 120.0        # ... for this long
+FALSE_ALARM_WINDOW = 2.0      # a left endpoint answering this soon was not broken
+GRACE_START = 1.0             # seconds of unanswered data that make a path bad
+GRACE_MAX = 16.0              # a peer's KEEPALIVE_TIMEOUT (10 s) answers one-way flows
+MOVE_PIN = 2.0                # s a moved endpoint is kept against roaming (the peer's packets
+                              # still on the old path; meshwg.core move_endpoint)
+PREVIOUS_FOR = 60.0           # a fallback goes back to the direct path a trial left this recently
+RTT_KEPT = 16                 # RTTs remembered per peer (the latest endpoints)
 
 Endpoint = tuple[str, int]
 
@@ -75,6 +104,20 @@ class PeerPath:
     relay: Endpoint | None = None   # the local proxy endpoint of a relay for this peer
     relay_name: str = ""
     relay_others: tuple[Endpoint, ...] = ()   # proxies of the peer's other relays
+    rtt: dict[Endpoint, float] = field(default_factory=dict)   # latest probe RTT (s)
+    round_held: bool = False     # the latest probe round does not move the endpoint
+    trial: Endpoint | None = None
+    trial_answers: list[float] = field(default_factory=list)
+    trial_next: float = 0.0
+    move_to: Endpoint | None = None   # adopted: set the engine's endpoint at the next plan
+    bad: Endpoint | None = None       # reported unanswered while it is the endpoint
+    bad_rx: int | None = None         # rx_bytes first observed after that
+    left: Endpoint | None = None      # the endpoint the last fallback left ...
+    left_at: float | None = None      # ... and when
+    fast_probe_until: float = -1e9
+    previous: Endpoint | None = None  # the direct endpoint a trial's move left ...
+    previous_at: float = -1e9         # ... and when
+    grace: float = GRACE_START
 
 
 def in_networks(host: str, networks: list) -> bool:
@@ -121,6 +164,11 @@ class PathManager:
                 rx_bytes: int, now: float) -> None:
         """What the engine reports for the peer (from a `get`)."""
         path = self.peers.setdefault(key, PeerPath())
+        if path.bad is not None:
+            if endpoint != path.bad or (path.bad_rx is not None and rx_bytes != path.bad_rx):
+                path.bad = None    # moved away, or the bad endpoint delivered again
+            elif path.bad_rx is None:
+                path.bad_rx = rx_bytes     # the count when it was reported bad
         if rx_bytes != path.rx_bytes:
             path.rx_bytes = rx_bytes
             path.last_rx_change = now
@@ -138,6 +186,8 @@ class PathManager:
     def is_working(self, key: bytes, now: float) -> bool:
         path = self.peers.get(key)
         if path is None or path.endpoint is None or path.last_handshake is None:
+            return False
+        if path.endpoint == path.bad:
             return False
         if now - path.last_handshake > REJECT_AFTER_TIME:
             return False
@@ -167,7 +217,7 @@ class PathManager:
         probing has gone RELAY_AFTER unanswered."""
         if path.relay is None or path.endpoint == path.relay:
             return False
-        if _on_relay(path):         # on another relay, which stopped answering: move now
+        if _on_relay(path) or (path.bad is not None and path.endpoint == path.bad):   # (another relay) stopped answering
             return True
         if not path.candidates.all():
             return True
@@ -178,6 +228,91 @@ class PathManager:
         Direct probing goes on; an authenticated answer moves the endpoint back (roaming)."""
         return {key: path.relay for key, path in self.peers.items()
                 if not self.direct_working(key, now) and self._relay_wanted(path, now)}
+
+    def path_unanswered(self, key: bytes, endpoint: Endpoint | None, silent_for: float,
+                        now: float) -> None:
+        """The engine sent data to `endpoint` and heard nothing for `silent_for` s
+        (PathUnanswered): unless the pair is relayed (nothing below it) or the silence is
+        under the pair's grace, the endpoint is bad now; moves_due moves the pair onto its
+        relay, and every candidate is probed at once."""
+        path = self.peers.get(key)
+        if path is None or endpoint is None or endpoint != path.endpoint or _on_relay(path):
+            return
+        if silent_for < path.grace:
+            return
+        path.bad, path.bad_rx = endpoint, None
+        path.left, path.left_at = endpoint, now
+        if path.previous is not None and path.previous != endpoint \
+                and now - path.previous_at <= PREVIOUS_FOR:
+            path.move_to = path.previous    # back to the direct path a trial replaced
+        path.previous = None
+        path.fast_probe_until = now + FAST_PROBE_FOR
+        path.trial = None
+        self._probe_soon(path, now)
+
+    def probe_answered(self, key: bytes, endpoint: Endpoint, rtt: float, now: float) -> None:
+        """A probe was answered from `endpoint` after `rtt` s (ProbeAnswered). The RTT is
+        kept; while the pair works (held probes) a better endpoint goes on trial and is
+        adopted once it answered TRIAL_ANSWERS times over TRIAL_SPAN (moves_due)."""
+        path = self.peers.get(key)
+        if path is None:
+            return
+        path.rtt.pop(endpoint, None)
+        path.rtt[endpoint] = rtt
+        while len(path.rtt) > RTT_KEPT:
+            del path.rtt[next(iter(path.rtt))]
+        if endpoint == path.left and path.left_at is not None:
+            if now - path.left_at <= FALSE_ALARM_WINDOW:      # it was not broken
+                path.grace = min(GRACE_MAX, path.grace * 2)
+            path.left_at = None
+        if endpoint == path.endpoint:
+            if path.bad == endpoint:
+                path.bad = None
+            return
+        if not path.round_held:
+            return          # the answer moved the engine's endpoint (roaming)
+        if not self._better(path, endpoint):
+            if path.trial == endpoint:
+                path.trial = None
+            return
+        if path.trial != endpoint:
+            path.trial, path.trial_answers = endpoint, []
+        path.trial_answers.append(now)
+        path.trial_next = now + TRIAL_INTERVAL
+        if len(path.trial_answers) >= TRIAL_ANSWERS and now - path.trial_answers[0] >= TRIAL_SPAN:
+            path.move_to, path.trial = endpoint, None
+
+    def _rank(self, path: PeerPath, endpoint: Endpoint | None) -> int:
+        """relay 0 < direct 1 < lan 2 (describe's labels)."""
+        if endpoint is None:
+            return -1
+        if endpoint == path.relay or endpoint in path.relay_others:
+            return 0
+        return 2 if self._label(endpoint, path.candidates)[0] == "lan" else 1
+
+    def _better(self, path: PeerPath, endpoint: Endpoint) -> bool:
+        """`endpoint` ranks above the current one, or the same with clearly lower RTT."""
+        mine, theirs = self._rank(path, path.endpoint), self._rank(path, endpoint)
+        if theirs != mine:
+            return theirs > mine
+        current, new = path.rtt.get(path.endpoint), path.rtt.get(endpoint)
+        return current is not None and new is not None and new < SAME_RANK_RTT_FACTOR * current
+
+    def moves_due(self, now: float) -> dict[bytes, Endpoint]:
+        """Peers whose engine endpoint is to be set now: onto the relay (relays_due, also
+        after a fallback) or to an endpoint adopted after its trial."""
+        moves = self.relays_due(now)
+        for key, path in self.peers.items():
+            if path.move_to is not None:
+                if path.endpoint is not None and not _on_relay(path) and path.endpoint != path.bad:
+                    path.previous, path.previous_at = path.endpoint, now   # a trial's move
+                moves[key], path.move_to = path.move_to, None
+        return moves
+
+    def probe_hold(self, key: bytes) -> bool:
+        """The probes probes_due gave for this peer must not move its endpoint."""
+        path = self.peers.get(key)
+        return path is not None and path.round_held
 
     def _on_lan(self, path: PeerPath) -> bool:
         return path.endpoint is not None and path.endpoint in path.candidates.lan
@@ -201,6 +336,15 @@ class PathManager:
         due: dict[bytes, list[Endpoint]] = {}
         for key, path in self.peers.items():
             cands = path.candidates
+            working = self.is_working(key, now)
+            path.round_held = working and not path.suspect
+            if path.trial is not None and (not working or now - path.trial_answers[-1] > TRIAL_TIMEOUT):
+                path.trial = None
+            if path.trial is not None and not path.suspect:
+                if now >= path.trial_next:     # the candidate on trial, alone
+                    path.trial_next = now + TRIAL_INTERVAL
+                    due[key] = [path.trial]
+                continue
             if path.suspect and now >= path.next_probe and cands.all():
                 path.suspect = False            # one full round to every candidate, at once
                 path.next_probe = now + BACKOFF_START
@@ -226,7 +370,12 @@ class PathManager:
             else:
                 targets = everything
                 path.next_probe = now + path.backoff
-                path.backoff = min(BACKOFF_MAX, path.backoff * 2)
+                cap = FAST_PROBE_MAX if now < path.fast_probe_until else BACKOFF_MAX
+                path.backoff = min(cap, path.backoff * 2)
+            if path.bad is not None and path.endpoint == path.bad:
+                # the first answer wins: not the bad path (a relaying stranger answers
+                # handshakes and drops data)
+                targets = [ep for ep in targets if ep != path.bad] or targets
             path.probes_sent += len(targets)
             if path.relay is not None and not _on_relay(path):
                 targets.append(path.relay)   # the same initiation through the relay too
@@ -243,6 +392,10 @@ class PathManager:
         times: list[float] = []
         for key, path in self.peers.items():
             cands = path.candidates
+            if path.move_to is not None:
+                times.append(now)
+            if path.trial is not None:
+                times.append(path.trial_next)
             if path.relay is not None and not _on_relay(path) and path.probing_since is not None:
                 times.append(path.probing_since + RELAY_AFTER)
             if self.direct_working(key, now):

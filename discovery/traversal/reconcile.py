@@ -27,7 +27,7 @@ from meshwg.device.api import DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate
 from meshwg.util.endpoint import Endpoint, host_prefix
 
 from discovery.dnssd.member import MemberRecord, parse_published, published_ip
-from discovery.traversal.paths import Candidates, PathManager
+from discovery.traversal.paths import MOVE_PIN, Candidates, PathManager
 
 RENDEZVOUS_KEEPALIVE = 5    # seconds: a member keeps its NAT mapping to the rendezvous open
 MEMBER_KEEPALIVE = 10       # seconds: members keep each other's paths (and mappings) open
@@ -152,13 +152,15 @@ class MemberReconciler:
                                    peer.rx_bytes, now)
         # a move onto the relay goes first, with its handshake through the relay: a probe
         # round in the same update would be rate-limited or replace that handshake
-        moved = {key: endpoint for key, endpoint in self.paths.relays_due(now).items() if key in engine}
+        # (or, after a fallback or a trial, onto the endpoint the path manager chose)
+        moved = {key: endpoint for key, endpoint in self.paths.moves_due(now).items() if key in engine}
         for key, endpoint in moved.items():
             updates.append(PeerUpdate(public_key=key, update_only=True, endpoint=endpoint,
-                                      probe_endpoints=[endpoint]))
+                                      probe_endpoints=[endpoint], pin_endpoint=MOVE_PIN))
         for key, endpoints in self.paths.probes_due(now).items():
             if key not in moved:
-                updates.append(PeerUpdate(public_key=key, update_only=True, probe_endpoints=endpoints))
+                updates.append(PeerUpdate(public_key=key, update_only=True, probe_endpoints=endpoints,
+                                          probe_hold=self.paths.probe_hold(key)))
         return Plan(DeviceUpdate(peers=updates), self.paths.next_deadline(now))
 
     def own_addresses_changed(self, rendezvous_endpoint: Endpoint, now: float) -> DeviceUpdate:

@@ -29,4 +29,25 @@ class EndpointChanged:
     endpoint: Endpoint
 
 
-Event = Union[HandshakeCompleted, EndpointChanged]
+@dataclass(frozen=True, slots=True)
+class PathUnanswered:
+    """We sent data to the peer `public_key` at `endpoint` and nothing authenticated came
+    back for `silent_for` seconds (at least Timers.unanswered_after; emitted again every
+    unanswered_after while data goes out unanswered). Keepalives sent are not data;
+    any authenticated packet received (keepalives too) answers."""
+    public_key: bytes
+    endpoint: Endpoint | None
+    silent_for: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAnswered:
+    """A probe (WireGuardProtocol.probe) of the peer `public_key` was answered with an
+    authenticated handshake response from `endpoint`, `rtt` seconds after it was sent.
+    A probe sent with hold=True does not move the peer's endpoint there."""
+    public_key: bytes
+    endpoint: Endpoint
+    rtt: float
+
+
+Event = Union[HandshakeCompleted, EndpointChanged, PathUnanswered, ProbeAnswered]

@@ -20,7 +20,7 @@ from meshwg.core.constants import (COOKIE_REPLY_SIZE, HANDSHAKE_INITIATION_RATE,
                                    MESSAGE_RESPONSE, RESPONSE_SIZE, UNDER_LOAD_HOLD_TIME,
                                    UNDER_LOAD_QUEUE_SIZE)
 from meshwg.core.crypto import DecryptionError, WeakKeyError, tai64n
-from meshwg.core.events import EndpointChanged, HandshakeCompleted
+from meshwg.core.events import EndpointChanged, HandshakeCompleted, ProbeAnswered
 from meshwg.core.keypair import Keypair
 
 if TYPE_CHECKING:
@@ -137,6 +137,8 @@ class Handshakes:
         peer.last_timestamp = timestamp
         peer.last_initiation_consumed = now
         peer.new_handshake_at = None       # an authenticated packet arrived
+        peer.unanswered_at = None
+        peer.last_rx = now
         # respond
         msg2, keys = noise.write_message2(state, peer.preshared_key)
         index = self._new_index()
@@ -146,10 +148,16 @@ class Handshakes:
         self._discard_keypair(peer.next)
         peer.next = kp
         self.keypairs_by_index[index] = kp
-        self._roam(peer, source)
         peer.rx_bytes += len(datagram)
         self._session_derived(peer, now)
-        self._send(peer, response)
+        if self.roam_on_initiation or peer.endpoint is None:
+            self._roam(peer, source)
+            self._send(peer, response)
+        else:
+            # answered where it came from; the endpoint moves with the initiator's first
+            # transport message from there (a probe does not move a working path)
+            peer.tx_bytes += len(response)
+            self._outgoing.append((response, source))
         self._sent_authenticated(peer, now)
 
     def _static_static_of(self: WireGuardProtocol, remote_static: bytes) -> bytes | None:
@@ -180,6 +188,13 @@ class Handshakes:
                                       noise.Message2(msg.ephemeral, msg.encrypted_nothing))
         index = peer.handshake_index
         self._clear_handshake(peer)
+        peer.unanswered_at = None
+        peer.last_rx = now
+        probe = index == peer.probe_index
+        hold = probe and peer.probe_holds and peer.endpoint is not None
+        if probe:
+            peer.probe_index = None
+            self._event(ProbeAnswered(peer.public_key, source, now - (peer.last_probe or now)))
         kp = Keypair(keys, index, msg.sender, True, now, peer)
         self.keypairs_by_index[index] = kp
         # rotate as wireguard-go does: previous <- next (or current), current <- new
@@ -191,7 +206,8 @@ class Handshakes:
             peer.previous = old_current
         self._discard_keypair(old_previous)
         peer.current = kp
-        self._roam(peer, source)
+        if not hold:
+            self._roam(peer, source)
         peer.rx_bytes += len(datagram)
         peer.last_handshake = now
         peer.handshake_attempts = 0
@@ -243,10 +259,13 @@ class Handshakes:
         peer.handshake_attempts = 0
         self._send_initiation(peer, now)
 
-    def probe(self: WireGuardProtocol, peer: Peer, candidates: list[Any], now: float) -> bool:
+    def probe(self: WireGuardProtocol, peer: Peer, candidates: list[Any], now: float,
+              hold: bool = False) -> bool:
         """Send one handshake initiation to each candidate endpoint without changing the
         peer's endpoint: if a candidate answers with an authenticated response, roaming
-        moves the endpoint there. Candidates never replace a working endpoint unheard.
+        moves the endpoint there (with `hold`, it stays: the session is renewed, the answer
+        reported as ProbeAnswered and the layer above decides). Candidates never replace a
+        working endpoint unheard. Every answer is reported as ProbeAnswered (with its RTT).
         Returns False when rate-limited (one probe round per PROBE_MIN_INTERVAL)."""
         if self.private_key is None or peer.static_static is None or not candidates:
             return False
@@ -256,6 +275,7 @@ class Handshakes:
             return False
         peer.last_probe = now
         packet = self._new_initiation(peer, now)
+        peer.probe_index, peer.probe_holds = peer.handshake_index, hold
         for endpoint in candidates:
             peer.tx_bytes += len(packet)
             self._outgoing.append((packet, endpoint))

@@ -28,7 +28,7 @@ MAX_STAGED_PACKETS = 128
 ZERO_KEY = bytes(32)
 ZERO_TIMESTAMP = bytes(12)
 TIMER_FIELDS = ("retransmit_at", "keepalive_at", "new_handshake_at", "zero_keys_at",
-                "persistent_keepalive_at")
+                "persistent_keepalive_at", "unanswered_at")
 
 
 class StagedPackets(list):
@@ -52,10 +52,11 @@ class Peer:
         "_cookie_generator", "cookie_refresh_time", "precomputed", "static_static",
         "previous", "current", "next",
         "handshake_state", "handshake_index", "last_initiation_sent", "handshake_attempts",
-        "last_probe", "last_timestamp", "last_initiation_consumed", "staged",
+        "last_probe", "probe_index", "probe_holds", "last_rx", "pinned_until",
+        "last_timestamp", "last_initiation_consumed", "staged",
         "rx_bytes", "tx_bytes", "last_handshake",
         "_retransmit_at", "_keepalive_at", "_new_handshake_at", "_zero_keys_at",
-        "_persistent_keepalive_at", "deadline_queue", "order",
+        "_persistent_keepalive_at", "_unanswered_at", "deadline_queue", "order",
     )
 
     def __init__(self, public_key: bytes, *, cookie_refresh_time: float = COOKIE_REFRESH_TIME):
@@ -78,6 +79,10 @@ class Peer:
         self.last_initiation_sent: float | None = None
         self.handshake_attempts = 0
         self.last_probe: float | None = None
+        self.probe_index: int | None = None  # the handshake index of the latest probe
+        self.probe_holds = False             # its answer does not move the endpoint
+        self.last_rx: float | None = None    # protocol time of the latest authenticated rx
+        self.pinned_until = float("-inf")    # transport data roams the endpoint after this
         # responder-side replay and flood protection
         self.last_timestamp: bytes = ZERO_TIMESTAMP
         self.last_initiation_consumed: float | None = None
@@ -93,6 +98,7 @@ class Peer:
         self._new_handshake_at: float | None = None
         self._zero_keys_at: float | None = None
         self._persistent_keepalive_at: float | None = None
+        self._unanswered_at: float | None = None
         self.deadline_queue: DeadlineQueue | None = None   # told when a timer is armed
         self.order = 0                        # position among the protocol's peers
 
@@ -127,7 +133,7 @@ class Peer:
         """The earliest armed timer (None: none armed)."""
         best = None
         for t in (self._retransmit_at, self._keepalive_at, self._new_handshake_at,
-                  self._zero_keys_at, self._persistent_keepalive_at):
+                  self._zero_keys_at, self._persistent_keepalive_at, self._unanswered_at):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -156,3 +162,5 @@ Peer.new_handshake_at = _deadline_property("_new_handshake_at", "Sent data, hear
 Peer.zero_keys_at = _deadline_property("_zero_keys_at", "Forget the keys (3 x REJECT_AFTER_TIME).")
 Peer.persistent_keepalive_at = _deadline_property("_persistent_keepalive_at",
                                                   "Next persistent keepalive.")
+Peer.unanswered_at = _deadline_property("_unanswered_at",
+                                        "Sent data, heard nothing: PathUnanswered.")

@@ -76,6 +76,11 @@ class WireGuardProtocol(SendPath, ReceivePath, Handshakes, TimerEvents):
         self._events: deque[Event] = deque()
         self._outgoing: deque[tuple[bytes, Any]] = deque()
         self.address_bytes = address_bytes
+        # WireGuard's roaming: an initiation from a new source moves the peer's endpoint.
+        # False (the mesh member): it is answered at its source, and the endpoint moves
+        # with the first transport message from there, so a probe through another path
+        # does not move a working one
+        self.roam_on_initiation = True
         if private_key is not None:
             self.set_private_key(private_key)
 
@@ -144,6 +149,18 @@ class WireGuardProtocol(SendPath, ReceivePath, Handshakes, TimerEvents):
     def set_endpoint(self, peer: Peer, endpoint: Any) -> None:
         """Where to send to the peer until an authenticated message says otherwise."""
         peer.endpoint = endpoint
+
+    def move_endpoint(self, peer: Peer, endpoint: Any, now: float, pin: float) -> None:
+        """A deliberate move (the mesh's path choice): send there from now on, tell the
+        peer at once with a keepalive from there (its roaming follows), and for `pin`
+        seconds let no transport message from elsewhere move the endpoint back (packets
+        the peer sent on the old path before it followed). Without a usable session
+        nothing is sent (the caller's probe makes one)."""
+        peer.endpoint = endpoint
+        peer.pinned_until = now + pin
+        kp = peer.current
+        if kp is not None and now - kp.created < self.timers.reject_after_time:
+            self.send_keepalive(peer, now)
 
     def set_allowed_ips(self, peer: Peer, networks: Iterable[Network]) -> None:
         """Route exactly `networks` to the peer (wg's replace_allowed_ips + allowed_ip)."""

@@ -200,7 +200,7 @@ class ReceivePath:
         """Bookkeeping after authenticated transport datagrams from `source` to `kp`:
         roaming, confirming the responder's next keypair, rx counter, timers and the
         initiator's rekey on receive."""
-        if peer.endpoint != source:
+        if peer.endpoint != source and now >= peer.pinned_until:
             peer.endpoint = source
             self._event(EndpointChanged(peer.public_key, source))
         if kp is peer.next:
@@ -212,6 +212,8 @@ class ReceivePath:
         # so on an idle pair both sides send (each keeps its own NAT mapping: RFC 4787
         # REQ-6 requires NATs to refresh on outbound packets only) and each hears the other
         peer.new_handshake_at = None
+        peer.unanswered_at = None
+        peer.last_rx = now
         if kp.is_initiator and kp is peer.current and now - kp.created >= timers.rekey_on_receive_age:
             self._maybe_initiate(peer, now)
         if data and peer.keepalive_at is None:   # data received: answer within KEEPALIVE_TIMEOUT

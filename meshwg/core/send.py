@@ -197,6 +197,8 @@ class SendPath:
         peer.keepalive_at = None
         if data and peer.new_handshake_at is None:
             peer.new_handshake_at = now + timers.keepalive_timeout + timers.rekey_timeout + timers.jitter()
+        if data and timers.unanswered_after and peer.unanswered_at is None:
+            peer.unanswered_at = now + timers.unanswered_after
         if peer.persistent_keepalive:
             peer.persistent_keepalive_at = now + peer.persistent_keepalive
         if (last_counter >= timers.rekey_after_messages

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from meshwg.core.events import PathUnanswered
+
 if TYPE_CHECKING:
     from meshwg.core.peer import Peer
     from meshwg.core.protocol import WireGuardProtocol
@@ -61,6 +63,10 @@ class TimerEvents:
         if peer.persistent_keepalive and peer.persistent_keepalive_at is None:
             # nothing went out (no endpoint, key or session yet): try again in an interval
             peer.persistent_keepalive_at = now + peer.persistent_keepalive
+        if peer.unanswered_at is not None and now >= peer.unanswered_at:
+            peer.unanswered_at = None        # armed again by the next data sent
+            silent = now - peer.last_rx if peer.last_rx is not None else timers.unanswered_after
+            self._event(PathUnanswered(peer.public_key, peer.endpoint, silent))
         if peer.zero_keys_at is not None and now >= peer.zero_keys_at:
             peer.zero_keys_at = None
             self._expire_keys(peer)

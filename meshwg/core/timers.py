@@ -18,6 +18,9 @@ class Timers:
     cookie_refresh_time: float = C.COOKIE_REFRESH_TIME
     rekey_after_messages: int = C.REKEY_AFTER_MESSAGES
     reject_after_messages: int = C.REJECT_AFTER_MESSAGES
+    # not WireGuard's: data sent and nothing authenticated received for this long emits
+    # PathUnanswered (0: off; the mesh member's fast fallback sets ~1 s)
+    unanswered_after: float = 0.0
 
     @property
     def max_handshake_attempts(self) -> int:

@@ -14,10 +14,11 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Union
 
-from meshwg.core.events import EndpointChanged, Event, HandshakeCompleted
+from meshwg.core.events import (EndpointChanged, Event, HandshakeCompleted, PathUnanswered,
+                                ProbeAnswered)
 
 __all__ = ["Network", "PeerUpdate", "DeviceUpdate", "PeerStatus", "DeviceStatus",
-           "Event", "HandshakeCompleted", "EndpointChanged"]
+           "Event", "HandshakeCompleted", "EndpointChanged", "PathUnanswered", "ProbeAnswered"]
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -41,6 +42,9 @@ class PeerUpdate:
     allowed_ips: list[Network] = field(default_factory=list)
     remove_allowed_ips: list[Network] = field(default_factory=list)
     probe_endpoints: list[tuple[str, int]] = field(default_factory=list)
+    probe_hold: bool = False    # the probes' answer does not move the endpoint (ProbeAnswered)
+    pin_endpoint: float = 0.0   # > 0: a deliberate move of `endpoint`, kept that many seconds
+                                # against roaming, announced with a keepalive (move_endpoint)
 
 
 @dataclass

@@ -89,11 +89,14 @@ class Device:
     def __init__(self, name: str, *, private_key: bytes | None = None, listen_port: int = 0,
                  fwmark: int = 0, mtu: int = DEFAULT_MTU, addresses: Iterable = (),
                  timers: Timers | None = None, manage_routes: bool = True,
-                 uapi_directory: str = "/var/run/wireguard", offload: bool | None = None):
+                 uapi_directory: str = "/var/run/wireguard", offload: bool | None = None,
+                 roam_on_initiation: bool = True):
         """`offload=False` turns every offload off (`meshwg up --no-offload`); otherwise
         the MESHWG_OFFLOAD environment variable picks them (meshwg.device.offloads: by
         default UDP GSO/GRO and TUN TSO/GRO, "udp" the UDP ones only, "0" none), each
-        used where the kernel has it."""
+        used where the kernel has it. `roam_on_initiation=False` (the mesh member): a
+        handshake initiation from a new source is answered there without moving the
+        peer's endpoint (WireGuardProtocol.roam_on_initiation)."""
         self.name = name
         self.offloads = frozenset() if offload is False else offload_parts_from_env()
         self.mtu = mtu
@@ -102,6 +105,7 @@ class Device:
         self.uapi_directory = uapi_directory
         self.protocol = WireGuardProtocol(private_key, timers=timers, mtu=mtu,
                                           wall_offset=time.time() - time.monotonic())
+        self.protocol.roam_on_initiation = roam_on_initiation
         self._initial_port = listen_port
         self._initial_fwmark = fwmark
         self.tun: TunDevice | None = None
@@ -560,7 +564,9 @@ class Device:
                 endpoint, probes = endpoints[i]
                 if pu.preshared_key is not None:
                     p.set_preshared_key(peer, pu.preshared_key)
-                if endpoint is not None:
+                if endpoint is not None and pu.pin_endpoint > 0 and self._running:
+                    p.move_endpoint(peer, endpoint, now, pu.pin_endpoint)
+                elif endpoint is not None:
                     p.set_endpoint(peer, endpoint)
                 if pu.replace_allowed_ips:
                     p.set_allowed_ips(peer, pu.allowed_ips)
@@ -570,7 +576,7 @@ class Device:
                 if pu.persistent_keepalive is not None:
                     p.set_persistent_keepalive(peer, pu.persistent_keepalive, now)
                 if probes and self._running:
-                    p.probe(peer, probes, now)
+                    p.probe(peer, probes, now, hold=pu.probe_hold)
             datagrams, events = self._collect()
         self._deliver(datagrams, events)
 

@@ -4,14 +4,16 @@ the NAT lab (discovery/lab/mesh.py) with the real daemons through the CLI.
 A1 (behind NAT1) and B (behind NAT2) start on their direct path. A paced TCP stream runs
 from A1 to B's mesh address while NAT1 drops the UDP between A1 and NAT2's public address
 (only that pair's direct path: the rendezvous and its relay stay reachable): the pair moves
-to the rendezvous's relay (both engines' endpoints are the relay client's 127.0.0.1
+to the rendezvous's relay as soon as A1's data goes unanswered for a second (fast fallback) (both engines' endpoints are the relay client's 127.0.0.1
 proxies, status 'relay via rendezvous'). Removing the drop moves it back to direct. The
 stream never breaks: the sender finishes without an error and every byte arrives intact
 (same count, same SHA-256). A UDP echo beside it measures the stall at each move."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Iterator
 
 import pytest
 
@@ -21,7 +23,8 @@ from discovery.lab.traffic import EchoProbe, TcpStream
 
 pytestmark = pytest.mark.netns
 
-STREAM_SECONDS = 100.0      # long enough to span both moves on a loaded machine
+STREAM_SECONDS = 45.0       # long enough to span both moves on a loaded machine (each ~5 s:
+                            # fast fallback and a trial, issue 9 case 3; was 36 s to the relay)
 STREAM_RATE = 256 * 1024    # bytes/s: a steady stream that leaves the 2 cores to the daemons
 MOVE_TIMEOUT = 60.0         # a deadline, not a speed assertion
 
@@ -89,14 +92,21 @@ def _move(a1, b, echo: EchoProbe, nat1, action: str, rules: list[list[str]], pat
     return took, _stall(echo, changed, time.time(), MOVE_TIMEOUT)
 
 
-def test_tcp_stream_survives_direct_to_relay_and_back(tmp_path) -> None:
+@contextlib.contextmanager
+def direct_pair(tmp_path) -> Iterator[tuple]:
+    """The lab (skipped without its tools) with A1 and B on their direct path: yields
+    (a1, b, nat1, nat2); everything is removed afterwards."""
     reason = unavailable_reason(("ip", "iptables", "conntrack", "ping", "wg"))
     if reason:
         pytest.skip(reason)
     with mesh_lab.build_lab(workdir=str(tmp_path / "lab")) as lab:
         a1, b = lab.members["a1"], lab.members["b"]
-        nat1, nat2 = lab.routers["nat1"], lab.routers["nat2"]
         poll(lambda: _on(a1, b, "direct"), MOVE_TIMEOUT, lambda: f"A1 and B direct: {_describe(a1, b)}")
+        yield a1, b, lab.routers["nat1"], lab.routers["nat2"]
+
+
+def test_tcp_stream_survives_direct_to_relay_and_back(tmp_path) -> None:
+    with direct_pair(tmp_path) as (a1, b, nat1, nat2):
         echo = EchoProbe(a1.ns, b.ns, b.mesh_address, interval=0.05)
         poll(lambda: len(echo.replies()) >= 5, 30, "echo replies between A1 and B")
         stream = TcpStream(a1.ns, b.ns, b.mesh_address, STREAM_SECONDS, rate=STREAM_RATE,
