@@ -293,8 +293,9 @@ class MdnsBrowser:
         if len(self._deferred) >= MAX_DEFERRED:
             self.counters.unresolved += 1
             return
-        source = self.service.announcer_of(name)
-        if sum(1 for d in self._deferred.values() if d.source == source) >= MAX_DEFERRED_PER_ANNOUNCER:
+        source = self.service.announcer_of(name)   # None: not known (only the global bound)
+        if source is not None and \
+                sum(1 for d in self._deferred.values() if d.source == source) >= MAX_DEFERRED_PER_ANNOUNCER:
             self.counters.crowded += 1
             return
         self.counters.deferred += 1

@@ -15,8 +15,12 @@ from collections import OrderedDict
 from typing import Iterable, Sequence
 
 from zeroconf import Zeroconf
-from zeroconf._handlers.record_manager import RecordManager
 from zeroconf.const import _TYPE_PTR
+
+try:    # python-zeroconf's internals: without them, announcers are not told apart
+    from zeroconf._handlers.record_manager import RecordManager
+except ImportError:     # pragma: no cover -- a zeroconf that moved it
+    RecordManager = None
 
 from discovery.lan.interfaces import (
     DEFAULT_TUNNEL_INTERFACE, LocalInterface, local_interfaces, zeroconf_interfaces,
@@ -28,37 +32,44 @@ MAX_SOURCES = 4096       # instances whose announcer is remembered (the oldest g
 _WATCHED_TYPE = "_meshwg._udp.local."   # discovery.lan.records.SERVICE_TYPE
 
 
-class _SourceNotingRecordManager(RecordManager):
-    """Zeroconf's RecordManager, noting the source of each PTR answer of our type."""
-
-    def async_updates_from_response(self, msg) -> None:  # zeroconf's event loop thread
-        source = msg.source[0] if msg.source else None
-        if source is not None:
-            sources = self.zc.instance_sources
-            for record in msg.answers():
-                if record.type == _TYPE_PTR and record.name.lower() == _WATCHED_TYPE:
-                    name = record.alias.lower()
-                    sources.pop(name, None)
-                    sources[name] = source
-                    while len(sources) > MAX_SOURCES:
-                        sources.popitem(last=False)
-        super().async_updates_from_response(msg)
+def _note_sources(sources: OrderedDict, msg) -> None:
+    """Note the source address of each PTR answer of our type in `msg` (a DNSIncoming)."""
+    source = msg.source[0] if msg.source else None
+    if source is None:
+        return
+    for record in msg.answers():
+        if record.type == _TYPE_PTR and record.name.lower() == _WATCHED_TYPE:
+            name = record.alias.lower()
+            sources.pop(name, None)
+            sources[name] = source
+            while len(sources) > MAX_SOURCES:
+                sources.popitem(last=False)
 
 
-class _Zeroconf(Zeroconf):
-    """Zeroconf with :class:`_SourceNotingRecordManager` (Zeroconf.__init__ assigns the
-    record manager once, before its sockets start)."""
+if RecordManager is not None:
+    class _SourceNotingRecordManager(RecordManager):
+        """Zeroconf's RecordManager, noting the source of each PTR answer of our type."""
 
-    instance_sources: OrderedDict
+        def async_updates_from_response(self, msg) -> None:  # zeroconf's event loop thread
+            _note_sources(self.zc.instance_sources, msg)
+            super().async_updates_from_response(msg)
 
-    @property
-    def record_manager(self) -> RecordManager:
-        return self._noting_record_manager
+    class _Zeroconf(Zeroconf):
+        """Zeroconf with :class:`_SourceNotingRecordManager` (Zeroconf.__init__ assigns
+        the record manager once, before its sockets start)."""
 
-    @record_manager.setter
-    def record_manager(self, _default: RecordManager) -> None:
-        self.instance_sources = OrderedDict()      # instance name (lower case) -> source IP
-        self._noting_record_manager = _SourceNotingRecordManager(self)
+        instance_sources: OrderedDict
+
+        @property
+        def record_manager(self):
+            return self._noting_record_manager
+
+        @record_manager.setter
+        def record_manager(self, _default) -> None:
+            self.instance_sources = OrderedDict()      # instance name (lower case) -> source IP
+            self._noting_record_manager = _SourceNotingRecordManager(self)
+else:   # pragma: no cover
+    _Zeroconf = Zeroconf
 
 
 class MdnsService:
@@ -135,8 +146,8 @@ class MdnsService:
 
     def announcer_of(self, name: str) -> str | None:
         """The source address of the last PTR answer that announced instance `name`."""
-        zc = self._zc
-        return zc.instance_sources.get(name.lower()) if zc is not None else None
+        sources = getattr(self._zc, "instance_sources", None)
+        return sources.get(name.lower()) if sources is not None else None
 
     def lan_addresses(self) -> list[str]:
         """Addresses to announce: IPv4 (and IPv6 if enabled) of the chosen interfaces."""

@@ -55,3 +55,13 @@ def test_the_global_bound_still_holds_over_many_announcers() -> None:
         _announce(browser, announcers, f"10.77.1.{host}", MAX_DEFERRED_PER_ANNOUNCER, f"h{host}x")
     assert browser.counters.deferred == MAX_DEFERRED
     assert browser.counters.unresolved == 2 * MAX_DEFERRED_PER_ANNOUNCER
+
+
+def test_instances_of_unknown_announcers_meet_only_the_global_bound() -> None:
+    announcers = Announcers()
+    browser = MdnsBrowser("M", b"\xaa" * 32, service=announcers)  # type: ignore[arg-type]
+    for i in range(MAX_DEFERRED_PER_ANNOUNCER + 4):     # no source noted for these names
+        name = f"mwg-unknown{i:04d}.{SERVICE_TYPE}"
+        browser._defer(name.lower(), name)
+    assert browser.counters.deferred == MAX_DEFERRED_PER_ANNOUNCER + 4
+    assert browser.counters.crowded == 0
