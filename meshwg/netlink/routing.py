@@ -84,10 +84,21 @@ def table_is_empty(table: int) -> bool:
                        for family in (socket.AF_INET, socket.AF_INET6))
 
 
+def tables_in_rules() -> set[int]:
+    """The tables some IPv4 or IPv6 rule looks up."""
+    with IPRoute() as ipr:
+        return {_rule_table(rule) for family in (socket.AF_INET, socket.AF_INET6)
+                for rule in ipr.get_rules(family=family)}
+
+
 def free_table(start: int = FIRST_POLICY_TABLE) -> int:
-    """The first table from `start` up that holds no IPv4 or IPv6 route."""
+    """The first table from `start` up that holds no IPv4 or IPv6 route (wg-quick's
+    choice) and that no rule looks up: the rules a killed `meshwg up` left name a table
+    its interface emptied when it went, and removing them later must not take another
+    interface's rules with them."""
+    ruled = tables_in_rules()
     table = start
-    while not table_is_empty(table):
+    while table in ruled or not table_is_empty(table):
         table += 1
     return table
 

@@ -5,8 +5,8 @@ A killed `meshwg up` of an exit-peer file (0.0.0.0/0 and ::/0) loses its interfa
 leaves its policy rules, its firewall rules and its DNS record; the next `meshwg up` of the
 name removes them and says so (no duplicates after it), `meshwg down` removes them as
 wg-quick's down does (every rule of the table, both families, duplicates too; the
-suppress_prefixlength rule another tunnel still needs stays), and a second down has nothing
-left to do. `meshwg up` routes the same prefixes as `wg-quick up` (on wireguard-go) for the
+suppress_prefixlength rule another tunnel still needs stays; an exit-peer interface started
+meanwhile took another table and keeps working), and a second down has nothing left to do. `meshwg up` routes the same prefixes as `wg-quick up` (on wireguard-go) for the
 same file: none that the interface's own address route, or a wider allowed IP, covers."""
 
 from __future__ import annotations
@@ -28,19 +28,20 @@ def count(text: str, needle: str) -> int:
     return sum(needle in line for line in text.splitlines())
 
 
-def policy(c: Namespace) -> dict:
-    """How many of each default-route rule and firewall rule the namespace holds."""
+def policy(c: Namespace, table: int = 51820) -> dict:
+    """How many rules look up `table`, how many suppress_prefixlength rules and meshwg
+    firewall rules the namespace holds."""
     out = {}
     for family in ("-4", "-6"):
         rules = c.run(["ip", family, "rule"]).stdout
-        out[f"lookup 51820 {family}"] = count(rules, "lookup 51820")
+        out[f"lookup {family}"] = count(rules, f"lookup {table}")
         out[f"suppress {family}"] = count(rules, "suppress_prefixlength 0")
     for tool in ("iptables-save", "ip6tables-save"):
         out[tool] = count(c.run([tool]).stdout, "meshwg rule for")
     return out
 
 
-LIVE = {"lookup 51820 -4": 1, "suppress -4": 1, "lookup 51820 -6": 1, "suppress -6": 1,
+LIVE = {"lookup -4": 1, "suppress -4": 1, "lookup -6": 1, "suppress -6": 1,
         "iptables-save": 3, "ip6tables-save": 3}
 NONE = dict.fromkeys(LIVE, 0)
 
@@ -90,7 +91,13 @@ def test_killed_up_leftovers_cleared_by_next_up_and_by_down(lab, tmp_path):
     assert log.read_text().count(f"resolvconf -d {up.name} -f") == 1
 
     kill(up)
-    # duplicates (as a run before this fix left them) and another tunnel's policy
+    # another exit-peer interface started now takes the next table: the leftovers' rules
+    # name 51820 (empty since the kill), and clearing them must not take its rules
+    other = Up(lab, c, tmp_path, f"Address = 10.38.0.2/24\n\n[Peer]\nPublicKey = {keypair().public}\n"
+                                 "AllowedIPs = 0.0.0.0/0\n")
+    other.wait_up()
+    assert c.run(["wg", "show", other.name, "fwmark"]).stdout.strip() == "0xca6d"
+    # duplicates (as a run before this fix left them) and a third tunnel's policy
     for family in ("-4", "-6"):
         c.run(["ip", family, "rule", "add", "not", "fwmark", "51820", "table", "51820"])
         c.run(["ip", family, "rule", "add", "table", "main", "suppress_prefixlength", "0"])
@@ -99,9 +106,16 @@ def test_killed_up_leftovers_cleared_by_next_up_and_by_down(lab, tmp_path):
     down = c.run(MESHWG + ["down", up.name], check=False, env=env)
     assert down.returncode == 0, down.stderr
     assert "Traceback" not in down.stderr and "not fwmark 0xca6c lookup 51820" in down.stderr
-    assert policy(c) == {**NONE, "suppress -4": 1, "suppress -6": 1}   # the other tunnel's
+    # the other interface's rules and firewall rules stay, and one suppress rule for each
+    # other policy of the family (IPv4: 51821 and 51900; IPv6: 51900)
+    assert policy(c) == {**NONE, "suppress -4": 2, "suppress -6": 1, "iptables-save": 3}
+    assert policy(c, 51821) == {**NONE, "lookup -4": 1, "suppress -4": 2,
+                                "suppress -6": 1, "iptables-save": 3}
     for family in ("-4", "-6"):
         assert "lookup 51900" in c.run(["ip", family, "rule"]).stdout
+    assert f"dev {other.name}" in c.run(["ip", "route", "get", "203.0.113.1"]).stdout  # still its
+    other.down()
+    assert policy(c) == {**NONE, "suppress -4": 1, "suppress -6": 1}
     assert log.read_text().count(f"resolvconf -d {up.name} -f") == 2
     for suffix in (".pid", ".quick.json"):
         assert not os.path.exists(os.path.join(RUN_DIRECTORY, up.name + suffix))
