@@ -460,31 +460,28 @@ static PyMethodDef opener_methods[] = {
     {NULL}
 };
 
-static PyTypeObject SealerType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "meshwg.accel._fastpath.Sealer",
-    .tp_doc = "Sealer(key): WireGuard transport messages sealed under one 32-byte key "
-              "(one EVP_CIPHER_CTX, key schedule set up once). Not for two threads at once.",
-    .tp_basicsize = sizeof(Cipher),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)sealer_init,
-    .tp_dealloc = (destructor)cipher_dealloc,
-    .tp_methods = sealer_methods,
-};
+/* The two cipher types differ in name, documentation, direction and methods only. */
+#define CIPHER_TYPE(NAME, DOC, INIT, METHODS) {                        \
+    PyVarObject_HEAD_INIT(NULL, 0)                                      \
+    .tp_name = "meshwg.accel._fastpath." NAME,                          \
+    .tp_doc = DOC,                                                      \
+    .tp_basicsize = sizeof(Cipher),                                     \
+    .tp_flags = Py_TPFLAGS_DEFAULT,                                     \
+    .tp_new = PyType_GenericNew,                                        \
+    .tp_init = (initproc)INIT,                                          \
+    .tp_dealloc = (destructor)cipher_dealloc,                           \
+    .tp_methods = METHODS,                                              \
+}
 
-static PyTypeObject OpenerType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "meshwg.accel._fastpath.Opener",
-    .tp_doc = "Opener(key): WireGuard transport messages opened under one 32-byte key "
-              "(one EVP_CIPHER_CTX). Not for two threads at once.",
-    .tp_basicsize = sizeof(Cipher),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)opener_init,
-    .tp_dealloc = (destructor)cipher_dealloc,
-    .tp_methods = opener_methods,
-};
+static PyTypeObject SealerType = CIPHER_TYPE(
+    "Sealer", "Sealer(key): WireGuard transport messages sealed under one 32-byte key "
+    "(one EVP_CIPHER_CTX, key schedule set up once). Not for two threads at once.",
+    sealer_init, sealer_methods);
+
+static PyTypeObject OpenerType = CIPHER_TYPE(
+    "Opener", "Opener(key): WireGuard transport messages opened under one 32-byte key "
+    "(one EVP_CIPHER_CTX). Not for two threads at once.",
+    opener_init, opener_methods);
 
 /* ------------------------------------------------------------------ checksums */
 
