@@ -502,6 +502,24 @@ class ZoneMembership:
             self._view = view
         return view
 
+    def _own_update(self, view: ZoneView, change: Callable[[ZoneView], None]) -> None:
+        """Our update, decided on `view` (serial S), has landed: the cached view becomes
+        `view` with `change` applied, taken to be serial S + 1. Each update that changes
+        the zone increments its serial (RFC 2136 section 3.6), so a server found at S + 1
+        holds exactly our update since S; at any other serial :meth:`view` reads the zone
+        again. One writer then enrolls without a transfer per enrollment."""
+        with self._lock:
+            if self._view is not view:
+                return
+            patched = ZoneView(
+                serial=(view.serial + 1) % (1 << 32), settings=view.settings,
+                members=dict(view.members), member_rrsets=dict(view.member_rrsets),
+                rendezvous=dict(view.rendezvous), claims=dict(view.claims),
+                names=set(view.names), invites=dict(view.invites), nonces=dict(view.nonces),
+                dropped=Counter(view.dropped))
+            change(patched)
+            self._view = patched
+
     def settings(self) -> MeshSettings:
         settings = self.view().settings
         if settings is None:
@@ -629,13 +647,15 @@ class ZoneMembership:
                                  invite.expires_at, invite.created_at, invite.uses + 1)
                 sealed = parse_txt(invite_rrset[0].strings)["sealed"]
                 update.replace(invite_rrset.name, layout.invite_rrset(counted, sealed))
+            pruned: list[str] = []
             if nonce is not None:
                 label = nonce_label(nonce)
                 update.absent(layout.nonce_name(label))
                 update.add(layout.nonce_name(label), _txt(layout.nonce_name(label),
                                                           ("seen", str(int(now)))))
                 old = [n for n, seen in view.nonces.items() if seen < now - NONCE_RETENTION]
-                for stale in old[:MAX_NONCE_PRUNE]:
+                pruned = old[:MAX_NONCE_PRUNE]
+                for stale in pruned:
                     update.delete(layout.nonce_name(stale))
             try:
                 self._send(update, f"enrollment of {name!r} at {chosen}")
@@ -649,6 +669,20 @@ class ZoneMembership:
                                                    f"meanwhile in zone {self.zone}") from None
                     return None
                 raise
+
+            def change(patched: ZoneView) -> None:
+                patched.members[public_key] = member
+                patched.member_rrsets[public_key] = layout.member_rrset(member)
+                patched.claims[chosen] = public_key
+                patched.names.add(name)
+                if invite_id is not None:
+                    patched.invites[invite_id] = (counted, layout.invite_rrset(counted, sealed))
+                if nonce is not None:
+                    patched.nonces[nonce_label(nonce)] = float(int(now))
+                for stale in pruned:
+                    patched.nonces.pop(stale, None)
+
+            self._own_update(view, change)
             return (member,)
 
         return self._claim_loop(address, attempt)[0]
@@ -740,6 +774,15 @@ class ZoneMembership:
                 if exc.rcode == dns.rcode.NXRRSET:
                     continue            # changed meanwhile: look again
                 raise
+
+            def change(patched: ZoneView, member: Member = member) -> None:
+                del patched.members[member.public_key], patched.member_rrsets[member.public_key]
+                patched.claims.pop(member.mesh_address, None)
+                patched.names.discard(member.name)
+                if revoke_invite and member.invite_id:
+                    patched.invites.pop(member.invite_id, None)
+
+            self._own_update(view, change)
             return member
         raise ZoneUnavailable(f"zone {self.zone}: removal kept losing races; try again")
 

@@ -4,7 +4,8 @@ secondary (discovery.lab.dns_servers, configs/dns), the writers in their own nam
 
 Two writer processes enrolling 2 x 50 members at once (10 names wanted by both) never
 share an address or a name; ten single-use invites raced by both are each redeemed once;
-revocation removes every name of a member in one update; an update signed with a wrong
+revocation removes every name of a member in one update; a single writer keeps its view
+across its own updates (one transfer for ten enrollments); an update signed with a wrong
 secret is a clean UpdateRefused; the directory diff writer converges (a second publish
 changes nothing) and the Knot secondary serves exactly its records. One lab for the module.
 """
@@ -81,6 +82,22 @@ elif op == "view":
            "claims": {a: encode_key(k) for a, k in view.claims.items()},
            "names": names, "dropped": dict(view.dropped),
            "invites": {i: inv.uses for i, (inv, _) in view.invites.items()}}
+elif op == "sequential":
+    # one writer: after its own updates it keeps its view (serial S + 1) without transfers
+    reads = []
+    read = writer.read
+    writer.read = lambda: reads.append(1) or read()
+    invite = store.create_invite(reusable=True)
+    for name in arg:
+        store.redeem_invite(invite.invite_id, os.urandom(16), name, key(), [], time.time())
+    store.remove_member(arg[0])
+    cached, fresh = store.view(), store.layout.parse(read())
+    out = {"reads": len(reads),
+           "same": [cached.serial == fresh.serial, cached.members == fresh.members,
+                    cached.claims == fresh.claims, cached.names == fresh.names,
+                    cached.nonces == fresh.nonces,
+                    {i: v[0] for i, v in cached.invites.items()}
+                    == {i: v[0] for i, v in fresh.invites.items()}]}
 elif op == "remove":
     out = store.remove_member(arg).mesh_address
 elif op == "wrong":
@@ -197,6 +214,13 @@ def test_revocation_removes_every_name_of_the_member_and_frees_its_address(zone_
     check_consistent(view)
     (again,) = zone_lab.run("enroll", ["back"])     # the first free address again
     assert again["address"] == entry["address"]
+
+
+def test_one_writer_keeps_its_view_after_its_own_updates(zone_lab) -> None:
+    result = zone_lab.run("sequential", [f"seq{i}" for i in range(10)])
+    assert result["same"] == [True] * 6
+    # BIND increments the serial by one per update (its default serial-update-method)
+    assert result["reads"] == 1         # one transfer for 10 enrollments and a removal
 
 
 def test_update_with_a_wrong_secret_is_a_clean_refusal(zone_lab) -> None:
