@@ -44,6 +44,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -53,6 +55,8 @@ from meshwg.config.wgquick import (MIN_MTU, ConfigError, InterfaceConfig, PeerCo
                                    format_config)
 from meshwg.netlink import routing
 from meshwg.netlink.routes import TABLE_MAIN
+from meshwg.uapi.codec import DEFAULT_DIRECTORY as UAPI_DIRECTORY
+from meshwg.uapi.codec import socket_path
 from meshwg.util.errors import MeshwgError
 from meshwg.util.files import RUN_DIRECTORY, atomic_write
 from meshwg.util.numbers import bounded_int
@@ -289,13 +293,14 @@ def read_state(name: str, directory: str = RUN_DIRECTORY) -> dict:
     return {"pid": pid, "table": table, "dns": dns}
 
 
-def remove_leftovers(name: str, directory: str = RUN_DIRECTORY) -> tuple[list[str], list[str]]:
+def remove_leftovers(name: str, directory: str = RUN_DIRECTORY,
+                     uapi_directory: str = UAPI_DIRECTORY) -> tuple[list[str], list[str]]:
     """Remove what a `meshwg up NAME` killed with SIGKILL left, as wg-quick's down would:
     every rule that looks up its policy table and the suppress_prefixlength rules no other
-    tunnel needs (IPv4 and IPv6), its iptables/ip6tables rules, its resolvconf record, the
-    state file. Only for a name no live process runs; idempotent. Returns (one line per
-    thing removed, one line per thing that could not be removed); the state file stays
-    while anything could not."""
+    tunnel needs (IPv4 and IPv6), its iptables/ip6tables rules, its resolvconf record; and
+    its control socket (which nobody serves), the state file. Only for a name no live
+    process runs; idempotent. Returns (one line per thing removed, one line per thing that
+    could not be removed); the state file stays while anything could not."""
     state = read_state(name, directory)
     removed: list[str] = []
     failed: list[str] = []
@@ -324,12 +329,35 @@ def remove_leftovers(name: str, directory: str = RUN_DIRECTORY) -> tuple[list[st
             _run_tool(state["dns"])
             removed.append(f"DNS ({' '.join(state['dns'])})")
         attempt("DNS", dns)
+    if _remove_dead_socket(socket_path(name, uapi_directory)):
+        removed.append(f"control socket {socket_path(name, uapi_directory)} (nobody "
+                       f"served it)")
     if not failed:
         try:
             os.unlink(state_path(name, directory))
         except FileNotFoundError:
             pass
     return removed, failed
+
+
+def _remove_dead_socket(path: str) -> bool:
+    """Unlink `path` if it is a Unix socket nobody listens on; whether it was."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return False             # served (by another implementation): not ours to remove
+    except ConnectionRefusedError:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 # ----------------------------------------------------------------------------- SaveConfig

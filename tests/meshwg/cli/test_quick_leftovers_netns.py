@@ -6,8 +6,9 @@ leaves its policy rules, its firewall rules and its DNS record; the next `meshwg
 name removes them and says so (no duplicates after it), `meshwg down` removes them as
 wg-quick's down does (every rule of the table, both families, duplicates too; the
 suppress_prefixlength rule another tunnel still needs stays; an exit-peer interface started
-meanwhile took another table and keeps working), and a second down has nothing left to do. `meshwg up` routes the same prefixes as `wg-quick up` (on wireguard-go) for the
-same file: none that the interface's own address route, or a wider allowed IP, covers."""
+meanwhile took another table and keeps working), and a second down has nothing left to
+do. `meshwg up` routes the same prefixes as `wg-quick up` (on wireguard-go) for the same
+file: none that the interface's own address route, or a wider allowed IP, covers."""
 
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ def test_killed_up_leftovers_cleared_by_next_up_and_by_down(lab, tmp_path):
     first = up.daemon.pid
     kill(up)
     assert policy(c) == LIVE              # what the kernel does not remove with the TUN
+    sock = f"/var/run/wireguard/{up.name}.sock"
+    assert os.path.exists(sock)           # `wg show` skips it; meshwg down removes it
     up.start(env)                        # the next up clears it first, and says what it was
     up.wait_up()
     said = f"Warning: {up.name}: removed what a killed meshwg left: "
@@ -84,9 +87,10 @@ def test_killed_up_leftovers_cleared_by_next_up_and_by_down(lab, tmp_path):
                  f'3 iptables rules commented "meshwg rule for {up.name}"',
                  f'3 ip6tables rules commented "meshwg rule for {up.name}"',
                  f"DNS ({env['PATH'].split(':')[0]}/resolvconf -d {up.name} -f)",
-                 f"stale {RUN_DIRECTORY}/{up.name}.pid (pid {first})"):
+                 f"stale {RUN_DIRECTORY}/{up.name}.pid (pid {first})",
+                 f"control socket {sock} (nobody served it)"):
         assert what in lines, (what, up.daemon.output())
-    assert len(lines) == 8, lines
+    assert len(lines) == 9, lines
     assert policy(c) == LIVE              # no duplicates
     assert log.read_text().count(f"resolvconf -d {up.name} -f") == 1
 
@@ -119,6 +123,7 @@ def test_killed_up_leftovers_cleared_by_next_up_and_by_down(lab, tmp_path):
     assert log.read_text().count(f"resolvconf -d {up.name} -f") == 2
     for suffix in (".pid", ".quick.json"):
         assert not os.path.exists(os.path.join(RUN_DIRECTORY, up.name + suffix))
+    assert not os.path.exists(sock) and f"control socket {sock}" in down.stderr
     # nothing is left: down says so, as for a name never used
     down = c.run(MESHWG + ["down", up.name], check=False, env=env)
     assert down.returncode == 1 and f"{up.name} is not a running meshwg interface" in down.stderr
