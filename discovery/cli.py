@@ -37,15 +37,32 @@ def cmd_rendezvous_init(args) -> int:
         kwargs["zone"] = args.zone
     if args.dns_port is not None:
         kwargs["dns_port"] = args.dns_port
+    directory_only = [o for o, v in (("--tsig-key", args.tsig_key),
+                                     ("--transfer-key", args.transfer_key)) if v]
+    if not args.directory and directory_only:
+        raise CliError(f"rendezvous init: {directory_only[0]} needs --directory dns://HOST[:PORT]")
+    if args.directory and not (args.tsig_key and args.zone):
+        raise CliError("rendezvous init: --directory needs --tsig-key FILE and --zone ZONE")
+    if not args.directory and not args.network:
+        raise CliError("rendezvous init: --network CIDR is required (without --directory)")
     try:
-        st = RendezvousState.init(args.state, args.network, args.endpoint,
-                                  listen_port=args.listen_port, interface=args.interface or "meshwg-rdv",
-                                  **kwargs)
+        if args.directory:
+            from discovery.stores.zone_rendezvous import init_on_directory
+            st = init_on_directory(args.state, args.endpoint, args.zone, args.directory,
+                                   args.tsig_key, network=args.network,
+                                   transfer_key=args.transfer_key, listen_port=args.listen_port,
+                                   interface=args.interface or "meshwg-rdv",
+                                   dns_port=kwargs.get("dns_port", 53))
+        else:
+            st = RendezvousState.init(args.state, args.network, args.endpoint,
+                                      listen_port=args.listen_port,
+                                      interface=args.interface or "meshwg-rdv", **kwargs)
     except MeshwgError as exc:
         raise CliError(f"rendezvous init: {exc}") from None
     info = {"state": str(args.state), "network": st.network, "address": st.address,
             "endpoint": st.endpoint, "zone": st.zone, "interface": st.interface,
-            "listen_port": st.listen_port, "public_key": encode_key(st.public_key), "mesh_id": st.mesh_id}
+            "listen_port": st.listen_port, "public_key": encode_key(st.public_key), "mesh_id": st.mesh_id,
+            "directory": st.directory or None}
     st.close()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -84,7 +101,13 @@ def cmd_invite(args) -> int:
     expires = parse_duration(args.expires) if args.expires else None
     try:
         with RendezvousState.open(args.state) as st:
-            token = st.create_invite(reusable=args.reusable, expires_in=expires)
+            if st.directory:        # the invite goes into the zone (discovery.stores.zone_rendezvous)
+                from discovery.stores import zone_rendezvous as zr
+                invite = zr.on_primary(zr.access(st), lambda store: store.create_invite(
+                    reusable=args.reusable, expires_in=expires))
+                token = zr.invite_token(st, invite)
+            else:
+                token = st.create_invite(reusable=args.reusable, expires_in=expires)
         relay_port = tls.saved_port(args.state)
         if relay_port:          # the relay over TLS on TCP, pinned: for networks that block UDP
             token = replace(token, relay_tcp_port=relay_port,
@@ -105,19 +128,27 @@ def cmd_invites(args) -> int:
     from discovery.stores.rendezvous import RendezvousState
     try:
         with RendezvousState.open(args.state) as st:
+            store = st
+            if st.directory:        # the invites are the zone's (discovery.stores.zone_rendezvous)
+                from discovery.stores import zone_rendezvous as zr
+                zone = zr.access(st)
+                if args.action == "revoke":
+                    store = zr.on_primary(zone, lambda primary: primary)
+                else:
+                    store, _ = zr.on_any(zone, lambda readable: readable)
             if args.action == "revoke":
                 if not args.invite_id:
                     raise CliError("invites revoke: give the invite id (or its first 8+ hex "
                                    "digits) that `meshwg invites` lists")
-                inv = st.revoke_invite(args.invite_id)
+                inv = store.revoke_invite(args.invite_id)
                 print(f"revoked invite {inv.invite_id}: its token enrolls no one from now on "
                       f"(members it enrolled stay; `meshwg remove NAME` removes them)")
                 return 0
             now = time.time()
             rows = [{"invite_id": i.invite_id, "reusable": i.reusable, "uses": i.uses,
                      "created_at": i.created_at, "expires_at": i.expires_at,
-                     "usable": i.refusal(now) is None, "members": st.invite_members(i.invite_id)}
-                    for i in st.invites()]
+                     "usable": i.refusal(now) is None, "members": store.invite_members(i.invite_id)}
+                    for i in store.invites()]
     except MeshwgError as exc:
         raise CliError(f"invites: {exc}") from None
     if args.json:
@@ -136,9 +167,14 @@ def cmd_invites(args) -> int:
 def cmd_members(args) -> int:
     from discovery.stores.rendezvous import RendezvousState
     from discovery.stores.validate import candidate_problems
+    directory = None
     try:
         with RendezvousState.open(args.state) as st:
-            members = st.members()
+            if st.directory:        # the membership is the zone's (discovery.stores.zone_rendezvous)
+                directory = _zone_members(st)
+                members = directory.pop("members")
+            else:
+                members = st.members()
             me = {"name": "(rendezvous)", "address": st.address, "public_key": encode_key(st.public_key)}
     except MeshwgError as exc:
         raise CliError(f"members: {exc}") from None
@@ -148,8 +184,15 @@ def cmd_members(args) -> int:
              "unpublishable": candidate_problems(m.host_candidates)} for m in members]
     relay = _relay_status(args.state)
     if args.json:
-        print(json.dumps({"rendezvous": me, "members": rows, "relay": relay}, indent=2))
+        print(json.dumps({"rendezvous": me, "members": rows, "relay": relay,
+                          **({"directory": directory} if directory else {})}, indent=2))
         return 0
+    if directory:
+        print(f"directory: zone {directory['zone']} read from {directory['read_from']}; "
+              f"{directory['primary'] or 'primary writable'}")
+        for r in directory["rendezvous"]:
+            if not r["self"]:
+                print(f"{'(rendezvous)':20} {r['address']:16} {r['public_key']:45} {r['endpoint']}")
     print(f"{'NAME':20} {'ADDRESS':16} {'PUBLIC KEY':45} JOINED")
     print(f"{me['name']:20} {me['address']:16} {me['public_key']:45} -")
     for r in rows:
@@ -158,6 +201,17 @@ def cmd_members(args) -> int:
         for reason in r["unpublishable"]:   # stored before candidates were checked
             print(f"  not published: {reason}")
     return 0
+
+
+def _zone_members(st) -> dict:
+    """The members and rendezvous of a rendezvous on a DNS directory, read from the first
+    server that answers, and whether the primary is writable."""
+    from discovery.stores import zone_rendezvous as zr
+    zone = zr.access(st)
+    (members, rendezvous), server = zr.on_any(zone, lambda store: (
+        store.members(), zr.rendezvous_rows(store, st.public_key)))
+    return {"zone": st.zone, "servers": zone.servers, "read_from": server,
+            "primary": zr.writable(zone), "rendezvous": rendezvous, "members": members}
 
 
 def _relay_status(state_dir: str) -> dict | None:
@@ -175,7 +229,12 @@ def cmd_remove(args) -> int:
     from discovery.stores.rendezvous import RendezvousState
     try:
         with RendezvousState.open(args.state) as st:
-            m = st.remove_member(args.member, revoke_invite=args.revoke_invite)
+            if st.directory:        # revocation is written to the zone's primary
+                from discovery.stores import zone_rendezvous as zr
+                m = zr.on_primary(zr.access(st), lambda store: store.remove_member(
+                    args.member, revoke_invite=args.revoke_invite))
+            else:
+                m = st.remove_member(args.member, revoke_invite=args.revoke_invite)
     except MeshwgError as exc:
         raise CliError(f"remove: {exc}") from None
     print(f"removed {m.name} ({m.mesh_address}); a running rendezvous drops it from every member "
@@ -394,12 +453,25 @@ def register(sub) -> None:
                                     "of the mesh range; members reach it at ENDPOINT (UDP for WireGuard, "
                                     "TCP on the same port for enrollment).")
     q.add_argument("--state", required=True, help="state directory (created, mode 0700)")
-    q.add_argument("--network", required=True, help="mesh address range, e.g. 100.96.0.0/24")
+    q.add_argument("--network", help="mesh address range, e.g. 100.96.0.0/24 (required without "
+                                      "--directory; a second rendezvous on a directory reads it "
+                                      "from the zone)")
     q.add_argument("--endpoint", required=True, help="public HOST:PORT members reach the rendezvous at")
     q.add_argument("--zone", help="DNS-SD zone (default mesh.internal.)")
     q.add_argument("--listen-port", type=int, help="UDP listen port (default: the endpoint's port)")
     q.add_argument("--interface", help="interface name (default meshwg-rdv)")
     q.add_argument("--dns-port", type=int, help="DNS-SD port on the mesh address (default 53)")
+    q.add_argument("--directory", metavar="dns://HOST[:PORT]",
+                   help="keep the membership in ZONE on this authoritative DNS server (RFC 2136 "
+                        "updates); a comma-separated list names the primary first, then servers "
+                        "the zone is also read from (secondaries). Default: embedded")
+    q.add_argument("--tsig-key", metavar="FILE",
+                   help="with --directory: the tsig-keygen file of the key that signs updates "
+                        "(copied into the state directory, 0600)")
+    q.add_argument("--transfer-key", metavar="FILE",
+                   help="with --directory: the key that signs zone reads (AXFR, SOA) when the "
+                        "server allows transfers to another key than updates (configs/dns: "
+                        "meshwg-transfer); default: the --tsig-key key")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_rendezvous_init)
     q = rsub.add_parser("run", help="run the rendezvous in the foreground until SIGINT/SIGTERM")

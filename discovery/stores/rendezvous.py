@@ -151,6 +151,13 @@ class RendezvousState:
         self.interface: str = meta["interface"]
         self.mesh_id: str = meta["mesh_id"]
         self.address: str = meta["address"]  # the rendezvous's own mesh address
+        # "dns://HOST:PORT[,dns://...]" when the membership lives in a DNS zone
+        # (discovery.stores.zone_rendezvous); "" for the embedded SQLite membership
+        self.directory: str = meta.get("directory", "")
+
+    def setting(self, key: str) -> str:
+        """A saved setting of the state (its meta table) by name; "" when absent."""
+        return self._meta.get(key, "")
 
     # ---- lifecycle
 
@@ -158,12 +165,16 @@ class RendezvousState:
     def init(cls, state_dir: str | os.PathLike, network: str, endpoint: str,
              zone: str = DEFAULT_ZONE, listen_port: int | None = None,
              interface: str = "meshwg0", *, enroll_port: int | None = None,
-             dns_port: int = DEFAULT_DNS_PORT) -> "RendezvousState":
+             dns_port: int = DEFAULT_DNS_PORT, private_key: bytes | None = None,
+             mesh_id: str | None = None, address: str | None = None,
+             extra_meta: dict[str, str] | None = None) -> "RendezvousState":
         """Create a new rendezvous state; refuse if one already exists in `state_dir`.
 
         `network` is the mesh CIDR (its first host address becomes the rendezvous's),
         `endpoint` the public "HOST:PORT" members reach over UDP. `listen_port` defaults
-        to the endpoint's port, `enroll_port` (TCP) to `listen_port`.
+        to the endpoint's port, `enroll_port` (TCP) to `listen_port`. A rendezvous on a DNS
+        directory (discovery.stores.zone_rendezvous) gives the key, the mesh id and the
+        address the zone holds, and its directory settings in `extra_meta`.
         """
         state_dir = Path(state_dir)
         try:
@@ -190,14 +201,20 @@ class RendezvousState:
         except ValueError as exc:
             raise StateError(str(exc)) from None
 
+        if address is not None:
+            try:
+                address = host_address(str(net), address)
+            except ValueError as exc:
+                raise StateError(str(exc)) from None
         path = state_dir / DB_NAME
         if path.exists():
             raise StateExistsError(f"{path}: a rendezvous state already exists; "
                                    f"refusing to overwrite it")
         prepare_private_dir(state_dir)
         meta = {
+            **(extra_meta or {}),
             "schema_version": str(SCHEMA_VERSION),
-            "private_key": encode_key(crypto.generate_private_key()),
+            "private_key": encode_key(private_key or crypto.generate_private_key()),
             "network": str(net),
             "endpoint": endpoint,
             "zone": zone,
@@ -205,8 +222,8 @@ class RendezvousState:
             "enroll_port": str(enroll_port),
             "dns_port": str(dns_port),
             "interface": interface,
-            "mesh_id": secrets.token_hex(16),
-            "address": str(first),
+            "mesh_id": mesh_id or secrets.token_hex(16),
+            "address": address or str(first),
             "created_at": repr(time.time()),
         }
         # Build the database under a temporary name, then link it into place: link()

@@ -1,0 +1,313 @@
+"""A rendezvous whose membership lives in a DNS zone (issue 10): ``meshwg rendezvous init
+--directory dns://HOST[:PORT] --tsig-key FILE --zone ZONE``, and the CLI's membership
+commands (invite, invites, members, remove) on such a rendezvous.
+
+The state directory keeps what is this rendezvous's own: its WireGuard key, endpoint,
+ports and interface (discovery.stores.rendezvous.RendezvousState's SQLite meta, which
+also names the directory: meta ``directory``), and a 0600 copy of the TSIG key file(s)
+(:data:`KEY_FILE`, :data:`TRANSFER_KEY_FILE`). The membership (settings, rendezvous,
+members, address claims, invites, nonces) is the zone's (discovery.stores.zone_membership),
+so any rendezvous of the mesh can enroll and revoke.
+
+``--directory`` is a comma-separated list of ``dns://HOST[:PORT]`` (port 53 by default):
+the first is the primary (every update goes there), the others are servers the zone can
+also be read from (secondaries) when the primary is down. Updates are signed with the
+``--tsig-key`` key; reads (SOA, AXFR) with ``--transfer-key`` when given (configs/dns lets
+only the ``meshwg-transfer`` key transfer the zone), else with the update key.
+
+The first rendezvous of a mesh writes the mesh settings (``--network``); a later one reads
+them from the zone (``--network`` then optional, and refused when it differs). Each
+registers itself (key, endpoint, enrollment port, TLS relay pin) and claims its mesh address
+in one update with prerequisites, so two rendezvous created at once never share one.
+Failures are one line naming the server, key file or zone; nothing is left half-written:
+the local state is created only after the zone accepted the registration, and a
+registration whose local state could not be written is withdrawn again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import dns.rcode
+
+from meshwg.core import crypto
+from meshwg.core.keys import encode_key
+from meshwg.util.endpoint import format_endpoint, parse_endpoint
+from meshwg.util.errors import MeshwgError
+
+from discovery.dnssd.tsig_file import TsigKey, read_tsig_key
+from discovery.dnssd.update import DirectoryUnavailable, ServerRefused, ZoneWriter
+from discovery.enroll.tokens import Token
+from discovery.stores.errors import StateError, StateExistsError
+from discovery.stores.invites import Invite
+from discovery.stores.private_dir import prepare_private_dir, save_private_file
+from discovery.stores.rendezvous import DB_NAME, DEFAULT_DNS_PORT, RendezvousState
+from discovery.stores.validate import normalize_zone
+from discovery.stores.zone_membership import (
+    MeshSettings, RendezvousEntry, ZoneMembership, ZoneUnavailable,
+)
+
+SCHEME = "dns://"
+DEFAULT_PORT = 53
+MAX_SERVERS = 8
+KEY_FILE = "tsig.key"                   # the update key, copied at init (0600)
+TRANSFER_KEY_FILE = "tsig-transfer.key"  # the read key, when one was given
+META_DIRECTORY = "directory"
+META_TRANSFER_KEY = "transfer_key"      # "1" when TRANSFER_KEY_FILE exists
+T = TypeVar("T")
+
+
+class DirectoryError(StateError):
+    """The DNS directory cannot be used: one line naming the server, key or zone."""
+
+
+def parse_directory(text: str) -> list[str]:
+    """``dns://HOST[:PORT][,dns://HOST[:PORT]...]`` -> ["HOST:PORT", ...] (the primary
+    first). DirectoryError naming the bad part."""
+    servers = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part.lower().startswith(SCHEME):
+            raise DirectoryError(f"--directory {text!r}: expected dns://HOST[:PORT] "
+                                 f"(comma-separated, the primary first), got {part!r}")
+        rest = part[len(SCHEME):].rstrip("/")
+        if rest.startswith("[") and rest.endswith("]"):
+            rest = f"{rest}:{DEFAULT_PORT}"            # [IPv6] without a port
+        elif rest.count(":") > 1 and not rest.startswith("["):
+            rest = f"[{rest}]:{DEFAULT_PORT}"          # bare IPv6
+        elif ":" not in rest:
+            rest = f"{rest}:{DEFAULT_PORT}"
+        try:
+            servers.append(format_endpoint(parse_endpoint(rest)))
+        except ValueError as exc:
+            raise DirectoryError(f"--directory {part!r}: {exc}") from None
+    if len(servers) > MAX_SERVERS:
+        raise DirectoryError(f"--directory: at most {MAX_SERVERS} servers")
+    return servers
+
+
+def format_directory(servers: list[str]) -> str:
+    return ",".join(SCHEME + s for s in servers)
+
+
+def describe(exc: Exception, server: str, zone: str, key: TsigKey | None = None) -> str:
+    """One line saying why the zone on `server` could not be used."""
+    if isinstance(exc, (DirectoryUnavailable, ZoneUnavailable)):
+        return f"cannot reach DNS server {server} for zone {zone}: {exc}"
+    if isinstance(exc, ServerRefused):
+        keyname = key.name if key is not None else "the key"
+        if exc.rcode == dns.rcode.NOTAUTH:
+            return (f"DNS server {server} refuses TSIG key {keyname} for zone {zone} "
+                    f"(BADSIG/BADKEY: not the server's secret or name): {exc}")
+        if exc.rcode == dns.rcode.REFUSED:
+            return (f"DNS server {server} refused zone {zone}: the zone is missing there or "
+                    f"key {keyname} may not use it ({exc})")
+        return f"DNS server {server}, zone {zone}: {exc}"
+    return str(exc)
+
+
+@dataclass
+class ZoneAccess:
+    """The zone of a rendezvous: the store on the primary and readers on the others."""
+
+    servers: list[str]
+    zone: str
+    key: TsigKey
+    read_key: TsigKey | None = None
+    timeout: float = 10.0
+
+    def writer(self, server: str | None = None) -> ZoneWriter:
+        return ZoneWriter(server or self.servers[0], self.zone, self.key, self.timeout,
+                          read_key=self.read_key)
+
+    def membership(self, server: str | None = None) -> ZoneMembership:
+        return ZoneMembership(self.writer(server))
+
+    def readable(self) -> tuple[ZoneMembership, str]:
+        """A store whose server answers now, the primary first: (store, server).
+        DirectoryError naming every server's failure when none does."""
+        problems = []
+        for server in self.servers:
+            store = self.membership(server)
+            try:
+                store.view()
+                return store, server
+            except (MeshwgError, ValueError) as exc:
+                problems.append(describe(exc, server, self.zone, self.key))
+        raise DirectoryError("; ".join(problems))
+
+
+def _read_keys(tsig_key: str, transfer_key: str | None) -> tuple[TsigKey, TsigKey | None]:
+    key = read_tsig_key(tsig_key)        # TsigKeyError: FILE:LINE
+    return key, (read_tsig_key(transfer_key) if transfer_key else None)
+
+
+def access(state: RendezvousState, timeout: float = 10.0) -> ZoneAccess:
+    """The zone access a rendezvous's state directory describes (DirectoryError)."""
+    if not state.directory:
+        raise DirectoryError(f"{state.state_dir}: this rendezvous keeps its membership "
+                             f"itself (no --directory at init)")
+    folder = Path(state.state_dir)
+    transfer = folder / TRANSFER_KEY_FILE if state.setting(META_TRANSFER_KEY) == "1" else None
+    key, read_key = _read_keys(str(folder / KEY_FILE), str(transfer) if transfer else None)
+    return ZoneAccess(parse_directory(state.directory), state.zone, key, read_key, timeout)
+
+
+def _settings(store: ZoneMembership, network: str | None, server: str, zone: str,
+              key: TsigKey) -> MeshSettings:
+    """The mesh settings in the zone, written from `network` when there are none."""
+    try:
+        settings = store.view().settings
+        if settings is None:
+            if not network:
+                raise DirectoryError(f"zone {zone} on {server} holds no mesh yet: the first "
+                                     f"rendezvous needs --network CIDR")
+            try:
+                return store.init(network)
+            except StateExistsError:           # another first rendezvous won the race
+                settings = store.settings()
+    except (ServerRefused, DirectoryUnavailable, ZoneUnavailable) as exc:
+        raise DirectoryError(describe(exc, server, zone, key)) from None
+    if network:
+        try:
+            same = ipaddress.ip_network(network, strict=True) == \
+                ipaddress.ip_network(settings.network)
+        except ValueError as exc:
+            raise DirectoryError(f"--network {network!r}: {exc}") from None
+        if not same:
+            raise DirectoryError(f"--network {network} differs from the mesh {settings.network} "
+                                 f"in zone {zone}: leave --network out on a second rendezvous")
+    return settings
+
+
+def _unregister(store: ZoneMembership, entry: RendezvousEntry) -> None:
+    """Withdraw a registration (best effort: init failed after the zone took it)."""
+    update = store.writer.new_update()
+    owner = store.layout.rendezvous_name(entry.public_key)
+    update.present(owner)
+    update.delete(owner)
+    update.delete(store.layout.claim_name(entry.mesh_address))
+    try:
+        store.writer.send(update, "withdrawing a failed rendezvous init")
+    except MeshwgError:
+        pass
+
+
+def init_on_directory(state_dir: str | os.PathLike, endpoint: str, zone: str, directory: str,
+                      tsig_key: str, *, network: str | None = None,
+                      transfer_key: str | None = None, listen_port: int | None = None,
+                      interface: str = "meshwg-rdv", enroll_port: int | None = None,
+                      dns_port: int = DEFAULT_DNS_PORT, timeout: float = 10.0) -> RendezvousState:
+    """Create a rendezvous on the DNS directory (see the module docstring) and return its
+    state. Raises StateError (DirectoryError, TsigKeyError) with one line."""
+    state_dir = Path(state_dir)
+    servers = parse_directory(directory)
+    try:
+        zone = normalize_zone(zone)
+        _, endpoint_port = parse_endpoint(endpoint)
+    except ValueError as exc:
+        raise StateError(str(exc)) from None
+    if (state_dir / DB_NAME).exists():
+        raise StateExistsError(f"{state_dir / DB_NAME}: a rendezvous state already exists; "
+                               f"refusing to overwrite it")
+    try:
+        key, read_key = _read_keys(tsig_key, transfer_key)
+    except MeshwgError as exc:
+        raise StateError(str(exc)) from None
+    zone_access = ZoneAccess(servers, zone, key, read_key, timeout)
+    primary = servers[0]
+    store = zone_access.membership()
+    settings = _settings(store, network, primary, zone, key)
+
+    existed = state_dir.exists()
+    prepare_private_dir(state_dir)
+    created: list[Path] = []
+    entry = None
+    try:
+        for source, name in ((tsig_key, KEY_FILE), (transfer_key, TRANSFER_KEY_FILE)):
+            if source:
+                save_private_file(state_dir / name, Path(source).read_bytes())
+                created.append(state_dir / name)
+        from discovery.relay import tls
+        identity = tls.ensure_identity(state_dir)
+        created += [identity.cert_path, identity.key_path]
+        private = crypto.generate_private_key()
+        port = listen_port if listen_port is not None else endpoint_port
+        enroll = format_endpoint((parse_endpoint(endpoint)[0], enroll_port or port))
+        try:
+            entry = store.register_rendezvous(crypto.public_key(private), endpoint, enroll,
+                                              identity.pin)
+        except (ServerRefused, DirectoryUnavailable, ZoneUnavailable) as exc:
+            raise DirectoryError(describe(exc, primary, zone, key)) from None
+        meta = {META_DIRECTORY: format_directory(servers),
+                META_TRANSFER_KEY: "1" if transfer_key else "0"}
+        return RendezvousState.init(state_dir, settings.network, endpoint, zone,
+                                    listen_port=listen_port, interface=interface,
+                                    enroll_port=enroll_port, dns_port=dns_port,
+                                    private_key=private, mesh_id=settings.mesh_id,
+                                    address=entry.mesh_address, extra_meta=meta)
+    except BaseException as exc:
+        if entry is not None:
+            _unregister(store, entry)
+        if not existed:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        else:
+            for path in created:
+                path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StateError(f"{state_dir}: {exc.strerror or exc}") from None
+        raise
+
+
+def invite_token(state: RendezvousState, invite: Invite, enroll_port: int | None = None) -> Token:
+    """The join token of an invite recorded in the zone, naming this rendezvous."""
+    return Token(endpoint=state.endpoint, rendezvous_public_key=state.public_key,
+                 invite_id=invite.invite_id, secret=invite.secret,
+                 expires_at=invite.expires_at, mesh_id=state.mesh_id,
+                 enroll_port=enroll_port or state.enroll_port)
+
+
+def rendezvous_rows(store: ZoneMembership, me: bytes) -> list[dict]:
+    """The mesh's rendezvous as `meshwg members` lists them (this one marked)."""
+    return [{"public_key": encode_key(e.public_key), "endpoint": e.endpoint,
+             "enroll": e.enroll, "address": e.mesh_address, "self": e.public_key == me}
+            for e in sorted(store.rendezvous(), key=lambda e: e.mesh_address)]
+
+
+def writable(zone_access: ZoneAccess) -> str | None:
+    """None when the primary answers now, else one line why the directory is read-only."""
+    try:
+        zone_access.writer().serial()
+        return None
+    except (MeshwgError, ValueError) as exc:
+        return ("the primary is not writable: " +
+                describe(exc, zone_access.servers[0], zone_access.zone, zone_access.key))
+
+
+
+def on_primary(zone_access: ZoneAccess, action: Callable[[ZoneMembership], T]) -> T:
+    """`action(store on the primary)`; a primary that cannot be reached or refuses is one
+    DirectoryError saying that writes (enrollment, revocation, invites) wait for it."""
+    primary = zone_access.servers[0]
+    try:
+        return action(zone_access.membership())
+    except (DirectoryUnavailable, ZoneUnavailable) as exc:
+        raise DirectoryError(f"the primary DNS server {primary} is not writable now, so "
+                             f"enrollment, invites and revocation wait for it "
+                             f"({describe(exc, primary, zone_access.zone)})") from None
+    except ServerRefused as exc:
+        raise DirectoryError(describe(exc, primary, zone_access.zone, zone_access.key)) from None
+
+
+def on_any(zone_access: ZoneAccess, action: Callable[[ZoneMembership], T]) -> tuple[T, str]:
+    """`action` on the first server that answers (the primary first): (result, server)."""
+    store, server = zone_access.readable()
+    try:
+        return action(store), server
+    except (DirectoryUnavailable, ZoneUnavailable, ServerRefused) as exc:
+        raise DirectoryError(describe(exc, server, zone_access.zone, zone_access.key)) from None
