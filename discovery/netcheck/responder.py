@@ -115,10 +115,10 @@ class ObservationResponder:
         if len(answer) > len(data):     # wire.MIN_REQUEST makes this impossible; kept as a guard
             self.dropped += 1
             return
+        self._remember((host, port))    # before the answer: its receiver may ask at once
         try:
             sock.sendto(answer, source)
             self.answered += 1
-            self._remember((host, port))
         except OSError as exc:
             log.debug("netcheck answer to %s failed: %s", source, exc)
 
