@@ -20,13 +20,23 @@ from discovery.stores.rendezvous import Member, RendezvousState
 from discovery.stores.validate import screen_candidates
 
 log = logging.getLogger("meshwg.enroll")
+_UNAVAILABLE = ("the rendezvous cannot record enrollments now (its state cannot be written: "
+                "disk full, or its DNS primary unreachable?); nothing was recorded: try again "
+                "later")
 
 
 class RendezvousEnrollment:
-    """Applies enrollment requests to a RendezvousState and counts the outcomes."""
+    """Applies enrollment requests to a RendezvousState and counts the outcomes. A
+    rendezvous on a DNS directory (``state.directory``) checks invites and records members
+    in the zone (discovery.stores.zone_rendezvous), so a token of any rendezvous of the
+    mesh enrolls at this one; `store` overrides where the membership lives."""
 
-    def __init__(self, state: RendezvousState):
+    def __init__(self, state: RendezvousState, store=None):
         self.state = state
+        if store is None and state.directory:
+            from discovery.stores.zone_rendezvous import access
+            store = access(state).membership()
+        self.store = store if store is not None else state
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
 
@@ -47,7 +57,13 @@ class RendezvousEnrollment:
             log.info("refused a malformed enrollment request from %s: %s", peer or "?", exc)
             return encode_response(b"", None, InviteRefusal(
                 REFUSAL_MALFORMED, f"malformed enrollment request: {exc}"), None), None
-        invite = self.state.invite(request.invite_id)
+        try:
+            invite = self.store.invite(request.invite_id)
+        except StateError as exc:     # the zone cannot be read now
+            log.warning("cannot check the invite of %r: %s", request.name, exc)
+            self.count(REFUSAL_UNAVAILABLE)
+            return encode_response(request.nonce, None, InviteRefusal(
+                REFUSAL_UNAVAILABLE, _UNAVAILABLE), None), None
         if invite is None:
             self.count(REFUSAL_UNKNOWN_INVITE)
             return encode_response(request.nonce, None, InviteRefusal(
@@ -64,15 +80,13 @@ class RendezvousEnrollment:
             for reason in dropped:
                 log.info("enrollment of %r from %s: left out %s", request.name, peer or "?", reason)
             try:
-                member = self.state.redeem_invite(request.invite_id, request.nonce, request.name,
+                member = self.store.redeem_invite(request.invite_id, request.nonce, request.name,
                                                   request.public_key, candidates, now)
             except InviteRefusal as exc:
                 refusal = exc
             except StateError as exc:   # a full disk: say so; the joiner may retry later
                 log.warning("cannot record the enrollment of %r: %s", request.name, exc)
-                refusal = InviteRefusal(REFUSAL_UNAVAILABLE, "the rendezvous cannot record "
-                                        "enrollments now (its state cannot be written: disk "
-                                        "full?); nothing was recorded: try again later")
+                refusal = InviteRefusal(REFUSAL_UNAVAILABLE, _UNAVAILABLE)
         if refusal is not None:
             self.count(refusal.code)
             log.info("refused the enrollment of %r from %s: %s", request.name, peer or "?",

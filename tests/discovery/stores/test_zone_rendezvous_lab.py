@@ -45,6 +45,25 @@ with RendezvousState.open(state) as st:
     print(zr.on_primary(zr.access(st), lambda store: store.add_member(name, key)).mesh_address)
 """
 
+# Runs in the rendezvous's namespace: the enrollment handler of rendezvous STATE answers a
+# request made with TOKEN (a token of any rendezvous of the mesh) for NAME; prints the
+# outcome ("enrolled ADDRESS" or the refusal code).
+ENROLL = """
+import sys, time
+from meshwg.core import crypto
+from discovery.enroll.messages import make_request
+from discovery.enroll.service import RendezvousEnrollment
+from discovery.enroll.tokens import decode_token
+from discovery.stores.rendezvous import RendezvousState
+state, token, name = sys.argv[1:]
+key = crypto.public_key(crypto.generate_private_key())
+with RendezvousState.open(state) as st:
+    core = RendezvousEnrollment(st)
+    request = make_request(decode_token(token), key, name, [], time.time())
+    _, member = core.handle(request.to_wire(), time.time())
+    print(f"enrolled {member.mesh_address}" if member else " ".join(core.stats))
+"""
+
 
 class Lab:
     def __init__(self, cleanup: Cleanup, folder: Path):
@@ -75,6 +94,10 @@ class Lab:
             if value:
                 argv += [option, value]
         return self.meshwg(*argv, check=check)
+
+    def enroll(self, state: str, token: str, name: str) -> str:
+        return self.ns["rdv"].run_python(ENROLL, self.folder / state, token, name,
+                                         timeout=60).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +178,17 @@ def test_invites_and_removal_at_either_rendezvous_and_without_the_primary(lab) -
     invite = json.loads(lab.meshwg("invite", "--state", str(lab.folder / "a"), "--json").stdout)
     listed = json.loads(lab.meshwg("invites", "--state", str(lab.folder / "b"), "--json").stdout)
     assert invite["invite_id"] in [i["invite_id"] for i in listed["invites"]]
+    reusable = json.loads(lab.meshwg("invite", "--reusable", "--state", str(lab.folder / "a"),
+                                     "--json").stdout)["token"]
+    # a token of rendezvous a enrolls at b (and at a)
+    assert lab.enroll("b", reusable, "j1").startswith("enrolled ")
+    assert lab.enroll("a", reusable, "j2").startswith("enrolled ")
+    assert lab.enroll("b", invite["token"], "j3").startswith("enrolled ")
+    assert lab.enroll("a", invite["token"], "j4") == "used_up"
     lab.meshwg("invites", "revoke", invite["invite_id"][:10], "--state", str(lab.folder / "b"))
+    assert lab.enroll("a", invite["token"], "j5") == "unknown_invite"
+    for name in ("j1", "j2", "j3"):
+        lab.meshwg("remove", name, "--state", str(lab.folder / "a"))
     add = lambda name: lab.ns["rdv"].run_python(ADD_MEMBER, lab.folder / "a", name,
                                                timeout=60).stdout.strip()
     first, second = add("m1"), add("m2")
@@ -177,6 +210,7 @@ def test_invites_and_removal_at_either_rendezvous_and_without_the_primary(lab) -
         for argv in (["remove", "m2"], ["invite"]):
             err = one_line(lab.meshwg(*argv, "--state", str(lab.folder / "b"), check=False))
             assert f"primary DNS server {PRIMARY}:53 is not writable" in err, err
+        assert lab.enroll("b", reusable, "j6") == "unavailable"
     finally:
         lab.primary.restart()
     lab.meshwg("remove", "m2", "--state", str(lab.folder / "b"))
