@@ -44,10 +44,21 @@ with RendezvousState.open(state) as st:
     key = crypto.public_key(crypto.generate_private_key())
     print(zr.on_primary(zr.access(st), lambda store: store.add_member(name, key)).mesh_address)
 """
+# Runs in the rendezvous's namespace: removes the members NAMES from the zone of STATE.
+REMOVE = """
+import sys
+from discovery.stores import zone_rendezvous as zr
+from discovery.stores.rendezvous import RendezvousState
+with RendezvousState.open(sys.argv[1]) as st:
+    store = zr.access(st).membership()
+    for name in sys.argv[2:]:
+        store.remove_member(name)
+"""
 
-# Runs in the rendezvous's namespace: the enrollment handler of rendezvous STATE answers a
-# request made with TOKEN (a token of any rendezvous of the mesh) for NAME; prints the
-# outcome ("enrolled ADDRESS" or the refusal code).
+# Runs in the rendezvous's namespace: the enrollment handler of rendezvous STATE answers
+# requests made with TOKEN (a token of any rendezvous of the mesh) for NAMES (comma-
+# separated), one after the other; prints one outcome a line ("enrolled ADDRESS" or the
+# refusal code).
 ENROLL = """
 import sys, time
 from meshwg.core import crypto
@@ -55,13 +66,15 @@ from discovery.enroll.messages import make_request
 from discovery.enroll.service import RendezvousEnrollment
 from discovery.enroll.tokens import decode_token
 from discovery.stores.rendezvous import RendezvousState
-state, token, name = sys.argv[1:]
-key = crypto.public_key(crypto.generate_private_key())
+state, token, names = sys.argv[1:]
 with RendezvousState.open(state) as st:
     core = RendezvousEnrollment(st)
-    request = make_request(decode_token(token), key, name, [], time.time())
-    _, member = core.handle(request.to_wire(), time.time())
-    print(f"enrolled {member.mesh_address}" if member else " ".join(core.stats))
+    for name in names.split(","):
+        key = crypto.public_key(crypto.generate_private_key())
+        request = make_request(decode_token(token), key, name, [], time.time())
+        core.stats.clear()
+        _, member = core.handle(request.to_wire(), time.time())
+        print(f"enrolled {member.mesh_address}" if member else " ".join(core.stats), flush=True)
 """
 
 
@@ -172,6 +185,27 @@ def test_two_rendezvous_created_at_once_never_share_an_address(lab) -> None:
     addresses = {m["address"] for m in made} | {c["address"] for c in lab.created}
     assert len(addresses) == 4
     assert len(members(lab, "c")["directory"]["rendezvous"]) == 4
+
+
+def test_two_rendezvous_enrolling_at_once_never_share_an_address(lab) -> None:
+    token = json.loads(lab.meshwg("invite", "--reusable", "--state", str(lab.folder / "a"),
+                                  "--json").stdout)["token"]
+    daemons = [lab.ns["rdv"].popen_python(ENROLL, lab.folder / state, token,
+                                          ",".join(f"{state}r{i}" for i in range(10)),
+                                          name=f"enroll-{state}")
+               for state in ("a", "b")]
+    for daemon in daemons:
+        poll(lambda: not daemon.alive, 180, f"{daemon.name} to finish\n{daemon.output()}")
+        assert daemon.returncode == 0, daemon.output()
+    outcomes = [line for d in daemons for line in d.stdout().split("\n") if line.strip()]
+    assert len(outcomes) == 20 and all(o.startswith("enrolled ") for o in outcomes), outcomes
+    listed = members(lab, "b")
+    addresses = [m["mesh_address"] for m in listed["members"]]
+    rendezvous = [r["address"] for r in listed["directory"]["rendezvous"]]
+    assert len(addresses) == 20 and len(set(addresses) | set(rendezvous)) == 20 + len(rendezvous)
+    assert sorted(o.split()[1] for o in outcomes) == sorted(addresses)
+    lab.ns["rdv"].run_python(REMOVE, lab.folder / "a", *[m["name"] for m in listed["members"]],
+                             timeout=120)
 
 
 def test_invites_and_removal_at_either_rendezvous_and_without_the_primary(lab) -> None:
