@@ -325,9 +325,9 @@ def _enroll(args) -> None:
     import socket
     from meshwg.core.crypto import public_key
     from discovery.enroll.messages import EnrollmentError, EnrollmentRefused
-    from discovery.enroll.transport import enroll
+    from discovery.enroll.transport import enroll_any
     from discovery.lan.interfaces import lan_addresses
-    from discovery.stores.member import MemberState, enrollment_key
+    from discovery.stores.member import MemberState, enrollment_key, merge_rendezvous
     from discovery.enroll.tokens import TokenError, decode_token
     try:
         token = decode_token(args.token)
@@ -339,7 +339,8 @@ def _enroll(args) -> None:
     candidates = [format_endpoint((ip, port))
                   for ip, _, _ in lan_addresses(exclude=(args.interface,))] if port else []
     try:
-        result = enroll(token, public_key(private), name, candidates)
+        result = enroll_any(token, public_key(private), name, candidates, on_attempt=lambda where, exc: print(
+            f"meshwg: rendezvous {where} did not enroll us ({exc}); trying the next", file=sys.stderr))
     except EnrollmentRefused as exc:
         from discovery.stores.invites import REFUSAL_NAME_TAKEN
         hint = ("; a name is unique in a mesh (it is NAME.ZONE in DNS): choose another with "
@@ -350,8 +351,10 @@ def _enroll(args) -> None:
     except ValueError as exc:
         raise CliError(f"join: {exc}") from None
     from dataclasses import replace
-    replace(MemberState.from_enrollment(private, name, result), relay_tcp_port=token.relay_tcp_port,
-            relay_pin=token.relay_pin.hex()).save(args.state)
+    at = next(ref for ref in token.rendezvous if ref.public_key == result.rendezvous_public_key)
+    replace(MemberState.from_enrollment(private, name, result), relay_tcp_port=at.relay_tcp_port,
+            relay_pin=at.pin.hex(), other_rendezvous=merge_rendezvous(
+                at.public_key, token.rendezvous, result.rendezvous)).save(args.state)
     print(f"meshwg: enrolled as {name} with mesh address {result.address}", file=sys.stderr, flush=True)
 
 

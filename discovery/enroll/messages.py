@@ -11,6 +11,10 @@ at most MAX_MESSAGE bytes):
             "address", "network", "zone", "rendezvous_public_key", "rendezvous_endpoint",
             "mesh_id", "dns_address", "dns_port", "mac":B64}
            mac = HMAC-SHA256(invite secret, canonical(request nonce, response fields))
+           optional: "rendezvous":[{"public_key":B64, "endpoint":HOST:PORT, "enroll_port":INT,
+            "mesh_address":IP, "pin":HEX, "relay_tcp_port":INT}...] (every rendezvous of the
+            mesh, at most MAX_RENDEZVOUS) with "rendezvous_mac" = HMAC-SHA256(invite secret,
+            canonical(request nonce, the list)); a member that predates it ignores both
 
 The invite secret never crosses the network; the joiner's private key never leaves
 the joiner. Refusals before the proof is verified (malformed, unknown invite, forged
@@ -28,7 +32,7 @@ import ipaddress
 import json
 import secrets
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from meshwg.core.keys import KEY_SIZE, KeyFormatError, decode_key, encode_key
@@ -36,7 +40,7 @@ from meshwg.util.endpoint import parse_endpoint
 from meshwg.util.errors import MeshwgError
 from meshwg.util.jsonbound import JSONLimitError, loads_bounded
 
-from discovery.enroll.tokens import Token
+from discovery.enroll.tokens import MAX_OTHERS, PIN_SIZE, RendezvousRef, Token
 from discovery.stores.invites import REFUSAL_CODES, REFUSAL_FORGED, REFUSAL_REPLAYED, InviteRefusal
 from discovery.stores.validate import check_strong_key, validate_candidates, validate_name
 
@@ -47,6 +51,8 @@ NONCE_SIZE = 16
 MAC_SIZE = hashlib.sha256().digest_size
 _REQUEST_LABEL = b"meshwg enroll request v1"
 _RESPONSE_LABEL = b"meshwg enroll response v1"
+_RENDEZVOUS_LABEL = b"meshwg enroll rendezvous v1"
+MAX_RENDEZVOUS = MAX_OTHERS + 1     # rendezvous a response may list
 
 
 class EnrollmentError(MeshwgError):
@@ -256,6 +262,7 @@ class EnrollmentResult:
     mesh_id: str
     dns_address: str
     dns_port: int
+    rendezvous: tuple[RendezvousRef, ...] = ()   # every rendezvous of the mesh (optional)
 
 
 _RESULT_FIELDS = ("address", "network", "zone", "rendezvous_public_key",
@@ -286,12 +293,65 @@ def encode_response(nonce: bytes, secret: bytes | None, refusal: InviteRefusal |
     if secret is not None:
         signed = response_signed_bytes(nonce, status, reason, message, result)
         doc["mac"] = _b64(_mac(secret, signed))
+        if result is not None and result.rendezvous:
+            listed = [_ref_doc(ref) for ref in result.rendezvous[:MAX_RENDEZVOUS]]
+            doc["rendezvous"] = listed
+            doc["rendezvous_mac"] = _b64(_mac(secret, _rendezvous_signed(nonce, listed)))
     return _dump_json_line(doc)
 
 
+def _ref_doc(ref: RendezvousRef) -> dict[str, Any]:
+    return {"public_key": encode_key(ref.public_key), "endpoint": ref.endpoint,
+            "enroll_port": ref.enroll_port, "mesh_address": ref.mesh_address,
+            "pin": ref.pin.hex(), "relay_tcp_port": ref.relay_tcp_port}
+
+
+def _rendezvous_signed(nonce: bytes, listed: list[dict[str, Any]]) -> bytes:
+    return _canonical(_RENDEZVOUS_LABEL, nonce, json.dumps(listed, separators=(",", ":"),
+                                                           sort_keys=True))
+
+
+def _ref_from_doc(doc: Any) -> RendezvousRef:
+    """One listed rendezvous; MalformedMessage naming the field otherwise."""
+    if not isinstance(doc, dict):
+        raise MalformedMessage("a listed rendezvous is not an object")
+    key = _key(doc.get("public_key"), "rendezvous public_key")
+    endpoint, enroll_port, address = doc.get("endpoint"), doc.get("enroll_port"), doc.get("mesh_address")
+    pin, relay_port = doc.get("pin", ""), doc.get("relay_tcp_port", 0)
+    if not isinstance(endpoint, str) or not isinstance(address, str) or not isinstance(pin, str):
+        raise MalformedMessage("a listed rendezvous's endpoint, mesh_address and pin are strings")
+    for value, low in ((enroll_port, 1), (relay_port, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 65535:
+            raise MalformedMessage("a listed rendezvous's port is out of range")
+    try:
+        parse_endpoint(endpoint)
+        if address:
+            address = str(ipaddress.ip_address(address))
+        pin_bytes = bytes.fromhex(pin)
+    except ValueError as exc:
+        raise MalformedMessage(f"a listed rendezvous: {exc}") from None
+    if len(pin_bytes) not in (0, PIN_SIZE):
+        raise MalformedMessage("a listed rendezvous's pin is not 32 bytes")
+    return RendezvousRef(key, endpoint, enroll_port, address, pin_bytes, relay_port)
+
+
+def _listed_rendezvous(doc: dict[str, Any], nonce: bytes, secret: bytes) -> tuple[RendezvousRef, ...]:
+    """The response's optional list of rendezvous, when its own mac verifies (else none)."""
+    listed = doc.get("rendezvous")
+    if listed is None:
+        return ()
+    if not isinstance(listed, list) or len(listed) > MAX_RENDEZVOUS:
+        raise MalformedMessage(f"rendezvous must be a list of at most {MAX_RENDEZVOUS}")
+    mac = _unb64(doc.get("rendezvous_mac"), "rendezvous_mac", MAC_SIZE)
+    if not hmac.compare_digest(_mac(secret, _rendezvous_signed(nonce, listed)), mac):
+        raise MalformedMessage("the list of rendezvous failed authentication")
+    return tuple(_ref_from_doc(item) for item in listed)
+
+
 def parse_response(line: bytes, request: EnrollmentRequest, token: Token,
-                   where: str = "") -> EnrollmentResult:
-    """Verify a response to `request`; return the result or raise EnrollmentRefused/Error."""
+                   where: str = "", rendezvous_key: bytes | None = None) -> EnrollmentResult:
+    """Verify a response to `request` from the rendezvous with `rendezvous_key` (default:
+    the token's first); return the result or raise EnrollmentRefused/Error."""
     at = f" from {where}" if where else ""
     try:
         doc = _load_json_line(line)
@@ -315,9 +375,15 @@ def parse_response(line: bytes, request: EnrollmentRequest, token: Token,
     if mac is None:
         raise EnrollmentError(f"the response{at} is not authenticated (no mac)")
     assert result is not None
-    if result.rendezvous_public_key != token.rendezvous_public_key:
+    if result.rendezvous_public_key != (rendezvous_key or token.rendezvous_public_key):
         raise EnrollmentError(f"the response{at} names a rendezvous public key different "
                               f"from the token's")
+    try:
+        listed = _listed_rendezvous(doc, request.nonce, token.secret)
+    except MalformedMessage as exc:
+        raise EnrollmentError(f"invalid response{at}: {exc}") from None
+    if listed:
+        result = replace(result, rendezvous=listed)
     if result.mesh_id != token.mesh_id:
         raise EnrollmentError(f"the response{at} names mesh id {result.mesh_id}, "
                               f"the token {token.mesh_id}")

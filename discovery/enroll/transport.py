@@ -23,7 +23,7 @@ from meshwg.util.service import Service, StreamReader
 from meshwg.util.resolve import family_of
 
 from discovery.enroll.messages import (
-    MAX_MESSAGE, EnrollmentError, EnrollmentResult, make_request, parse_response,
+    MAX_MESSAGE, EnrollmentError, EnrollmentRefused, EnrollmentResult, make_request, parse_response,
 )
 from discovery.enroll.service import RendezvousEnrollment
 from discovery.enroll.tokens import Token
@@ -125,14 +125,42 @@ class EnrollmentServer:
             self.core.count("dropped_send_failed")
 
 
+def enroll_any(token: Token, public_key: bytes, name: str, host_candidates: list[str],
+               timeout: float = 5.0, *, clock: Callable[[], float] = time.time,
+               on_attempt: Callable[[str, EnrollmentError], None] | None = None) -> EnrollmentResult:
+    """enroll() at the rendezvous the token names, in turn, until one answers: the next is
+    tried when one cannot be reached, answers badly, or refuses without proof of the
+    invite (it may not know the invite yet); a refusal signed with the invite is final.
+    `on_attempt(where, error)` hears of each failed attempt. Raises the first error when
+    none enrolled."""
+    first: EnrollmentError | None = None
+    for ref in token.rendezvous:
+        try:
+            return enroll(token, public_key, name, host_candidates, timeout,
+                          address=ref.enroll_address, clock=clock, rendezvous_key=ref.public_key)
+        except EnrollmentRefused as exc:
+            if exc.authenticated:
+                raise
+            failure: EnrollmentError = exc
+        except EnrollmentError as exc:
+            failure = exc
+        first = first or failure
+        if on_attempt is not None:
+            on_attempt(ref.endpoint, failure)
+    assert first is not None
+    raise first
+
+
 def enroll(token: Token, public_key: bytes, name: str, host_candidates: list[str],
            timeout: float = 5.0, *, address: tuple[str, int] | None = None,
-           clock: Callable[[], float] = time.time) -> EnrollmentResult:
+           clock: Callable[[], float] = time.time,
+           rendezvous_key: bytes | None = None) -> EnrollmentResult:
     """Ask the rendezvous named in `token` to admit `public_key` (32 bytes) as `name`,
     announcing `host_candidates` ("HOST:PORT"); `timeout` seconds bound the exchange.
 
     `address` overrides (host, port) of the enrollment service (default: the token's
-    endpoint host and enroll port). Raises ValueError for bad arguments,
+    endpoint host and enroll port), `rendezvous_key` the key the response must name
+    (default: the token's first rendezvous). Raises ValueError for bad arguments,
     EnrollmentRefused with the rendezvous's reason, EnrollmentError for network or
     response problems.
     """
@@ -151,4 +179,4 @@ def enroll(token: Token, public_key: bytes, name: str, host_candidates: list[str
     if line is None:
         raise EnrollmentError(f"no complete response from the rendezvous at {where} "
                               f"within {timeout:g} s")
-    return parse_response(line, request, token, where)
+    return parse_response(line, request, token, where, rendezvous_key)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from meshwg.core import crypto
 from meshwg.core.keys import KeyFormatError, decode_key, encode_key
 
+from discovery.enroll.tokens import MAX_OTHERS, RendezvousRef
 from discovery.stores.errors import StateError
 from discovery.stores.private_dir import prepare_private_dir, save_private_file
 from discovery.stores.rendezvous import DEFAULT_DNS_PORT
@@ -39,6 +40,8 @@ class MemberState:
     dns_port: int = DEFAULT_DNS_PORT
     relay_tcp_port: int = 0         # the rendezvous's relay over TLS on TCP (0: unknown)
     relay_pin: str = ""             # its certificate's pin, hex (from the join token)
+    # the mesh's other rendezvous (token, enrollment response, directory), at most MAX_OTHERS
+    other_rendezvous: list[RendezvousRef] = field(default_factory=list)
 
     @property
     def public_key(self) -> bytes:
@@ -66,6 +69,8 @@ class MemberState:
         doc = asdict(self)
         del doc["private_key"]
         doc["rendezvous_public_key"] = encode_key(self.rendezvous_public_key)
+        doc["other_rendezvous"] = [{**asdict(ref), "public_key": encode_key(ref.public_key),
+                                    "pin": ref.pin.hex()} for ref in self.other_rendezvous]
         doc["version"] = FORMAT_VERSION
         save_private_file(state_dir / MEMBER_FILE,
                           (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
@@ -97,11 +102,13 @@ class MemberState:
             if doc.pop("version", None) != FORMAT_VERSION:
                 raise StateError(f"{doc_path}: unsupported member state version")
             for f in fields(cls):
-                if f.name != "private_key" and f.default is MISSING and f.name not in doc:
+                if f.name != "private_key" and f.default is MISSING and f.name not in doc \
+                        and f.default_factory is MISSING:
                     raise KeyError(f.name)
             doc["rendezvous_public_key"] = public_key_bytes(doc["rendezvous_public_key"])
             if len(bytes.fromhex(doc.get("relay_pin", ""))) not in (0, 32):
                 raise ValueError("relay_pin is not 32 bytes of hex")
+            doc["other_rendezvous"] = _load_refs(doc.get("other_rendezvous", []))
             return cls(private_key=private_key, **doc)
         except json.JSONDecodeError as exc:
             raise StateError(f"{doc_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
@@ -109,6 +116,37 @@ class MemberState:
             raise StateError(f"{doc_path}: missing key {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
             raise StateError(f"{doc_path}: invalid content ({exc})") from None
+
+
+def merge_rendezvous(own_key: bytes, *sources: list[RendezvousRef] | tuple[RendezvousRef, ...]
+                     ) -> list[RendezvousRef]:
+    """The other rendezvous from several sources, later sources winning for one key (they
+    are fresher), first-seen order kept, `own_key` (the one enrolled at) left out, at most
+    MAX_OTHERS."""
+    merged: dict[bytes, RendezvousRef] = {}
+    for source in sources:
+        for ref in source:
+            if ref.public_key != own_key:
+                if ref.public_key in merged and not ref.mesh_address:
+                    ref = replace(ref, mesh_address=merged[ref.public_key].mesh_address)
+                merged[ref.public_key] = ref
+    return list(merged.values())[:MAX_OTHERS]
+
+
+def _load_refs(items: object) -> list[RendezvousRef]:
+    if not isinstance(items, list) or len(items) > MAX_OTHERS:
+        raise ValueError(f"other_rendezvous is not a list of at most {MAX_OTHERS}")
+    refs = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValueError("other_rendezvous holds a non-object")
+        pin = bytes.fromhex(item["pin"])
+        if len(pin) not in (0, 32):
+            raise ValueError("an other_rendezvous pin is not 32 bytes of hex")
+        refs.append(RendezvousRef(public_key_bytes(item["public_key"]), str(item["endpoint"]),
+                                  int(item["enroll_port"]), str(item.get("mesh_address", "")),
+                                  pin, int(item.get("relay_tcp_port", 0))))
+    return refs
 
 
 def enrollment_key(state_dir: str | os.PathLike) -> bytes:
