@@ -22,9 +22,10 @@ Rules (from what users of wgsd, Tailscale and Nebula asked for):
   the first answer sets the endpoint (roaming), so a pair has its first packet over the
   relay as soon as over a direct path, without waiting RELAY_AFTER. Direct probing goes on
   with backoff; an authenticated answer moves the engine's endpoint back (roaming).
-- Hysteresis (issue 9 case 3): a working path (direct, or a fresh relayed session) is
-  kept when a candidate answers. Probes of a working pair are held (the engine's endpoint
-  stays; the answer comes back as ProbeAnswered): an answering candidate that ranks
+- Hysteresis (issue 9 case 3): a working path is kept when a candidate answers. Probes
+  of a working pair are held (the engine's endpoint stays; the answer comes back as
+  ProbeAnswered), except those of a relayed pair that did not fall back lately (a direct
+  answer moves it at once, as above): an answering candidate that ranks
   better (lan > direct > relay; same rank: under SAME_RANK_RTT_FACTOR of the current RTT)
   goes on trial, probed alone every TRIAL_INTERVAL, and is adopted once it answered
   TRIAL_ANSWERS times over at least TRIAL_SPAN seconds (unanswered for TRIAL_TIMEOUT: dropped).
@@ -135,6 +136,7 @@ class PathManager:
         self.peers: dict[bytes, PeerPath] = {}
         self.own_families: set[int] | None = None     # set_own_facts (netcheck)
         self.own_hard_nat: bool | None = None
+        self._pinned: set[bytes] = set()        # moves_due's deliberate moves (move_pin)
 
     def set_local_networks(self, networks: list) -> None:
         self.local_networks = list(networks)
@@ -302,12 +304,20 @@ class PathManager:
         """Peers whose engine endpoint is to be set now: onto the relay (relays_due, also
         after a fallback) or to an endpoint adopted after its trial."""
         moves = self.relays_due(now)
+        self._pinned = {key for key in moves if self.peers[key].bad is not None}   # fallbacks
         for key, path in self.peers.items():
             if path.move_to is not None:
+                self._pinned.add(key)
                 if path.endpoint is not None and not _on_relay(path) and path.endpoint != path.bad:
                     path.previous, path.previous_at = path.endpoint, now   # a trial's move
                 moves[key], path.move_to = path.move_to, None
         return moves
+
+    def move_pin(self, key: bytes) -> float:
+        """Seconds the move moves_due gave for this peer is kept against roaming: MOVE_PIN
+        for a fallback or a trial's adoption (the pair worked: packets still on the old
+        path must not undo it), 0 for a pair finding its first path."""
+        return MOVE_PIN if key in self._pinned else 0.0
 
     def probe_hold(self, key: bytes) -> bool:
         """The probes probes_due gave for this peer must not move its endpoint."""
@@ -337,7 +347,10 @@ class PathManager:
         for key, path in self.peers.items():
             cands = path.candidates
             working = self.is_working(key, now)
-            path.round_held = working and not path.suspect
+            # a relayed pair's direct answer moves it at once (roaming), unless the pair
+            # fell back from that direct path lately: then only a trial brings it back
+            path.round_held = working and not path.suspect and (
+                not _on_relay(path) or now < path.fast_probe_until)
             if path.trial is not None and (not working or now - path.trial_answers[-1] > TRIAL_TIMEOUT):
                 path.trial = None
             if path.trial is not None and not path.suspect:

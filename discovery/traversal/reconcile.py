@@ -27,7 +27,7 @@ from meshwg.device.api import DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate
 from meshwg.util.endpoint import Endpoint, host_prefix
 
 from discovery.dnssd.member import MemberRecord, parse_published, published_ip
-from discovery.traversal.paths import MOVE_PIN, Candidates, PathManager
+from discovery.traversal.paths import Candidates, PathManager
 
 RENDEZVOUS_KEEPALIVE = 5    # seconds: a member keeps its NAT mapping to the rendezvous open
 MEMBER_KEEPALIVE = 10       # seconds: members keep each other's paths (and mappings) open
@@ -156,7 +156,8 @@ class MemberReconciler:
         moved = {key: endpoint for key, endpoint in self.paths.moves_due(now).items() if key in engine}
         for key, endpoint in moved.items():
             updates.append(PeerUpdate(public_key=key, update_only=True, endpoint=endpoint,
-                                      probe_endpoints=[endpoint], pin_endpoint=MOVE_PIN))
+                                      probe_endpoints=[endpoint],
+                                      pin_endpoint=self.paths.move_pin(key)))
         for key, endpoints in self.paths.probes_due(now).items():
             if key not in moved:
                 updates.append(PeerUpdate(public_key=key, update_only=True, probe_endpoints=endpoints,

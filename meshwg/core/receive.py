@@ -217,7 +217,12 @@ class ReceivePath:
         if kp.is_initiator and kp is peer.current and now - kp.created >= timers.rekey_on_receive_age:
             self._maybe_initiate(peer, now)
         if data and peer.keepalive_at is None:   # data received: answer within KEEPALIVE_TIMEOUT
-            peer.keepalive_at = now + timers.keepalive_timeout
+            # (within unanswered_after / 2 where the peer judges paths by it: the last
+            # packet of an exchange is answered before it counts as unanswered)
+            answer = timers.keepalive_timeout
+            if timers.unanswered_after:
+                answer = min(answer, timers.unanswered_after / 2)
+            peer.keepalive_at = now + answer
 
     def _confirm_next_keypair(self: WireGuardProtocol, peer: Peer, kp: Keypair,
                               now: float) -> None:

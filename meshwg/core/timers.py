@@ -19,7 +19,8 @@ class Timers:
     rekey_after_messages: int = C.REKEY_AFTER_MESSAGES
     reject_after_messages: int = C.REJECT_AFTER_MESSAGES
     # not WireGuard's: data sent and nothing authenticated received for this long emits
-    # PathUnanswered (0: off; the mesh member's fast fallback sets ~1 s)
+    # PathUnanswered (0: off; the mesh member's fast fallback sets ~1 s), and received
+    # data is answered with a keepalive within half of it (not KEEPALIVE_TIMEOUT)
     unanswered_after: float = 0.0
 
     @property

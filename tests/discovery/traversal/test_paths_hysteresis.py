@@ -191,3 +191,10 @@ def test_a_path_adopted_by_trial_that_goes_bad_falls_back_to_the_one_it_replaced
     paths.observe(K, STRANGER, now, 1100, t + 0.1)
     paths.path_unanswered(K, STRANGER, 1.0, t + 1.1)
     assert _tick(paths, t + 1.1, 1100, STRANGER)["moves"] == {K: REFLEXIVE}   # not the relay
+
+
+def test_a_relayed_pair_that_never_fell_back_moves_at_the_first_direct_answer() -> None:
+    paths, now = _working(Candidates(reflexive=REFLEXIVE), PROXY)
+    due = _tick(paths, now + 60, 2000, PROXY)
+    assert due["probes"] == {K: [REFLEXIVE]} and not paths.probe_hold(K)   # roams at once
+    assert paths.move_pin(K) == 0.0

@@ -137,3 +137,14 @@ def test_a_moved_endpoint_is_announced_and_pinned_against_the_old_path() -> None
     net.wire.clear()
     net.inject(a, later.data, relay)
     assert a.peer(b).endpoint == relay
+
+
+def test_the_last_packet_of_an_exchange_is_answered_before_it_counts() -> None:
+    net, a, b = _pair()
+    for _ in range(5):                        # a ping and its reply, then nothing
+        a.send(a.packet_to(b))
+        net.pump()
+        b.send(b.packet_to(a))
+        net.advance(0.2)
+    net.advance(5.0)                          # b's reply was the last data: a answers it
+    assert _unanswered(a) == [] and _unanswered(b) == []
