@@ -389,6 +389,8 @@ def cmd_status(args) -> int:
                     lp = live[p["public_key"]]
                     p.update(endpoint=lp["endpoint"], rx_bytes=lp["rx_bytes"], tx_bytes=lp["tx_bytes"],
                              latest_handshake=lp["latest_handshake"])
+            for r in doc.get("rendezvous", []):     # the tunnel to each rendezvous kept
+                r["latest_handshake"] = live.get(r["public_key"], {}).get("latest_handshake")
         except uapi_client.ControlError:
             pass
         docs.append(doc)
@@ -407,6 +409,9 @@ def cmd_status(args) -> int:
             print(f"  NOT RUNNING: {gone} (killed?); its last status is from "
                   f"{int(now - doc.get('updated_at', now))}s ago. `meshwg join` starts it again")
             continue
+        if len(doc.get("rendezvous", [])) > 1:      # a mesh with several: each, and whether it answers
+            for r in doc["rendezvous"]:
+                print(f"  {_rendezvous_note(r, now)}")
         width = max([10] + [len(p["path"]) for p in doc["peers"]])
         print(f"  {'NAME':14} {'ADDRESS':15} {'PATH':{width}} {'ENDPOINT':24} {'HANDSHAKE':10} {'RX':>10} {'TX':>10}  REASON")
         for p in doc["peers"]:
@@ -414,6 +419,15 @@ def cmd_status(args) -> int:
             print(f"  {p['name'][:14]:14} {p['mesh_address']:15} {p['path']:{width}} {str(p.get('endpoint') or '-'):24} "
                   f"{hs:10} {p['rx_bytes']:>10} {p['tx_bytes']:>10}  {_path_note(p)}")
     return 0
+
+
+def _rendezvous_note(r: dict, now: float) -> str:
+    """One rendezvous of a member's mesh (discovery.traversal.rendezvous_choice's status)."""
+    role = "directory read here" if r["current"] else "tunnel kept" if r["tunnel"] else "known"
+    answers = ("answers" if r["answers"] else
+               f"NOT ANSWERING: {r['error']}" if r.get("error") else "not asked yet")
+    hs = f", handshake {int(now - r['latest_handshake'])}s ago" if r.get("latest_handshake") else ""
+    return f"rendezvous {r['endpoint']} ({r['mesh_address']}): {role}, {answers}{hs}"
 
 
 def _dns_note(dns: dict) -> str:

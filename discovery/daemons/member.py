@@ -7,6 +7,11 @@
   reads may come back to back: read_pace);
   when the directory does not answer, a handshake to the rendezvous is started at once
   (after a rendezvous restart its old session is gone) and the read retried;
+- with several rendezvous (the token's, the enrollment response's: member.json
+  other_rendezvous) keeps a tunnel to two (discovery.traversal.rendezvous_choice), reads
+  the directory at the current one and fails over to the other when a read fails (the
+  other is asked for the serial every SERIAL_POLL, so status says whether it answers),
+  reports its host candidates to both and takes NOTIFY from either;
 - follows members of its mesh on the LAN with mDNS, also while the rendezvous is down;
 - adds, updates and removes peers on its own engine, in-process (Device.apply/status);
 - probes candidate endpoints (discovery.traversal.paths) and prefers LAN paths;
@@ -78,7 +83,9 @@ from discovery.dnssd.relays import relay_endpoint, relay_port as offered_relay_p
 from discovery.relay.choice import Relay
 from discovery.relay.client import RelayClient
 from discovery.relay.pool import RelayPlan, RelayPool
+from discovery.enroll.tokens import RendezvousRef
 from discovery.stores.member import MemberState
+from discovery.traversal.rendezvous_choice import RendezvousChoice
 from discovery.traversal.reconcile import MemberReconciler, lan_endpoints, rendezvous_peer
 from discovery.traversal.report import REPORT_PORT_DEFAULT, ReportError, send_report
 
@@ -161,6 +168,13 @@ class MemberDaemon:
         self.rendezvous_endpoint, observe_at = choose_rendezvous(self.rendezvous_addresses, _routable)
         self.mapping: EngineMappingObserver | None = None   # our socket's other families
         self._observe_at = observe_at
+        # several rendezvous (issue 10): tunnels to two, reads from the current one
+        self.rendezvous = RendezvousChoice([RendezvousRef(
+            self.rendezvous_key, self.state.rendezvous_endpoint, 0, self.state.dns_address),
+            *self.state.other_rendezvous])
+        self._rendezvous_peers: dict[bytes, Endpoint] = {self.rendezvous_key: self.rendezvous_endpoint}
+        self._reported_to: dict[bytes, list[str]] = {}  # host candidates each rendezvous has
+        self._others_checked_at = float("-inf")         # the other kept rendezvous asked last
         self.reconciler = MemberReconciler(self.rendezvous_key)
         # what `meshwg netcheck` last found here: the only grounds for blaming our own NAT
         self.reconciler.paths.set_own_facts(*own_facts(state_dir, time.time()))
@@ -180,8 +194,8 @@ class MemberDaemon:
         self.directory_error: str | None = None
         self.status_file = StatusFile(status_path(interface))
         # NAME.ZONE on this host: `dns` is auto, resolved, hosts or off (ValueError else)
-        self.host_dns = HostDns(dns, interface, self.state.zone, [self.state.dns_address],
-                                self.state.dns_port)
+        self.host_dns = HostDns(dns, interface, self.state.zone,
+                                [r.mesh_address for r in self.rendezvous.kept()], self.state.dns_port)
         self._loop_service = Service("member-loop")     # the main loop (wake-or-deadline)
         self._path_events: deque = deque(maxlen=PATH_EVENTS_KEPT)   # engine thread -> loop
         self._reported: list[str] | None = None     # host candidates the rendezvous has
@@ -209,6 +223,7 @@ class MemberDaemon:
                                                  on_change=self._report_again).start()
             self.device.apply(DeviceUpdate(peers=[
                 rendezvous_peer(self.rendezvous_key, self.rendezvous_endpoint, st.dns_address)]))
+            self._sync_rendezvous_peers()
             self._refresh_local_networks()
             host, port = self.rendezvous_endpoint
             # with the relay's TLS pin (join token): over TCP when UDP is blocked
@@ -238,6 +253,7 @@ class MemberDaemon:
             self.notify_listener = NotifyListener(st.address, st.zone, st.dns_address,
                                                   self._on_directory_notify,
                                                   interface=self.interface).start()
+            self.notify_listener.allowed_sources = {r.mesh_address for r in self.rendezvous.known}
             self.engine_events = EngineEvents(self.device, self._on_engine_events,
                                               name="member-events").start()
             self.host_dns.start()
@@ -325,7 +341,7 @@ class MemberDaemon:
     def _on_engine_events(self, events: list) -> None:
         self._path_events.extend(ev for ev in events if isinstance(ev, (PathUnanswered, ProbeAnswered)))
         # a (new) session with the rendezvous after failed reads: the directory is back
-        if self.directory_error and any(ev.public_key == self.rendezvous_key for ev in events):
+        if self.directory_error and any(ev.public_key in self._rendezvous_peers for ev in events):
             self._resolve_wanted = True
         # a new session with the rendezvous: it may have restarted and lost our relay binding
         if self.relay is not None and any(isinstance(ev, HandshakeCompleted) and
@@ -381,7 +397,8 @@ class MemberDaemon:
         the next check: a retry with backoff after a failure, with a handshake to the
         rendezvous to replace a session it may have lost (it restarted, or we moved)."""
         told, self._resolve_wanted = self._resolve_wanted, False
-        server = (self.state.dns_address, self.state.dns_port)
+        server = self._directory_server()
+        current = self.rendezvous.current
         try:
             serial = directory_serial(server, self.state.zone, timeout=1.0)
         except (DiscoveryError, OSError) as exc:
@@ -397,6 +414,9 @@ class MemberDaemon:
                     self._update_host_names()
         done = time.time()
         if self.directory_error is None:
+            self.rendezvous.answered(current, done)
+            if done >= self._others_checked_at + SERIAL_POLL:
+                self._check_other_rendezvous(done)
             # a large directory (10,000 members take ~0.5 s) is not re-read back to back
             self._read_tokens, wait = read_pace(self._read_tokens, now - self._last_read, self.interval)
             self._last_read = now
@@ -404,12 +424,61 @@ class MemberDaemon:
             self._retry = RETRY_START
             self._resolve_at = done + SERIAL_POLL
             return
+        self.device.apply(DeviceUpdate(peers=[PeerUpdate(
+            public_key=current, update_only=True,
+            probe_endpoints=[self._rendezvous_peers.get(current, self.rendezvous_endpoint)])]))
+        if self.rendezvous.failed(current, self.directory_error, done):
+            log.info("directory at %s failed (%s): reading at %s now", self.rendezvous.ref(current).endpoint,
+                     self.directory_error, self.rendezvous.ref(self.rendezvous.current).endpoint)
+            self._sync_rendezvous_peers()
+            self._resolve_wanted = True         # the other rendezvous, at once, in full
+            self._resolve_not_before = self._resolve_at = done
+            return
         self._resolve_not_before = done + min(self.interval, self._retry)
         self._resolve_at = done + self._retry
         self._retry = min(RETRY_MAX, self._retry * 2)
-        self.device.apply(DeviceUpdate(peers=[PeerUpdate(
-            public_key=self.rendezvous_key, update_only=True,
-            probe_endpoints=[self.rendezvous_endpoint])]))
+
+    def _check_other_rendezvous(self, now: float) -> None:
+        """Ask the other kept rendezvous for the serial (one small query each, every
+        SERIAL_POLL): status says whether each answers, and a dead one is replaced by the
+        next (rendezvous_choice) before we need it."""
+        self._others_checked_at = now
+        for ref in self.rendezvous.kept()[1:]:
+            try:
+                directory_serial((ref.mesh_address, self.state.dns_port), self.state.zone, timeout=1.0)
+            except (DiscoveryError, OSError) as exc:
+                self.rendezvous.failed(ref.public_key, str(exc), now)
+            else:
+                self.rendezvous.answered(ref.public_key, now)
+        self._sync_rendezvous_peers()
+
+    def _directory_server(self) -> tuple[str, int]:
+        """Where the directory is read: the current rendezvous's mesh address."""
+        return self.rendezvous.ref(self.rendezvous.current).mesh_address, self.state.dns_port
+
+    def _sync_rendezvous_peers(self) -> None:
+        """Engine peers for the rendezvous kept (rendezvous_choice): one added for each kept
+        one we have no peer for (its endpoint resolved now; an unresolvable one is tried
+        again at the next change); ones no longer kept removed (never the one enrolled at:
+        its relay and netcheck use it)."""
+        kept = self.rendezvous.kept()
+        updates = []
+        for ref in kept:
+            if ref.public_key in self._rendezvous_peers:
+                continue
+            try:
+                endpoint, _ = choose_rendezvous(_resolve_host(ref.endpoint), _routable)
+            except Exception as exc:       # EndpointError, no address with a route
+                log.warning("rendezvous %s: cannot reach its endpoint (%s)", ref.endpoint, exc)
+                continue
+            self._rendezvous_peers[ref.public_key] = endpoint
+            updates.append(rendezvous_peer(ref.public_key, endpoint, ref.mesh_address))
+        wanted = {ref.public_key for ref in kept} | {self.rendezvous_key}
+        for key in [k for k in self._rendezvous_peers if k not in wanted]:
+            del self._rendezvous_peers[key]
+            updates.append(PeerUpdate(public_key=key, remove=True))
+        if updates:
+            self.device.apply(DeviceUpdate(peers=updates))
 
     def _reconcile(self, now: float) -> float | None:
         """Apply what the reconciler decides; write the status file if it changed."""
@@ -440,6 +509,8 @@ class MemberDaemon:
                                          relay_names=relays.names, relay_others=relays.others)
         self._hard_nat_at = self.hard_nat.round(now, self.directory, self.reconciler.paths, status,
                                                 plan.update)
+        plan.update.peers = [u for u in plan.update.peers      # the other rendezvous stay
+                             if not (u.remove and u.public_key in self._rendezvous_peers)]
         if plan.update.peers:
             self.device.apply(plan.update)
         self._engine_view = {peer.public_key: peer for peer in status.peers}
@@ -503,7 +574,13 @@ class MemberDaemon:
         self.device.apply(self.reconciler.own_addresses_changed(self.rendezvous_endpoint, now))
 
     def _report_candidates(self) -> None:
-        if self._reported is not None:
+        """Our host candidates to each rendezvous kept (each observes the members whose
+        tunnels it carries); `_reported` is set once the current one has them."""
+        kept = [r for r in self.rendezvous.kept()
+                if r.public_key == self.rendezvous.current or not self.rendezvous.health[r.public_key].failing]
+        if self._reported is None:
+            self._reported_to.clear()
+        elif all(self._reported_to.get(r.public_key) == self._reported for r in kept):
             return
         port = self.device.listen_port
         candidates = [format_endpoint((ip, port)) for ip, _, _ in self._refresh_local_networks()]
@@ -512,13 +589,18 @@ class MemberDaemon:
         if self.mapping is not None:   # our engine socket's mapping in the other families
             candidates += [format_endpoint(ep) for ep in self.mapping.endpoints()
                            if format_endpoint(ep) not in candidates]
-        try:
-            send_report(self.state.dns_address, REPORT_PORT_DEFAULT, candidates, timeout=2.0,
-                        relay_port=self.relay_server.port if self.relay_server is not None else None,
-                        nat=self.hard_nat.nat, lan_key=self.lan_key_txt)
+        for ref in kept:
+            if self._reported_to.get(ref.public_key) == candidates:
+                continue
+            try:
+                send_report(ref.mesh_address, REPORT_PORT_DEFAULT, candidates, timeout=2.0,
+                            relay_port=self.relay_server.port if self.relay_server is not None else None,
+                            nat=self.hard_nat.nat, lan_key=self.lan_key_txt)
+                self._reported_to[ref.public_key] = candidates
+            except ReportError as exc:
+                log.debug("%s", exc)
+        if self._reported_to.get(self.rendezvous.current) == candidates:
             self._reported = candidates
-        except ReportError as exc:
-            log.debug("%s", exc)
 
     def _resolve_directory(self) -> bool:
         """Read the whole directory; False (and directory_error set) when that failed.
@@ -527,7 +609,7 @@ class MemberDaemon:
         alone: only a member the directory no longer knows at all (revoked) is dropped. One
         known without an endpoint (a restarted rendezvous has not heard from it yet) keeps
         its last endpoint as a candidate."""
-        server = (self.state.dns_address, self.state.dns_port)
+        server = self._directory_server()
         own = self.state.public_key
         try:
             records = resolve_zone(server, self.state.zone, timeout=1.0)
@@ -605,6 +687,8 @@ class MemberDaemon:
             "dns": self.host_dns.status(),      # how NAME.ZONE resolves here
             "portmap": self.portmapper.status() if self.portmapper is not None else None,
             "hard_nat": self.hard_nat.status(),
+            "rendezvous": [{**row, "public_key": encode_key(row["public_key"])}
+                           for row in self.rendezvous.status()],
             "netcheck": self.netcheck.status() if self.netcheck is not None else None,
             "relay_server": self._relay_server_status(),
             "lan": asdict(self.lan_verifier.counters),  # LAN announcements by verdict

@@ -185,6 +185,7 @@ class NotifyListener:
                  interval: float = NOTIFY_INTERVAL):
         self.zone = zone
         self.allowed_source = allowed_source
+        self.allowed_sources = {allowed_source}     # a member with several rendezvous: each
         self.on_notify = on_notify
         self.interval = interval
         family = family_of(address)
@@ -229,7 +230,7 @@ class NotifyListener:
             wire, source = self._sock.recvfrom(2048)
         except (BlockingIOError, InterruptedError, OSError):
             return
-        if source[0] != self.allowed_source or not is_notify_for(wire, self.zone):
+        if source[0] not in self.allowed_sources or not is_notify_for(wire, self.zone):
             self.dropped += 1
             return
         self.received += 1
