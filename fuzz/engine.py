@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent
 CORPUS = ROOT / "corpus"
 TARGETS = ("wg_messages", "receive", "uapi_set", "uapi_get", "wgquick", "enroll_request",
            "enroll_response", "token", "dnssd_answers", "dns_server", "mdns", "relay_wire",
-           "netcheck_wire", "candidate_report")
+           "netcheck_wire", "candidate_report", "tsig_file", "zone_content", "lan_verify",
+           "accel_open")
 MAX_LEN = 4096
 _INTERESTING = (b"\x00", b"\xff", b"\x7f", b"\x80", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff",
                 b"\x01\x00\x00\x00", b"\x04\x00\x00\x00", b"0", b"-1", b"=", b"\n", b":", b"[",

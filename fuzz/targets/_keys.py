@@ -14,3 +14,10 @@ def private(label: str) -> bytes:
 
 def public(label: str) -> bytes:
     return public_key(private(label))
+
+
+def lan_private(label: str):
+    """A fixed Ed25519 LAN key (discovery.lan.lankey) for the mDNS targets."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(private("lan " + label))

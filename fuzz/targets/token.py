@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from discovery.enroll.tokens import TOKEN_PREFIX, Token, TokenError, decode_token, encode_token
+from discovery.enroll.tokens import (
+    TOKEN_PREFIX, RendezvousRef, Token, TokenError, decode_token, encode_token,
+)
 from fuzz.targets._keys import public
 
 ALLOWED = (TokenError,)
@@ -43,6 +45,13 @@ def seeds() -> dict[str, bytes]:
               ("v6-no-expiry", sample_token(endpoint="[2001:db8::5]:51820", expires_at=None))]
     if "relay_pin" in Token.__dataclass_fields__:      # format 2: the relay's TCP port and pin
         tokens.append(("relay-pin", sample_token(relay_tcp_port=443, relay_pin=b"\x11" * 32)))
+    # format 3: the mesh's other rendezvous
+    others = (RendezvousRef(public("rendezvous b"), "198.51.100.7:51820", 51821, "100.64.0.2",
+                            b"\x22" * 32, 443),
+              RendezvousRef(public("rendezvous c"), "[2001:db8::c]:4500", 8443))
+    tokens += [("others", sample_token(others=others)),
+               ("others-relay-pin", sample_token(relay_tcp_port=443, relay_pin=b"\x11" * 32,
+                                                 others=others[:1]))]
     for label, token in tokens:
         text = encode_token(token)
         payload = text[len(TOKEN_PREFIX):]
