@@ -75,16 +75,6 @@ def cmd_rendezvous_init(args) -> int:
 
 def cmd_rendezvous_run(args) -> int:
     from discovery.daemons.rendezvous import RendezvousDaemon
-    from discovery.stores.rendezvous import RendezvousState
-    try:
-        with RendezvousState.open(args.state) as st:
-            directory = st.directory
-    except MeshwgError as exc:
-        raise CliError(f"rendezvous run: {exc}") from None
-    if directory:       # issue 10: the daemon does not read its membership from a zone yet
-        raise CliError(f"rendezvous run: {args.state} keeps its membership in DNS ({directory}); "
-                       f"running such a rendezvous is not supported yet (invite, invites, "
-                       f"members and remove work on it)")
     check_privileges()
     try:
         daemon = RendezvousDaemon(args.state, interval=args.interval, public_dns=args.public_dns,

@@ -76,6 +76,15 @@ class RendezvousDaemon:
                  public_dns: str | None = None, interface: str | None = None, relay: bool = True,
                  relay_tcp_port: int = tls.DEFAULT_PORT):
         self.state = RendezvousState.open(state_dir)
+        self._zone_changed = lambda: False
+        if self.state.directory:    # the membership is a DNS zone's (discovery.stores.zone_rendezvous)
+            from discovery.stores.zone_rendezvous import ZoneState
+            try:
+                self.state = ZoneState(self.state)
+            except BaseException:
+                self.state.close()
+                raise
+            self._zone_changed = self.state.refresh
         self.relay_enabled = relay          # a members-only UDP relay on the WG port + 1
         self.relay_tcp_port = relay_tcp_port if relay else 0   # and over TLS on TCP (0: off)
         self.relay: RelayServer | None = None
@@ -271,7 +280,8 @@ class RendezvousDaemon:
         else the engine's events; seconds until the next round (events wake it earlier)."""
         with self._lock:
             resync, self._resync = self._resync, False
-        if resync or self.store_watch.changed() or time.monotonic() >= self._next_sync:
+        if resync or self.store_watch.changed() or self._zone_changed() or \
+                time.monotonic() >= self._next_sync:
             self.sync_once()
             self._next_sync = time.monotonic() + SAFETY_POLL
         else:

@@ -26,9 +26,12 @@ registration whose local state could not be written is withdrawn again.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import shutil
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -43,11 +46,11 @@ from meshwg.util.errors import MeshwgError
 from discovery.dnssd.tsig_file import TsigKey, read_tsig_key
 from discovery.dnssd.update import DirectoryUnavailable, ServerRefused, ZoneWriter
 from discovery.enroll.tokens import Token
-from discovery.stores.errors import StateError, StateExistsError
+from discovery.stores.errors import StateError, StateExistsError, UnknownMemberError
 from discovery.stores.invites import Invite
 from discovery.stores.private_dir import prepare_private_dir, save_private_file
-from discovery.stores.rendezvous import DB_NAME, DEFAULT_DNS_PORT, RendezvousState
-from discovery.stores.validate import normalize_zone
+from discovery.stores.rendezvous import DB_NAME, DEFAULT_DNS_PORT, Member, RendezvousState
+from discovery.stores.validate import normalize_zone, validate_candidates
 from discovery.stores.zone_membership import (
     MeshSettings, RendezvousEntry, ZoneMembership, ZoneUnavailable,
 )
@@ -311,3 +314,76 @@ def on_any(zone_access: ZoneAccess, action: Callable[[ZoneMembership], T]) -> tu
         return action(store), server
     except (DirectoryUnavailable, ZoneUnavailable, ServerRefused) as exc:
         raise DirectoryError(describe(exc, server, zone_access.zone, zone_access.key)) from None
+
+
+class ZoneState:
+    """What `rendezvous run` reads of its state when the membership is a zone's: the
+    rendezvous's own settings from its RendezvousState (attributes pass through), the
+    members as last read from the first server that answers (primary first, then the
+    secondaries; none answering: the last read stays). :meth:`refresh` re-reads when the
+    zone's SOA serial moved, at most every `min_interval` seconds. Host candidates the
+    members report are kept in memory (the directory's, not the zone's membership)."""
+
+    def __init__(self, state: RendezvousState, min_interval: float = 2.0):
+        self._state = state
+        self._access = access(state, timeout=3.0)   # a dead server must not stall the loop long
+        self._stores = [self._access.membership(s) for s in self._access.servers]
+        self._min_interval = min_interval
+        self._lock = threading.Lock()
+        self._members: list[Member] = []
+        self._serial: int | None = None
+        self._next_check = 0.0
+        self._candidates: dict[bytes, list[str]] = {}
+        self.read_from = ""             # the server of the last read
+        self.problem = ""               # why no server answered at the last try ("" if one did)
+
+    def __getattr__(self, name: str):
+        return getattr(self._state, name)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Read the membership again when the serial moved; True when it changed."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now < self._next_check:
+                return False
+            self._next_check = now + self._min_interval
+            problems = []
+            for store in self._stores:
+                try:
+                    serial = store.writer.serial()
+                    if serial == self._serial:
+                        self.problem = ""
+                        return False
+                    members = store.members()
+                except (MeshwgError, ValueError) as exc:
+                    problems.append(describe(exc, store.writer.server, self._access.zone))
+                    continue
+                changed = [m.public_key for m in members] != [m.public_key for m in self._members]
+                self._members, self._serial = members, serial
+                self.read_from, self.problem = store.writer.server, ""
+                return changed
+            self.problem = "; ".join(problems)
+            return False
+
+    def members(self) -> list[Member]:
+        self.refresh(force=True)
+        return [dataclasses.replace(m, host_candidates=list(self._candidates.get(m.public_key, [])))
+                for m in self._members]
+
+    def find_member(self, ref: str | bytes) -> Member | None:
+        for member in self._members:
+            if ref in (member.public_key, member.name, member.mesh_address):
+                return member
+        return None
+
+    def update_candidates(self, public_key: bytes, candidates: list[str]) -> None:
+        try:
+            candidates = validate_candidates(candidates)
+        except ValueError as exc:
+            raise StateError(str(exc)) from None
+        if self.find_member(public_key) is None:
+            raise UnknownMemberError(f"no member with public key {encode_key(public_key)}")
+        self._candidates[public_key] = candidates
+
+    def close(self) -> None:
+        self._state.close()

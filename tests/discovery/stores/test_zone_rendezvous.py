@@ -79,11 +79,3 @@ def test_cli_options_of_init_on_a_directory(tmp_path) -> None:
         assert expected in err and err.startswith("meshwg: rendezvous init:"), err
         assert not (tmp_path / "rdv").exists()
 
-
-def test_run_refuses_a_rendezvous_on_a_directory_in_one_line(tmp_path) -> None:
-    from discovery.stores.rendezvous import RendezvousState
-    RendezvousState.init(tmp_path / "rdv", "100.64.0.0/24", "192.0.2.1:51820",
-                         extra_meta={"directory": "dns://192.0.2.53:53"}).close()
-    err = one_line_error(run("rendezvous", "run", "--state", str(tmp_path / "rdv")))
-    assert "keeps its membership in DNS (dns://192.0.2.53:53)" in err
-    assert "not supported yet" in err
