@@ -131,10 +131,11 @@ def enroll_any(token: Token, public_key: bytes, name: str, host_candidates: list
     """enroll() at the rendezvous the token names, in turn, until one answers: the next is
     tried when one cannot be reached, answers badly, or refuses without proof of the
     invite (it may not know the invite yet); a refusal signed with the invite is final.
-    `on_attempt(where, error)` hears of each failed attempt. Raises the first error when
-    none enrolled."""
+    `on_attempt(where, error)` hears of each failed attempt that another one follows.
+    Raises the first error when none enrolled."""
     first: EnrollmentError | None = None
-    for ref in token.rendezvous:
+    listed = token.rendezvous
+    for i, ref in enumerate(listed):
         try:
             return enroll(token, public_key, name, host_candidates, timeout,
                           address=ref.enroll_address, clock=clock, rendezvous_key=ref.public_key)
@@ -145,7 +146,7 @@ def enroll_any(token: Token, public_key: bytes, name: str, host_candidates: list
         except EnrollmentError as exc:
             failure = exc
         first = first or failure
-        if on_attempt is not None:
+        if on_attempt is not None and i + 1 < len(listed):
             on_attempt(ref.endpoint, failure)
     assert first is not None
     raise first

@@ -126,3 +126,12 @@ def test_member_state_keeps_the_other_rendezvous(tmp_path: Path) -> None:
     del doc["other_rendezvous"]                   # a membership saved before: none
     (tmp_path / "member.json").write_text(json.dumps(doc))
     assert MemberState.load(tmp_path).other_rendezvous == []
+
+
+def test_a_single_rendezvous_failing_is_reported_once_by_the_caller(rz) -> None:  # noqa: F811
+    token = dataclasses.replace(rz.invite(), enroll_port=_dead_port())
+    attempts = []
+    with pytest.raises(EnrollmentError, match="cannot reach"):
+        enroll_any(token, new_key(), "laptop", [], timeout=2.0, clock=rz.clock,
+                   on_attempt=lambda where, exc: attempts.append(where))
+    assert attempts == []                 # no "trying the next" when there is none
