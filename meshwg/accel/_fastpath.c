@@ -174,6 +174,20 @@ static int parse_u32(PyObject *obj, uint32_t *value) {
     return 0;
 }
 
+/* obj as a PySequence_Fast of at most max items (its size in *count); NULL with an
+ * exception set when it is not a sequence or longer ("more than <max> <what>"). */
+static PyObject *bounded_sequence(PyObject *obj, Py_ssize_t max, const char *what, Py_ssize_t *count) {
+    PyObject *seq = PySequence_Fast(obj, "expected a sequence");
+    if (seq == NULL) return NULL;
+    *count = PySequence_Fast_GET_SIZE(seq);
+    if (*count > max) {
+        PyErr_Format(PyExc_ValueError, "more than %zd %s", max, what);
+        Py_DECREF(seq);
+        return NULL;
+    }
+    return seq;
+}
+
 /* ------------------------------------------------------------------ Sealer */
 
 PyDoc_STRVAR(sealer_seal_doc,
@@ -243,13 +257,8 @@ static PyObject *sealer_seal_run(Cipher *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "w*nOOOn", &out, &offset, &receiver_obj, &counter_obj, &packets_obj, &mtu))
         return NULL;
     if (parse_u32(receiver_obj, &receiver) < 0 || parse_u64(counter_obj, &counter) < 0) goto done;
-    seq = PySequence_Fast(packets_obj, "packets must be a sequence");
+    seq = bounded_sequence(packets_obj, MAX_RUN, "packets in one run", &count);
     if (seq == NULL) goto done;
-    count = PySequence_Fast_GET_SIZE(seq);
-    if (count > MAX_RUN) {
-        PyErr_SetString(PyExc_ValueError, "more than 4096 packets in one run");
-        goto done;
-    }
     if (count && counter + (uint64_t)(count - 1) < counter) {
         PyErr_SetString(PyExc_OverflowError, "counters past 2**64");
         goto done;
@@ -318,6 +327,88 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ replay window */
+
+/* The sliding window of meshwg.core.replay.ReplayWindow (RFC 6479, as the Linux kernel and
+ * wireguard-go): a ring of 128 blocks of 64 bits, the newest counter `last`. Python owns
+ * the state (its ring is an array('Q') of 128 blocks); a call copies it in, applies the
+ * run's counters in order and copies it back, so the C and Python checks are one window. */
+#define RING_BLOCKS 128
+#define BLOCK_BITS_LOG 6
+#define WINDOW_SIZE ((RING_BLOCKS - 1) * 64)
+#define RING_BYTES (RING_BLOCKS * 8)
+
+typedef struct { uint64_t ring[RING_BLOCKS]; uint64_t last; uint64_t limit; } ReplayState;
+
+static int replay_load(ReplayState *w, Py_buffer *ring, PyObject *last_obj, PyObject *limit_obj) {
+    if (ring->len != RING_BYTES) {
+        PyErr_SetString(PyExc_ValueError, "replay ring is not 128 blocks of 8 bytes");
+        return -1;
+    }
+    if (parse_u64(last_obj, &w->last) < 0 || parse_u64(limit_obj, &w->limit) < 0) return -1;
+    memcpy(w->ring, ring->buf, RING_BYTES);
+    return 0;
+}
+
+static void replay_store(const ReplayState *w, Py_buffer *ring) {
+    memcpy(ring->buf, w->ring, RING_BYTES);
+}
+
+/* ReplayWindow.check: 1 when counter is fresh (and now recorded), 0 when not. */
+static int replay_apply(ReplayState *w, uint64_t counter) {
+    if (counter >= w->limit) return 0;
+    uint64_t block = counter >> BLOCK_BITS_LOG;
+    if (counter > w->last) {
+        uint64_t current = w->last >> BLOCK_BITS_LOG;
+        uint64_t advance = block - current;
+        if (advance > RING_BLOCKS) advance = RING_BLOCKS;
+        for (uint64_t i = 1; i <= advance; i++) w->ring[(current + i) & (RING_BLOCKS - 1)] = 0;
+        w->last = counter;
+    } else if (w->last - counter > WINDOW_SIZE) {
+        return 0;
+    }
+    uint64_t *slot = &w->ring[block & (RING_BLOCKS - 1)];
+    uint64_t bit = (uint64_t)1 << (counter & 63);
+    if (*slot & bit) return 0;
+    *slot |= bit;
+    return 1;
+}
+
+PyDoc_STRVAR(replay_run_doc,
+"replay_run(ring, last, limit, counters) -> (last, fresh)\n\n"
+"ReplayWindow.check for each counter of the sequence `counters` (at most 4096), in\n"
+"order, over the window state passed in: ring (a writable buffer of 128 native 64-bit\n"
+"blocks, updated in place), last (the newest counter seen) and limit (counters at or\n"
+"above it are refused). Returns the new last and one bool per counter, True when it\n"
+"was fresh.");
+
+static PyObject *replay_run(PyObject *module, PyObject *args) {
+    Py_buffer ring;
+    PyObject *last_obj, *limit_obj, *counters_obj, *seq = NULL, *fresh = NULL, *result = NULL;
+    ReplayState w;
+    if (!PyArg_ParseTuple(args, "w*OOO", &ring, &last_obj, &limit_obj, &counters_obj)) return NULL;
+    if (replay_load(&w, &ring, last_obj, limit_obj) < 0) goto done;
+    Py_ssize_t count;
+    seq = bounded_sequence(counters_obj, MAX_RUN, "counters in one run", &count);
+    if (seq == NULL) goto done;
+    fresh = PyList_New(count);
+    if (fresh == NULL) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint64_t counter;
+        if (parse_u64(PySequence_Fast_GET_ITEM(seq, i), &counter) < 0) goto done;
+        PyObject *b = replay_apply(&w, counter) ? Py_True : Py_False;
+        Py_INCREF(b);
+        PyList_SET_ITEM(fresh, i, b);
+    }
+    replay_store(&w, &ring);   /* only when every counter was valid: all or nothing */
+    result = Py_BuildValue("(KO)", (unsigned long long)w.last, fresh);
+done:
+    Py_XDECREF(fresh);
+    Py_XDECREF(seq);
+    PyBuffer_Release(&ring);
+    return result;
+}
+
 /* ------------------------------------------------------------------ Opener */
 
 PyDoc_STRVAR(opener_open_doc,
@@ -369,22 +460,38 @@ PyDoc_STRVAR(opener_open_run_doc,
 "at most 4096, with the GIL released. Plaintexts go to out[out_offset:], each at a\n"
 "multiple of 16 bytes after the one before. Returns where it stopped (offset of the\n"
 "first datagram not taken, `end` when all were) and one (counter, plaintext offset,\n"
-"plaintext length) per datagram taken, the length -1 when its tag did not verify.\n"
-"Replay and expiry checks are the caller's.");
+"plaintext length) per datagram taken, the length -1 when its tag did not verify.\n\n"
+"open_run(..., ring, last, limit, expire) -> (stop, results, last) also applies the\n"
+"caller's replay window (replay_run's ring, last and limit, the state passed in and\n"
+"handed back) to each authentic message's counter: length -2 when the window refused\n"
+"it (its plaintext not kept); a message whose counter is >= expire is not opened and\n"
+"gets length -3. Without them, replay and expiry checks are the caller's.");
 
 typedef struct { uint64_t counter; Py_ssize_t at; Py_ssize_t plen; } OpenResult;
 
 static PyObject *opener_open_run(Cipher *self, PyObject *args) {
-    Py_buffer data, out;
+    Py_buffer data, out, ring_buf = {0};
     Py_ssize_t offset, end, size, out_offset;
-    PyObject *receiver_obj;
+    PyObject *receiver_obj, *last_obj = NULL, *limit_obj = NULL, *expire_obj = NULL;
     uint32_t receiver;
     PyObject *results = NULL, *result = NULL;
     OpenResult *res = NULL;
     Py_ssize_t count = 0, stop;
-    if (!PyArg_ParseTuple(args, "y*nnnOw*n", &data, &offset, &end, &size, &receiver_obj, &out, &out_offset))
+    ReplayState window;
+    uint64_t expire = UINT64_MAX;
+    if (!PyArg_ParseTuple(args, "y*nnnOw*n|w*OOO", &data, &offset, &end, &size, &receiver_obj, &out,
+                          &out_offset, &ring_buf, &last_obj, &limit_obj, &expire_obj))
         return NULL;
+    int windowed = ring_buf.obj != NULL;
     if (parse_u32(receiver_obj, &receiver) < 0) goto done;
+    if (windowed) {
+        if (last_obj == NULL || limit_obj == NULL || expire_obj == NULL) {
+            PyErr_SetString(PyExc_TypeError, "ring needs last, limit and expire");
+            goto done;
+        }
+        if (replay_load(&window, &ring_buf, last_obj, limit_obj) < 0 || parse_u64(expire_obj, &expire) < 0)
+            goto done;
+    }
     if (offset < 0 || end < offset || end > data.len || size <= 0) {
         PyErr_SetString(PyExc_ValueError, "run outside the buffer or size not positive");
         goto done;
@@ -414,9 +521,19 @@ static PyObject *opener_open_run(Cipher *self, PyObject *args) {
         Py_ssize_t plen = dlen - MIN_TRANSPORT;
         if (plen > MAX_PLAINTEXT || out.len - po < plen) break;
         uint64_t counter = get_le64(msg + 8);
-        int ok = open_one(self->ctx, counter, msg + HEADER_SIZE, dlen - HEADER_SIZE, o + po);
         res[count].counter = counter;
         res[count].at = po;
+        if (counter >= expire) {
+            res[count++].plen = -3;
+            stop += dlen;
+            continue;
+        }
+        int ok = open_one(self->ctx, counter, msg + HEADER_SIZE, dlen - HEADER_SIZE, o + po);
+        if (ok && windowed && !replay_apply(&window, counter)) {
+            res[count++].plen = -2;
+            stop += dlen;
+            continue;
+        }
         res[count].plen = ok ? plen : -1;
         count++;
         if (ok) {
@@ -434,12 +551,18 @@ static PyObject *opener_open_run(Cipher *self, PyObject *args) {
         if (t == NULL) goto done;
         PyList_SET_ITEM(results, i, t);
     }
-    result = Py_BuildValue("(nO)", stop, results);
+    if (windowed) {
+        replay_store(&window, &ring_buf);
+        result = Py_BuildValue("(nOK)", stop, results, (unsigned long long)window.last);
+    } else {
+        result = Py_BuildValue("(nO)", stop, results);
+    }
 done:
     Py_XDECREF(results);
     PyMem_Free(res);
     PyBuffer_Release(&data);
     PyBuffer_Release(&out);
+    if (ring_buf.obj != NULL) PyBuffer_Release(&ring_buf);
     return result;
 }
 
@@ -527,13 +650,9 @@ static PyObject *piece_sums(PyObject *module, PyObject *args) {
     PyObject *starts_obj, *seq = NULL, *result = NULL;
     Py_ssize_t *starts = NULL;
     if (!PyArg_ParseTuple(args, "y*O", &buf, &starts_obj)) return NULL;
-    seq = PySequence_Fast(starts_obj, "starts must be a sequence");
+    Py_ssize_t count;
+    seq = bounded_sequence(starts_obj, MAX_PIECES, "pieces", &count);
     if (seq == NULL) goto done;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    if (count > MAX_PIECES) {
-        PyErr_SetString(PyExc_ValueError, "more than 65536 pieces");
-        goto done;
-    }
     starts = PyMem_Calloc(count + 1, sizeof(Py_ssize_t));
     if (starts == NULL) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -910,6 +1029,7 @@ static PyMethodDef module_methods[] = {
     {"piece_sums", piece_sums, METH_VARARGS, piece_sums_doc},
     {"tcp_split", tcp_split, METH_VARARGS, tcp_split_doc},
     {"coalesce", coalesce, METH_VARARGS, coalesce_doc},
+    {"replay_run", replay_run, METH_VARARGS, replay_run_doc},
     {NULL}
 };
 

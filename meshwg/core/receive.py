@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from meshwg.core.protocol import WireGuardProtocol
 
 ReceivedRun = tuple[Any, int, Any]   # (datagrams of one source back to back, size of each, source)
+# what the compiled open_run's negative plaintext lengths mean, as counted in stats
+# (-3: counter at or past the limit, not opened; -2: replayed; -1: tag did not verify)
+_REFUSED = ("expired_keypair", "replayed", "decrypt_failed")
 
 
 class ReceivePath:
@@ -57,8 +60,11 @@ class ReceivePath:
         admissions decides whether the device is under load. Every dropped datagram is
         counted in `stats`.
 
-        With the compiled path (self.fastpath) each message is opened by the keypair's
-        Opener in one call (the counter nonce made in C); else by the AEAD's decrypt_into.
+        With the compiled path (self.fastpath) the datagrams of a run to one keypair are
+        opened by the keypair's Opener in one call (open_run), which also applies the
+        keypair's replay window to their counters (the window's state passed in and
+        back); else each by the AEAD's decrypt_into and ReplayWindow.check. Both count
+        and decide the same per datagram.
 
         Bookkeeping is per run of consecutive datagrams to one keypair from one source,
         with the same effect as per datagram: one keypair lookup and expiry check, then
@@ -84,9 +90,10 @@ class ReceivePath:
         run_bytes = 0
         run_data = False
         run_authenticated = False
-        open_ = replay = None
+        open_ = replay = window = None
         fast = self.fastpath
-        fast_open = None          # the keypair's compiled Opener.open (fast is not None)
+        fast_run = None           # the keypair's compiled Opener.open_run (fast is not None)
+        refused = _REFUSED
         peer = None
         last_src = None
         src_ok = False
@@ -104,7 +111,9 @@ class ReceivePath:
                 run_bytes = 0
                 run_data = run_authenticated = False
             run_source = source
-            for o in range(0, total, size):
+            end = 0
+            while end < total:
+                o = end
                 end = o + size
                 if end > total:
                     end = total
@@ -130,67 +139,79 @@ class ReceivePath:
                     last_src = None
                     last_receiver = receiver
                     kp = keypairs.get(receiver)
-                    open_ = fast_open = None
+                    open_ = fast_run = None
                     if kp is not None:
                         open_ = kp.receive_aead.decrypt_into
                         if fast is not None:
-                            fast_open = kp.opener(fast).open
-                        replay = kp.replay.check
+                            fast_run = kp.opener(fast).open_run
+                        window = kp.replay
+                        replay = window.check
                         peer = kp.peer
                         if now - kp.created >= reject_time:
                             open_ = False
                 if open_ is None:
                     stats["unknown_index"] += 1
                     continue
-                if open_ is False or counter >= reject_messages:
-                    stats["expired_keypair"] += 1
-                    continue
-                plen = dlen - TRANSPORT_MIN_SIZE
-                if po + plen > cap:
-                    out = bytearray(max(cap, 65536))
-                    omv = memoryview(out)
-                    cap = len(out)
-                    po = 0
-                if fast_open is not None:
-                    if not fast_open(counter, data, o + 16, dlen - 16, out, po):
-                        stats["decrypt_failed"] += 1
+                results = None
+                if fast_run is not None and open_ is not False:
+                    # compiled: this datagram and the ones after it to the same receiver,
+                    # opened and replay-checked in one call
+                    stop, results, window.last = fast_run(
+                        data, o, total, size, receiver, out, po,
+                        window.ring, window.last, window.limit, reject_messages)
+                    end = stop if results else end
+                if not results:   # pure Python, or no room left in out: this datagram
+                    if open_ is False or counter >= reject_messages:
+                        stats["expired_keypair"] += 1
                         continue
-                else:
+                    plen = dlen - TRANSPORT_MIN_SIZE
+                    if po + plen > cap:
+                        out = bytearray(max(cap, 65536))
+                        omv = memoryview(out)
+                        cap = len(out)
+                        po = 0
                     try:
                         open_(nonce_of(counter), dmv[o + 16:end], None, omv[po:po + plen])
                     except InvalidTag:
                         stats["decrypt_failed"] += 1
                         continue
-                if not replay(counter):
-                    stats["replayed"] += 1
-                    continue
-                run_authenticated = True
-                run_bytes += dlen
-                if not plen:
-                    stats["keepalives_received"] += 1
-                    continue
-                version = out[po] >> 4
-                if version == 4 and plen >= 20:
-                    length = (out[po + 2] << 8) | out[po + 3]
-                    src = out[po + 12:po + 16]
-                elif version == 6 and plen >= 40:
-                    length = ((out[po + 4] << 8) | out[po + 5]) + 40
-                    src = out[po + 8:po + 24]
-                else:
-                    stats["inner_malformed"] += 1
-                    continue
-                if length > plen or length < 20:
-                    stats["inner_malformed"] += 1
-                    continue
-                if src != last_src:
-                    last_src = bytes(src)
-                    src_ok = lookup(last_src) is peer
-                if not src_ok:
-                    stats["inner_source_not_allowed"] += 1
-                    continue
-                run_data = True
-                packets.append(omv[po:po + length])
-                po += (plen + 15) & ~15
+                    if not replay(counter):
+                        stats["replayed"] += 1
+                        continue
+                    results = ((counter, po, plen),)
+                for counter, at, plen in results:
+                    if plen < 0:
+                        stats[refused[plen]] += 1
+                        continue
+                    run_authenticated = True
+                    run_bytes += plen + TRANSPORT_MIN_SIZE
+                    if not plen:
+                        stats["keepalives_received"] += 1
+                        continue
+                    po = at + ((plen + 15) & ~15)
+                    version = out[at] >> 4
+                    if version == 4 and plen >= 20:
+                        length = (out[at + 2] << 8) | out[at + 3]
+                        src = out[at + 12:at + 16]
+                    elif version == 6 and plen >= 40:
+                        length = ((out[at + 4] << 8) | out[at + 5]) + 40
+                        src = out[at + 8:at + 24]
+                    else:
+                        stats["inner_malformed"] += 1
+                        continue
+                    if length > plen or length < 20:
+                        stats["inner_malformed"] += 1
+                        continue
+                    if src != last_src:
+                        last_src = bytes(src)
+                        src_ok = lookup(last_src) is peer
+                    if not src_ok:
+                        stats["inner_source_not_allowed"] += 1
+                        continue
+                    run_data = True
+                    packets.append(omv[at:at + length])
+                if po > cap:
+                    po = cap
         if kp is not None and run_authenticated:
             self._received(peer, kp, run_source, run_bytes, run_data, now)
         return packets, handshakes

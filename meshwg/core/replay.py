@@ -3,9 +3,16 @@
 The window is a ring of 128 blocks of 64 bits. One block is always the partly filled
 "current" block, so the guaranteed window behind the highest counter seen is
 127 * 64 = 8128 counters, as in the Linux kernel and wireguard-go.
+
+The compiled data path applies the same window to a whole run of counters in one call
+(meshwg.accel's open_run and replay_run): the state (`ring`, an array of 128 native 64-bit
+blocks, `last` and `limit`) is passed in and the new `last` handed back, so both paths
+keep one window and the same decisions.
 """
 
 from __future__ import annotations
+
+from array import array
 
 from meshwg.core.constants import REJECT_AFTER_MESSAGES
 
@@ -20,17 +27,17 @@ _BIT_MASK = BLOCK_BITS - 1
 class ReplayWindow:
     """Accepts each counter below REJECT_AFTER_MESSAGES at most once, within the window."""
 
-    __slots__ = ("_last", "_ring", "_limit")
+    __slots__ = ("last", "ring", "limit")
 
     def __init__(self, limit: int = REJECT_AFTER_MESSAGES) -> None:
-        self._limit = limit
-        self._last = 0
-        self._ring = [0] * RING_BLOCKS
+        self.limit = limit                  # counters at or above it are refused
+        self.last = 0                       # the newest counter accepted
+        self.ring = array("Q", bytes(RING_BLOCKS * 8))
 
     def reset(self) -> None:
         """Forget every counter seen (for a new keypair)."""
-        self._last = 0
-        ring = self._ring
+        self.last = 0
+        ring = self.ring
         for i in range(RING_BLOCKS):
             ring[i] = 0
 
@@ -40,11 +47,11 @@ class ReplayWindow:
         Call it only after the packet authenticated, so forged counters cannot move the
         window.
         """
-        if counter >= self._limit or counter < 0:
+        if counter >= self.limit or counter < 0:
             return False
-        ring = self._ring
+        ring = self.ring
         block = counter >> BLOCK_BITS_LOG
-        last = self._last
+        last = self.last
         if counter > last:
             current = last >> BLOCK_BITS_LOG
             advance = block - current
@@ -53,7 +60,7 @@ class ReplayWindow:
             # Clear the blocks the window moves over (none when in the current block).
             for i in range(current + 1, current + advance + 1):
                 ring[i & _BLOCK_MASK] = 0
-            self._last = counter
+            self.last = counter
         elif last - counter > WINDOW_SIZE:
             return False
         index = block & _BLOCK_MASK
