@@ -660,6 +660,10 @@ class MemberDaemon:
             "endpoint": format_endpoint(rdv.endpoint) if rdv and rdv.endpoint else None,
             "path": "rendezvous", "reason": self.directory_error or "directory reachable",
         }]
+        first = self.rendezvous.health[self.rendezvous_key]
+        if self.rendezvous.current != self.rendezvous_key and first.failing:   # failed over
+            peers[0]["reason"] = (f"not answering ({first.error}); directory read at "
+                                  f"{self.rendezvous.ref(self.rendezvous.current).endpoint}")
         if self.relay is not None and self.relay.transport == "tcp":
             peers[0]["reason"] += " (through its relay over TCP: no UDP answer)"
         elif self.relay is not None and self.relay.tls_error and not self.relay.bound:

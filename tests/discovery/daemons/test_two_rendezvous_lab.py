@@ -97,3 +97,4 @@ def test_members_keep_tunnels_to_both_and_fail_over_when_one_dies(lab) -> None:
     text = a1.meshwg("status", "--interface", a1.interface).stdout
     assert f"rendezvous {b_endpoint} ({B_MESH_ADDRESS}): directory read here, answers" in text
     assert f"rendezvous {a_endpoint}" in text and "NOT ANSWERING" in text
+    assert f"directory read at {b_endpoint}" in a1.peers_by_name()["rendezvous"]["reason"]
