@@ -1,7 +1,8 @@
 """The compiled data path (meshwg.accel._fastpath, issue 11) against the pure Python path
-on fuzzed input: Sealer.seal / seal_run, Opener.open / open_run, tcp_split (TSO),
-coalesce (GRO) and piece_sums. Each must accept and refuse (ValueError) what the Python
-path does and give the same bytes; nothing may crash the process. Refusal: none -- any
+on fuzzed input: Sealer.seal / seal_run, Opener.open / open_run (with and without the
+replay window), replay_run, tcp_split (TSO), coalesce (GRO) and piece_sums. Each must
+accept and refuse (ValueError) what the Python path does and give the same bytes (and the
+same replay window after); nothing may crash the process. Refusal: none -- any
 disagreement is an AssertionError, so a crash.
 
 A crash in C kills the fuzzing process with its input: each input is first copied into a
@@ -10,7 +11,7 @@ length, then the input), which therefore holds the input that killed it. The CI 
 starts this target in a subprocess (tests/fuzz/test_fuzz_short.py). Without the extension
 built (no compiler, no libssl-dev) the target checks nothing.
 
-Input: byte 0 chooses the entry point (modulo 7, OPS); bytes 1-16 are parameters
+Input: byte 0 chooses the entry point (modulo 8, OPS); bytes 1-16 are parameters
 (receiver u32, counter u64, A u16, B u8, C u8, little-endian; missing bytes are zeros);
 the rest is the body (packets split at SEPARATOR where the call takes several). Messages to
 open are sealed by the Python path first (then damaged as B and C say), so the opener gets
@@ -19,6 +20,7 @@ past the tag to the bytes that matter."""
 from __future__ import annotations
 
 import contextlib
+from array import array
 import mmap
 import os
 import struct
@@ -27,6 +29,7 @@ from fuzz.engine import MAX_LEN, default_workdir
 from meshwg import accel
 from meshwg.core.crypto import Aead, DecryptionError
 from meshwg.core.messages import transport_header
+from meshwg.core.replay import ReplayWindow
 from meshwg.core.send import padding
 from meshwg.tun import checksum
 from meshwg.tun.checksum import ones_sum
@@ -35,7 +38,8 @@ from meshwg.tun.tso import split_tcp
 
 ALLOWED = ()
 SEPARATOR = b"|\x00|"
-OPS = ("seal", "seal_run", "open", "open_run", "tcp_split", "coalesce", "piece_sums")
+OPS = ("seal", "seal_run", "open", "open_run", "tcp_split", "coalesce", "piece_sums",
+       "replay_run")
 TOKENS = (SEPARATOR, b"\x04\x00\x00\x00", b"\x45\x00", b"\x60\x00\x00\x00", b"\x06",
           b"\xff\xff", b"\x10", b"\x18", b"\x11")
 KEY = bytes(range(32))
@@ -145,9 +149,11 @@ def _open(receiver, counter, a, b, c, body) -> None:
         assert bytes(out[out_offset:out_offset + len(expected)]) == expected
 
 
-def _python_run(data: bytes, size: int, receiver: int, room: int) -> tuple[int, list]:
-    """What open_run must take from a GRO run: (stop, [(counter, plaintext or None)]).
-    (Its replay-window form, open_run(..., ring, last, limit, expire), is not fuzzed.)"""
+def _python_run(data: bytes, size: int, receiver: int, room: int,
+                window: ReplayWindow | None = None, expire: int = 2**64) -> tuple[int, list]:
+    """What open_run must take from a GRO run: (stop, [(counter, plaintext or the length
+    the compiled path reports: -1 bad tag, -2 replayed, -3 expired)]), the Python receive
+    path's checks in its order (expiry, tag, then the replay window)."""
     pos, at, results = 0, 0, []
     while pos < len(data) and len(results) < fast.MAX_RUN:
         datagram = data[pos:pos + size]
@@ -155,9 +161,13 @@ def _python_run(data: bytes, size: int, receiver: int, room: int) -> tuple[int, 
                 or _U32.unpack_from(datagram, 4)[0] != receiver or at + len(datagram) - 32 > room:
             break
         counter = _U64.unpack_from(datagram, 8)[0]
-        plain = python_open(counter, datagram[16:])
+        plain = -3 if counter >= expire else python_open(counter, datagram[16:])
+        if plain is None:
+            plain = -1
+        elif window is not None and plain != -3 and not window.check(counter):
+            plain = -2
         results.append((counter, plain))
-        if plain is not None:           # a forgery's room in out is used by the next one
+        if isinstance(plain, bytes):    # a refused one's room in out is used by the next one
             at += -(-len(plain) // 16) * 16
         pos += len(datagram)
     return pos, results
@@ -176,14 +186,25 @@ def _open_run(receiver, counter, a, b, c, body) -> None:
     if size <= 0:
         assert _refused(lambda: opener.open_run(data, 0, len(data), size, receiver, out, 0))
         return
-    stop, results = opener.open_run(data, 0, len(data), size, receiver, out, 0)
-    want_stop, wanted = _python_run(bytes(data), size, receiver, len(out))
+    if c & 8:       # with the replay window: some counters seen before, some past expiry
+        window = ReplayWindow()
+        for seen in (counter + (b & 7), counter + 200 if c & 16 else 0):
+            window.check(seen)
+        ring, last = array("Q", window.ring), window.last
+        expire = counter + (b >> 3) + 1 if c & 32 else 2**64 - 1
+        stop, results, last = opener.open_run(data, 0, len(data), size, receiver, out, 0,
+                                              ring, last, window.limit, expire)
+        want_stop, wanted = _python_run(bytes(data), size, receiver, len(out), window, expire)
+        assert last == window.last and ring == window.ring, "the windows differ"
+    else:
+        stop, results = opener.open_run(data, 0, len(data), size, receiver, out, 0)
+        want_stop, wanted = _python_run(bytes(data), size, receiver, len(out))
     assert stop == want_stop and len(results) == len(wanted), (stop, want_stop, len(results), len(wanted))
     end = 0
     for (got_counter, at, length), (want_counter, plain) in zip(results, wanted):
         assert got_counter == want_counter
-        assert length == (-1 if plain is None else len(plain))
-        if plain is not None:
+        assert length == (len(plain) if isinstance(plain, bytes) else plain)
+        if isinstance(plain, bytes):
             assert at >= end and bytes(out[at:at + length]) == plain
             end = at + length
 
@@ -222,7 +243,26 @@ def _piece_sums(receiver, counter, a, b, c, body) -> None:
     assert fast.piece_sums(body, starts) == [ones_sum(body[x:y]) for x, y in zip(starts, ends)]
 
 
-_CALLS = (_seal, _seal_run, _open, _open_run, _tcp_split, _coalesce, _piece_sums)
+def _replay_run(receiver, counter, a, b, c, body) -> None:
+    """Hostile counters (8 bytes each; the top bit of each chooses an offset from
+    `counter`, A apart, so that runs hit the window) against ReplayWindow.check."""
+    counters = []
+    for i in range(0, len(body) - 7, 8):
+        value = _U64.unpack_from(body, i)[0]
+        counters.append(value & (2**64 - 1 >> 1) if value >> 63 else
+                        (counter + (value & 0xFFFF) * (a + 1)) % 2**64)
+    window = ReplayWindow(limit=2**64 - 1 - b if c & 1 else ReplayWindow().limit)
+    window.check(counter)
+    ring, last = array("Q", window.ring), window.last
+    if len(counters) > fast.MAX_RUN:
+        assert _refused(lambda: fast.replay_run(ring, last, window.limit, counters))
+        return
+    last, fresh = fast.replay_run(ring, last, window.limit, counters)
+    assert fresh == [window.check(x) for x in counters]
+    assert last == window.last and ring == window.ring, "the windows differ"
+
+
+_CALLS = (_seal, _seal_run, _open, _open_run, _tcp_split, _coalesce, _piece_sums, _replay_run)
 
 
 def one_input(data: bytes) -> None:
@@ -260,6 +300,10 @@ def seeds() -> dict[str, bytes]:
         "tcp-split-v6": encode("tcp_split", tcp_packet(bytes(3000), v6=True, options=bytes(12),
                                                        partial=True), a=1400, c=1),
         "coalesce": encode("coalesce", SEPARATOR.join(segments + [ping] + segments6), c=1),
+        "open-run-window": encode("open_run", SEPARATOR.join([ping] * 6), counter=50, b=(4 << 3) | 1,
+                                  c=8 | 16 | 32),
+        "replay-run": encode("replay_run", b"".join(_U64.pack(x) for x in (1, 0, 2, 2, 70, 8200, 5, 9000)),
+                             counter=10, a=0),
         "piece-sums": encode("piece_sums", ping * 4, receiver=0x00140000, counter=0x0050003C0028,
                              b=1, c=6),
     }
