@@ -191,7 +191,7 @@ def _open_run(receiver, counter, a, b, c, body) -> None:
         for seen in (counter + (b & 7), counter + 200 if c & 16 else 0):
             window.check(seen)
         ring, last = array("Q", window.ring), window.last
-        expire = counter + (b >> 3) + 1 if c & 32 else 2**64 - 1
+        expire = min(counter + (b >> 3) + 1, 2**64 - 1) if c & 32 else 2**64 - 1
         stop, results, last = opener.open_run(data, 0, len(data), size, receiver, out, 0,
                                               ring, last, window.limit, expire)
         want_stop, wanted = _python_run(bytes(data), size, receiver, len(out), window, expire)
