@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from meshwg.core.crypto import public_key
-from meshwg.core.keys import KeyFormatError, decode_key, encode_key
+from meshwg.core.keys import KeyFormatError, decode_key, encode_key, quoted
 from meshwg.util.endpoint import EndpointError, format_endpoint, parse_port, split_hostport
 from meshwg.util.errors import MeshwgError
 from meshwg.util.numbers import bounded_int
@@ -146,7 +146,7 @@ class _Parser:
             else:
                 key, sep, value = line.partition("=")
                 if not sep:
-                    raise self.error(f"expected 'Key = Value', got {_short(line)!r}")
+                    raise self.error(f"expected 'Key = Value', got {quoted(line, line)}")
                 if self.section == "interface" and key.strip().lower() in _HOOKS:
                     value = raw.partition("=")[2]   # a hook keeps its '#' (wg-quick's unstripped_value)
                 self.handle(key.strip(), value.strip())
@@ -164,17 +164,17 @@ class _Parser:
             self.peers.append(PeerConfig(public_key=b"", line=self.lineno))
             self.peer_has_key.append(False)
         else:
-            raise self.error(f"unknown section {_short(line)!r} (expected [Interface] or [Peer])")
+            raise self.error(f"unknown section {quoted('', line)} (expected [Interface] or [Peer])")
         self.seen_keys = {}
 
     def handle(self, key: str, value: str) -> None:
         lower = key.lower()
         if self.section is None:
-            raise self.error(f"{key} = {_short(value)!r} appears before any [Interface] or [Peer] section")
+            raise self.error(f"{key} = {quoted(key, value)} appears before any [Interface] or [Peer] section")
         known = INTERFACE_KEYS if self.section == "interface" else PEER_KEYS
         if lower not in known:
             where = "[Interface]" if self.section == "interface" else "[Peer]"
-            raise self.error(f"unknown key {_short(key)!r} in {where} section")
+            raise self.error(f"unknown key {quoted(key, key)} in {where} section")
         name = known[lower]
         if lower not in REPEATABLE_KEYS:
             if lower in self.seen_keys:
@@ -194,7 +194,7 @@ class _Parser:
         try:
             return decode_key(value, name)
         except KeyFormatError:
-            raise self.error(f"{name}: not a valid base64 WireGuard key: {_short(value)!r}") from None
+            raise self.error(f"{name}: not a valid base64 WireGuard key: {quoted(name, value)}") from None
 
     def set_privatekey(self, name: str, value: str) -> None:
         self.private_key = self.key(name, value)
@@ -206,7 +206,7 @@ class _Parser:
         try:
             self.iface["listen_port"] = parse_port(value, lowest=0)
         except EndpointError:
-            raise self.error(f"{name}: not a port number (0-65535): {_short(value)!r}") from None
+            raise self.error(f"{name}: not a port number (0-65535): {quoted('', value)}") from None
 
     def set_address(self, name: str, value: str) -> None:
         for item in _comma_list(value):
@@ -217,12 +217,12 @@ class _Parser:
                     raise ValueError(item)
                 self.iface["addresses"].append(ipaddress.ip_interface(item))
             except ValueError:
-                raise self.error(f"{name}: not an IP address with optional /prefix: {_short(item)!r}") from None
+                raise self.error(f"{name}: not an IP address with optional /prefix: {quoted('', item)}") from None
 
     def set_mtu(self, name: str, value: str) -> None:
         mtu = bounded_int(value, MAX_MTU, MIN_MTU)
         if mtu is None:
-            raise self.error(f"{name}: not a number in {MIN_MTU}-{MAX_MTU}: {_short(value)!r}")
+            raise self.error(f"{name}: not a number in {MIN_MTU}-{MAX_MTU}: {quoted('', value)}")
         self.iface["mtu"] = mtu
 
     def set_fwmark(self, name: str, value: str) -> None:
@@ -233,7 +233,7 @@ class _Parser:
         else:
             mark = bounded_int(value, 0xFFFFFFFF)
         if mark is None:
-            raise self.error(f"{name}: neither 'off' nor a number in 0-0xffffffff: {_short(value)!r}")
+            raise self.error(f"{name}: neither 'off' nor a number in 0-0xffffffff: {quoted('', value)}")
         self.iface["fwmark"] = mark
 
     def set_dns(self, name: str, value: str) -> None:
@@ -244,12 +244,12 @@ class _Parser:
                 try:
                     self.iface["dns"].append(str(ipaddress.ip_address(item)))
                 except ValueError:
-                    raise self.error(f"{name}: not an IP address: {_short(item)!r}") from None
+                    raise self.error(f"{name}: not an IP address: {quoted('', item)}") from None
             elif _DOMAIN.fullmatch(item):
                 self.iface["dns_search"].append(item)
             else:
                 raise self.error(f"{name}: neither an IP address nor a search domain: "
-                                 f"{_short(item)!r}")
+                                 f"{quoted('', item)}")
 
     def set_table(self, name: str, value: str) -> None:
         lower = value.lower()
@@ -259,12 +259,12 @@ class _Parser:
         table = bounded_int(value, MAX_TABLE, 1)
         if table is None:
             raise self.error(f"{name}: neither 'off', 'auto', 'main' nor a routing table number "
-                             f"in 1-{MAX_TABLE}: {_short(value)!r}")
+                             f"in 1-{MAX_TABLE}: {quoted('', value)}")
         self.iface["table"] = str(table)
 
     def set_saveconfig(self, name: str, value: str) -> None:
         if value.lower() not in ("true", "false"):
-            raise self.error(f"{name}: neither true nor false: {_short(value)!r}")
+            raise self.error(f"{name}: neither true nor false: {quoted('', value)}")
         self.iface["save_config"] = value.lower() == "true"
 
     # [Peer]
@@ -286,7 +286,7 @@ class _Parser:
             try:
                 net = parse_network(item)
             except ValueError:
-                raise self.error(f"{name}: not a CIDR prefix: {_short(item)!r}") from None
+                raise self.error(f"{name}: not a CIDR prefix: {quoted('', item)}") from None
             if has_host_bits(item):
                 self.warnings.append(f"{self.path}:{self.lineno}: {name}: {item} has a nonzero "
                                      f"host part; using {net}")
@@ -300,12 +300,12 @@ class _Parser:
             else:
                 host, port_text = split_hostport(value)
         except EndpointError as exc:
-            reason = _short(str(exc).split(": ", 1)[-1], 80)
-            raise self.error(f"{name}: not HOST:PORT or [IPv6]:PORT ({reason}): {_short(value)!r}") from None
+            reason = str(exc).split(": ", 1)[-1][:80]
+            raise self.error(f"{name}: not HOST:PORT or [IPv6]:PORT ({reason}): {quoted('', value)}") from None
         try:
             port = parse_port(port_text)
         except EndpointError:
-            raise self.error(f"{name}: port is not a number in 1-65535: {_short(value)!r}") from None
+            raise self.error(f"{name}: port is not a number in 1-65535: {quoted('', value)}") from None
         self.peers[-1].endpoint = (self.resolve_host(name, host, port, value), port)
 
     def unbracketed_ipv6(self, name: str, value: str) -> tuple[str, str]:
@@ -316,8 +316,8 @@ class _Parser:
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise self.error(f"{name}: not HOST:PORT or [IPv6]:PORT ({_short(host)!r} before the last "
-                             f"colon is not an IPv6 address): {_short(value)!r}") from None
+            raise self.error(f"{name}: not HOST:PORT or [IPv6]:PORT ({quoted('', host)} before the last "
+                             f"colon is not an IPv6 address): {quoted('', value)}") from None
         return host, port_text
 
     def resolve_host(self, name: str, host: str, port: int, value: str) -> str:
@@ -328,13 +328,13 @@ class _Parser:
         try:
             return resolve_endpoint(host, port, getaddrinfo=self.resolve)[0]
         except EndpointError as exc:
-            raise self.error(f"{name}: {exc} in {_short(value)!r}") from None
+            raise self.error(f"{name}: {exc} in {quoted('', value)}") from None
 
     def set_persistentkeepalive(self, name: str, value: str) -> None:
         seconds = 0 if value.lower() == "off" else bounded_int(value, 65535)
         if seconds is None:
             raise self.error(f"{name}: neither 'off' nor a number of seconds in 0-65535: "
-                             f"{_short(value)!r}")
+                             f"{quoted('', value)}")
         self.peers[-1].persistent_keepalive = seconds
 
     def finish(self) -> InterfaceConfig:
@@ -357,12 +357,6 @@ class _Parser:
 
 _HOOKS = {k.lower(): f"{k[:-2].lower()}_{k[-2:].lower()}" if k.endswith("Up")
           else f"{k[:-4].lower()}_down" for k in HOOK_KEYS}   # "preup" -> "pre_up"
-
-
-def _short(value: str, limit: int = 40) -> str:
-    """A value quoted in an error, cut to `limit` characters (a line of 5,000 digits stays
-    one readable line)."""
-    return value if len(value) <= limit else f"{value[:limit]}...({len(value)} characters)"
 
 
 def _comma_list(value: str) -> list[str]:

@@ -17,6 +17,25 @@ class KeyFormatError(MeshwgError, ValueError):
     """Text that is not a base64-encoded 32-byte WireGuard key."""
 
 
+_SECRET_NAMES = ("privatekey", "presharedkey")
+
+
+def is_secret_name(name: str) -> bool:
+    """True when `name` (or a line starting with it) names a secret key: PrivateKey,
+    PresharedKey, private_key, preshared-key, any case. Error messages never quote such a
+    value (a near-miss of a key is most of the key: it would end up in logs)."""
+    folded = "".join(ch for ch in name[:64].lower() if ch.isalnum())
+    return folded.startswith(_SECRET_NAMES)
+
+
+def quoted(name: str, text: str, limit: int = 40) -> str:
+    """`text` for an error message about `name`: repr-quoted and cut to `limit` characters,
+    or only its length when `name` (or `text` itself) names a secret key."""
+    if is_secret_name(name) or is_secret_name(text):
+        return f"<not shown: a secret, {len(text)} characters>"
+    return repr(text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)")
+
+
 def encode_key(raw: bytes) -> str:
     """Base64 text (44 characters) of a 32-byte key."""
     if len(raw) != KEY_SIZE:
@@ -34,7 +53,7 @@ def decode_key(text: str, what: str = "key") -> bytes:
         except (binascii.Error, UnicodeEncodeError):
             pass
     if len(raw) != KEY_SIZE:
-        raise KeyFormatError(f"{what}: not a valid base64 WireGuard key: {text!r}")
+        raise KeyFormatError(f"{what}: not a valid base64 WireGuard key: {quoted(what, text, 64)}")
     return raw
 
 

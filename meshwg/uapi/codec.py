@@ -15,6 +15,7 @@ import errno as _errno
 import os
 import re
 
+from meshwg.core.keys import quoted
 from meshwg.device.api import DeviceStatus, DeviceUpdate, Network, PeerStatus, PeerUpdate
 from meshwg.util.endpoint import format_endpoint, parse_endpoint
 from meshwg.util.errors import MeshwgError
@@ -44,7 +45,7 @@ class UapiError(MeshwgError):
 
 def _hex_key(key: str, value: str) -> bytes:
     if not _HEX_KEY.fullmatch(value):
-        raise UapiError(f"{key}: not a 64-digit hex key: {value!r}")
+        raise UapiError(f"{key}: not a 64-digit hex key: {quoted(key, value)}")
     return bytes.fromhex(value)
 
 

@@ -65,7 +65,7 @@ def test_malformed_config_names_file_line_and_value(tmp_path):
     assert out.returncode == 1
     err = out.stderr.strip()
     assert len(err.splitlines()) == 1, err
-    assert f"{conf}:2" in err and "aGVsbG8=" in err
+    assert f"{conf}:2" in err and "PrivateKey" in err and "aGVsbG8=" not in err   # a secret: never echoed
     assert "Traceback" not in err
     assert not os.path.exists("/sys/class/net/wgbad")        # nothing was created
 

@@ -145,7 +145,7 @@ PEER = f"[Peer]\nPublicKey = {PUB1}\n"
     (PEER, 1, "no [Interface] section"),
     (BASE + "[Peer]\nEndpoint = 1.2.3.4:5\n", 3, "[Peer] section without PublicKey"),
     (BASE + PEER + PEER, 6, f"PublicKey: peer {PUB1} appears twice (first on line 4)"),
-    ("[Interface]\nPrivateKey = abc\n", 2, "PrivateKey: not a valid base64 WireGuard key: 'abc'"),
+    ("[Interface]\nPrivateKey = abc\n", 2, "PrivateKey: not a valid base64 WireGuard key: <not shown: a secret, 3 characters>"),
     (BASE + "PrivateKey = " + PRIV + "\n", 3, "PrivateKey given twice (first on line 2)"),
     (BASE + "ListenPort = 70000\n", 3, "ListenPort: not a port number (0-65535): '70000'"),
     (BASE + "ListenPort = -1\n", 3, "ListenPort: not a port number (0-65535): '-1'"),
@@ -155,7 +155,7 @@ PEER = f"[Peer]\nPublicKey = {PUB1}\n"
     (BASE + "MTU = 20\n", 3, "MTU: not a number in 68-65535: '20'"),
     (BASE + "FwMark = 0x1g\n", 3, "FwMark: neither 'off' nor a number in 0-0xffffffff: '0x1g'"),
     (BASE + "FwMark = 4294967296\n", 3, "FwMark: neither 'off' nor a number in 0-0xffffffff: '4294967296'"),
-    (BASE + PEER + "PresharedKey = zz\n", 5, "PresharedKey: not a valid base64 WireGuard key: 'zz'"),
+    (BASE + PEER + "PresharedKey = zz\n", 5, "PresharedKey: not a valid base64 WireGuard key: <not shown: a secret, 2 characters>"),
     (BASE + PEER + "AllowedIPs = 10.0.0.0/8, bogus\n", 5, "AllowedIPs: not a CIDR prefix: 'bogus'"),
     (BASE + PEER + "AllowedIPs = 10.0.0.0/255.0.0.0\n", 5, "AllowedIPs: not a CIDR prefix: '10.0.0.0/255.0.0.0'"),
     (BASE + PEER + "AllowedIPs = fd00::/129\n", 5, "AllowedIPs: not a CIDR prefix: 'fd00::/129'"),
@@ -264,3 +264,22 @@ def test_example_configs_accepted_by_wg_quick_strip(tmp_path):
                              timeout=10)
         assert out.returncode == 0, out.stderr
         assert "Address" not in out.stdout and "PrivateKey" in out.stdout
+
+
+@pytest.mark.parametrize("line", [
+    "PrivateKey = {k}x",                    # one character too many
+    "PrivateKey {k}",                       # no '=' before the key ('=' of its padding)
+    "PresharedKey = {k}x",
+    "privatekey={k}x",
+])
+def test_a_near_miss_of_a_secret_key_is_never_echoed(tmp_path, line):
+    """A malformed PrivateKey/PresharedKey line is most of a secret: the error names the
+    line and the key but never quotes the value (it would reach logs and terminals)."""
+    secret = PRIV[:-1]                      # 43 characters of a real key
+    where = BASE if "Preshared" in line else "[Interface]\n"
+    for text in (where + line.format(k=secret) + "\n", line.format(k=secret) + "\n[Interface]\n"):
+        path = tmp_path / "s.conf"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            parse_config(path.read_text(), str(path))
+        assert secret[:8] not in str(info.value), str(info.value)

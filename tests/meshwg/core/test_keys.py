@@ -42,7 +42,8 @@ def test_decode_rejects_malformed_keys_with_one_line_message(bad):
     with pytest.raises(KeyFormatError) as info:
         decode_key(bad, "PrivateKey")
     message = str(info.value)
-    assert message == f"PrivateKey: not a valid base64 WireGuard key: {bad!r}"
+    assert message == ("PrivateKey: not a valid base64 WireGuard key: "
+                       f"<not shown: a secret, {len(bad)} characters>")
     assert "\n" not in message
     assert isinstance(info.value, ValueError)
 
@@ -92,3 +93,12 @@ def test_wg_accepts_our_psk_and_we_accept_wg_genpsk():
     # `wg pubkey` parses any 32-byte base64 key: it accepts our PSK text as well-formed.
     ours = generate_psk_b64()
     assert len(wg("pubkey", stdin=ours + "\n")) == 44
+
+
+def test_a_public_key_is_quoted_but_never_a_secret_one():
+    with pytest.raises(KeyFormatError, match="'abc'"):
+        decode_key("abc", "PublicKey")
+    for name in ("PrivateKey", "PresharedKey", "private_key", "preshared-key"):
+        with pytest.raises(KeyFormatError) as info:
+            decode_key("abc", name)
+        assert "abc" not in str(info.value)
