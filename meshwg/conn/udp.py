@@ -100,10 +100,15 @@ class UdpSocket:
             self._sockaddrs[endpoint] = cached
         return cached
 
-    def recv_runs(self, limit: int = 16) -> list[tuple[bytes, int, tuple[str, int]]]:
+    def recv_runs(self, limit: int = 16, stop_at: int = 0,
+                  stop_prefix: bytes = b"") -> list[tuple[bytes, int, tuple[str, int]]]:
         """What is ready now, at most `limit` system calls' worth, as (data, size, source):
         datagrams of one sender back to back, each `size` bytes but the last (with GRO one
-        call may return many; without, each datagram is its own run)."""
+        call may return many; without, each datagram is its own run). `stop_at` > 0 ends
+        the batch after a call that returned one datagram of at most that many bytes
+        starting with `stop_prefix` (the device: transport data, a ping or an ACK; not
+        handshake messages, so a flood of them is still read in batches): it is handled
+        before the datagrams behind it, and a lone one costs no call that ends in EAGAIN."""
         out: list[tuple[bytes, int, tuple[str, int]]] = []
         try:
             if self.gro:
@@ -115,6 +120,8 @@ class UdpSocket:
                     if host.startswith("::ffff:"):
                         host = host[7:]
                     out.append((data, gro_segment_size(anc) or len(data), (host, addr[1])))
+                    if len(data) <= stop_at and data.startswith(stop_prefix):
+                        break
             else:
                 recv = self.sock.recvfrom
                 for _ in range(limit):
@@ -123,6 +130,8 @@ class UdpSocket:
                     if host.startswith("::ffff:"):
                         host = host[7:]
                     out.append((data, len(data), (host, addr[1])))
+                    if len(data) <= stop_at and data.startswith(stop_prefix):
+                        break
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:

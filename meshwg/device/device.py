@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable
 from meshwg import accel
 from meshwg.conn.gso import UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS
 from meshwg.conn.udp import BindError, UdpSocket
-from meshwg.core.constants import DEFAULT_MTU
+from meshwg.core.constants import DEFAULT_MTU, MESSAGE_TRANSPORT, TRANSPORT_MIN_SIZE
 from meshwg.core.events import EndpointChanged, Event, HandshakeCompleted
 from meshwg.core.handshake import AdmittedHandshake
 from meshwg.core.keys import encode_key
@@ -75,6 +75,12 @@ STATS_INTERVAL = 2.0       # seconds between two writes of the counters file, at
 OLD_SOCKET_GRACE = 0.5     # seconds an old UDP socket stays open after a port change
 SIDE_PREFIX_MIN = 4        # bytes: a side channel's prefix is at least a message header long
 SIDE_MAX_DATAGRAM = 1500   # bytes: longer side-channel datagrams are dropped, not handed on
+LONE_PACKET = 256          # bytes: a packet this short (a ping, an ACK) ends its read batch,
+                           # so it goes out before the reads queued behind it (and a lone
+                           # one costs no read ending in EAGAIN); the UDP datagram carrying
+                           # it is TRANSPORT_MIN_SIZE longer
+LONE_TYPE = bytes([MESSAGE_TRANSPORT])   # only transport data ends a UDP batch (a handshake
+                                         # flood is still read in batches)
 
 SideHandler = Callable[[bytes, tuple[str, int]], None]
 
@@ -345,7 +351,7 @@ class Device:
                     os.read(wake_fd, 512)
             if tun_ready:
                 with lock:
-                    runs = protocol.encrypt_batch(tun.iter_packets(batch), now(),
+                    runs = protocol.encrypt_batch(tun.iter_packets(batch, LONE_PACKET), now(),
                                                   seal_buffer, UDP_GSO_MAX_BYTES,
                                                   UDP_MAX_SEGMENTS)
                     datagrams, events = collect()
@@ -355,7 +361,8 @@ class Device:
                     deliver(datagrams, events)
             if udp_ready:
                 try:
-                    received = udp.recv_runs(GRO_BATCH if udp.gro else BATCH)
+                    received = udp.recv_runs(GRO_BATCH if udp.gro else BATCH,
+                                             LONE_PACKET + TRANSPORT_MIN_SIZE, LONE_TYPE)
                 except OSError:
                     if udp is self.udp:
                         raise

@@ -92,11 +92,16 @@ class TunDevice:
     def fileno(self) -> int:
         return self.fd
 
-    def iter_packets(self, limit: int = 64) -> Iterator:
+    def iter_packets(self, limit: int = 64, stop_at: int = 0) -> Iterator:
         """Read what is ready now (at most `limit` reads) and yield its IP packets, one
         per read without offloads. With offloads a TCP segment of up to 64 KiB is split
         in place (tso.split_frame_in_place): each packet is a view valid only until the
-        next is taken. Reads happen as the packets are taken."""
+        next is taken. Reads happen as the packets are taken.
+
+        `stop_at` > 0 ends the batch after a packet of at most that many bytes (a ping,
+        an ACK): it goes out at once instead of after the reads behind it, and a lone
+        packet costs no read that ends in EAGAIN (the caller's poll says whether more
+        is queued)."""
         fd = self.fd
         if not self.vnet_hdr:
             read = os.read
@@ -106,6 +111,8 @@ class TunDevice:
                 except BlockingIOError:
                     return
                 yield packet
+                if len(packet) <= stop_at:
+                    return
             return
         readv = os.readv
         buf = self._frame_buffer          # one is enough: packets are taken one by one
@@ -123,6 +130,8 @@ class TunDevice:
                 self.stats["offload_errors"] += 1
                 continue
             yield from packets
+            if n <= stop_at + VNET_HDR_SIZE:
+                return
 
     def write_batch(self, packets: Sequence) -> None:
         """Write IP packets (bytes or views); with offloads consecutive TCP segments of a

@@ -66,3 +66,31 @@ def test_fwmark_takes_every_32_bit_value(mark: int) -> None:
         assert udp.fwmark == 1
     finally:
         udp.close()
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["gro", "plain"])
+def test_a_short_data_message_ends_the_batch(offload: bool) -> None:
+    """recv_runs(stop_at=N, stop_prefix=P) returns after a call that brought one datagram
+    of at most N bytes starting with P (the device: transport data, type 4) (a ping goes out before what queues behind it); the rest
+    waits for the next call, in order. Short handshake messages do not end the batch."""
+    rx, tx = UdpSocket(0, offload=offload), UdpSocket(0, offload=offload)
+    try:
+        address = ("127.0.0.1", rx.port)
+        big, short = b"\x04" * 1000, b"\x04" + b"\x01" * 99
+        handshake = b"\x01" + b"\x00" * 147
+        sent = [b"", handshake, big, short, big, short]   # an empty datagram is no message
+        for datagram in sent:           # loopback: all are queued once the sends return
+            tx.send(datagram, address)
+        first: list = []
+        deadline = time.monotonic() + 5.0
+        while not first:
+            assert time.monotonic() < deadline, "nothing received"
+            select.select([rx.fileno()], [], [], 1.0)
+            first = rx.recv_runs(16, stop_at=128, stop_prefix=b"\x04")
+        got = [d for d, _, _ in first]
+        assert got == sent[:4]          # through the handshake, stopped at the short one
+        rest = receive(rx, 2)
+        assert [d for d, _ in rest] == sent[4:]
+    finally:
+        rx.close()
+        tx.close()
