@@ -9,12 +9,14 @@ removes it. Per run: publish time and rate (records and update messages per seco
 time until Knot serves the primary's serial, the full-zone fetch time from Knot, and the
 time of E enrollments. Not run in CI; on a loaded machine the figures are lower bounds.
 
-The primary gets ``max-records-per-type 0;``: BIND 9.18.28 and later refuse more than 100
-records of one type at one name by default, which stops the service's PTR set at 100
-members (the publisher bounds that set to 64 KiB anyway: DirectoryPublisher docstring).
+configs/dns gives BIND ``max-records-per-type 0;`` (9.18.28 and later refuse more than 100
+records of one type at one name by default, which would stop the service's PTR set at 100
+members; the publisher bounds that set to 64 KiB anyway: DirectoryPublisher docstring).
+With --dnsperf S, dnsperf then queries the Knot secondary for S seconds from a member's
+address (SRV of random members' instances): queries per second a secondary answers.
 
 Run as root:  .venv/bin/python bench/dns_directory.py [--members 10000] [--runs 3]
-              [--enroll 20] [--json]
+              [--enroll 20] [--dnsperf 10] [--json]
 """
 
 from __future__ import annotations
@@ -79,7 +81,25 @@ print(json.dumps(out))
 """
 
 
-def one_run(members: int, enroll: int) -> dict:
+def dnsperf(ns: Namespace, server: str, members: int, seconds: int) -> float:
+    """Queries per second dnsperf gets from `server` (SRV of members' instances)."""
+    import random
+    import tempfile
+    from discovery.dnssd.names import instance_label
+    picks = random.Random(7).sample(range(members), min(members, 2000))
+    lines = [f"{instance_label(bytes([i % 256, i // 256 % 256]) + bytes(30))}._wireguard._udp.{ZONE} SRV"
+             for i in picks]
+    with tempfile.NamedTemporaryFile("w", suffix=".queries", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+    out = ns.run(["dnsperf", "-s", server, "-d", f.name, "-l", str(seconds), "-c", "4", "-q", "200"],
+                 timeout=seconds + 60).stdout
+    for line in out.splitlines():
+        if "Queries per second:" in line:
+            return float(line.split(":")[1])
+    raise RuntimeError(f"dnsperf printed no rate: {out[-400:]}")
+
+
+def one_run(members: int, enroll: int, perf_seconds: int = 0) -> dict:
     with Cleanup() as cleanup:
         bridge = Bridge(Namespace(cleanup, "dbsw"))
         ns = {}
@@ -88,10 +108,7 @@ def one_run(members: int, enroll: int) -> dict:
             bridge.attach(ns[tag], f"{address}/24")
         keys = DnsKeys.generate(cleanup)
         primary = BindPrimary(ns["pri"], PRIMARY, ZONE, keys, secondaries=[(KNOT, 53)],
-                              members=[f"{WRITER}/32"], start=False)
-        primary.config.write_text(primary.config.read_text().replace(
-            "options {", "options {\n    max-records-per-type 0;", 1))
-        primary.start()
+                              members=[f"{WRITER}/32"])
         KnotSecondary(ns["knot"], KNOT, primary)
 
         def run(op: str, server: str, count: int) -> dict:
@@ -104,7 +121,8 @@ def one_run(members: int, enroll: int) -> dict:
              "Knot to serve the primary's serial")
         fetched = run("fetch", KNOT, 0)
         enrolled = run("enroll", PRIMARY, enroll) if enroll else None
-        return {"publish": published, "fetch": fetched, "enroll": enrolled}
+        qps = dnsperf(ns["writer"], KNOT, members, perf_seconds) if perf_seconds else None
+        return {"publish": published, "fetch": fetched, "enroll": enrolled, "dnsperf_qps": qps}
 
 
 def main() -> int:
@@ -113,6 +131,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--enroll", type=int, default=20,
                         help="enrollments timed after the publish (0: none)")
+    parser.add_argument("--dnsperf", type=int, default=10,
+                        help="seconds of dnsperf against the Knot secondary (0: skip)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if unavailable_reason():
@@ -120,7 +140,7 @@ def main() -> int:
         return 2
     runs = []
     for _ in range(args.runs):
-        code, result = measure_in_lab("dns_directory", lambda: one_run(args.members, args.enroll))
+        code, result = measure_in_lab("dns_directory", lambda: one_run(args.members, args.enroll, args.dnsperf))
         if code:
             return code
         runs.append(result)
@@ -146,6 +166,9 @@ def main() -> int:
     if args.enroll:
         print(f"{args.enroll} enrollments (add_member) into that zone: "
               f"{summary([r['enroll']['seconds'] / args.enroll for r in runs], 's each')}")
+    if args.dnsperf:
+        print(f"dnsperf against the Knot secondary ({args.dnsperf} s, SRV of members' instances): "
+              f"{summary([r['dnsperf_qps'] for r in runs], 'queries/s')}")
     return 0
 
 
