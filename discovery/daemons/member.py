@@ -281,6 +281,7 @@ class MemberDaemon:
                                        on_change=lambda peers: self._loop_service.wake(),
                                        service=self.mdns_service,
                                        refresh_interval=LAN_REFRESH)
+            self.browser.set_wanted(self.directory)     # a stranger's keys are not even read
             self.browser.start()
         except Exception as exc:   # no multicast-capable interface, etc.: keep going without LAN discovery
             log.warning("mDNS unavailable (%s); LAN discovery disabled", exc)
@@ -482,6 +483,8 @@ class MemberDaemon:
 
     def _reconcile(self, now: float) -> float | None:
         """Apply what the reconciler decides; write the status file if it changed."""
+        if self.browser is not None:
+            self.browser.set_wanted(self.directory)     # cheap when the directory is unchanged
         heard = self.browser.peers() if self.browser is not None else {}
         verified = self.lan_verifier.verify(heard, directory_lan_keys(self.directory), now)
         lan = {key: lan_endpoints(peer.addresses, peer.port) for key, peer in verified.items()}

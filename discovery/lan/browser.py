@@ -15,6 +15,16 @@ host's member. Known and deferred instances are re-read
 from the cache every `refresh_interval` seconds, which catches records that expire without
 a goodbye and deferred ones completed later. With nothing known or deferred it waits for a
 job without any timeout.
+
+A LAN stranger can announce any number of instances of our mesh under random keys. So the
+owner says which keys it wants (:meth:`MdnsBrowser.set_wanted`: the member daemon passes
+its directory): an instance name is derived from its key (discovery.lan.records.
+instance_name), so an event for any other name is counted (``unwanted``) and dropped
+before its records are read, neither deferred nor kept nor re-read nor passed on. When the
+wanted keys change, the newly wanted ones are read from the cache once, and instances no
+longer wanted leave the table. Jobs are handled in batches, with one table comparison and
+at most one ``on_change`` per batch, so a burst costs per packet, not per packet times the
+table, and leaves nothing behind to process.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from meshwg.util.service import Service
 
 from discovery.lan.interfaces import DEFAULT_TUNNEL_INTERFACE
 from discovery.lan.records import (
-    SERVICE_TYPE, LanPeer, MalformedAnnouncement, parse_announcement, same_peer_view,
+    SERVICE_TYPE, LanPeer, MalformedAnnouncement, instance_name, parse_announcement, same_peer_view,
 )
 from discovery.lan.service import MdnsService
 
@@ -60,6 +70,7 @@ class BrowserCounters:
     overflow: int = 0  # members beyond MAX_PEERS
     deferred: int = 0  # instances the cache could not complete, queued for a query
     crowded: int = 0  # not queued: their announcer has MAX_DEFERRED_PER_ANNOUNCER queued
+    unwanted: int = 0  # events for instances of keys not wanted (set_wanted): not read
 
 
 @dataclass
@@ -72,7 +83,7 @@ class _Deferred:
 
 @dataclass
 class _Job:
-    kind: str  # "resolve" | "remove" | "refresh"
+    kind: str  # "resolve" | "remove" | "refresh" | "query" | "wanted"
     name: str = ""
 
 
@@ -111,6 +122,27 @@ class MdnsBrowser:
         self._wake_r = self._wake_w = -1       # a pipe: queued jobs wake the worker
         self._browser: ServiceBrowser | None = None
         self._worker: Service | None = None
+        self._wanted: frozenset[bytes] | None = None    # None: every key (set_wanted)
+        self._wanted_names: frozenset[str] | None = None  # their instance names, lower-case
+        self._newly_wanted: set[bytes] = set()           # to read from the cache once
+
+    def set_wanted(self, keys: Iterable[bytes] | None) -> None:
+        """Follow only the instances of these WireGuard keys (None: all). Cheap when
+        unchanged; any thread."""
+        wanted = None if keys is None else frozenset(keys)
+        with self._lock:
+            if wanted == self._wanted:
+                return
+            if wanted is not None:
+                self._newly_wanted |= wanted - (self._wanted or frozenset())
+            self._wanted = wanted
+            self._wanted_names = None if wanted is None else \
+                frozenset(instance_name(self.mesh_id, k).lower() for k in wanted)
+        self._queue(_Job("wanted"))
+
+    def _is_wanted(self, name: str) -> bool:
+        names = self._wanted_names
+        return names is None or name.lower() in names
 
     def peers(self) -> dict[bytes, LanPeer]:
         """Snapshot of the members of our mesh seen on the LAN, by public key."""
@@ -153,7 +185,12 @@ class MdnsBrowser:
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
         kind = "remove" if state_change is ServiceStateChange.Removed else "resolve"
-        self._jobs.append(_Job(kind, name))
+        self._queue(_Job(kind, name))
+
+    def _queue(self, job: _Job) -> None:
+        self._jobs.append(job)
+        if self._wake_w < 0:            # not started: the worker finds it when it starts
+            return
         try:
             os.write(self._wake_w, b"j")
         except OSError:     # the pipe is full (the worker is awake anyway) or closed (stopping)
@@ -185,13 +222,9 @@ class MdnsBrowser:
                 query = self._due_query()
                 if query is not None:
                     jobs.append(_Job("query", query))
-            for job in jobs:
-                if worker.stopping:
-                    return
-                try:
-                    self._handle(job)
-                except Exception:  # noqa: BLE001 -- a bad packet must never kill discovery
-                    log.exception("mdns: browser job %s failed", job)
+            self._handle(jobs, worker)
+            if worker.stopping:
+                return
             with self._lock:
                 known = bool(self._by_instance) or bool(self._deferred)
             if not known:
@@ -210,9 +243,33 @@ class MdnsBrowser:
         self._served[entry.source] = self._served.get(entry.source, 0) + 1
         return entry.name
 
-    def _handle(self, job: _Job) -> None:
+    def _handle(self, jobs: list[_Job], worker: Service | None = None) -> None:
+        """Handle a batch of jobs; one ``on_change`` at most, after all of them."""
         before = self.peers()
-        if job.kind == "remove":
+        for job in jobs:
+            if worker is not None and worker.stopping:
+                return
+            try:
+                self._handle_one(job)
+            except Exception:  # noqa: BLE001 -- a bad packet must never kill discovery
+                log.exception("mdns: browser job %s failed", job)
+        with self._lock:
+            self._peers = {p.public_key: p for p in self._by_instance.values()}
+        after = self.peers()
+        if not same_peer_view(before, after) and self.on_change is not None:
+            try:
+                self.on_change(after)
+            except Exception:  # noqa: BLE001 -- the caller's bug must not stop discovery
+                log.exception("mdns: on_change callback failed")
+
+    def _handle_one(self, job: _Job) -> None:
+        if job.kind in ("resolve", "query") and not self._is_wanted(job.name):
+            self.counters.unwanted += 1     # a stranger's key: not even read
+            self._deferred.pop(job.name.lower(), None)
+            return
+        if job.kind == "wanted":
+            self._rewant()
+        elif job.kind == "remove":
             self._deferred.pop(job.name.lower(), None)
             with self._lock:
                 self._by_instance.pop(job.name.lower(), None)
@@ -228,14 +285,20 @@ class MdnsBrowser:
         if len(self._served) > len(self._deferred):    # forget announcers with none queued
             live = {entry.source for entry in self._deferred.values()}
             self._served = {src: n for src, n in self._served.items() if src in live}
+
+    def _rewant(self) -> None:
+        """The wanted keys changed: drop the instances no longer wanted, read the newly
+        wanted ones from the cache (an announcement heard before its key was wanted)."""
         with self._lock:
-            self._peers = {p.public_key: p for p in self._by_instance.values()}
-        after = self.peers()
-        if not same_peer_view(before, after) and self.on_change is not None:
-            try:
-                self.on_change(after)
-            except Exception:  # noqa: BLE001 -- the caller's bug must not stop discovery
-                log.exception("mdns: on_change callback failed")
+            fresh, self._newly_wanted = self._newly_wanted, set()
+            for name in [n for n in self._by_instance if not self._is_wanted(n)]:
+                del self._by_instance[name]
+        for name in [n for n in self._deferred if not self._is_wanted(n)]:
+            del self._deferred[name]
+        for key in fresh:
+            name = instance_name(self.mesh_id, key)
+            if name.lower() not in self._by_instance and self._is_wanted(name):
+                self._resolve(name, "recheck")
 
     def _resolve(self, name: str, how: str) -> None:
         """Read one instance: ``how`` is "resolve" (an event: the cache, else defer it),
