@@ -57,3 +57,17 @@ def test_version_names_the_data_path() -> None:
                               "--version"], capture_output=True, text=True,
                              env={"MESHWG_FASTPATH": value, "PATH": "/usr/bin:/bin"})
         assert f"(data path: {expected}" in out.stdout, out
+
+
+def test_the_extension_is_built_where_the_build_packages_are() -> None:
+    """`make test` installs gcc, libssl-dev and python3-dev and builds the extension with
+    pip; where they are present the compiled path must be there, or CI would run the
+    compiled-path tests as skips and call them passed."""
+    import shutil
+    import sysconfig
+    from pathlib import Path
+    headers = Path("/usr/include/openssl/evp.h").exists()
+    python_h = Path(sysconfig.get_paths()["include"], "Python.h").exists()
+    if not (shutil.which("gcc") and headers and python_h):
+        pytest.skip("no gcc, libssl-dev or python3-dev here: the pure-Python path is expected")
+    assert accel.available(), accel.describe(None)
