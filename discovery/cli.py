@@ -103,9 +103,9 @@ def cmd_invite(args) -> int:
         with RendezvousState.open(args.state) as st:
             if st.directory:        # the invite goes into the zone (discovery.stores.zone_rendezvous)
                 from discovery.stores import zone_rendezvous as zr
-                invite = zr.on_primary(zr.access(st), lambda store: store.create_invite(
-                    reusable=args.reusable, expires_in=expires))
-                token = zr.invite_token(st, invite)
+                invite, listed = zr.on_primary(zr.access(st), lambda store: (store.create_invite(
+                    reusable=args.reusable, expires_in=expires), store.rendezvous()))
+                token = zr.invite_token(st, invite, rendezvous=listed)
             else:
                 token = st.create_invite(reusable=args.reusable, expires_in=expires)
         relay_port = tls.saved_port(args.state)

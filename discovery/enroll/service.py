@@ -40,6 +40,19 @@ class RendezvousEnrollment:
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
 
+    def _listed_rendezvous(self) -> tuple:
+        """Every rendezvous registered in the zone, for the response (none on an embedded
+        state, or when the zone cannot be read now: the member keeps its token's list)."""
+        listed = getattr(self.store, "rendezvous", None)
+        if not callable(listed):
+            return ()
+        from discovery.stores.zone_rendezvous import rendezvous_refs
+        try:
+            return tuple(rendezvous_refs(listed()))
+        except StateError as exc:
+            log.info("enrollment response without the list of rendezvous: %s", exc)
+            return ()
+
     def count(self, outcome: str) -> None:
         """Count one outcome: "enrolled", a refusal code, or a transport's dropped_*."""
         with self._stats_lock:
@@ -97,5 +110,6 @@ class RendezvousEnrollment:
         result = EnrollmentResult(
             address=member.mesh_address, network=st.network, zone=st.zone,
             rendezvous_public_key=st.public_key, rendezvous_endpoint=st.endpoint,
-            mesh_id=st.mesh_id, dns_address=st.address, dns_port=st.dns_port)
+            mesh_id=st.mesh_id, dns_address=st.address, dns_port=st.dns_port,
+            rendezvous=self._listed_rendezvous())
         return encode_response(request.nonce, invite.secret, None, result), member

@@ -45,7 +45,7 @@ from meshwg.util.errors import MeshwgError
 
 from discovery.dnssd.tsig_file import TsigKey, read_tsig_key
 from discovery.dnssd.update import DirectoryUnavailable, ServerRefused, ZoneWriter
-from discovery.enroll.tokens import Token
+from discovery.enroll.tokens import MAX_OTHERS, RendezvousRef, Token
 from discovery.stores.errors import StateError, StateExistsError, UnknownMemberError
 from discovery.stores.invites import Invite
 from discovery.stores.private_dir import prepare_private_dir, save_private_file
@@ -267,12 +267,33 @@ def init_on_directory(state_dir: str | os.PathLike, endpoint: str, zone: str, di
         raise
 
 
-def invite_token(state: RendezvousState, invite: Invite, enroll_port: int | None = None) -> Token:
-    """The join token of an invite recorded in the zone, naming this rendezvous."""
+def rendezvous_refs(entries: list[RendezvousEntry], leave_out: bytes | None = None
+                    ) -> list[RendezvousRef]:
+    """The zone's registered rendezvous as tokens and enrollment responses name them
+    (ordered by mesh address, `leave_out` omitted, at most MAX_OTHERS). An entry whose
+    enroll= is not HOST:PORT is left out (the zone's parser admits none such)."""
+    refs = []
+    for entry in sorted(entries, key=lambda e: e.mesh_address):
+        if entry.public_key == leave_out:
+            continue
+        try:
+            port = parse_endpoint(entry.enroll)[1]
+        except ValueError:
+            continue
+        refs.append(RendezvousRef(entry.public_key, entry.endpoint, port,
+                                  mesh_address=entry.mesh_address, pin=entry.pin))
+    return refs[:MAX_OTHERS]
+
+
+def invite_token(state: RendezvousState, invite: Invite, enroll_port: int | None = None,
+                 rendezvous: list[RendezvousEntry] = ()) -> Token:
+    """The join token of an invite recorded in the zone, naming this rendezvous first and
+    every other one registered in `rendezvous` (the zone's) after it."""
     return Token(endpoint=state.endpoint, rendezvous_public_key=state.public_key,
                  invite_id=invite.invite_id, secret=invite.secret,
                  expires_at=invite.expires_at, mesh_id=state.mesh_id,
-                 enroll_port=enroll_port or state.enroll_port)
+                 enroll_port=enroll_port or state.enroll_port,
+                 others=tuple(rendezvous_refs(list(rendezvous), leave_out=state.public_key)))
 
 
 def rendezvous_rows(store: ZoneMembership, me: bytes) -> list[dict]:

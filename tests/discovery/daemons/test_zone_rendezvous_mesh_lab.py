@@ -6,7 +6,8 @@ Covered: members enrolled into the zone get tunnels to the rendezvous and to eac
 (ping through the tunnel); a member removed with `meshwg remove` (written to the zone)
 disappears from the others' peers, the rendezvous having seen the zone's serial move; with
 the primary killed (-9) the tunnels stay and removal is refused in one line; with it back, removal works and reaches the
-running rendezvous. Not covered here: a second running rendezvous.
+running rendezvous. A second running rendezvous: test_zone_two_rendezvous_lab.py (this
+module's zone_on_the_internet builds its zone).
 """
 
 from __future__ import annotations
@@ -22,29 +23,37 @@ pytestmark = pytest.mark.netns
 DNS_ADDRESS = "198.18.0.53"
 
 
-@pytest.fixture(scope="module")
-def lab():
+def zone_on_the_internet(lab) -> tuple:
+    """A BIND primary for the lab's zone on the fake internet (lab.dns_primary; skips when
+    BIND is missing), the lab's rendezvous initialised on it (not started); the options
+    that name the directory, for another rendezvous of the mesh."""
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
+    ns = Namespace(lab.cleanup, "zdns")
+    lab.internet.attach(ns, DNS_ADDRESS)
+    keys = DnsKeys.generate(lab.cleanup)
+    lab.dns_primary = BindPrimary(ns, DNS_ADDRESS, mesh_lab.ZONE, keys,
+                                  members=[mesh_lab.INTERNET])
+    directory = ("--zone", mesh_lab.ZONE, "--directory", f"dns://{DNS_ADDRESS}",
+                 "--tsig-key", keys.update, "--transfer-key", keys.transfer)
+    rv = lab.rendezvous
+    rv.state_dir.parent.mkdir(parents=True, exist_ok=True)
+    rv.meshwg("rendezvous", "init", "--state", rv.state_dir, "--network",
+              mesh_lab.MESH_NETWORK, "--endpoint",
+              f"{mesh_lab.RENDEZVOUS_ADDRESS}:{mesh_lab.RENDEZVOUS_PORT}",
+              "--listen-port", mesh_lab.RENDEZVOUS_PORT, "--interface", rv.interface, *directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def lab():
     with mesh_lab.build_lab(start=False) as lab:
-        ns = Namespace(lab.cleanup, "zdns")
-        lab.internet.attach(ns, DNS_ADDRESS)
-        keys = DnsKeys.generate(lab.cleanup)
-        lab.dns_primary = BindPrimary(ns, DNS_ADDRESS, mesh_lab.ZONE, keys,
-                                      members=[mesh_lab.INTERNET])
-        rv = lab.rendezvous
-        rv.state_dir.parent.mkdir(parents=True, exist_ok=True)
-        rv.meshwg("rendezvous", "init", "--state", rv.state_dir, "--network",
-                  mesh_lab.MESH_NETWORK, "--endpoint",
-                  f"{mesh_lab.RENDEZVOUS_ADDRESS}:{mesh_lab.RENDEZVOUS_PORT}",
-                  "--zone", mesh_lab.ZONE, "--listen-port", mesh_lab.RENDEZVOUS_PORT,
-                  "--interface", rv.interface, "--directory", f"dns://{DNS_ADDRESS}",
-                  "--tsig-key", keys.update, "--transfer-key", keys.transfer)
+        zone_on_the_internet(lab)
         lab.start_rendezvous("--no-relay")
         for label in ("a1", "b"):
             lab.join(lab.members[label], lab.invite())
-        rv.mesh_address = lab.dns_server()[0]
+        lab.rendezvous.mesh_address = lab.dns_server()[0]
         yield lab
 
 

@@ -1,0 +1,79 @@
+"""One mesh, two running rendezvous on one DNS directory (issue 10): the mesh lab's
+rendezvous A and a second one, B (created with the same --directory, --tsig-key and
+--zone, no --network), both `rendezvous run` on a BIND primary on the fake internet.
+
+Covered: a token from A names B and one from B names A (the zone's registered rendezvous);
+a1 joins with A's token, b with B's, both keep tunnels to both rendezvous (every zone
+rendezvous has every zone member as a peer) and ping each other; A is killed with -9: their
+link stays, a1 reads the directory at B (`meshwg status` says so), and a new member a2 joins
+at B with B's token and pings a1.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from discovery.enroll.tokens import decode_token
+from discovery.lab import mesh as mesh_lab
+from discovery.lab.engines import meshwg_argv
+from discovery.lab.netns import poll
+from tests.discovery.daemons.test_zone_rendezvous_mesh_lab import zone_on_the_internet
+
+pytestmark = pytest.mark.netns
+
+B_ADDRESS, B_PORT = "198.18.0.11", 51830
+A_ENDPOINT = f"{mesh_lab.RENDEZVOUS_ADDRESS}:{mesh_lab.RENDEZVOUS_PORT}"
+B_ENDPOINT = f"{B_ADDRESS}:{B_PORT}"
+
+
+def _rows(node) -> dict[str, dict]:
+    return {row["endpoint"]: row for row in node.status().get("rendezvous", [])}
+
+
+def _invite_at_b(lab) -> str:
+    b = lab.b
+    return b.meshwg("invite", "--state", b.state_dir).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with mesh_lab.build_lab(start=False) as lab:
+        directory = zone_on_the_internet(lab)
+        b = lab.add_public_node("rz2", B_ADDRESS, B_PORT)
+        b.meshwg("rendezvous", "init", "--state", b.state_dir, "--endpoint", B_ENDPOINT,
+                 "--listen-port", B_PORT, "--interface", b.interface, *directory)
+        lab.start_rendezvous("--no-relay")
+        b.daemon = b.ns.popen(meshwg_argv("rendezvous", "run", "--state", b.state_dir,
+                                          "--interval", lab.interval, "--no-relay"),
+                              "rendezvous-b", log_dir=str(b.log_dir))
+        poll(lambda: "running" in b.daemon.stderr(), 30, lambda: f"B to start\n{b.daemon.output()}")
+        lab.b = b
+        yield lab
+
+
+def test_two_rendezvous_one_mesh_and_a_member_survives_one(lab) -> None:
+    a1, b, a2 = lab.members["a1"], lab.members["b"], lab.members["a2"]
+    token_a, token_b = lab.invite(), _invite_at_b(lab)
+    assert [r.endpoint for r in decode_token(token_a).rendezvous] == [A_ENDPOINT, B_ENDPOINT]
+    assert [r.endpoint for r in decode_token(token_b).rendezvous] == [B_ENDPOINT, A_ENDPOINT]
+    lab.join(a1, token_a)
+    lab.join(b, token_b)
+    poll(lambda: a1.ping(b.mesh_address, count=1) is not None, 90, "a1 to reach b through the mesh")
+    assert b.ping(a1.mesh_address, count=1) is not None
+    for node in (a1, b):     # tunnels to both rendezvous, each answering
+        poll(lambda: len(_rows(node)) == 2 and all(r["answers"] and r["tunnel"]
+                                                   for r in _rows(node).values()), 60,
+             lambda: f"{node.label} to hold tunnels to both rendezvous: {_rows(node)}")
+
+    lab.rendezvous.daemon.signal(signal.SIGKILL)
+    poll(lambda: _rows(a1)[B_ENDPOINT]["current"] and a1.status()["directory"]["error"] is None,
+         60, lambda: f"a1 to read the directory at B: {_rows(a1)} {a1.status()['directory']}")
+    assert a1.ping(b.mesh_address, count=3) is not None
+    assert "b" in a1.peers_by_name() and "a1" in b.peers_by_name()
+    text = a1.meshwg("status", "--interface", a1.interface).stdout
+    assert f"rendezvous {B_ENDPOINT}" in text and "directory read here" in text, text
+
+    lab.join(a2, _invite_at_b(lab))     # a new member at the survivor
+    poll(lambda: a2.ping(a1.mesh_address, count=1) is not None, 90, "a2 to reach a1 through the mesh")
