@@ -12,6 +12,7 @@ at B with B's token and pings a1.
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -67,13 +68,17 @@ def test_two_rendezvous_one_mesh_and_a_member_survives_one(lab) -> None:
                                                    for r in _rows(node).values()), 60,
              lambda: f"{node.label} to hold tunnels to both rendezvous: {_rows(node)}")
 
+    killed = time.monotonic()
     lab.rendezvous.daemon.signal(signal.SIGKILL)
     poll(lambda: _rows(a1)[B_ENDPOINT]["current"] and a1.status()["directory"]["error"] is None,
          60, lambda: f"a1 to read the directory at B: {_rows(a1)} {a1.status()['directory']}")
+    print(f"failover (kill -9 of A -> a1 reads the directory at B): {time.monotonic() - killed:.1f} s")
     assert a1.ping(b.mesh_address, count=3) is not None
     assert "b" in a1.peers_by_name() and "a1" in b.peers_by_name()
     text = a1.meshwg("status", "--interface", a1.interface).stdout
     assert f"rendezvous {B_ENDPOINT}" in text and "directory read here" in text, text
 
+    started = time.monotonic()
     lab.join(a2, _invite_at_b(lab))     # a new member at the survivor
     poll(lambda: a2.ping(a1.mesh_address, count=1) is not None, 90, "a2 to reach a1 through the mesh")
+    print(f"a new member at B (invite, join, first ping to a1): {time.monotonic() - started:.1f} s")
