@@ -1,5 +1,5 @@
-"""Real authoritative DNS servers for the directory on DNS: a BIND 9 primary, Knot and BIND
-secondaries in lab namespaces, configured from the templates users copy (``configs/dns``).
+"""Real authoritative DNS servers for the directory on DNS: a BIND 9 or Knot primary, Knot and
+BIND secondaries in lab namespaces, configured from the templates users copy (``configs/dns``).
 
 The lab renders the very files in ``configs/dns`` (``{{PLACEHOLDER}}`` filled in, an
 unknown or unfilled placeholder is a LabError), so the examples are what the tests run:
@@ -7,6 +7,8 @@ unknown or unfilled placeholder is a LabError), so the examples are what the tes
 * ``named.conf.meshwg-primary`` and ``meshwg-zone.template``: :class:`BindPrimary`,
   accepting RFC 2136 updates signed with the ``meshwg-update`` key (RFC 8945 TSIG),
   sending signed NOTIFYs (RFC 1996) with no delay, keeping its journal;
+* ``knot.conf.meshwg-primary`` (and the same zone template): :class:`KnotPrimary`, the same
+  interface as :class:`BindPrimary` (the zone and every change in Knot's journal);
 * ``knot.conf.meshwg-secondary``: :class:`KnotSecondary` (whole zone in its journal);
 * ``named.conf.meshwg-secondary``: :class:`BindSecondary`.
 
@@ -191,7 +193,7 @@ class DnsServer:
 
     def _values(self) -> dict[str, str]:
         """Placeholder values every template may use."""
-        transfer = self.keys.key("transfer")
+        transfer, update = self.keys.key("transfer"), self.keys.key("update")
         return {
             "ZONE": self.zone, "ADDRESS": self.address, "PORT": str(self.port),
             "STATE_DIR": str(self.folder),
@@ -200,6 +202,8 @@ class DnsServer:
             "READ_KEY_FILE": str(self.keys.read),
             "TRANSFER_KEY_ALGORITHM": transfer.algorithm,
             "TRANSFER_KEY_SECRET": transfer.secret_base64,
+            "UPDATE_KEY_ALGORITHM": update.algorithm,
+            "UPDATE_KEY_SECRET": update.secret_base64,
             "MEMBER_NETWORKS": " ".join(f"{m};" for m in self.members),
         }
 
@@ -274,13 +278,10 @@ def _named_argv(address: str, config: Path) -> list[str]:
     return [NAMED, *family, "-g", "-u", "bind", "-c", str(config)]
 
 
-class BindPrimary(DnsServer):
-    """BIND 9 primary of the zone (``named.conf.meshwg-primary``): TSIG-signed updates
-    with ``meshwg-update``, signed NOTIFYs to ``secondaries`` ((address, port) pairs),
-    signed transfers only. ``primary_name`` is the SOA's and NS's host name."""
-
-    kind = "bind-primary"
-    user = "bind"
+class _Primary(DnsServer):
+    """A primary of the zone: TSIG-signed updates with ``meshwg-update``, signed NOTIFYs to
+    ``secondaries`` ((address, port) pairs), signed transfers only (``meshwg-transfer``,
+    ``meshwg-update``). ``primary_name`` is the SOA's and NS's host name."""
 
     def __init__(self, ns: Namespace, address: str, zone: str, keys: DnsKeys,
                  secondaries: Sequence[tuple[str, int]] = (), members: Iterable[str] = (),
@@ -294,35 +295,84 @@ class BindPrimary(DnsServer):
     def zone_file(self) -> Path:
         return self.folder / f"{self.zone}.zone"
 
+    def _values(self) -> dict[str, str]:
+        return {**super()._values(), "PRIMARY_NAME": self.primary_name}
+
+    def _write_zone_file(self, values: dict[str, str]) -> None:
+        self.zone_file.write_text(render_template("meshwg-zone.template", values))
+        _own(self.zone_file, self.user, 0o640)
+
+
+class BindPrimary(_Primary):
+    """BIND 9 primary of the zone (``named.conf.meshwg-primary``)."""
+
+    kind = "bind-primary"
+    user = "bind"
+
     @property
     def journal(self) -> Path:
         """BIND's journal of the updates (replayed on restart)."""
         return self.folder / f"{self.zone}.zone.jnl"
 
     def _values(self) -> dict[str, str]:
-        return {**super()._values(), "PRIMARY_NAME": self.primary_name,
+        return {**super()._values(),
                 "SECONDARIES": " ".join(f"{a} port {p} key {KEY_NAMES['transfer']};"
                                         for a, p in self.secondaries)}
 
     def _write_files(self) -> None:
         values = self._values()
         self.config.write_text(render_template("named.conf.meshwg-primary", values))
-        self.zone_file.write_text(render_template("meshwg-zone.template", values))
-        _own(self.zone_file, "bind", 0o640)
+        self._write_zone_file(values)
 
     def _argv(self) -> list[str]:
         return _named_argv(self.address, self.config)
 
 
+def knot_secondary_remotes(secondaries: Sequence[tuple[str, int]]) -> tuple[str, str]:
+    """knot.conf's ``remote:`` entries (YAML list items) for ``secondaries`` and the list of
+    their ids for ``notify: [ ... ]``: the two SECONDARY_* placeholders of the Knot primary."""
+    ids = [f"secondary{n}" for n in range(1, len(secondaries) + 1)]
+    remotes = "\n".join(f"  - id: {i}\n    address: {a}@{p}\n    key: {KEY_NAMES['transfer']}"
+                        for i, (a, p) in zip(ids, secondaries))
+    return remotes, ", ".join(ids)
+
+
+class KnotPrimary(_Primary):
+    """Knot DNS primary of the zone (``knot.conf.meshwg-primary``): the same interface as
+    :class:`BindPrimary`; the zone file is the initial template, every change (and the whole
+    zone) lives in Knot's journal. Queries from outside ``members``: NOTAUTH."""
+
+    kind = "knot-primary"
+    user = "knot"
+
+    def _values(self) -> dict[str, str]:
+        remotes, ids = knot_secondary_remotes(self.secondaries)
+        # mod-queryacl sees addresses only: the secondaries' SOA checks must pass it too
+        allowed = [*self.members, *(str(ipaddress.ip_network(a)) for a, _ in self.secondaries)]
+        return {**super()._values(), "MEMBER_NETWORKS": ", ".join(allowed),
+                "SECONDARY_REMOTES": remotes, "SECONDARY_IDS": ids}
+
+    def _write_files(self) -> None:
+        values = self._values()
+        self.config.write_text(render_template("knot.conf.meshwg-primary", values))
+        os.chown(self.config, 0, grp.getgrnam("knot").gr_gid)
+        os.chmod(self.config, 0o640)
+        self._write_zone_file(values)
+
+    def _argv(self) -> list[str]:
+        return [KNOTD, "-c", str(self.config)]
+
+
 class _Secondary(DnsServer):
-    def __init__(self, ns: Namespace, address: str, primary: BindPrimary | tuple[str, int],
+    def __init__(self, ns: Namespace, address: str, primary: _Primary | tuple[str, int],
                  members: Iterable[str] = (), port: int = 53, start: bool = True):
-        if isinstance(primary, BindPrimary):
+        if isinstance(primary, _Primary):
             self.primary_address, self.primary_port = primary.address, primary.port
             zone, keys = primary.zone, primary.keys
             members = [*primary.members[1:], *members]
         else:
-            raise LabError("a secondary needs its BindPrimary (zone and keys come from it)")
+            raise LabError("a secondary needs its BindPrimary or KnotPrimary "
+                           "(zone and keys come from it)")
         super().__init__(ns, address, zone, keys, members=members, port=port, start=start)
 
     def _values(self) -> dict[str, str]:

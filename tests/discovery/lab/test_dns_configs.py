@@ -8,10 +8,11 @@ import subprocess
 
 import pytest
 
-from discovery.lab.dns_servers import CONFIG_DIR, LabError, render_template
+from discovery.lab.dns_servers import (CONFIG_DIR, LabError, knot_secondary_remotes,
+                                      render_template)
 
 TEMPLATES = ("named.conf.meshwg-primary", "named.conf.meshwg-secondary",
-             "knot.conf.meshwg-secondary", "meshwg-zone.template")
+             "knot.conf.meshwg-primary", "knot.conf.meshwg-secondary", "meshwg-zone.template")
 ZONE = "mesh.example.org"
 
 
@@ -35,7 +36,11 @@ def values(tmp_path):
     return {"ZONE": ZONE, "ADDRESS": "192.0.2.1", "PORT": "53", "STATE_DIR": str(tmp_path),
             "UPDATE_KEY_FILE": str(keys["update"]), "TRANSFER_KEY_FILE": str(keys["transfer"]),
             "READ_KEY_FILE": str(keys["read"]), "TRANSFER_KEY_ALGORITHM": "hmac-sha256",
-            "TRANSFER_KEY_SECRET": secret, "MEMBER_NETWORKS": "100.64.0.0/10; 127.0.0.1;",
+            "TRANSFER_KEY_SECRET": secret, "UPDATE_KEY_ALGORITHM": "hmac-sha256",
+            "UPDATE_KEY_SECRET": keys["update"].read_text().split('"')[3],
+            "SECONDARY_REMOTES": knot_secondary_remotes([("192.0.2.2", 53), ("192.0.2.3", 53)])[0],
+            "SECONDARY_IDS": "secondary1, secondary2",
+            "MEMBER_NETWORKS": "100.64.0.0/10; 127.0.0.1;",
             "PRIMARY_NAME": "ns1.example.org", "PRIMARY_ADDRESS": "192.0.2.1",
             "PRIMARY_PORT": "53",
             "SECONDARIES": "192.0.2.2 port 53 key meshwg-transfer; 192.0.2.3 port 53 key meshwg-transfer;"}
@@ -63,10 +68,11 @@ def test_bind_accepts_the_primary_and_secondary_configs_and_the_zone(values, tmp
         assert check.returncode == 0, name + check.stdout + check.stderr
 
 
-def test_knot_accepts_the_secondary_config(values, tmp_path) -> None:
+@pytest.mark.parametrize("name", ["knot.conf.meshwg-secondary", "knot.conf.meshwg-primary"])
+def test_knot_accepts_the_secondary_and_primary_configs(values, tmp_path, name) -> None:
     knotc = tool("knotc")
     config = tmp_path / "knot.conf"
-    config.write_text(render_template("knot.conf.meshwg-secondary",
-                                      {**values, "MEMBER_NETWORKS": "100.64.0.0/10, 127.0.0.1"}))
+    knot_networks = {**values, "MEMBER_NETWORKS": "100.64.0.0/10, 127.0.0.1"}
+    config.write_text(render_template(name, knot_networks))
     check = subprocess.run([knotc, "-c", str(config), "conf-check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
