@@ -1,14 +1,24 @@
-"""The compiled data path (meshwg.accel._fastpath, over OpenSSL's libcrypto) is optional:
-without a compiler or libssl-dev the build goes on without it and meshwg runs its pure
+"""The compiled data path (meshwg.accel._fastpath, over OpenSSL's libcrypto) and handshake
+chain (meshwg.accel._noise, libsodium and libcrypto) are optional: without a compiler,
+libssl-dev or libsodium-dev the build goes on without them and meshwg runs its pure
 Python path (meshwg.accel says which). Everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
+
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
+         "-Wno-cast-function-type"]
 
 setup(ext_modules=[Extension(
     "meshwg.accel._fastpath",
     sources=["meshwg/accel/_fastpath.c"],
     libraries=["crypto"],
-    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                        "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
+    extra_compile_args=FLAGS,
+    optional=True,
+), Extension(
+    # the handshake chain: X25519 and ChaCha20-Poly1305 from libsodium, BLAKE2s from libcrypto
+    "meshwg.accel._noise",
+    sources=["meshwg/accel/_noise.c"],
+    libraries=["sodium", "crypto"],
+    extra_compile_args=FLAGS,
     optional=True,
 )])

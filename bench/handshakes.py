@@ -10,7 +10,11 @@ their median, so a caller can report median and range.
 The floor underneath: each consumed initiation costs four X25519 operations whatever the
 language (three variable-base: es, ee, se, the static-static one being cached per peer as
 wireguard-go does; one fixed-base for the responder's ephemeral public key);
-`x25519_floor_per_second` measures them alone with the same library.
+`x25519_floor_per_second` measures them alone with the implementation the chain uses
+(libsodium called from C with the compiled chain, through PyNaCl with the Python one).
+
+The responder runs the compiled handshake chain (meshwg.accel._noise) where it is built and
+MESHWG_FASTPATH allows, as the device does; --no-fastpath measures the Python chain.
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ import json
 import statistics
 import time
 
-from meshwg.core.crypto import dh, generate_private_key, public_key
+from meshwg import accel as accel_select
+from meshwg.core import crypto
+from meshwg.core.crypto import generate_private_key, public_key
 from meshwg.core.protocol import WireGuardProtocol
 
 
-def build(n: int):
-    """(responder, [(initiation datagram, source)]) with n initiator peers it knows."""
+def build(n: int, chain=None):
+    """(responder, [(initiation datagram, source)]) with n initiator peers it knows;
+    `chain` is the responder's handshake_accel (None: the Python chain)."""
     responder_key = generate_private_key()
     responder = WireGuardProtocol(responder_key)
+    responder.handshake_accel = chain
     responder.under_load_rate = 10 ** 9     # measure the handshake itself, not the cookie path
     initiations = []
     for i in range(n):
@@ -42,9 +50,9 @@ def build(n: int):
     return responder, initiations
 
 
-def measure_round(n: int) -> dict:
+def measure_round(n: int, chain=None) -> dict:
     """One responder consuming n initiations: handshakes, CPU and wall seconds, rate."""
-    responder, initiations = build(n)
+    responder, initiations = build(n, chain)
     receive = responder.receive_datagram
     start = time.process_time()
     wall = time.perf_counter()
@@ -59,8 +67,10 @@ def measure_round(n: int) -> dict:
             "handshakes_per_second": responses / cpu if cpu else 0.0}
 
 
-def x25519_floor_per_second(n: int = 2000) -> float:
-    """Handshakes/s if a handshake cost only its four X25519 operations (CPU time)."""
+def x25519_floor_per_second(n: int = 2000, chain=None) -> float:
+    """Handshakes/s if a handshake cost only its four X25519 operations (CPU time), with
+    the X25519 the chain calls (`chain` None: meshwg.core.crypto's, through PyNaCl)."""
+    dh, public_key = (crypto.dh, crypto.public_key) if chain is None else (chain.dh, chain.public_key)
     private, other = generate_private_key(), public_key(generate_private_key())
     start = time.process_time()
     for _ in range(n):
@@ -72,14 +82,18 @@ def x25519_floor_per_second(n: int = 2000) -> float:
     return n / cpu if cpu else 0.0
 
 
-def measure_handshakes_per_second(n: int = 2000, rounds: int = 3) -> dict:
-    """`rounds` rounds of n handshakes: each round's rate, their median, and the X25519 floor."""
-    per_round = [measure_round(n) for _ in range(rounds)]
+def measure_handshakes_per_second(n: int = 2000, rounds: int = 3,
+                                  fastpath: bool | None = None) -> dict:
+    """`rounds` rounds of n handshakes: each round's rate, their median, and the X25519 floor.
+    `fastpath` chooses the chain as the device does (None: MESHWG_FASTPATH)."""
+    chain = accel_select.select_handshake(fastpath)
+    per_round = [measure_round(n, chain) for _ in range(rounds)]
     rates = [r["handshakes_per_second"] for r in per_round]
     return {"handshakes_per_round": n, "rounds": per_round,
+            "chain": "python" if chain is None else f"compiled (libsodium {chain.SODIUM_VERSION})",
             "handshakes_per_second": statistics.median(rates),
             "handshakes_per_second_range": [min(rates), max(rates)],
-            "x25519_floor_per_second": x25519_floor_per_second(n)}
+            "x25519_floor_per_second": x25519_floor_per_second(n, chain)}
 
 
 def main() -> None:
@@ -87,13 +101,15 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=2000, help="handshakes per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-fastpath", action="store_true", help="the Python handshake chain")
     args = ap.parse_args()
-    result = measure_handshakes_per_second(args.n, args.rounds)
+    result = measure_handshakes_per_second(args.n, args.rounds,
+                                           False if args.no_fastpath else None)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         low, high = result["handshakes_per_second_range"]
-        print(f"responder: median {result['handshakes_per_second']:.0f} handshakes/s on one core "
+        print(f"responder ({result['chain']} chain): median {result['handshakes_per_second']:.0f} handshakes/s on one core "
               f"(range {low:.0f}-{high:.0f} over {args.rounds} rounds of {args.n}); "
               f"X25519 alone would allow {result['x25519_floor_per_second']:.0f}/s")
 

@@ -24,8 +24,17 @@ except ImportError as exc:          # pragma: no cover - depends on the build
 else:
     _import_error = ""
 
+try:        # the handshake chain (meshwg.core.noise's steps over libsodium and libcrypto)
+    from meshwg.accel import _noise as _noise_compiled
+except ImportError as exc:          # pragma: no cover - depends on the build
+    _noise_compiled = None
+    _noise_import_error = str(exc)
+else:
+    _noise_import_error = ""
+
 log = logging.getLogger("meshwg.accel")
 _warned = False
+_noise_warned = False
 OFF_VALUES = ("0", "false", "no", "off")
 
 
@@ -55,6 +64,22 @@ def select(enabled: bool | None = None, warn: bool = True) -> ModuleType | None:
         log.warning("compiled data path not built (%s): using the pure Python path; "
                     "install gcc, libssl-dev and python3-dev and reinstall meshwg", _import_error)
     return _compiled
+
+
+def select_handshake(enabled: bool | None = None, warn: bool = True) -> ModuleType | None:
+    """The compiled handshake chain (meshwg.accel._noise) or None for the Python one,
+    chosen as select() chooses the data path (same switch, same one-time warning)."""
+    global _noise_warned
+    if enabled is None:
+        enabled = wanted_from_env()
+    if not enabled:
+        return None
+    if _noise_compiled is None and warn and not _noise_warned:
+        _noise_warned = True
+        log.warning("compiled handshake chain not built (%s): using the pure Python one; "
+                    "install gcc, libssl-dev, libsodium-dev and python3-dev and reinstall "
+                    "meshwg", _noise_import_error)
+    return _noise_compiled
 
 
 def describe(module: ModuleType | None) -> str:

@@ -43,6 +43,9 @@ class Handshakes:
     """Admission, processing, initiation and probes of handshake messages."""
 
     PROBE_MIN_INTERVAL = 0.5
+    # The compiled handshake chain (meshwg.accel._noise) or None for the Python one; the
+    # device sets it with the data path (meshwg.accel.select_handshake). Same bytes either way.
+    handshake_accel: Any = None
 
     # ------------------------------------------------------------------ admission
     def is_under_load(self: WireGuardProtocol, now: float, handshake_backlog: int = 0) -> bool:
@@ -121,7 +124,8 @@ class Handshakes:
         state = noise.read_message1(
             self.private_key, self.public_key,
             noise.Message1(msg.ephemeral, msg.encrypted_static, msg.encrypted_timestamp),
-            precomputed=self._own_initial_state(), static_static=self._static_static_of)
+            precomputed=self._own_initial_state(), static_static=self._static_static_of,
+            accel=self.handshake_accel)
         if state is None:
             self.stats["unknown_peer"] += 1
             return
@@ -140,7 +144,7 @@ class Handshakes:
         peer.unanswered_at = None
         peer.last_rx = now
         # respond
-        msg2, keys = noise.write_message2(state, peer.preshared_key)
+        msg2, keys = noise.write_message2(state, peer.preshared_key, accel=self.handshake_accel)
         index = self._new_index()
         response = messages.Response(index, msg.sender, msg2.ephemeral, msg2.encrypted_payload).build()
         response = peer.cookie_generator.add_macs(response, now)
@@ -185,7 +189,8 @@ class Handshakes:
             self.stats["unknown_index"] += 1
             return
         _, keys = noise.read_message2(peer.handshake_state, peer.preshared_key,
-                                      noise.Message2(msg.ephemeral, msg.encrypted_nothing))
+                                      noise.Message2(msg.ephemeral, msg.encrypted_nothing),
+                                      accel=self.handshake_accel)
         index = peer.handshake_index
         self._clear_handshake(peer)
         peer.unanswered_at = None
@@ -288,7 +293,7 @@ class Handshakes:
         msg1, state = noise.write_message1(
             self.private_key, peer.public_key, tai64n(self.wall_time(now)),
             precomputed=peer.precomputed, static_static=peer.static_static,
-            local_static_public=self.public_key)
+            local_static_public=self.public_key, accel=self.handshake_accel)
         packet = messages.Initiation(index, msg1.ephemeral, msg1.encrypted_static,
                                      msg1.encrypted_payload).build()
         packet = peer.cookie_generator.add_macs(packet, now)

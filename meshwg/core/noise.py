@@ -4,15 +4,21 @@ The functions follow the handshake token by token. The prologue and the payloads
 parameters so that the same code checks against the generic Noise test vectors
 (cacophony) and runs WireGuard (prologue = IDENTIFIER, payload of message 1 = TAI64N
 timestamp, payload of message 2 = empty). Ephemeral keys can be injected for tests.
+
+Each function takes `accel`: None runs the chain here (hashlib, cryptography, PyNaCl);
+the compiled module meshwg.accel._noise (the device chooses it, as the data path) runs the
+same steps in C and gives the same bytes. The decisions stay here either way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Callable
 
 from meshwg.core.constants import CONSTRUCTION, IDENTIFIER
-from meshwg.core.crypto import aead_open, aead_seal, dh, generate_private_key, hash_, kdf, public_key
+from meshwg.core.crypto import (DecryptionError, WeakKeyError, aead_open, aead_seal, dh,
+                                generate_private_key, hash_, kdf, public_key)
 
 _EMPTY = b""
 
@@ -74,13 +80,23 @@ def write_message1(local_static_private: bytes, remote_static_public: bytes, pay
                    protocol_name: bytes = CONSTRUCTION,
                    precomputed: tuple[bytes, bytes] | None = None,
                    static_static: bytes | None = None,
-                   local_static_public: bytes | None = None) -> tuple[Message1, InitiatorState]:
+                   local_static_public: bytes | None = None,
+                   accel: ModuleType | None = None) -> tuple[Message1, InitiatorState]:
     """Tokens e, es, s, ss, then the payload.
 
     `precomputed` is initial_state(remote) and `static_static` is DH(s, rs); a peer caches
     both, since neither changes between handshakes (nor does `local_static_public`).
     """
     ck, h = precomputed or initial_state(remote_static_public, prologue, protocol_name)
+    if accel is not None:
+        if local_static_public is None:
+            local_static_public = public_key(local_static_private)
+        with _compiled_errors(accel):
+            e_pub, enc_static, enc_payload, ck, h, e_priv = accel.write_message1(
+                local_static_private, local_static_public, remote_static_public, ck, h,
+                static_static, payload, ephemeral_private)
+        return (Message1(e_pub, enc_static, enc_payload),
+                InitiatorState(ck, h, e_priv, local_static_private, remote_static_public))
     e_priv = ephemeral_private or generate_private_key()
     e_pub = public_key(e_priv)
     h = hash_(h, e_pub)
@@ -102,7 +118,7 @@ def read_message1(local_static_private: bytes, local_static_public: bytes, messa
                   *, prologue: bytes = IDENTIFIER, protocol_name: bytes = CONSTRUCTION,
                   precomputed: tuple[bytes, bytes] | None = None,
                   static_static: Callable[[bytes], bytes | None] | None = None,
-                  ) -> ResponderState | None:
+                  accel: ModuleType | None = None) -> ResponderState | None:
     """Raises crypto.DecryptionError or crypto.WeakKeyError when message 1 does not verify.
 
     `static_static`, given the initiator's static public key once it is decrypted, returns
@@ -112,6 +128,18 @@ def read_message1(local_static_private: bytes, local_static_public: bytes, messa
     """
     ck, h = precomputed or initial_state(local_static_public, prologue, protocol_name)
     e_pub = message.ephemeral
+    if accel is not None:
+        with _compiled_errors(accel):
+            ck, h, remote_static = accel.read_message1(local_static_private, ck, h, e_pub,
+                                                       message.encrypted_static)
+            if static_static is None:
+                ss = accel.dh(local_static_private, remote_static)
+            else:
+                ss = static_static(remote_static)
+                if ss is None:
+                    return None
+            ck, h, payload = accel.read_message1_payload(ck, h, ss, message.encrypted_payload)
+        return ResponderState(ck, h, remote_static, e_pub, payload)
     h = hash_(h, e_pub)
     (ck,) = kdf(ck, e_pub, 1)
     ck, k = kdf(ck, dh(local_static_private, e_pub), 2)
@@ -130,9 +158,16 @@ def read_message1(local_static_private: bytes, local_static_public: bytes, messa
 
 
 def write_message2(state: ResponderState, psk: bytes, payload: bytes = _EMPTY, *,
-                   ephemeral_private: bytes | None = None) -> tuple[Message2, TransportKeys]:
+                   ephemeral_private: bytes | None = None,
+                   accel: ModuleType | None = None) -> tuple[Message2, TransportKeys]:
     """Tokens e, ee, se, psk, then the payload; returns the responder's transport keys."""
     ck, h = state.chaining_key, state.hash
+    if accel is not None:
+        with _compiled_errors(accel):
+            e_pub, enc_payload, send, receive, h = accel.write_message2(
+                ck, h, state.remote_ephemeral_public, state.remote_static_public, psk, payload,
+                ephemeral_private)
+        return Message2(e_pub, enc_payload), TransportKeys(send, receive, h)
     e_priv = ephemeral_private or generate_private_key()
     e_pub = public_key(e_priv)
     h = hash_(h, e_pub)
@@ -147,10 +182,17 @@ def write_message2(state: ResponderState, psk: bytes, payload: bytes = _EMPTY, *
     return Message2(e_pub, enc_payload), TransportKeys(send, receive, h)
 
 
-def read_message2(state: InitiatorState, psk: bytes, message: Message2) -> tuple[bytes, TransportKeys]:
+def read_message2(state: InitiatorState, psk: bytes, message: Message2, *,
+                  accel: ModuleType | None = None) -> tuple[bytes, TransportKeys]:
     """(payload, the initiator's transport keys); raises DecryptionError if it does not verify."""
     ck, h = state.chaining_key, state.hash
     e_pub = message.ephemeral
+    if accel is not None:
+        with _compiled_errors(accel):
+            payload, send, receive, h = accel.read_message2(
+                ck, h, state.ephemeral_private, state.local_static_private, psk, e_pub,
+                message.encrypted_payload)
+        return payload, TransportKeys(send, receive, h)
     h = hash_(h, e_pub)
     (ck,) = kdf(ck, e_pub, 1)
     (ck,) = kdf(ck, dh(state.ephemeral_private, e_pub), 1)
@@ -161,3 +203,25 @@ def read_message2(state: InitiatorState, psk: bytes, message: Message2) -> tuple
     h = hash_(h, message.encrypted_payload)
     send, receive = kdf(ck, _EMPTY, 2)
     return payload, TransportKeys(send, receive, h)
+
+
+class _compiled_errors:
+    """Turns the compiled chain's DecryptionError / WeakKeyError into meshwg.core.crypto's,
+    so callers catch one pair of exceptions whichever chain ran."""
+
+    __slots__ = ("_accel",)
+
+    def __init__(self, accel: ModuleType) -> None:
+        self._accel = accel
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        if kind is None:
+            return False
+        if issubclass(kind, self._accel.DecryptionError):
+            raise DecryptionError(str(exc)) from None
+        if issubclass(kind, self._accel.WeakKeyError):
+            raise WeakKeyError(str(exc)) from None
+        return False

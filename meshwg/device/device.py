@@ -142,10 +142,12 @@ class Device:
     def use_fastpath(self, enabled: bool | None) -> None:
         """Seal and open with the compiled data path (meshwg.accel) when `enabled` (the
         default where it is built), with cryptography's AEAD when false (`meshwg up
-        --no-fastpath`); None follows MESHWG_FASTPATH. A missing extension falls back with
-        one warning line. Takes effect from the next batch."""
+        --no-fastpath`); None follows MESHWG_FASTPATH. The handshake chain follows the same
+        switch (meshwg.accel._noise). A missing extension falls back with one warning line.
+        Takes effect from the next batch."""
         with self._lock:
             self.protocol.fastpath = accel.select(enabled)
+            self.protocol.handshake_accel = accel.select_handshake(enabled)
 
     @property
     def data_path(self) -> str:
