@@ -7,6 +7,10 @@ It is optional: built by `pip install` where a compiler and libssl-dev exist
 (setup.py), else meshwg runs its pure Python path (cryptography's AEAD objects), which
 stays selectable: MESHWG_FASTPATH=0, `meshwg up --no-fastpath`, Device(fastpath=False).
 Python keeps every decision either way (keys, counters, replay window, routing, timers).
+
+meshwg.accel._noise, also optional (libsodium-dev as well), runs the handshake's chain
+(meshwg.core.noise's steps: X25519 and ChaCha20-Poly1305 from libsodium, BLAKE2s from
+libcrypto); select_handshake picks it with the same switch as the data path.
 """
 
 from __future__ import annotations

@@ -181,29 +181,32 @@ static int ephemeral(unsigned char e[KEY], PyObject *given)
 /* ------------------------------------------------------------------ the chain */
 
 PyDoc_STRVAR(read_message1_doc,
-"read_message1(local_static_private, ck, h, ephemeral, encrypted_static) -> (ck, h, remote_static)\n\n"
-"Message 1 up to the initiator's static key (tokens e, es, s). Raises DecryptionError or\n"
-"WeakKeyError.");
+"read_message1(local_static_private, ck, h, ephemeral, encrypted_static, encrypted_payload,\n"
+"              static_static) -> (ck, h, remote_static, payload) or None\n\n"
+"Message 1 (tokens e, es, s, ss, then the payload). static_static is DH(s, rs) as bytes,\n"
+"None to compute it, or a callable given the decrypted remote_static that returns it, or\n"
+"None for a key it does not know: then None is returned (Python decides who is a peer).\n"
+"Raises DecryptionError or WeakKeyError.");
 
 static PyObject *py_read_message1(PyObject *self, PyObject *args)
 {
-    const char *s, *ck_in, *h_in, *e, *enc;
-    Py_ssize_t slen, cklen, hlen, elen, enclen;
+    const char *s, *ck_in, *h_in, *e, *enc, *encp;
+    Py_ssize_t slen, cklen, hlen, elen, enclen, encplen;
     unsigned char ck[KEY], h[KEY], k[KEY], shared[KEY];
-    PyObject *rs = NULL, *result = NULL;
+    PyObject *ss_obj, *ss = NULL, *rs = NULL, *payload = NULL, *result = NULL;
+    char *ssbuf;
+    Py_ssize_t sslen;
 
-    if (!PyArg_ParseTuple(args, "y#y#y#y#y#:read_message1", &s, &slen, &ck_in, &cklen, &h_in,
-                          &hlen, &e, &elen, &enc, &enclen))
+    if (!PyArg_ParseTuple(args, "y#y#y#y#y#y#O:read_message1", &s, &slen, &ck_in, &cklen, &h_in,
+                          &hlen, &e, &elen, &enc, &enclen, &encp, &encplen, &ss_obj))
         return NULL;
     if (need("static private key", slen, KEY) < 0 || need("chaining key", cklen, KEY) < 0
-            || need("hash", hlen, KEY) < 0)
+            || need("hash", hlen, KEY) < 0 || need_payload(enclen) < 0 || need_payload(encplen) < 0)
         return NULL;
     if (elen != KEY) {
         PyErr_Format(WeakKeyError, "X25519 public key of %zd bytes, expected %d", elen, KEY);
         return NULL;
     }
-    if (need_payload(enclen) < 0)
-        return NULL;
     if (hash2(h, B(h_in), KEY, B(e), KEY) < 0 || kdf(B(ck_in), B(e), KEY, 1, ck, NULL, NULL) < 0)
         goto out;
     if (dh(shared, B(s), B(e), elen) < 0 || kdf(ck, shared, KEY, 2, ck, k, NULL) < 0)
@@ -211,42 +214,35 @@ static PyObject *py_read_message1(PyObject *self, PyObject *args)
     rs = open_(k, B(enc), enclen, h);
     if (rs == NULL || hash2(h, h, KEY, B(enc), enclen) < 0)
         goto out;
-    result = Py_BuildValue("y#y#O", ck, (Py_ssize_t)KEY, h, (Py_ssize_t)KEY, rs);
+    if (ss_obj == Py_None) {
+        if (dh(shared, B(s), B(PyBytes_AS_STRING(rs)), PyBytes_GET_SIZE(rs)) < 0)
+            goto out;
+        ss = PyBytes_FromStringAndSize((const char *)shared, KEY);
+    } else if (PyCallable_Check(ss_obj)) {
+        ss = PyObject_CallOneArg(ss_obj, rs);
+    } else {
+        ss = Py_NewRef(ss_obj);
+    }
+    if (ss == NULL)
+        goto out;
+    if (ss == Py_None) {                      /* not a peer: stop here */
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    if (PyBytes_AsStringAndSize(ss, &ssbuf, &sslen) < 0
+            || kdf(ck, B(ssbuf), (size_t)sslen, 2, ck, k, NULL) < 0)
+        goto out;
+    payload = open_(k, B(encp), encplen, h);
+    if (payload == NULL || hash2(h, h, KEY, B(encp), encplen) < 0)
+        goto out;
+    result = Py_BuildValue("y#y#OO", ck, (Py_ssize_t)KEY, h, (Py_ssize_t)KEY, rs, payload);
 out:
+    Py_XDECREF(ss);
     Py_XDECREF(rs);
-    sodium_memzero(ck, KEY);
-    sodium_memzero(k, KEY);
-    sodium_memzero(shared, KEY);
-    return result;
-}
-
-PyDoc_STRVAR(read_message1_payload_doc,
-"read_message1_payload(ck, h, static_static, encrypted_payload) -> (ck, h, payload)\n\n"
-"The rest of message 1 (token ss, then the payload), given DH(s, rs).");
-
-static PyObject *py_read_message1_payload(PyObject *self, PyObject *args)
-{
-    const char *ck_in, *h_in, *ss, *enc;
-    Py_ssize_t cklen, hlen, sslen, enclen;
-    unsigned char ck[KEY], h[KEY], k[KEY];
-    PyObject *payload = NULL, *result = NULL;
-
-    if (!PyArg_ParseTuple(args, "y#y#y#y#:read_message1_payload", &ck_in, &cklen, &h_in, &hlen,
-                          &ss, &sslen, &enc, &enclen))
-        return NULL;
-    if (need("chaining key", cklen, KEY) < 0 || need("hash", hlen, KEY) < 0
-            || need("static-static secret", sslen, KEY) < 0 || need_payload(enclen) < 0)
-        return NULL;
-    if (kdf(B(ck_in), B(ss), KEY, 2, ck, k, NULL) < 0)
-        goto out;
-    payload = open_(k, B(enc), enclen, B(h_in));
-    if (payload == NULL || hash2(h, B(h_in), KEY, B(enc), enclen) < 0)
-        goto out;
-    result = Py_BuildValue("y#y#O", ck, (Py_ssize_t)KEY, h, (Py_ssize_t)KEY, payload);
-out:
     Py_XDECREF(payload);
     sodium_memzero(ck, KEY);
     sodium_memzero(k, KEY);
+    sodium_memzero(shared, KEY);
     return result;
 }
 
@@ -462,7 +458,6 @@ static PyObject *py_hash(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"read_message1", py_read_message1, METH_VARARGS, read_message1_doc},
-    {"read_message1_payload", py_read_message1_payload, METH_VARARGS, read_message1_payload_doc},
     {"write_message2", py_write_message2, METH_VARARGS, write_message2_doc},
     {"write_message1", py_write_message1, METH_VARARGS, write_message1_doc},
     {"read_message2", py_read_message2, METH_VARARGS, read_message2_doc},

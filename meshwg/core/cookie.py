@@ -16,6 +16,7 @@ from meshwg.core.crypto import DecryptionError, XNONCE_SIZE, hash_, mac, xaead_o
 from meshwg.core.messages import INITIATION_MAC1_OFFSET, RESPONSE_MAC1_OFFSET, CookieReply
 
 MAC_SIZE = 16
+_NO_MAC = bytes(MAC_SIZE)                   # mac2 without a cookie
 COOKIE_SECRET_SIZE = 32
 
 _MAC1_OFFSETS = {INITIATION_SIZE: INITIATION_MAC1_OFFSET, RESPONSE_SIZE: RESPONSE_MAC1_OFFSET}
@@ -111,6 +112,11 @@ class CookieGenerator:
         if offset is None:
             raise ValueError(f"macs for a message of {len(message)} bytes, "
                              f"expected {INITIATION_SIZE} or {RESPONSE_SIZE}")
+        if isinstance(message, bytes):         # no copy to update: one join (a handshake each)
+            head = message[:offset]
+            self._last_mac1 = mac1 = mac(self._mac1_key, head)
+            head += mac1
+            return head + (mac(self._cookie, head) if self.has_cookie(now) else _NO_MAC)
         out = message if isinstance(message, bytearray) else bytearray(message)
         mac1 = mac(self._mac1_key, bytes(out[:offset]))
         out[offset:offset + MAC_SIZE] = mac1

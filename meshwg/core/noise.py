@@ -91,10 +91,12 @@ def write_message1(local_static_private: bytes, remote_static_public: bytes, pay
     if accel is not None:
         if local_static_public is None:
             local_static_public = public_key(local_static_private)
-        with _compiled_errors(accel):
+        try:
             e_pub, enc_static, enc_payload, ck, h, e_priv = accel.write_message1(
                 local_static_private, local_static_public, remote_static_public, ck, h,
                 static_static, payload, ephemeral_private)
+        except (accel.DecryptionError, accel.WeakKeyError) as exc:
+            raise _core_error(accel, exc) from None
         return (Message1(e_pub, enc_static, enc_payload),
                 InitiatorState(ck, h, e_priv, local_static_private, remote_static_public))
     e_priv = ephemeral_private or generate_private_key()
@@ -129,16 +131,15 @@ def read_message1(local_static_private: bytes, local_static_public: bytes, messa
     ck, h = precomputed or initial_state(local_static_public, prologue, protocol_name)
     e_pub = message.ephemeral
     if accel is not None:
-        with _compiled_errors(accel):
-            ck, h, remote_static = accel.read_message1(local_static_private, ck, h, e_pub,
-                                                       message.encrypted_static)
-            if static_static is None:
-                ss = accel.dh(local_static_private, remote_static)
-            else:
-                ss = static_static(remote_static)
-                if ss is None:
-                    return None
-            ck, h, payload = accel.read_message1_payload(ck, h, ss, message.encrypted_payload)
+        try:
+            read = accel.read_message1(local_static_private, ck, h, e_pub,
+                                       message.encrypted_static, message.encrypted_payload,
+                                       static_static)
+        except (accel.DecryptionError, accel.WeakKeyError) as exc:
+            raise _core_error(accel, exc) from None
+        if read is None:
+            return None
+        ck, h, remote_static, payload = read
         return ResponderState(ck, h, remote_static, e_pub, payload)
     h = hash_(h, e_pub)
     (ck,) = kdf(ck, e_pub, 1)
@@ -163,10 +164,12 @@ def write_message2(state: ResponderState, psk: bytes, payload: bytes = _EMPTY, *
     """Tokens e, ee, se, psk, then the payload; returns the responder's transport keys."""
     ck, h = state.chaining_key, state.hash
     if accel is not None:
-        with _compiled_errors(accel):
+        try:
             e_pub, enc_payload, send, receive, h = accel.write_message2(
                 ck, h, state.remote_ephemeral_public, state.remote_static_public, psk, payload,
                 ephemeral_private)
+        except (accel.DecryptionError, accel.WeakKeyError) as exc:
+            raise _core_error(accel, exc) from None
         return Message2(e_pub, enc_payload), TransportKeys(send, receive, h)
     e_priv = ephemeral_private or generate_private_key()
     e_pub = public_key(e_priv)
@@ -188,10 +191,12 @@ def read_message2(state: InitiatorState, psk: bytes, message: Message2, *,
     ck, h = state.chaining_key, state.hash
     e_pub = message.ephemeral
     if accel is not None:
-        with _compiled_errors(accel):
+        try:
             payload, send, receive, h = accel.read_message2(
                 ck, h, state.ephemeral_private, state.local_static_private, psk, e_pub,
                 message.encrypted_payload)
+        except (accel.DecryptionError, accel.WeakKeyError) as exc:
+            raise _core_error(accel, exc) from None
         return payload, TransportKeys(send, receive, h)
     h = hash_(h, e_pub)
     (ck,) = kdf(ck, e_pub, 1)
@@ -205,23 +210,9 @@ def read_message2(state: InitiatorState, psk: bytes, message: Message2, *,
     return payload, TransportKeys(send, receive, h)
 
 
-class _compiled_errors:
-    """Turns the compiled chain's DecryptionError / WeakKeyError into meshwg.core.crypto's,
-    so callers catch one pair of exceptions whichever chain ran."""
 
-    __slots__ = ("_accel",)
-
-    def __init__(self, accel: ModuleType) -> None:
-        self._accel = accel
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
-        if kind is None:
-            return False
-        if issubclass(kind, self._accel.DecryptionError):
-            raise DecryptionError(str(exc)) from None
-        if issubclass(kind, self._accel.WeakKeyError):
-            raise WeakKeyError(str(exc)) from None
-        return False
+def _core_error(accel: ModuleType, exc: Exception) -> Exception:
+    """The meshwg.core.crypto exception for one the compiled chain raised, so callers
+    catch one pair of exceptions whichever chain ran."""
+    kind = DecryptionError if isinstance(exc, accel.DecryptionError) else WeakKeyError
+    return kind(str(exc))

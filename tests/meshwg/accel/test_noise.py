@@ -195,7 +195,7 @@ def test_any_bit_flip_or_truncation_same_outcome(pair, data) -> None:
 
 def test_bad_argument_sizes_are_value_errors() -> None:
     with pytest.raises(ValueError):
-        fast.read_message1(bytes(31), bytes(32), bytes(32), bytes(32), bytes(48))
+        fast.read_message1(bytes(31), bytes(32), bytes(32), bytes(32), bytes(48), bytes(28), None)
     with pytest.raises(ValueError):
         fast.write_message2(bytes(32), bytes(32), bytes(32), bytes(32), bytes(31), b"")
     with pytest.raises(ValueError):
@@ -204,9 +204,10 @@ def test_bad_argument_sizes_are_value_errors() -> None:
     with pytest.raises(ValueError):
         fast.kdf(bytes(32), b"", 4)
     with pytest.raises(ValueError):
-        fast.read_message1_payload(bytes(32), bytes(32), bytes(32), bytes(70000))
+        fast.read_message1(bytes(32), bytes(32), bytes(32), bytes(32), bytes(48), bytes(70000),
+                           None)
     with pytest.raises(TypeError):
-        fast.read_message1("x" * 32, bytes(32), bytes(32), bytes(32), bytes(48))
+        fast.read_message1("x" * 32, bytes(32), bytes(32), bytes(32), bytes(48), bytes(28), None)
 
 
 # ------------------------------------------------------------------ primitives
