@@ -9,7 +9,8 @@
  * Every function mirrors one step of meshwg.core.noise and takes and returns bytes;
  * Python keeps every decision (peer lookup by the decrypted static key, the cached
  * static-static secret, the timestamp replay and flood checks, cookies, indexes, keypairs).
- * The GIL is held throughout (one shared digest context; each call is tens of microseconds).
+ * The GIL is released around each X25519 operation (as PyNaCl releases it), held for the
+ * rest (one shared digest context; a few microseconds).
  * Secrets on the stack are wiped before returning.
  */
 
@@ -92,6 +93,7 @@ static int kdf(const unsigned char key[KEY], const unsigned char *input, size_t 
     return rc;
 }
 
+/* X25519 into out (the GIL released: inputs are the caller's, held for the call) */
 static int dh(unsigned char out[KEY], const unsigned char priv[KEY], const unsigned char *pub,
               Py_ssize_t publen)
 {
@@ -99,12 +101,23 @@ static int dh(unsigned char out[KEY], const unsigned char priv[KEY], const unsig
         PyErr_Format(WeakKeyError, "X25519 public key of %zd bytes, expected %d", publen, KEY);
         return -1;
     }
-    if (crypto_scalarmult(out, priv, pub) != 0 || sodium_is_zero(out, KEY)) {
+    int rc;
+    Py_BEGIN_ALLOW_THREADS              /* as PyNaCl does: other threads run meanwhile */
+    rc = crypto_scalarmult(out, priv, pub);
+    Py_END_ALLOW_THREADS
+    if (rc != 0 || sodium_is_zero(out, KEY)) {
         sodium_memzero(out, KEY);
         PyErr_SetString(WeakKeyError, "all-zero shared secret");
         return -1;
     }
     return 0;
+}
+
+static void public_key(unsigned char pub[KEY], const unsigned char priv[KEY])
+{
+    Py_BEGIN_ALLOW_THREADS
+    crypto_scalarmult_base(pub, priv);
+    Py_END_ALLOW_THREADS
 }
 
 /* ChaCha20-Poly1305 with the all-zero nonce (counter 0: each handshake key seals once) */
@@ -267,7 +280,7 @@ static PyObject *py_write_message2(PyObject *self, PyObject *args)
             || need("preshared key", psklen, KEY) < 0 || need_payload(plen) < 0
             || ephemeral(e, given) < 0)
         return NULL;
-    crypto_scalarmult_base(epub, e);
+    public_key(epub, e);
     if (hash2(h, B(h_in), KEY, epub, KEY) < 0 || kdf(B(ck_in), epub, KEY, 1, ck, NULL, NULL) < 0
             || dh(shared, e, B(re), relen) < 0 || kdf(ck, shared, KEY, 1, ck, NULL, NULL) < 0
             || dh(shared, e, B(rs), rslen) < 0 || kdf(ck, shared, KEY, 1, ck, NULL, NULL) < 0
@@ -313,7 +326,7 @@ static PyObject *py_write_message1(PyObject *self, PyObject *args)
             || need("chaining key", cklen, KEY) < 0 || need("hash", hlen, KEY) < 0
             || need_payload(plen) < 0 || ephemeral(e, given) < 0)
         return NULL;
-    crypto_scalarmult_base(epub, e);
+    public_key(epub, e);
     if (hash2(h, B(h_in), KEY, epub, KEY) < 0 || kdf(B(ck_in), epub, KEY, 1, ck, NULL, NULL) < 0
             || dh(shared, e, B(rs), rslen) < 0 || kdf(ck, shared, KEY, 2, ck, k, NULL) < 0)
         goto out;
@@ -403,7 +416,7 @@ static PyObject *py_public_key(PyObject *self, PyObject *args)
     unsigned char pub[KEY];
     if (!PyArg_ParseTuple(args, "y#:public_key", &s, &slen) || need("private key", slen, KEY) < 0)
         return NULL;
-    crypto_scalarmult_base(pub, B(s));
+    public_key(pub, B(s));
     return PyBytes_FromStringAndSize((const char *)pub, KEY);
 }
 
