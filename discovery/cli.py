@@ -87,6 +87,28 @@ def cmd_rendezvous_run(args) -> int:
         f"DNS-SD on {daemon.state.address}:{daemon.state.dns_port})"))
 
 
+def cmd_rendezvous_status(args) -> int:
+    """The running rendezvous's status file (discovery.daemons.rendezvous_status)."""
+    from discovery.daemons.rendezvous_status import format_status, status_path
+    from meshwg.util.files import process_running
+    path = status_path(args.state)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise CliError(f"rendezvous status: no running `meshwg rendezvous run --state "
+                       f"{args.state}` (no {path})") from None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"rendezvous status: {path}: {exc}") from None
+    pid = doc.get("pid")
+    doc["running"] = isinstance(pid, int) and process_running(pid)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print("\n".join(format_status(doc)))
+    return 0
+
+
 def _run_in_foreground(daemon, interface: str, banner) -> int:
     """Start a daemon, record its pid for `meshwg down`, run until SIGINT/SIGTERM, stop it."""
     run_in_foreground(daemon, lambda: interface, banner, StopSignal())
@@ -399,7 +421,7 @@ def cmd_status(args) -> int:
             print(f"  NOT RUNNING: {gone} (killed?); its last status is from "
                   f"{int(now - doc.get('updated_at', now))}s ago. `meshwg join` starts it again")
             continue
-        if len(doc.get("rendezvous", [])) > 1:      # a mesh with several: each, and whether it answers
+        if doc.get("rendezvous"):      # each rendezvous, where the directory is read, whether it answers
             for r in doc["rendezvous"]:
                 print(f"  {_rendezvous_note(r, now)}")
         width = max([10] + [len(p["path"]) for p in doc["peers"]])
@@ -424,9 +446,15 @@ def _dns_note(dns: dict) -> str:
     """How NAME.ZONE resolves on this host (discovery.daemons.host_dns's status)."""
     mode = dns.get("mode")
     if mode == "hosts":
-        note = f"hosts ({dns.get('hosts_file')}: {dns.get('names', 0)} names)"
+        note = f"hosts ({dns.get('hosts_file')}: {dns.get('names', 0)} names"
+        left_out = dns.get("short_names_left_out") or {}
+        if left_out:
+            note += "; short names left out: " + ", ".join(
+                f"{name} ({why})" for name, why in sorted(left_out.items()))
+        note += ")"
     elif mode == "resolved":
-        note = f"resolved ({', '.join(dns.get('servers', []))} for {dns.get('domain')})"
+        note = f"resolved ({', '.join(dns.get('servers', []))} for {dns.get('domain')}" + \
+               (", searched: short names" if dns.get("search") else "") + ")"
     else:
         note = str(mode)
     if dns.get("requested") == "auto":
@@ -507,6 +535,15 @@ def register(sub) -> None:
                    help="do not relay members' WireGuard datagrams (UDP on the WireGuard port + 1) "
                         "for pairs without a direct path")
     q.set_defaults(func=cmd_rendezvous_run)
+    q = rsub.add_parser("status", help="what a running rendezvous serves and its directory's health",
+                        description="Reads the status the running `meshwg rendezvous run` keeps in "
+                                    "its state directory: interface, mesh, zone, members, and for a "
+                                    "DNS directory the servers, the one read last and why the "
+                                    "primary (enrollment, invites, revocation) or every server "
+                                    "does not answer.")
+    q.add_argument("--state", required=True)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_rendezvous_status)
 
     p = sub.add_parser("invite", help="print a join token")
     p.add_argument("--state", required=True, help="the rendezvous's state directory")
@@ -572,9 +609,13 @@ def register(sub) -> None:
     p.add_argument("--relay-port", type=int, metavar="PORT",
                    help="the relay's UDP port (implies --relay; default: the listen port + 1)")
     p.add_argument("--dns", choices=("auto", "resolved", "hosts", "off"), default="auto",
-                   help="make members' names (NAME.ZONE) resolvable here: resolved (systemd-"
-                        "resolved's DNS and ~ZONE on the interface), hosts (a managed block in "
-                        "/etc/hosts), off; auto (default): resolved when it runs, else hosts")
+                   help="make members' names resolvable here, NAME.ZONE and the short NAME "
+                        "(`ping laptop`): resolved (systemd-resolved's DNS on the interface, "
+                        "ZONE its search and routing domain), hosts (a managed block in "
+                        "/etc/hosts, 'ADDRESS NAME.ZONE NAME'; a short NAME the host already "
+                        "resolves, from another line or as its own host name, is left out and "
+                        "`meshwg status` says so), off; auto (default): resolved when it runs, "
+                        "else hosts")
     p.set_defaults(func=cmd_join)
 
     p = sub.add_parser("status", help="one row per peer: name, address, path, endpoint, handshake, rx/tx")

@@ -1,9 +1,13 @@
 """Member names on the host (``meshwg join --dns auto|resolved|hosts|off``): makes
-``NAME.ZONE`` resolvable on the member's machine, as discovery.dnssd.host_names decides.
+``NAME.ZONE`` and the short ``NAME`` resolvable on the member's machine, as
+discovery.dnssd.host_names decides.
 
-* ``resolved``: ``resolvectl dns/domain/default-route`` on the tunnel interface at start,
-  ``resolvectl revert`` at stop (the link also vanishes with the interface).
+* ``resolved``: ``resolvectl dns/domain/default-route`` on the tunnel interface at start
+  (the zone a search and routing domain), ``resolvectl revert`` at stop (the link also
+  vanishes with the interface).
 * ``hosts``: the interface's marked block in /etc/hosts, rewritten when the names change
+  (``ADDRESS NAME.ZONE NAME``; a short NAME that another line of the file gives another
+  address, or that is this machine's host name, is left out and listed in status)
   (under a lock file in /var/run/meshwg, so two members on one host take turns) and
   removed at stop. The file is replaced atomically (meshwg.util.files.atomic_write, its
   mode kept); where /etc/hosts is a mount point (``ip netns exec`` bind-mounts
@@ -22,14 +26,15 @@ import fcntl
 import logging
 import os
 import shutil
+import socket
 import subprocess
 from typing import Any, Iterable
 
 from meshwg.util.files import RUN_DIRECTORY, atomic_write
 
 from discovery.dnssd.host_names import (
-    choose_mode, host_entries, hosts_block, replace_block, resolved_commands, resolved_revert,
-    resolved_server, zone_text,
+    choose_mode, host_entries, hosts_block, outside_names, replace_block, resolved_commands,
+    resolved_revert, resolved_server, with_short_names, zone_text,
 )
 
 log = logging.getLogger("meshwg.member.dns")
@@ -50,11 +55,12 @@ def resolved_running(resolved_run: str = RESOLVED_RUN) -> str | None:
 class HostDns:
     """One member's names on its host: start() once the interface exists, update(names)
     after each directory read, stop() before the interface goes; status() for `meshwg
-    status`. `rendezvous` are the rendezvous's mesh addresses, `dns_port` its DNS port."""
+    status`. `rendezvous` are the rendezvous's mesh addresses, `dns_port` its DNS port;
+    `hostname` this machine's (default socket.gethostname()): no short name shadows it."""
 
     def __init__(self, requested: str, interface: str, zone: str, rendezvous: list[str],
                  dns_port: int, hosts_path: str = HOSTS_PATH, resolvectl: str | None = None,
-                 lock_dir: str = RUN_DIRECTORY):
+                 lock_dir: str = RUN_DIRECTORY, hostname: str | None = None):
         self.requested = requested
         self.resolvectl = resolvectl if resolvectl is not None else resolved_running()
         self.mode = choose_mode(requested, self.resolvectl is not None)   # ValueError
@@ -64,8 +70,10 @@ class HostDns:
         self.dns_port = dns_port
         self.hosts_path = hosts_path
         self.lock_path = os.path.join(lock_dir, LOCK_NAME)
+        self.hostname = hostname if hostname is not None else socket.gethostname()
         self.error: str | None = None
         self._block: str | None = None        # what our block in the hosts file holds now
+        self.left_out: dict[str, str] = {}    # short names not written, and why
         self._pairs: list[tuple[str, str]] | None = None   # the names it was made from
         self._failed = False                  # the last hosts-file write failed
         self._names = 0
@@ -94,11 +102,10 @@ class HostDns:
         if pairs == self._pairs:
             return                  # a directory read that changed no name (most do not)
         entries = host_entries(self.zone, self.rendezvous, pairs)
-        block = hosts_block(self.interface, entries)
-        if block != self._block and not self._rewrite(block):
+        if not self._rewrite(entries):
             self._pairs = None      # pending: retried at the next update
             return
-        self._block, self._pairs, self._names = block, pairs, len(entries)
+        self._pairs, self._names = pairs, len(entries)
 
     @property
     def pending(self) -> bool:
@@ -111,17 +118,18 @@ class HostDns:
             self._linked = False
             self._resolvectl(resolved_revert(self.interface))
         if self._block:
-            if self._rewrite(""):
-                self._block, self._pairs, self._names = "", None, 0
+            if self._rewrite([]):
+                self._pairs, self._names, self.left_out = None, 0, {}
 
     def status(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"mode": self.mode, "requested": self.requested,
                                "error": self.error}
         if self.mode == "hosts":
-            doc.update(hosts_file=self.hosts_path, names=self._names)
+            doc.update(hosts_file=self.hosts_path, names=self._names,
+                       short_names_left_out=dict(self.left_out))
         elif self.mode == "resolved":
             doc.update(servers=[resolved_server(a, self.dns_port) for a in self.rendezvous],
-                       domain=f"~{zone_text(self.zone)}")
+                       domain=zone_text(self.zone), search=True)
         return doc
 
     # ------------------------------------------------------------------ resolved
@@ -141,8 +149,10 @@ class HostDns:
         return False
 
     # ------------------------------------------------------------------ hosts file
-    def _rewrite(self, block: str) -> bool:
-        """Our block in the hosts file := `block` (under the lock); False on failure."""
+    def _rewrite(self, entries: list[tuple[str, str]]) -> bool:
+        """Our block in the hosts file := `entries` (address, NAME.ZONE) with the short
+        names that shadow nothing in the file as it is now (under the lock; [] removes
+        the block); False on failure."""
         try:
             os.makedirs(os.path.dirname(self.lock_path), mode=0o755, exist_ok=True)
             with open(self.lock_path, "a") as lock:
@@ -154,6 +164,10 @@ class HostDns:
                     mode = os.stat(path).st_mode & 0o777
                 except FileNotFoundError:
                     text, mode = "", 0o644
+                lines, left_out = with_short_names(
+                    self.zone, entries, outside_names(text, self.interface), self.hostname,
+                    self.hosts_path)
+                block = hosts_block(self.interface, lines)
                 new = replace_block(text, self.interface, block)
                 if new != text:
                     write_hosts(path, new.encode("utf-8", "surrogateescape"), mode)
@@ -162,6 +176,10 @@ class HostDns:
             log.warning("cannot update %s", self.error)
             self._failed = True
             return False
+        if left_out != self.left_out:
+            for short, why in left_out.items():
+                log.info("short name %s not in %s: %s", short, self.hosts_path, why)
+        self._block, self.left_out = block, left_out
         self.error, self._failed = None, False
         return True
 

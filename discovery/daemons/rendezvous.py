@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -42,6 +43,7 @@ from meshwg.util.files import JsonFile
 
 from discovery.daemons.directory_cache import cache_path, load_directory, save_directory
 from discovery.daemons.engine_events import EngineEvents
+from discovery.daemons.rendezvous_status import directory_status, status_path
 from discovery.daemons.storewatch import StoreWatch
 from discovery.dnssd.notify import Notifier
 from discovery.dnssd.member import MemberRecord
@@ -93,6 +95,7 @@ class RendezvousDaemon:
         self._relay_offers: dict[bytes, int] = {}    # members' relay ports (guarded by _lock)
         self._lan_keys: dict[bytes, bytes] = {}      # members' LAN keys, TXT lk= (guarded by _lock)
         self.relay_status = JsonFile(self.state.state_dir / RELAY_STATUS, mode=0o600)
+        self.status_file = JsonFile(status_path(self.state.state_dir), mode=0o600)  # `rendezvous status`
         self.interval = interval
         self.public_dns = public_dns
         self.interface = interface or self.state.interface
@@ -183,6 +186,7 @@ class RendezvousDaemon:
             self.device = None
         self.store_watch.close()
         self.relay_status.remove()
+        self.status_file.remove()
         self.state.close()
 
     # ------------------------------------------------------------------ callbacks (other threads)
@@ -287,6 +291,7 @@ class RendezvousDaemon:
         else:
             self._apply_events()
         self._write_relay_status()
+        self._write_status()
         return min(self.interval, max(0.0, self._next_sync - time.monotonic()))
 
     def _take_events(self) -> list:
@@ -335,6 +340,19 @@ class RendezvousDaemon:
                 self.relay_status.write(self.relay.status({m.public_key: m.name for m in self._members}))
             except OSError as exc:
                 log.warning("cannot write %s: %s", self.relay_status.path, exc)
+
+    def _write_status(self) -> None:
+        """`meshwg rendezvous status`'s file (discovery.daemons.rendezvous_status), when it
+        changed: who we are, how many members, the directory's health."""
+        st = self.state
+        try:
+            self.status_file.write({
+                "pid": os.getpid(), "interface": self.interface, "address": st.address,
+                "network": str(self.network), "zone": st.zone, "endpoint": st.endpoint,
+                "members": len(self._members), "directory": directory_status(st)},
+                {"updated_at": time.time()})
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.status_file.path, exc)
 
     def _publishable_endpoints(self) -> dict[bytes, Endpoint | None]:
         """The engine's endpoints, except that a member reaching us through the relay over

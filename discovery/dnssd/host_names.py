@@ -1,20 +1,26 @@
-"""What a member's host is told so that ``ping laptop.ZONE`` works (MagicDNS-like): the
-choice of mechanism, the names and addresses, the marked block in a hosts file, and the
-``resolvectl`` arguments. No I/O; discovery.daemons.host_dns applies it.
+"""What a member's host is told so that ``ping laptop.ZONE`` and ``ping laptop`` work
+(MagicDNS-like): the choice of mechanism, the names and addresses, the marked block in a
+hosts file with its short names, and the ``resolvectl`` arguments. No I/O;
+discovery.daemons.host_dns applies it.
 
 Modes (``meshwg join --dns MODE``):
 
 * ``resolved``: systemd-resolved's per-link DNS. On the tunnel interface: DNS server =
-  the rendezvous's mesh address (port when not 53), routing-only domain ``~ZONE`` (only
-  names under ZONE go there) and no default route (no other query goes there); undone by
+  the rendezvous's mesh address (port when not 53), domain ``ZONE`` (a search domain, so
+  a single-label name ``laptop`` is tried as ``laptop.ZONE``, and a routing domain: names
+  under ZONE go there) and no default route (no other query goes there); undone by
   ``resolvectl revert IFACE``. Every name of the zone then resolves live from the
-  rendezvous's directory (discovery.dnssd.zone), through the tunnel.
+  rendezvous's directory (discovery.dnssd.zone), through the tunnel. What the host
+  already resolves comes first (systemd-resolved answers its own host name and
+  /etc/hosts before asking a link's servers), so a short name shadows nothing.
 * ``hosts``: a block in /etc/hosts between two marker lines naming the interface, one
-  ``ADDRESS NAME.ZONE`` line per member (and the rendezvous, and this member), rewritten
-  whenever the directory changes and removed on stop; lines outside the block are never
-  changed. Works with any libc resolver and no daemon (``hosts: files ...`` in
-  nsswitch.conf, Debian's default); names are known only as fresh as the member's last
-  directory read.
+  ``ADDRESS NAME.ZONE NAME`` line per member (and the rendezvous, and this member),
+  rewritten whenever the directory changes and removed on stop; lines outside the block
+  are never changed. The short alias NAME is left out (and `meshwg status` says why) when
+  it would shadow what the host resolves already: a line outside the block giving NAME
+  another address, or the machine's own host name. Works with any libc resolver and no
+  daemon (``hosts: files ...`` in nsswitch.conf, Debian's default); names are known only
+  as fresh as the member's last directory read.
 * ``auto``: ``resolved`` when systemd-resolved runs, else ``hosts``.
 * ``off``: nothing.
 """
@@ -85,11 +91,60 @@ def _markers(interface: str) -> tuple[str, str]:
 
 
 def hosts_block(interface: str, entries: list[tuple[str, str]]) -> str:
-    """The marked block for `interface` holding `entries` (address, name); "" for none."""
+    """The marked block for `interface` holding `entries` (address, names: "NAME.ZONE" or
+    "NAME.ZONE NAME"); "" for none."""
     if not entries:
         return ""
     begin, end = _markers(interface)
     return "".join([begin + "\n", *(f"{ip}\t{name}\n" for ip, name in entries), end + "\n"])
+
+
+def outside_names(text: str, interface: str) -> dict[str, set[str]]:
+    """Every name (lowercase) the hosts file `text` gives outside `interface`'s marked
+    block, with its addresses (hosts(5): ``ADDRESS NAME [ALIAS...]``, '#' to the end of a
+    line is a comment; other interfaces' blocks count as outside)."""
+    begin, end = _markers(interface)
+    names: dict[str, set[str]] = {}
+    inside = False
+    for line in text.splitlines():
+        if line == begin:
+            inside = True
+        elif line == end:
+            inside = False
+        elif not inside:
+            fields = line.split("#", 1)[0].split()
+            ip = _ip_text(fields[0]) if fields else None
+            for name in fields[1:] if ip else ():
+                names.setdefault(name.lower(), set()).add(ip)
+    return names
+
+
+def with_short_names(zone: str, entries: list[tuple[str, str]], taken: dict[str, set[str]],
+                     hostname: str, where: str = "/etc/hosts"
+                     ) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """`entries` (address, NAME.ZONE) as hosts-file lines with the short alias NAME:
+    (address, "NAME.ZONE NAME") unless NAME would shadow what the host resolves already,
+    then (address, "NAME.ZONE") and NAME -> why in the second result. Shadowing: `taken`
+    (outside_names of the hosts file at `where`) gives NAME an address NAME.ZONE lacks,
+    or NAME is the machine's `hostname` (either the whole or its first label)."""
+    suffix = "." + zone_text(zone)
+    own = {hostname.lower(), hostname.lower().split(".", 1)[0]} - {""}
+    mine: dict[str, set[str]] = {}
+    for ip, name in entries:
+        mine.setdefault(name, set()).add(ip)
+    lines, left_out = [], {}
+    for ip, name in entries:
+        short = name[:-len(suffix)] if name.endswith(suffix) else ""
+        if not short:
+            lines.append((ip, name))
+            continue
+        if short in own:
+            left_out[short] = "the machine's own host name"
+        elif taken.get(short, set()) - mine[name]:
+            others = ", ".join(sorted(taken[short] - mine[name]))
+            left_out[short] = f"{where} gives it {others}"
+        lines.append((ip, name) if short in left_out else (ip, f"{name} {short}"))
+    return lines, left_out
 
 
 def replace_block(text: str, interface: str, block: str) -> str:
@@ -121,9 +176,10 @@ def resolved_server(address: str, port: int = DNS_PORT) -> str:
 
 def resolved_commands(interface: str, servers: Iterable[str], zone: str) -> list[list[str]]:
     """``resolvectl`` arguments that route ZONE's names to `servers` (resolved_server's
-    text) on `interface` and nothing else there."""
+    text) on `interface` and nothing else there, with ZONE a search domain (short names;
+    resolvectl(1): a domain without "~" both routes and is searched)."""
     return [["dns", interface, *servers],
-            ["domain", interface, f"~{zone_text(zone)}"],
+            ["domain", interface, zone_text(zone)],
             ["default-route", interface, "false"]]
 
 

@@ -357,6 +357,7 @@ class ZoneState:
         self._candidates: dict[bytes, list[str]] = {}
         self.read_from = ""             # the server of the last read
         self.problem = ""               # why no server answered at the last try ("" if one did)
+        self.primary_problem = ""       # why the primary did not answer at the last try
 
     def __getattr__(self, name: str):
         return getattr(self._state, name)
@@ -372,12 +373,16 @@ class ZoneState:
             for store in self._stores:
                 try:
                     serial = store.writer.serial()
+                    if store is self._stores[0]:
+                        self.primary_problem = ""
                     if serial == self._serial:
                         self.problem = ""
                         return False
                     members = store.members()
                 except (MeshwgError, ValueError) as exc:
                     problems.append(describe(exc, store.writer.server, self._access.zone))
+                    if store is self._stores[0]:
+                        self.primary_problem = problems[-1]
                     continue
                 changed = [m.public_key for m in members] != [m.public_key for m in self._members]
                 self._members, self._serial = members, serial

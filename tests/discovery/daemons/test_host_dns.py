@@ -28,6 +28,7 @@ case "$1" in {fail}) echo "Failed to set DNS configuration: Link meshwg0 not kno
 
 
 def hosts_dns(tmp_path, mode="hosts", interface="meshwg0", **kw) -> HostDns:
+    kw.setdefault("hostname", "thishost")
     return HostDns(mode, interface, ZONE, ["10.99.0.1"], 53, hosts_path=str(tmp_path / "hosts"),
                    lock_dir=str(tmp_path / "run"), **kw)
 
@@ -41,11 +42,11 @@ def test_hosts_block_follows_the_names_and_goes_at_stop(tmp_path) -> None:
     dns.update([("a1", "10.99.0.2"), ("a2", "10.99.0.3")])
     text = hosts.read_text()
     assert text.startswith(ORIGINAL)
-    assert "10.99.0.2\ta1.mesh.internal\n10.99.0.3\ta2.mesh.internal\n" \
-           "10.99.0.1\trendezvous.mesh.internal\n" in text
+    assert "10.99.0.2\ta1.mesh.internal a1\n10.99.0.3\ta2.mesh.internal a2\n" \
+           "10.99.0.1\trendezvous.mesh.internal rendezvous\n" in text
     assert stat.S_IMODE(hosts.stat().st_mode) == 0o644          # readable by every user
     assert dns.status() == {"mode": "hosts", "requested": "hosts", "error": None,
-                            "hosts_file": str(hosts), "names": 3}
+                            "hosts_file": str(hosts), "names": 3, "short_names_left_out": {}}
     inode = hosts.stat().st_ino
     dns.update([("a1", "10.99.0.2"), ("a2", "10.99.0.3")])      # unchanged: not rewritten
     assert hosts.stat().st_ino == inode
@@ -110,12 +111,13 @@ def test_resolved_mode_calls_and_reverts(tmp_path) -> None:
     dns.start()
     dns.update([("a1", "10.99.0.2")])            # resolved asks the rendezvous: no file
     assert dns.status() == {"mode": "resolved", "requested": "auto", "error": None,
-                            "servers": ["10.99.0.1:5353"], "domain": "~mesh.internal"}
+                            "servers": ["10.99.0.1:5353"], "domain": "mesh.internal",
+                            "search": True}
     dns.stop()
     dns.stop()                                   # once only
     with open(log) as f:
         assert f.read().splitlines() == ["dns meshwg0 10.99.0.1:5353",
-                                         "domain meshwg0 ~mesh.internal",
+                                         "domain meshwg0 mesh.internal",   # searched too
                                          "default-route meshwg0 false",
                                          "revert meshwg0"]
     assert not (tmp_path / "hosts").exists()
@@ -170,3 +172,32 @@ def test_a_failed_write_is_pending_until_it_succeeds(tmp_path) -> None:
     dns.update(names)                            # the same names: tried again
     assert not dns.pending and dns.status()["error"] is None
     assert "a1.mesh.internal" in hosts.read_text()
+
+
+def test_a_short_name_that_would_shadow_the_host_is_left_out_and_said(tmp_path) -> None:
+    """`ping a2` works unless a2 means something here already: another line of the file
+    (the administrator's, another mesh's block) or this machine's host name."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text(ORIGINAL + "192.168.1.5\ta2 a2.lan\n")
+    dns = hosts_dns(tmp_path, hostname="a3.example.com")
+    dns.update([("a1", "10.99.0.2"), ("a2", "10.99.0.3"), ("a3", "10.99.0.4")])
+    text = hosts.read_text()
+    assert text.startswith(ORIGINAL + "192.168.1.5\ta2 a2.lan\n")
+    assert "10.99.0.2\ta1.mesh.internal a1\n" in text
+    assert "10.99.0.3\ta2.mesh.internal\n" in text and "10.99.0.4\ta3.mesh.internal\n" in text
+    assert dns.status()["short_names_left_out"] == {
+        "a2": f"{hosts} gives it 192.168.1.5", "a3": "the machine's own host name"}
+    assert dns.status()["names"] == 4
+    # another mesh on this host with an a1 of its own: the first block keeps the short name
+    other = hosts_dns(tmp_path, interface="meshwg1", hostname="a3.example.com")
+    other.update([("a1", "10.98.0.9")])
+    assert "10.98.0.9\ta1.mesh.internal\n" in hosts.read_text()
+    assert other.status()["short_names_left_out"] == {"a1": f"{hosts} gives it 10.99.0.2"}
+    dns.update([("a1", "10.99.0.2"), ("a2", "10.99.0.3")])        # a3 leaves: no flapping
+    assert "10.99.0.2\ta1.mesh.internal a1\n" in hosts.read_text()
+    assert "a3.mesh.internal" not in hosts.read_text()
+    assert dns.status()["short_names_left_out"] == {"a2": f"{hosts} gives it 192.168.1.5"}
+    dns.stop()
+    other.stop()
+    assert hosts.read_text() == ORIGINAL + "192.168.1.5\ta2 a2.lan\n"
+    assert dns.status()["short_names_left_out"] == {}

@@ -12,6 +12,8 @@ module's zone_on_the_internet builds its zone).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from discovery.lab import mesh as mesh_lab
@@ -57,9 +59,24 @@ def lab():
         yield lab
 
 
+def rendezvous_status(lab) -> tuple[dict, str]:
+    """`meshwg rendezvous status --json` and the human text."""
+    state = lab.rendezvous_state()
+    doc = json.loads(lab.rendezvous_cli("rendezvous", "status", "--state", state, "--json").stdout)
+    return doc, lab.rendezvous_cli("rendezvous", "status", "--state", state).stdout
+
+
 def test_members_of_the_zone_reach_the_rendezvous_and_each_other(lab) -> None:
     a1, b = lab.members["a1"], lab.members["b"]
     assert a1.mesh_address != b.mesh_address
+    poll(lambda: rendezvous_status(lab)[0]["members"] == 2, 30, "rendezvous status: 2 members",
+         interval=0.5)
+    doc, text = rendezvous_status(lab)
+    assert doc["running"] and doc["directory"] == {
+        "kind": "dns", "servers": f"dns://{DNS_ADDRESS}:53", "read_from": f"{DNS_ADDRESS}:53",
+        "problem": None, "primary_problem": None}, doc
+    assert f"directory: dns://{DNS_ADDRESS}:53, read from {DNS_ADDRESS}:53\n" \
+           "  primary: answers" in text, text
     poll(lambda: a1.ping(lab.rendezvous.mesh_address, count=1) is not None, 60,
          "a1 to ping the rendezvous through the tunnel")
     poll(lambda: a1.ping(b.mesh_address, count=1) is not None, 90,
@@ -88,8 +105,20 @@ def test_without_the_primary_links_stay_and_removal_waits_for_it(lab) -> None:
         assert out.returncode != 0 and len(err.splitlines()) == 1, err
         assert f"primary DNS server {DNS_ADDRESS}:53 is not writable" in err, err
         assert a1.ping(lab.rendezvous.mesh_address, count=3) is not None
+        # the running rendezvous says so in its status (it rechecks every 2 s)
+        poll(lambda: rendezvous_status(lab)[0]["directory"]["primary_problem"], 30,
+             "rendezvous status to say the primary does not answer", interval=0.5)
+        doc, text = rendezvous_status(lab)
+        assert f"cannot reach DNS server {DNS_ADDRESS}:53" in doc["directory"]["problem"], doc
+        assert f"cannot reach DNS server {DNS_ADDRESS}:53" in doc["directory"]["primary_problem"]
+        assert "  PROBLEM: no directory server answers: " in text, text
+        assert "  PROBLEM: the primary is not writable: " in text, text
+        assert "enrollment, invites and revocation wait for it" in text, text
     finally:
         lab.dns_primary.restart()
+    poll(lambda: rendezvous_status(lab)[0]["directory"]["primary_problem"] is None, 60,
+         "rendezvous status to see the primary back", interval=0.5)
+    assert "  primary: answers" in rendezvous_status(lab)[1]
     lab.remove_member("a1")
     poll(lambda: a1.public_key not in lab.rendezvous.wg.endpoints(), 60,
          "the rendezvous to drop a1's peer after its removal")

@@ -175,6 +175,32 @@ def test_resolved_commands() -> None:
     assert hn.resolved_server("fd7a::1", 5353) == "[fd7a::1]:5353"
     assert hn.resolved_commands("meshwg0", ["10.99.0.1"], "mesh.internal.") == [
         ["dns", "meshwg0", "10.99.0.1"],
-        ["domain", "meshwg0", "~mesh.internal"],
+        ["domain", "meshwg0", "mesh.internal"],       # search and routing domain
         ["default-route", "meshwg0", "false"]]
     assert hn.resolved_revert("meshwg0") == ["revert", "meshwg0"]
+
+
+def test_short_names_shadow_nothing_the_host_resolves() -> None:
+    entries = [("10.99.0.2", "laptop.mesh.internal"), ("10.99.0.3", "nas.mesh.internal"),
+               ("10.99.0.4", "phone.mesh.internal"), ("10.99.0.5", "printer.mesh.internal"),
+               ("10.99.0.1", "rendezvous.mesh.internal"), ("fd7a::1", "rendezvous.mesh.internal")]
+    hosts = ("127.0.0.1\tlocalhost\n"
+             "192.168.1.5 NAS nas.lan  # the admin's\n"
+             "10.99.0.5 printer\n"                      # the same address: no shadow
+             "# 192.168.1.9 phone\n"                    # a comment names nothing
+             + hn.hosts_block("meshwg0", [("10.99.0.7", "old.mesh.internal old")])
+             + hn.hosts_block("meshwg1", [("10.98.0.2", "laptop.other.internal laptop")]))
+    taken = hn.outside_names(hosts, "meshwg0")
+    assert "old" not in taken and taken["laptop"] == {"10.98.0.2"}
+    assert taken["nas"] == {"192.168.1.5"} and "phone" not in taken
+    lines, left_out = hn.with_short_names("mesh.internal.", entries, taken, "phone.example.com")
+    assert lines == [("10.99.0.2", "laptop.mesh.internal"), ("10.99.0.3", "nas.mesh.internal"),
+                     ("10.99.0.4", "phone.mesh.internal"),
+                     ("10.99.0.5", "printer.mesh.internal printer"),
+                     ("10.99.0.1", "rendezvous.mesh.internal rendezvous"),
+                     ("fd7a::1", "rendezvous.mesh.internal rendezvous")]
+    assert left_out == {"laptop": "/etc/hosts gives it 10.98.0.2",
+                        "nas": "/etc/hosts gives it 192.168.1.5",
+                        "phone": "the machine's own host name"}
+    block = hn.hosts_block("meshwg0", lines)
+    assert "10.99.0.5\tprinter.mesh.internal printer\n" in block
