@@ -145,7 +145,7 @@ def test_low_order_ephemeral_refused_alike(pair, point: bytes) -> None:
     results = {_outcome(chain, _read1(s_r, pub_r, m1)) for chain in (None, fast)}
     assert results == {("WeakKeyError",)}
     # and in message 2, on the initiator's side
-    m1b, st_i = noise.write_message1(s_i, pub_r, b"t")
+    _, st_i = noise.write_message1(s_i, pub_r, b"t")
     bad2 = noise.Message2(point, bytes(16))
     results = {_outcome(chain, lambda c: noise.read_message2(st_i, bytes(32), bad2, accel=c))
                for chain in (None, fast)}
