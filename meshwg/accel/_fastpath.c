@@ -70,6 +70,32 @@ static int overlaps(const unsigned char *a, Py_ssize_t alen, const unsigned char
     return a < b + blen && b < a + alen;
 }
 
+/* Where `size` bytes of output go: out[offset:offset + size], which must lie in `out` and
+ * not overlap the input (in, inlen). NULL with ValueError set otherwise. */
+static unsigned char *output_at(Py_buffer *out, Py_ssize_t offset, Py_ssize_t size,
+                                const void *in, Py_ssize_t inlen) {
+    if (offset < 0 || offset > out->len || out->len - offset < size) {
+        PyErr_SetString(PyExc_ValueError, "transport message does not fit in the buffer");
+        return NULL;
+    }
+    unsigned char *dst = (unsigned char *)out->buf + offset;
+    if (overlaps(dst, size, in, inlen)) {
+        PyErr_SetString(PyExc_ValueError, "packet and output overlap");
+        return NULL;
+    }
+    return dst;
+}
+
+/* 0 when counters counter .. counter + count - 1 stay below 2**64, else -1 with
+ * OverflowError set. */
+static int counters_fit(uint64_t counter, Py_ssize_t count) {
+    if (count && counter + (uint64_t)(count - 1) < counter) {
+        PyErr_SetString(PyExc_OverflowError, "counters past 2**64");
+        return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the cipher object */
 
 typedef struct {
@@ -213,16 +239,8 @@ static PyObject *sealer_seal(Cipher *self, PyObject *args) {
         goto done;
     }
     Py_ssize_t size = n + padding(n, mtu) + MIN_TRANSPORT;
-    if (offset < 0 || offset > out.len || out.len - offset < size) {
-        PyErr_SetString(PyExc_ValueError, "transport message does not fit in the buffer");
-        goto done;
-    }
-    unsigned char *dst = (unsigned char *)out.buf + offset;
-    if (overlaps(dst, size, packet.buf, n)) {
-        PyErr_SetString(PyExc_ValueError, "packet and output overlap");
-        goto done;
-    }
-    if (cipher_take(self) < 0) goto done;
+    unsigned char *dst = output_at(&out, offset, size, packet.buf, n);
+    if (dst == NULL || cipher_take(self) < 0) goto done;
     write_header(dst, receiver, counter);
     int rc = seal_one(self->ctx, counter, packet.buf, n, size - n - MIN_TRANSPORT, dst + HEADER_SIZE);
     self->busy = 0;
@@ -258,11 +276,7 @@ static PyObject *sealer_seal_run(Cipher *self, PyObject *args) {
         return NULL;
     if (parse_u32(receiver_obj, &receiver) < 0 || parse_u64(counter_obj, &counter) < 0) goto done;
     seq = bounded_sequence(packets_obj, MAX_RUN, "packets in one run", &count);
-    if (seq == NULL) goto done;
-    if (count && counter + (uint64_t)(count - 1) < counter) {
-        PyErr_SetString(PyExc_OverflowError, "counters past 2**64");
-        goto done;
-    }
+    if (seq == NULL || counters_fit(counter, count) < 0) goto done;
     bufs = PyMem_Calloc(count ? count : 1, sizeof(Py_buffer));
     sizes = PyMem_Calloc(count ? count : 1, sizeof(Py_ssize_t));
     if (bufs == NULL || sizes == NULL) { PyErr_NoMemory(); goto done; }
@@ -323,6 +337,66 @@ done:
     PyMem_Free(bufs);
     PyMem_Free(sizes);
     Py_XDECREF(seq);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+PyDoc_STRVAR(sealer_seal_segments_doc,
+"seal_segments(out, offset, receiver, counter, data, segment, mtu) -> int\n\n"
+"seal_run() of the packets lying back to back in `data`, each `segment` bytes but the\n"
+"last (the segments of one TSO frame, as tcp_split returns them; at most 4096), under\n"
+"counters counter, counter + 1, ...: one call, the GIL released, no sequence of packets\n"
+"to build. Returns the bytes written (the messages back to back from out[offset:]).\n"
+"Checks everything (sizes, room, counter range) before writing anything.");
+
+static PyObject *sealer_seal_segments(Cipher *self, PyObject *args) {
+    Py_buffer out, data;
+    Py_ssize_t offset, segment, mtu;
+    PyObject *receiver_obj, *counter_obj;
+    uint32_t receiver;
+    uint64_t counter;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "w*nOOy*nn", &out, &offset, &receiver_obj, &counter_obj, &data,
+                          &segment, &mtu))
+        return NULL;
+    if (parse_u32(receiver_obj, &receiver) < 0 || parse_u64(counter_obj, &counter) < 0) goto done;
+    if (segment < 1 || segment > MAX_PLAINTEXT) {
+        PyErr_SetString(PyExc_ValueError, "segment size out of range");
+        goto done;
+    }
+    Py_ssize_t len = data.len;
+    Py_ssize_t count = len ? (len + segment - 1) / segment : 0;
+    if (count > MAX_RUN) {
+        PyErr_Format(PyExc_ValueError, "more than %d packets in one run", MAX_RUN);
+        goto done;
+    }
+    if (counters_fit(counter, count) < 0) goto done;
+    Py_ssize_t tail = count ? len - (count - 1) * segment : 0;
+    Py_ssize_t full = segment + padding(segment, mtu) + MIN_TRANSPORT;
+    Py_ssize_t total = count ? (count - 1) * full + tail + padding(tail, mtu) + MIN_TRANSPORT : 0;
+    unsigned char *base = output_at(&out, offset, total, data.buf, len);
+    if (base == NULL || cipher_take(self) < 0) goto done;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    unsigned char *dst = base;
+    const unsigned char *src = data.buf;
+    for (Py_ssize_t i = 0; i < count && !failed; i++) {
+        Py_ssize_t n = i == count - 1 ? tail : segment;
+        Py_ssize_t pad = padding(n, mtu);
+        write_header(dst, receiver, counter + i);
+        failed = seal_one(self->ctx, counter + i, src, n, pad, dst + HEADER_SIZE) < 0;
+        dst += n + pad + MIN_TRANSPORT;
+        src += n;
+    }
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (failed) {
+        PyErr_SetString(PyExc_RuntimeError, "ChaCha20-Poly1305 seal failed");
+        goto done;
+    }
+    result = PyLong_FromSsize_t(total);
+done:
+    PyBuffer_Release(&data);
     PyBuffer_Release(&out);
     return result;
 }
@@ -574,6 +648,7 @@ static int opener_init(Cipher *self, PyObject *args, PyObject *kwds) { return ci
 static PyMethodDef sealer_methods[] = {
     {"seal", (PyCFunction)sealer_seal, METH_VARARGS, sealer_seal_doc},
     {"seal_run", (PyCFunction)sealer_seal_run, METH_VARARGS, sealer_seal_run_doc},
+    {"seal_segments", (PyCFunction)sealer_seal_segments, METH_VARARGS, sealer_seal_segments_doc},
     {NULL}
 };
 

@@ -6,8 +6,7 @@ made on first use (`sealer`, `opener`)."""
 
 from __future__ import annotations
 
-import itertools
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -24,7 +23,7 @@ class Keypair:
     protocol time (seconds) of the handshake."""
 
     __slots__ = ("send_aead", "receive_aead", "local_index", "remote_index", "created",
-                 "is_initiator", "replay", "peer", "_counter", "_keys", "_sealer", "_opener")
+                 "is_initiator", "replay", "peer", "send_next", "_keys", "_sealer", "_opener")
 
     def __init__(self, keys: "TransportKeys", local_index: int, remote_index: int,
                  is_initiator: bool, now: float, peer: "Peer"):
@@ -36,7 +35,7 @@ class Keypair:
         self.is_initiator = is_initiator
         self.replay = ReplayWindow()
         self.peer = peer
-        self._counter = itertools.count()
+        self.send_next = 0          # the next send counter (the batch sealer takes runs of them)
         self._keys: TransportKeys | None = keys
         self._sealer: Any = None
         self._opener: Any = None
@@ -55,17 +54,15 @@ class Keypair:
         self._sealer, self._opener = fast.Sealer(self._keys.send), fast.Opener(self._keys.receive)
         return self._sealer, self._opener
 
-    def send_counters(self) -> Iterator[int]:
-        """The send counters, in order: each next() takes one (the batch sealer binds it
-        once per run)."""
-        return self._counter
-
     def next_counter(self) -> int:
-        return next(self._counter)
+        """Take one send counter."""
+        counter = self.send_next
+        self.send_next = counter + 1
+        return counter
 
     def set_counter(self, value: int) -> None:
         """Jump the send counter (tests of REKEY/REJECT_AFTER_MESSAGES)."""
-        self._counter = itertools.count(value)
+        self.send_next = value
 
     def zero(self) -> None:
         """Drop the key material (key zeroing timer or removal); the protocol forgets the

@@ -46,15 +46,22 @@ class SendPath:
         """Route and seal IP packets (bytes or memoryviews, each read only until the next
         is taken from `packets`) into transport datagrams laid out for UDP GSO.
 
+        An item may also be a TSO frame's segments, a tuple (segments, size) as
+        meshwg.tun.tso yields it: the packets back to back, each `size` bytes but the last
+        (segments_of). With the compiled path such a frame is sealed by ONE call
+        (Sealer.seal_segments) under one route lookup and one reservation of counters; a
+        frame that would cross REJECT_AFTER_MESSAGES, a peer that cannot send, and the
+        pure Python path take it packet by packet. Either way the datagrams are the same.
+
         Returns runs (view, size, endpoint): each view holds consecutive datagrams for one
         endpoint, every one `size` bytes but the last, which may be shorter; a run has at
         most `max_run_datagrams` datagrams and `max_run_bytes` bytes (the defaults are UDP
         GSO's limits, meshwg.conn.gso). The views point into `buf` (reused by the caller;
-        a new buffer is taken when it is full) and are valid until it is reused. Each
-        datagram is sealed straight into its place: with the compiled path one call
-        writes header, padding and sealed packet (Sealer.seal); else the header is packed
-        in place and the AEAD's encrypt_into seals (packets that need padding go through a
-        scratch copy).
+        a new buffer is taken when it is full; a frame is never split across two) and are
+        valid until it is reused. Each datagram is sealed straight into its place: with
+        the compiled path one call writes header, padding and sealed packet (Sealer.seal,
+        seal_segments); else the header is packed in place and the AEAD's encrypt_into
+        seals (packets that need padding go through a scratch copy).
 
         Bookkeeping is per run of consecutive packets to one peer, with the same effect
         as per packet: one route lookup per destination address, one keypair check, the
@@ -82,14 +89,20 @@ class SendPath:
         peer = None               # peer of the open peer-run
         endpoint = None
         kp = None
-        seal = counters = None    # None: the peer cannot send now (packets are staged)
+        seal = None               # None: the peer cannot send now (packets are staged)
         fast = self.fastpath
         fast_seal = None          # the keypair's compiled Sealer.seal (fast is not None)
+        fast_segments = None      # and its seal_segments
         remote_index = 0
         sent_bytes = 0
         sent_data = False
         last_counter = -1
-        for packet in packets:
+        for item in packets:
+            if type(item) is tuple:
+                packet, segment = item        # a TSO frame's segments
+            else:
+                packet = item
+                segment = 0
             n = len(packet)
             if not n:
                 continue
@@ -124,64 +137,116 @@ class SendPath:
                     last_counter = -1
                     kp = peer.current
                     endpoint = peer.endpoint
-                    seal = fast_seal = None
+                    seal = fast_seal = fast_segments = None
                     if (kp is not None and endpoint is not None
                             and now - kp.created < timers.reject_after_time):
                         seal = kp.send_aead.encrypt_into
                         if fast is not None:
-                            fast_seal = kp.sealer(fast).seal
-                        counters = kp.send_counters()
+                            sealer = kp.sealer(fast)
+                            fast_seal = sealer.seal
+                            fast_segments = sealer.seal_segments
                         remote_index = kp.remote_index
-            if seal is None:
-                self._stage(peer, packet if type(packet) is bytes else bytes(packet), now)
-                continue
-            counter = next(counters)
-            if counter >= reject_messages:
-                self._stage(peer, packet if type(packet) is bytes else bytes(packet), now)
-                continue
-            pad = -n % PADDING_MULTIPLE     # padding(n, mtu), inlined
-            if pad and n + pad > mtu:
-                pad = max(0, mtu - n)
-            size = n + pad + TRANSPORT_MIN_SIZE
-            if run_count and (run_closed or size > run_size or endpoint != run_endpoint
-                              or run_count >= max_run_datagrams
-                              or off - run_start + size > max_run_bytes):
-                runs.append((mv[run_start:off], run_size, run_endpoint))
-                run_count = 0
-            if off + size > cap:          # buffer full: the rest goes into a new one
-                if run_count:
+            if segment and fast_segments is not None:
+                count = (n + segment - 1) // segment
+                counter = kp.send_next
+                if counter + count <= reject_messages:
+                    # the whole frame in one call: count - 1 datagrams of `full` bytes,
+                    # then one of `last`; placed into runs as the loop below would
+                    full = segment + padding(segment, mtu) + TRANSPORT_MIN_SIZE
+                    tail = n - (count - 1) * segment
+                    last = tail + padding(tail, mtu) + TRANSPORT_MIN_SIZE
+                    total = (count - 1) * full + last
+                    if off + total > cap:         # a frame is never split across buffers
+                        if run_count:
+                            runs.append((mv[run_start:off], run_size, run_endpoint))
+                            run_count = 0
+                        buf = bytearray(max(cap, 65536, total))
+                        mv = memoryview(buf)
+                        cap = len(buf)
+                        off = 0
+                    kp.send_next = counter + count
+                    fast_segments(buf, off, remote_index, counter, packet, segment, mtu)
+                    for k, size in ((count - 1, full), (1, last)):
+                        while k:
+                            if run_count and (run_closed or size > run_size
+                                              or endpoint != run_endpoint
+                                              or run_count >= max_run_datagrams
+                                              or off - run_start + size > max_run_bytes):
+                                runs.append((mv[run_start:off], run_size, run_endpoint))
+                                run_count = 0
+                            if not run_count:
+                                run_start = off
+                                run_size = size
+                                run_endpoint = endpoint
+                                run_closed = False
+                                take = max(1, min(k, max_run_datagrams,
+                                                  max_run_bytes // size))
+                            elif size < run_size:
+                                run_closed = True
+                                take = 1
+                            else:
+                                take = min(k, max_run_datagrams - run_count,
+                                           (max_run_bytes - (off - run_start)) // size)
+                            run_count += take
+                            off += take * size
+                            k -= take
+                    sent_bytes += total
+                    last_counter = counter + count - 1
+                    sent_data = True
+                    continue
+            for packet in (segments_of(item) if segment else (packet,)):
+                n = len(packet)
+                if seal is None:
+                    self._stage(peer, packet if type(packet) is bytes else bytes(packet), now)
+                    continue
+                counter = kp.send_next
+                kp.send_next = counter + 1
+                if counter >= reject_messages:
+                    self._stage(peer, packet if type(packet) is bytes else bytes(packet), now)
+                    continue
+                pad = -n % PADDING_MULTIPLE     # padding(n, mtu), inlined
+                if pad and n + pad > mtu:
+                    pad = max(0, mtu - n)
+                size = n + pad + TRANSPORT_MIN_SIZE
+                if run_count and (run_closed or size > run_size or endpoint != run_endpoint
+                                  or run_count >= max_run_datagrams
+                                  or off - run_start + size > max_run_bytes):
                     runs.append((mv[run_start:off], run_size, run_endpoint))
                     run_count = 0
-                buf = bytearray(max(cap, 65536))
-                mv = memoryview(buf)
-                cap = len(buf)
-                off = 0
-            if not run_count:
-                run_start = off
-                run_size = size
-                run_endpoint = endpoint
-                run_closed = False
-            elif size < run_size:
-                run_closed = True         # a shorter datagram ends its run
-            run_count += 1
-            if fast_seal is not None:
-                off += fast_seal(buf, off, remote_index, counter, packet, mtu)
+                if off + size > cap:          # buffer full: the rest goes into a new one
+                    if run_count:
+                        runs.append((mv[run_start:off], run_size, run_endpoint))
+                        run_count = 0
+                    buf = bytearray(max(cap, 65536))
+                    mv = memoryview(buf)
+                    cap = len(buf)
+                    off = 0
+                if not run_count:
+                    run_start = off
+                    run_size = size
+                    run_endpoint = endpoint
+                    run_closed = False
+                elif size < run_size:
+                    run_closed = True         # a shorter datagram ends its run
+                run_count += 1
+                if fast_seal is not None:
+                    off += fast_seal(buf, off, remote_index, counter, packet, mtu)
+                    sent_bytes += size
+                    last_counter = counter
+                    sent_data = True
+                    continue
+                if pad:
+                    scratch[:n] = packet
+                    scratch[n:n + pad] = _ZERO_PAD[:pad]
+                    plain = scratch_mv[:n + pad]
+                else:
+                    plain = packet
+                header_into(buf, off, MESSAGE_TRANSPORT, remote_index, counter)
+                seal(nonce_of(counter), plain, None, mv[off + 16:off + size])
+                off += size
                 sent_bytes += size
                 last_counter = counter
                 sent_data = True
-                continue
-            if pad:
-                scratch[:n] = packet
-                scratch[n:n + pad] = _ZERO_PAD[:pad]
-                plain = scratch_mv[:n + pad]
-            else:
-                plain = packet
-            header_into(buf, off, MESSAGE_TRANSPORT, remote_index, counter)
-            seal(nonce_of(counter), plain, None, mv[off + 16:off + size])
-            off += size
-            sent_bytes += size
-            last_counter = counter
-            sent_data = True
         if run_count:
             runs.append((mv[run_start:off], run_size, run_endpoint))
         if peer is not None and last_counter >= 0:
@@ -265,3 +330,12 @@ def padding(length: int, mtu: int) -> int:
     if pad and length + pad > mtu:
         pad = max(0, mtu - length)
     return pad
+
+
+def segments_of(item) -> Iterable:
+    """The IP packets of one encrypt_batch item: the packet itself, or the views of a TSO
+    frame's (segments, size) tuple (meshwg.tun.tso.split_frame_in_place)."""
+    if type(item) is not tuple:
+        return (item,)
+    data, size = item
+    return (data[i:i + size] for i in range(0, len(data), size))

@@ -96,7 +96,8 @@ class TunDevice:
         """Read what is ready now (at most `limit` reads) and yield its IP packets, one
         per read without offloads. With offloads a TCP segment of up to 64 KiB is split
         in place (tso.split_frame_in_place): each packet is a view valid only until the
-        next is taken. Reads happen as the packets are taken.
+        next is taken; with the compiled path its segments come as one (segments, size)
+        tuple (meshwg.core.send.segments_of). Reads happen as the packets are taken.
 
         `stop_at` > 0 ends the batch after a packet of at most that many bytes (a ping,
         an ACK): it goes out at once instead of after the reads behind it, and a lone

@@ -149,7 +149,9 @@ def split_frame_in_place(buf: bytearray, start: int, end: int) -> Iterator:
     GSO_UDP_L4: UDP datagrams of gso_size payload bytes each.
 
     With the compiled data path (meshwg.accel tcp_split) TCP segments are cut in one call
-    into a new buffer, each view valid as long as it is held. Else TCP segments of an even
+    into a new buffer and yielded as ONE item, a tuple (segments, size): a view of the
+    segments back to back, each `size` bytes but the last (meshwg.core.send seals such a
+    frame in one call; its segments_of gives the packets). Else TCP segments of an even
     size get their headers written into `buf` right in front of their payload (over the
     tail of the segment before), so each yielded view is valid only until the next one is
     taken; odd sizes and UDP come as copies. Raises OffloadError (before yielding
@@ -177,8 +179,7 @@ def split_frame_in_place(buf: bytearray, start: int, end: int) -> Iterator:
         fast = compiled_module()
         if fast is not None:
             data = memoryview(fast.tcp_split(packet, csum_start, gso_size))
-            size = csum_start + thl + gso_size
-            return (data[i:i + size] for i in range(0, len(data), size))
+            return iter(((data, csum_start + thl + gso_size),))
         if gso_size & 1:       # odd segments: the copying splitter handles the sums
             return iter(split_tcp(packet, csum_start, gso_size))
         return _tcp_segments_in_place(buf, p, end, version, csum_start, thl, gso_size)

@@ -17,6 +17,7 @@ from tests.meshwg.core.harness import established
 from tests.meshwg.core.test_malformed_sizes import *  # noqa: F401,F403
 from tests.meshwg.core.test_protocol import *  # noqa: F401,F403
 from tests.meshwg.core.test_protocol_batch import *  # noqa: F401,F403
+from tests.meshwg.core.test_send_frames import *  # noqa: F401,F403
 
 fast = accel.select(True, warn=False)
 pytestmark = pytest.mark.skipif(fast is None, reason="compiled data path not built")

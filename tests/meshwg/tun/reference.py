@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import struct
 
+from meshwg.core.send import segments_of
 from meshwg.tun.tso import split_frame_in_place
 from meshwg.tun.vnet import VNET_HDR, VNET_HDR_SIZE
 
@@ -91,7 +92,8 @@ def vnet_frame(packet: bytes, flags: int = 0, gso_type: int = 0, hdr_len: int = 
 def split(frame: bytearray) -> list[bytes]:
     """The packets split_frame_in_place makes of a whole frame, copied (its views are
     valid only until the next one is taken)."""
-    return [bytes(view) for view in split_frame_in_place(frame, 0, len(frame))]
+    return [bytes(view) for item in split_frame_in_place(frame, 0, len(frame))
+            for view in segments_of(item)]
 
 
 def decode_write(buf: bytes) -> tuple[tuple[int, ...], bytes]:
