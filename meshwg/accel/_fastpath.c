@@ -344,7 +344,8 @@ done:
 PyDoc_STRVAR(sealer_seal_segments_doc,
 "seal_segments(out, offset, receiver, counter, data, segment, mtu) -> int\n\n"
 "seal_run() of the packets lying back to back in `data`, each `segment` bytes but the\n"
-"last (the segments of one TSO frame, as tcp_split returns them; at most 4096), under\n"
+"last (the segments of one TSO frame, as tcp_split returns them; at most 4096; a\n"
+"segment longer than data is one packet), under\n"
 "counters counter, counter + 1, ...: one call, the GIL released, no sequence of packets\n"
 "to build. Returns the bytes written (the messages back to back from out[offset:]).\n"
 "Checks everything (sizes, room, counter range) before writing anything.");
@@ -360,11 +361,12 @@ static PyObject *sealer_seal_segments(Cipher *self, PyObject *args) {
                           &segment, &mtu))
         return NULL;
     if (parse_u32(receiver_obj, &receiver) < 0 || parse_u64(counter_obj, &counter) < 0) goto done;
-    if (segment < 1 || segment > MAX_PLAINTEXT) {
+    Py_ssize_t len = data.len;
+    if (segment > len) segment = len;        /* one packet: the whole of data */
+    if (segment < (len ? 1 : 0) || segment > MAX_PLAINTEXT) {
         PyErr_SetString(PyExc_ValueError, "segment size out of range");
         goto done;
     }
-    Py_ssize_t len = data.len;
     Py_ssize_t count = len ? (len + segment - 1) / segment : 0;
     if (count > MAX_RUN) {
         PyErr_Format(PyExc_ValueError, "more than %d packets in one run", MAX_RUN);

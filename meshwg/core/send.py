@@ -149,7 +149,7 @@ class SendPath:
             if segment and fast_segments is not None:
                 count = (n + segment - 1) // segment
                 counter = kp.send_next
-                if counter + count <= reject_messages:
+                if counter + count <= reject_messages and count <= fast.MAX_RUN:
                     # the whole frame in one call: count - 1 datagrams of `full` bytes,
                     # then one of `last`; placed into runs as the loop below would
                     full = segment + padding(segment, mtu) + TRANSPORT_MIN_SIZE

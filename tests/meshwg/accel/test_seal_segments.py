@@ -43,9 +43,11 @@ def test_seal_segments_is_seal_run_of_the_segments(key, receiver, counter, data,
 def test_seal_segments_refuses_hostile_input_before_writing() -> None:
     sealer = fast.Sealer(os.urandom(32))
     out = bytearray(3000)
-    for segment in (0, -1, 65536):
+    for segment in (0, -1):
         with pytest.raises(ValueError):
             sealer.seal_segments(out, 0, 1, 0, bytes(100), segment, 1420)
+    with pytest.raises(ValueError):                       # a packet longer than IP allows
+        sealer.seal_segments(bytearray(10**6), 0, 1, 0, bytes(65536), 65536, 65536)
     with pytest.raises(ValueError):                       # more than MAX_RUN segments
         sealer.seal_segments(bytearray(10**6), 0, 1, 0, bytes(fast.MAX_RUN + 1), 1, 1420)
     with pytest.raises(OverflowError):                    # counters past 2**64
@@ -61,6 +63,8 @@ def test_seal_segments_refuses_hostile_input_before_writing() -> None:
         sealer.seal_segments(out, 0, 1, 0, memoryview(out)[100:200], 50, 1420)
     assert out == bytearray(3000)
     assert sealer.seal_segments(out, 0, 1, 0, b"", 10, 1420) == 0
+    # a segment size past the data (a TSO frame of one segment): one packet
+    assert sealer.seal_segments(out, 0, 1, 0, bytes(100), 65536, 1420) == 100 + 12 + 32
 
 
 def _tso_frame(a, b, payload: int, mss: int) -> tuple:

@@ -159,3 +159,14 @@ def test_frames_to_two_peers_and_a_peer_without_keypair() -> None:
     opened = [b.protocol.receive_datagram(data[i:i + size], a.address, net.now)
               for data, size, _ in runs for i in range(0, len(data), size)]
     assert opened == _flat(items[:1] + items[2:])
+
+
+def test_a_frame_of_more_segments_than_one_call_seals_goes_packet_by_packet() -> None:
+    net, a, b = established()
+    items = [_frame(a, b, [0] * 4100, 1)]           # past the compiled path's MAX_RUN (4096)
+    kp = a.peer(b).current
+    kp.set_counter(5)
+    framed = _runs(a.protocol, items, net.now)
+    kp.set_counter(5)
+    assert framed == _runs(a.protocol, _flat(items), net.now)
+    assert len(_counters(framed)) == 4100
