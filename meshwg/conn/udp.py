@@ -139,6 +139,26 @@ class UdpSocket:
                 raise
         return out
 
+    def recv_one(self) -> tuple[bytes, int, tuple[str, int]] | None:
+        """One receive call, as recv_runs returns it: (data, size, source), or None when
+        nothing is ready or the call reported an earlier send's ICMP error (the device's
+        lone-datagram path; recv_runs takes whatever comes after it)."""
+        try:
+            if self.gro:
+                data, anc, _flags, addr = self.sock.recvmsg(65535, self._ancsize)
+                size = gro_segment_size(anc) or len(data)
+            else:
+                data, addr = self.sock.recvfrom(65535)
+                size = len(data)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            if exc.errno not in _RECEIVE_REPORTS:
+                raise
+            return None
+        host = addr[0]
+        return data, size, (host[7:] if host.startswith("::ffff:") else host, addr[1])
+
     def send_runs(self, runs: Sequence[tuple[Any, int, Any]]) -> None:
         """Send runs (buffer, size, endpoint): datagrams for one endpoint back to back,
         each `size` bytes but the last; with GSO one system call per run."""

@@ -47,6 +47,7 @@ from meshwg.core.constants import DEFAULT_MTU, MESSAGE_TRANSPORT, TRANSPORT_MIN_
 from meshwg.core.events import EndpointChanged, Event, HandshakeCompleted
 from meshwg.core.handshake import AdmittedHandshake
 from meshwg.core.keys import encode_key
+from meshwg.core.lone import finish_lone, open_lone, seal_lone
 from meshwg.core.peer import ZERO_KEY
 from meshwg.core.protocol import WireGuardProtocol
 from meshwg.core.timers import Timers
@@ -79,6 +80,7 @@ LONE_PACKET = 256          # bytes: a packet this short (a ping, an ACK) ends it
                            # so it goes out before the reads queued behind it (and a lone
                            # one costs no read ending in EAGAIN); the UDP datagram carrying
                            # it is TRANSPORT_MIN_SIZE longer
+LONE_DATAGRAM = LONE_PACKET + TRANSPORT_MIN_SIZE   # bytes: the UDP datagram of a lone packet
 LONE_TYPE = bytes([MESSAGE_TRANSPORT])   # only transport data ends a UDP batch (a handshake
                                          # flood is still read in batches)
 
@@ -138,6 +140,9 @@ class Device:
         self.routes: RouteWorker | None = None   # the route worker (manage_routes)
         self._side: tuple[bytes, SideHandler] | None = None   # set_side_channel
         self.use_fastpath(None)                  # MESHWG_FASTPATH (meshwg.accel)
+        # the lone-packet path (meshwg.core.lone; compiled path only); MESHWG_LONE=0 turns
+        # it off, to compare it with the batch path alone (bench, tests)
+        self.lone_path = os.environ.get("MESHWG_LONE", "").strip().lower() not in accel.OFF_VALUES
 
     def use_fastpath(self, enabled: bool | None) -> None:
         """Seal and open with the compiled data path (meshwg.accel) when `enabled` (the
@@ -315,7 +320,15 @@ class Device:
         (which returns at once while more is queued). A lone packet after an idle spell
         therefore costs one poll, its read and the send or write, and none of the reads
         that end in EAGAIN: on a cold CPU each of those (a raised BlockingIOError) costs
-        tens of microseconds."""
+        tens of microseconds.
+
+        With the compiled path a lone packet or datagram (at most LONE_PACKET bytes inside)
+        takes the lone path (meshwg.core.lone; off with MESHWG_LONE=0): one read or
+        receive, then sealed and sent or opened and written before the bookkeeping, which
+        follows under the same lock; after writing a lone inner packet the TUN device is
+        read once more at once, as the kernel's answer to it (a ping's echo) is usually
+        queued by then. On a cold CPU every line of Python costs: this path runs a
+        fraction of the batch path's."""
         protocol = self.protocol
         lock = self._lock
         collect = self._collect
@@ -326,6 +339,9 @@ class Device:
         wake_fd = self._wake_r
         batch = TSO_BATCH if tun.vnet_hdr else BATCH
         seal_buffer = bytearray(SEAL_BUFFER)
+        lone_path = self.lone_path
+        lone_buffer = bytearray(LONE_PACKET + TRANSPORT_MIN_SIZE + 16)   # one sealed lone packet
+        lone_view = memoryview(lone_buffer)
         open_buffer = bytearray(OPEN_BUFFER)
         stopping = self._stopping.is_set
         handshakes = self._handshakes
@@ -343,8 +359,9 @@ class Device:
                 poller.register(udp_fd, select.POLLIN)
                 poller.register(wake_fd, select.POLLIN)
                 poll = poller.poll
-            tun_ready = udp_ready = False
-            for fd, _events in poll():
+            tun_ready = tun.pending            # a frame read_lone kept: no waiting
+            udp_ready = False
+            for fd, _events in poll(0 if tun_ready else None):
                 if fd == tun_fd:
                     tun_ready = True
                 elif fd == udp_fd:
@@ -352,23 +369,85 @@ class Device:
                 elif fd == wake_fd:
                     os.read(wake_fd, 512)
             if tun_ready:
+                # with the compiled path a lone packet (a ping after an idle spell) takes
+                # the lone path (meshwg.core.lone): one read, sealed and sent before the
+                # bookkeeping; anything else, or what it leaves, the batch path
+                lone = None
+                if protocol.fastpath is None or not lone_path or tun.pending:
+                    packets = tun.iter_packets(batch, LONE_PACKET)
+                else:
+                    lone = tun.read_lone(LONE_PACKET)
+                    packets = ((lone,) if lone is not None else
+                               tun.iter_packets(batch, LONE_PACKET) if tun.pending else ())
                 with lock:
-                    runs = protocol.encrypt_batch(tun.iter_packets(batch, LONE_PACKET), now(),
-                                                  seal_buffer, UDP_GSO_MAX_BYTES,
-                                                  UDP_MAX_SEGMENTS)
+                    at = now()
+                    sealed = None if lone is None else seal_lone(protocol, lone, at, lone_buffer)
+                    if sealed is None:
+                        runs = protocol.encrypt_batch(packets, at, seal_buffer,
+                                                      UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS)
+                    else:
+                        udp.send(lone_view[:sealed.size], sealed.endpoint)
+                        finish_lone(protocol, sealed, at)
+                        runs = ()
                     datagrams, events = collect()
                 if runs:
                     udp.send_runs(runs)
                 if datagrams or events:
                     deliver(datagrams, events)
             if udp_ready:
+                limit = GRO_BATCH if udp.gro else BATCH
+                lone = None
                 try:
-                    received = udp.recv_runs(GRO_BATCH if udp.gro else BATCH,
-                                             LONE_PACKET + TRANSPORT_MIN_SIZE, LONE_TYPE)
+                    if protocol.fastpath is None or not lone_path:
+                        received = udp.recv_runs(limit, LONE_DATAGRAM, LONE_TYPE)
+                    else:                 # one receive first: a lone datagram?
+                        first = udp.recv_one()
+                        received = [] if first is None else [first]
+                        if first is not None:
+                            data = first[0]
+                            if (first[1] >= len(data) and len(data) <= LONE_DATAGRAM
+                                    and data[:1] == LONE_TYPE):
+                                lone = first
+                            else:
+                                received += udp.recv_runs(limit - 1, LONE_DATAGRAM, LONE_TYPE)
                 except OSError:
                     if udp is self.udp:
                         raise
                     continue
+                if lone is not None:
+                    runs = ()
+                    with lock:
+                        at = now()
+                        opened = open_lone(protocol, lone[0], lone[2], at, open_buffer)
+                        if opened is not None:
+                            sealed = None
+                            if opened.packet is not None:
+                                tun.write_batch((opened.packet,))
+                                peer = opened.peer
+                                if opened.kp is peer.current and opened.endpoint == peer.endpoint:
+                                    # the kernel's answer (a ping's echo) is often queued
+                                    # by now: it goes out before the bookkeeping of both
+                                    # (which changes nothing it depends on: same keypair,
+                                    # same endpoint); a frame not lone waits in `pending`
+                                    reply = tun.read_lone(LONE_PACKET)
+                                    if reply is not None:
+                                        sealed = seal_lone(protocol, reply, at, lone_buffer)
+                                        if sealed is not None:
+                                            udp.send(lone_view[:sealed.size], sealed.endpoint)
+                                        else:
+                                            runs = protocol.encrypt_batch(
+                                                (reply,), at, seal_buffer,
+                                                UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS)
+                            finish_lone(protocol, opened, at)
+                            if sealed is not None:
+                                finish_lone(protocol, sealed, at)
+                            datagrams, events = collect()
+                    if opened is not None:
+                        if runs:
+                            udp.send_runs(runs)
+                        if datagrams or events:
+                            deliver(datagrams, events)
+                        continue          # else the batch path takes it (and counts why)
                 if self._side is not None:
                     received = self._divert(received)
                 if not received:

@@ -55,6 +55,7 @@ class TunDevice:
         self.vnet_hdr = False        # True: every read and write carries a virtio_net_hdr
         self.stats = {"offload_errors": 0}
         self._frame_buffer: bytearray | None = None
+        self._pending: bytes | int = 0   # read by read_lone, not lone: iter_packets' first
         fd, self.name = self._open(name, IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0))
         if offload:
             try:
@@ -104,13 +105,17 @@ class TunDevice:
         packet costs no read that ends in EAGAIN (the caller's poll says whether more
         is queued)."""
         fd = self.fd
+        pending, self._pending = self._pending, 0
         if not self.vnet_hdr:
             read = os.read
             for _ in range(limit):
-                try:
-                    packet = read(fd, MAX_PACKET)
-                except BlockingIOError:
-                    return
+                if pending:
+                    packet, pending = pending, 0
+                else:
+                    try:
+                        packet = read(fd, MAX_PACKET)
+                    except BlockingIOError:
+                        return
                 yield packet
                 if len(packet) <= stop_at:
                     return
@@ -121,10 +126,13 @@ class TunDevice:
             buf = self._frame_buffer = bytearray(READ_SIZE)
         split = split_frame_in_place
         for _ in range(limit):
-            try:
-                n = readv(fd, (buf,))
-            except BlockingIOError:
-                return
+            if pending:
+                n, pending = pending, 0
+            else:
+                try:
+                    n = readv(fd, (buf,))
+                except BlockingIOError:
+                    return
             try:
                 packets = split(buf, 0, n)
             except (OffloadError, IndexError, struct.error):
@@ -133,6 +141,39 @@ class TunDevice:
             yield from packets
             if n <= stop_at + VNET_HDR_SIZE:
                 return
+
+    def read_lone(self, stop_at: int) -> bytes | memoryview | None:
+        """One read: the IP packet when it is a lone one, at most `stop_at` bytes that
+        need no offload work (no GSO, no checksum to complete), as bytes or a view of the
+        frame buffer valid until the next read; else None. A packet or frame read but not
+        lone is kept for the next iter_packets, which yields it first (`pending` says
+        so); None with nothing pending: nothing was ready."""
+        fd = self.fd
+        if not self.vnet_hdr:
+            try:
+                packet = os.read(fd, MAX_PACKET)
+            except BlockingIOError:
+                return None
+            if len(packet) <= stop_at:
+                return packet
+            self._pending = packet
+            return None
+        buf = self._frame_buffer
+        if buf is None:
+            buf = self._frame_buffer = bytearray(READ_SIZE)
+        try:
+            n = os.readv(fd, (buf,))
+        except BlockingIOError:
+            return None
+        if VNET_HDR_SIZE < n <= stop_at + VNET_HDR_SIZE and not buf[0] and not buf[1]:
+            return memoryview(buf)[VNET_HDR_SIZE:n]   # flags 0, GSO_NONE: the packet as is
+        self._pending = n
+        return None
+
+    @property
+    def pending(self) -> bool:
+        """Did read_lone keep a packet for the next iter_packets?"""
+        return bool(self._pending)
 
     def write_batch(self, packets: Sequence) -> None:
         """Write IP packets (bytes or views); with offloads consecutive TCP segments of a

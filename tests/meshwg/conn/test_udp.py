@@ -94,3 +94,28 @@ def test_a_short_data_message_ends_the_batch(offload: bool) -> None:
     finally:
         rx.close()
         tx.close()
+
+
+@pytest.mark.parametrize("offload", [True, False], ids=["gro", "plain"])
+def test_one_receive_then_the_rest(offload: bool) -> None:
+    """recv_one (the device's lone-datagram path) takes one call's worth as recv_runs
+    returns it, with the IPv4 source written as IPv4; None when nothing is queued; what
+    follows is left for recv_runs, in order."""
+    rx, tx = UdpSocket(0, offload=offload), UdpSocket(0, offload=offload)
+    try:
+        assert rx.recv_one() is None
+        address = ("127.0.0.1", rx.port)
+        sent = [b"\x04" + bytes(47), b"\x04" + b"\x02" * 999, b"\x01" + bytes(147)]
+        for datagram in sent:
+            tx.send(datagram, address)
+        deadline = time.monotonic() + 5.0
+        first = None
+        while first is None:
+            assert time.monotonic() < deadline, "nothing received"
+            select.select([rx.fileno()], [], [], 1.0)
+            first = rx.recv_one()
+        assert first == (sent[0], len(sent[0]), ("127.0.0.1", tx.port))
+        assert [d for d, _ in receive(rx, 2)] == sent[1:]
+    finally:
+        rx.close()
+        tx.close()

@@ -1,0 +1,65 @@
+"""The device's lone-packet path (meshwg.core.lone in Device._data_loop) end to end: two
+meshwg pairs on the compiled path, one with the lone path (the default) and one without
+(MESHWG_LONE=0, the batch path alone), answer pings of every size around the lone
+limit, in IPv4 and IPv6, one at a time and in bursts that queue several packets behind
+each other (a lone read then leaves a frame for the batch path, a lone datagram's
+answer may not be lone). Both pairs share one lab."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import pytest
+
+from discovery.lab.engines import TunnelPair, tunnel_pair
+from discovery.lab.netns import Cleanup
+from meshwg import accel
+from meshwg.device.device import LONE_PACKET
+from tests.conftest import require_netns
+
+pytestmark = [pytest.mark.netns,
+              pytest.mark.skipif(not accel.available(), reason="compiled data path not built")]
+
+ICMP_IP = 28                # IPv4 + ICMP headers: ping -s N makes an N + 28 byte packet
+SIZES = [56, LONE_PACKET - ICMP_IP, LONE_PACKET - ICMP_IP + 1, 1200]
+
+
+@pytest.fixture(scope="module")
+def pairs() -> Iterator[dict[str, TunnelPair]]:
+    require_netns()
+    with pytest.MonkeyPatch.context() as mp, Cleanup() as lab:
+        made = {}
+        mp.setenv("MESHWG_FASTPATH", "1")
+        for name, lone in (("lone", "1"), ("batch", "0")):
+            mp.setenv("MESHWG_LONE", lone)
+            made[name] = tunnel_pair(lab, "meshwg", "meshwg", port_a=51820, port_b=51821)
+            made[name].ns_a.wait_ping(made[name].tunnel_b, timeout=20)
+        yield made
+
+
+def _received(output: str) -> tuple[int, int]:
+    match = re.search(r"(\d+) packets transmitted, (\d+) received", output)
+    assert match, output
+    return int(match.group(1)), int(match.group(2))
+
+
+@pytest.mark.parametrize("path", ["lone", "batch"])
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_pings_around_the_lone_limit(pairs: dict[str, TunnelPair], path: str, v6: bool) -> None:
+    pair = pairs[path]
+    target = pair.tunnel6_b if v6 else pair.tunnel_b
+    for size in SIZES:
+        done = pair.ns_a.ping(target, count=5, wait=5, interval=0.05, size=size)
+        assert _received(done.stdout) == (5, 5), (size, done.stdout)
+
+
+@pytest.mark.parametrize("path", ["lone", "batch"])
+def test_bursts_queue_behind_each_other(pairs: dict[str, TunnelPair], path: str) -> None:
+    """ping -l 8 keeps 8 requests in flight: reads and receives find more than one
+    packet queued, of both sizes (lone and not), in both directions."""
+    pair = pairs[path]
+    for size in (56, 1200):
+        done = pair.ns_a.run(["ping", "-n", "-q", "-c", "200", "-l", "8", "-i", "0.002",
+                              "-W", "5", "-s", str(size), pair.tunnel_b], check=False, timeout=60)
+        assert _received(done.stdout) == (200, 200), (size, done.stdout)
