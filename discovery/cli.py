@@ -26,7 +26,13 @@ def parse_duration(text: str) -> float:
     m = _DURATION.match(text or "")
     if not m or float(m.group(1)) <= 0:
         raise CliError(f"--expires {text!r}: expected a positive duration like 30m, 12h or 7d")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    from discovery.stores.zone_membership import TIME_BOUND     # what a directory reads back
+    if not seconds < TIME_BOUND - time.time():
+        raise CliError(f"--expires {text!r}: too far; an invite must expire before "
+                       f"{time.strftime('%Y', time.gmtime(TIME_BOUND))} (unix time "
+                       f"{int(TIME_BOUND)}); leave --expires out for an invite that never expires")
+    return seconds
 
 
 # ---------------------------------------------------------------- rendezvous
@@ -209,20 +215,30 @@ def cmd_members(args) -> int:
         print(json.dumps({"rendezvous": me, "members": rows, "relay": relay,
                           **({"directory": directory} if directory else {})}, indent=2))
         return 0
+    print("\n".join(members_text(me, rows, directory)))
+    return 0
+
+
+def members_text(me: dict, rows: list[dict], directory: dict | None) -> list[str]:
+    """`meshwg members`'s lines: the directory line (a DNS directory), the header, this
+    rendezvous, the mesh's other rendezvous (a DNS directory), then the members."""
+    lines = []
     if directory:
-        print(f"directory: zone {directory['zone']} read from {directory['read_from']}; "
-              f"{directory['primary'] or 'primary writable'}")
-        for r in directory["rendezvous"]:
-            if not r["self"]:
-                print(f"{'(rendezvous)':20} {r['address']:16} {r['public_key']:45} {r['endpoint']}")
-    print(f"{'NAME':20} {'ADDRESS':16} {'PUBLIC KEY':45} JOINED")
-    print(f"{me['name']:20} {me['address']:16} {me['public_key']:45} -")
+        lines.append(f"directory: zone {directory['zone']} read from {directory['read_from']}; "
+                     f"{directory['primary'] or 'primary writable'}")
+    lines.append(f"{'NAME':20} {'ADDRESS':16} {'PUBLIC KEY':45} JOINED")
+    lines.append(f"{me['name']:20} {me['address']:16} {me['public_key']:45} -" +
+                 ("  (this one)" if directory else ""))
+    for r in (directory or {}).get("rendezvous", []):
+        if not r["self"]:
+            lines.append(f"{'(rendezvous)':20} {r['address']:16} {r['public_key']:45} -  "
+                         f"(endpoint {r['endpoint']})")
     for r in rows:
         joined = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["joined_at"]))
-        print(f"{r['name']:20} {r['mesh_address']:16} {r['public_key']:45} {joined}")
+        lines.append(f"{r['name']:20} {r['mesh_address']:16} {r['public_key']:45} {joined}")
         for reason in r["unpublishable"]:   # stored before candidates were checked
-            print(f"  not published: {reason}")
-    return 0
+            lines.append(f"  not published: {reason}")
+    return lines
 
 
 def _zone_members(st) -> dict:

@@ -71,10 +71,13 @@ class ServerRefused(MeshwgError):
     """The DNS server answered but refused; ``rcode`` is the DNS rcode (int), ``what``
     the operation it refused."""
 
-    def __init__(self, rcode: int, what: str, message: str):
+    def __init__(self, rcode: int, what: str, message: str, keyname: str | None = None,
+                 tsig_error: int | None = None):
         super().__init__(message)
         self.rcode = rcode
         self.what = what
+        self.keyname = keyname          # the TSIG key the refused message was signed with
+        self.tsig_error = tsig_error    # the answer's TSIG error (BADKEY, BADSIG...), if any
 
     @property
     def rcode_text(self) -> str:
@@ -111,6 +114,37 @@ class ZoneContent:
         for rdata in rdatas:
             out.add(rdata, 0)
         return out
+
+
+def resolve_host(host: str) -> str:
+    """`host` as an address (a name resolved once, the first address); DirectoryUnavailable
+    naming the host when it does not resolve (dnspython takes addresses only)."""
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    except (OSError, UnicodeError, IndexError) as exc:
+        raise DirectoryUnavailable(f"DNS server host {host!r} does not resolve "
+                                   f"({getattr(exc, 'strerror', None) or exc or 'no address'})"
+                                   ) from None
+
+
+_TSIG_ERRORS = {16: "BADSIG", 17: "BADKEY", 18: "BADTIME", 22: "BADTRUNC"}   # RFC 8945 5.3 (16 is also BADVERS)
+
+
+def refusal(server: str, keyname: str, rcode: int, tsig_error: int | None) -> str:
+    """One line for a server that refused a message signed with `keyname`: "DNS server
+    H:P refused key K (BADKEY)", with what the rcode or the TSIG error means."""
+    if tsig_error:
+        code = _TSIG_ERRORS.get(tsig_error, dns.rcode.to_text(tsig_error))
+        why = {dns.rcode.BADKEY: "it does not know this key",
+               dns.rcode.BADSIG: "its secret for this key differs",
+               dns.rcode.BADTIME: "the clocks differ"}.get(tsig_error, "it rejects the key")
+    else:
+        code = dns.rcode.to_text(rcode)
+        why = {dns.rcode.NOTAUTH: "it does not know this key, or does not answer queries "
+                                  "from this address (Knot's mod-queryacl)",
+               dns.rcode.REFUSED: "this key or address may not use the zone there"
+               }.get(rcode, _rcode_meaning(rcode))
+    return f"DNS server {server} refused key {keyname} ({code}: {why})"
 
 
 def _rcode_meaning(rcode: int) -> str:
@@ -174,26 +208,57 @@ class ZoneWriter:
         rcode = response.rcode()
         if rcode != dns.rcode.NOERROR:
             raise UpdateRefused(rcode, what, f"{self.server}: update of {self.zone} refused "
-                                f"({what}): {dns.rcode.to_text(rcode)}, {_rcode_meaning(rcode)}")
+                                f"({what}): {dns.rcode.to_text(rcode)}, {_rcode_meaning(rcode)}",
+                                keyname=self.tsig.name.to_text(omit_final_dot=True))
 
     def _exchange(self, message: dns.message.Message, what: str,
                   refused: type[ServerRefused]) -> dns.message.Message:
+        """Send `message` (signed) over TCP and return the verified answer. An answer that
+        does not verify but says the server refused (NOTAUTH/REFUSED, or a TSIG error such
+        as BADKEY; such answers are unsigned) raises `refused` naming the key; it is only
+        ever taken as a failure, never as a success."""
+        keyname = message.keyname.to_text(omit_final_dot=True) if message.keyname else "(none)"
         try:
-            return dns.query.tcp(message, self.host, timeout=self.timeout, port=self.port)
-        except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime,
-                dns.tsig.PeerBadTruncation, dns.tsig.PeerError) as exc:
-            raise refused(dns.rcode.NOTAUTH, what,
-                          f"{self.server}: {what} refused: the server rejects TSIG key "
-                          f"{message.keyname} ({type(exc).__name__})") from None
-        except dns.message.UnknownTSIGKey:
-            raise refused(dns.rcode.NOTAUTH, what, f"{self.server}: {what}: the answer is "
-                          f"signed with a key other than {message.keyname}") from None
-        except (dns.tsig.BadSignature, dns.tsig.BadTime, dns.tsig.BadAlgorithm) as exc:
-            raise DirectoryUnavailable(f"{self.server}: {what}: the answer's TSIG does not "
-                                       f"verify ({type(exc).__name__})") from None
+            deadline = time.monotonic() + self.timeout
+            wire = message.to_wire()
+            with socket.create_connection((resolve_host(self.host), self.port),
+                                          timeout=self.timeout) as sock:
+                sock.sendall(struct.pack("!H", len(wire)) + wire)
+                (length,) = struct.unpack("!H", _recv_exact(sock, 2, deadline, self.timeout))
+                answer = _recv_exact(sock, length, deadline, self.timeout)
         except _NETWORK_ERRORS as exc:
             raise DirectoryUnavailable(f"{self.server}: {what}: {type(exc).__name__}: "
                                        f"{exc or 'no answer'}") from None
+        try:
+            response = dns.message.from_wire(answer, keyring=message.keyring,
+                                             request_mac=message.mac)
+        except (dns.tsig.PeerError, dns.message.UnknownTSIGKey, dns.exception.FormError,
+                dns.tsig.BadSignature, dns.tsig.BadTime, dns.tsig.BadAlgorithm) as exc:
+            self._refused_or_raise(answer, message, keyname, what, refused, exc)
+            raise AssertionError("unreachable") from None
+        except (dns.exception.DNSException, ValueError) as exc:
+            raise DirectoryUnavailable(f"{self.server}: {what}: {type(exc).__name__}: "
+                                       f"{exc or 'a malformed answer'}") from None
+        if response.id != message.id or not message.is_response(response):
+            raise DirectoryUnavailable(f"{self.server}: {what}: an answer to another query")
+        return response
+
+    def _refused_or_raise(self, answer: bytes, message: dns.message.Message, keyname: str,
+                          what: str, refused: type[ServerRefused], exc: Exception) -> None:
+        """An answer whose TSIG did not verify: `refused` when it refuses the key, else
+        DirectoryUnavailable."""
+        try:
+            unverified = dns.message.from_wire(answer, keyring=False)
+        except (dns.exception.DNSException, ValueError):
+            unverified = None
+        if unverified is not None and unverified.id == message.id:
+            rcode = unverified.rcode()
+            tsig_error = unverified.tsig_error if unverified.had_tsig else None
+            if rcode != dns.rcode.NOERROR or tsig_error:
+                raise refused(rcode, what, f"{refusal(self.server, keyname, rcode, tsig_error)}"
+                              f" to {what}", keyname=keyname, tsig_error=tsig_error) from None
+        raise DirectoryUnavailable(f"{self.server}: {what}: the answer's TSIG does not "
+                                   f"verify ({type(exc).__name__}: {exc})") from None
 
     # -- reads
 
@@ -207,7 +272,8 @@ class ZoneWriter:
         soa = response.get_rrset(response.answer, self.zone, dns.rdataclass.IN, dns.rdatatype.SOA)
         if rcode != dns.rcode.NOERROR or soa is None or len(soa) != 1:
             raise TransferRefused(rcode, "SOA query", f"{self.server}: no SOA for {self.zone} "
-                                  f"({dns.rcode.to_text(rcode)})")
+                                  f"({dns.rcode.to_text(rcode)})",
+                                  keyname=self.read_tsig.name.to_text(omit_final_dot=True))
         return int(soa[0].serial)
 
     def read(self) -> ZoneContent:
@@ -217,6 +283,7 @@ class ZoneWriter:
         else DirectoryUnavailable. Records outside the zone or of another class are
         dropped."""
         what = f"transfer of {self.zone}"
+        keyname = self.read_tsig.name.to_text(omit_final_dot=True)
         query = dns.message.make_query(self.zone, dns.rdatatype.AXFR)
         query.use_tsig(self.read_keyring, keyname=self.read_tsig.name,
                        algorithm=self.read_tsig.algorithm)
@@ -225,7 +292,8 @@ class ZoneWriter:
         serial: int | None = None
         count = 0
         try:
-            with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock, \
+            with socket.create_connection((resolve_host(self.host), self.port),
+                                          timeout=self.timeout) as sock, \
                     _shutdown_at_exit(sock):
                 wire = query.to_wire()
                 sock.sendall(struct.pack("!H", len(wire)) + wire)
@@ -240,8 +308,11 @@ class ZoneWriter:
                         tsig_ctx=tsig_ctx, multi=True, one_rr_per_rrset=True)
                     tsig_ctx = message.tsig_ctx
                     if message.rcode() != dns.rcode.NOERROR:
-                        raise TransferRefused(message.rcode(), what, f"{self.server}: {what} "
-                                              f"refused: {dns.rcode.to_text(message.rcode())}")
+                        raise TransferRefused(message.rcode(), what, refusal(
+                            self.server, keyname, message.rcode(),
+                            message.tsig_error if message.had_tsig else None) + f" to {what}",
+                            keyname=keyname,
+                            tsig_error=message.tsig_error if message.had_tsig else None)
                     for rrset in message.answer:
                         if rrset.rdtype == dns.rdatatype.SOA and rrset.name == self.zone:
                             if serial is None:
@@ -262,11 +333,13 @@ class ZoneWriter:
                         records.setdefault((rrset.name, rrset.rdtype), []).extend(rrset)
                     if not message.answer:
                         raise DirectoryUnavailable(f"{self.server}: {what}: an empty message")
-        except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime,
-                dns.tsig.PeerError, dns.message.UnknownTSIGKey) as exc:
-            raise TransferRefused(dns.rcode.NOTAUTH, what, f"{self.server}: {what} refused: "
-                                  f"the server rejects TSIG key {self.read_tsig.name} "
-                                  f"({type(exc).__name__})") from None
+        except (dns.tsig.PeerError, dns.message.UnknownTSIGKey) as exc:
+            tsig_error = {dns.tsig.PeerBadKey: dns.rcode.BADKEY,
+                          dns.tsig.PeerBadSignature: dns.rcode.BADSIG,
+                          dns.tsig.PeerBadTime: dns.rcode.BADTIME}.get(type(exc))
+            raise TransferRefused(dns.rcode.NOTAUTH, what, refusal(
+                self.server, keyname, dns.rcode.NOTAUTH, tsig_error) + f" to {what}",
+                keyname=keyname, tsig_error=tsig_error) from None
         except (dns.tsig.BadSignature, dns.tsig.BadTime, dns.exception.DNSException) + \
                 _NETWORK_ERRORS as exc:
             raise DirectoryUnavailable(f"{self.server}: {what}: {type(exc).__name__}: "

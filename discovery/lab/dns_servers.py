@@ -13,10 +13,11 @@ unknown or unfilled placeholder is a LabError), so the examples are what the tes
 * ``named.conf.meshwg-secondary``: :class:`BindSecondary`.
 
 Keys come from ``tsig-keygen`` (:class:`DnsKeys`): ``meshwg-update`` (the rendezvous write),
-``meshwg-transfer`` (NOTIFY, IXFR/AXFR between servers) and ``meshwg-read`` (signed queries;
-BIND only: Knot restricts queries by source address, ``mod-queryacl``). Queries are answered
-for the ``members`` networks (plus 127.0.0.1, which the readiness check uses) and, on BIND,
-for signed ones; others get REFUSED (BIND) or NOTAUTH (Knot).
+``meshwg-transfer`` (NOTIFY, IXFR/AXFR between servers) and ``meshwg-read`` (the operator's
+signed dig; BIND only: Knot restricts queries by source address, ``mod-queryacl``). Queries
+are answered from the ``members`` addresses (the template's ``{{RENDEZVOUS_ADDRESSES}}``:
+give the rendezvous' own addresses, as a user would; 127.0.0.1 is added for the readiness
+check) and, on BIND, signed ones; others get REFUSED (BIND) or NOTAUTH (Knot).
 
 Each server has its own folder (owned by bind or knot) under one temporary folder; it is
 started with ``named -g -u bind -c FILE`` or ``knotd -c FILE`` in its namespace, and
@@ -204,7 +205,7 @@ class DnsServer:
             "TRANSFER_KEY_SECRET": transfer.secret_base64,
             "UPDATE_KEY_ALGORITHM": update.algorithm,
             "UPDATE_KEY_SECRET": update.secret_base64,
-            "MEMBER_NETWORKS": " ".join(f"{m};" for m in self.members),
+            "RENDEZVOUS_ADDRESSES": " ".join(f"{m};" for m in self.members),
         }
 
     # -- life cycle
@@ -349,7 +350,7 @@ class KnotPrimary(_Primary):
         remotes, ids = knot_secondary_remotes(self.secondaries)
         # mod-queryacl sees addresses only: the secondaries' SOA checks must pass it too
         allowed = [*self.members, *(str(ipaddress.ip_network(a)) for a, _ in self.secondaries)]
-        return {**super()._values(), "MEMBER_NETWORKS": ", ".join(allowed),
+        return {**super()._values(), "RENDEZVOUS_ADDRESSES": ", ".join(allowed),
                 "SECONDARY_REMOTES": remotes, "SECONDARY_IDS": ids}
 
     def _write_files(self) -> None:
@@ -389,7 +390,7 @@ class KnotSecondary(_Secondary):
     user = "knot"
 
     def _values(self) -> dict[str, str]:
-        return {**super()._values(), "MEMBER_NETWORKS": ", ".join(self.members)}
+        return {**super()._values(), "RENDEZVOUS_ADDRESSES": ", ".join(self.members)}
 
     def _write_files(self) -> None:
         self.config.write_text(render_template("knot.conf.meshwg-secondary", self._values()))

@@ -121,6 +121,7 @@ DIRECTORY_BATCH = 400         # records per directory update message
 # the first members up to this many bytes of uncompressed targets (4 bytes of overhead
 # each); the others are published (SRV, TXT, A) but not enumerated by PTR.
 MAX_PTR_BYTES = 60_000
+TIME_BOUND = 1e11             # unix seconds (year 5138): times read from the zone are below it
 _SEAL_CONTEXT = b"meshwg zone invite seal v1"
 _XNONCE = 24
 _T = dns.rdatatype
@@ -218,7 +219,7 @@ def _float(text: str | None) -> float | None:
         value = float(text or "")
     except ValueError:
         return None
-    return value if 0 <= value < 1e11 else None
+    return value if 0 <= value < TIME_BOUND else None
 
 
 def _seal_key(tsig_secret: bytes) -> bytes:
@@ -820,6 +821,10 @@ class ZoneMembership:
         if expires_in is not None and expires_in <= 0:
             raise StateError(f"invite lifetime {expires_in!r} s must be positive")
         now = time.time() if now is None else now
+        if expires_in is not None and now + expires_in >= TIME_BOUND:
+            raise StateError(f"invite lifetime {expires_in!r} s ends after the directory's "
+                             f"last time ({int(TIME_BOUND)} unix seconds): the invite could "
+                             f"not be read back")
         invite = Invite(secrets.token_hex(16), secrets.token_bytes(SECRET_SIZE), reusable,
                         None if expires_in is None else int(now + expires_in), now, 0)
         owner = self.layout.invite_name(invite.invite_id)

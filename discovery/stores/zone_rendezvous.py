@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -44,7 +46,7 @@ from meshwg.util.endpoint import format_endpoint, parse_endpoint
 from meshwg.util.errors import MeshwgError
 
 from discovery.dnssd.tsig_file import TsigKey, read_tsig_key
-from discovery.dnssd.update import DirectoryUnavailable, ServerRefused, ZoneWriter
+from discovery.dnssd.update import DirectoryUnavailable, ServerRefused, TransferRefused, ZoneWriter
 from discovery.enroll.tokens import MAX_OTHERS, RendezvousRef, Token
 from discovery.stores.errors import StateError, StateExistsError, UnknownMemberError
 from discovery.stores.invites import Invite
@@ -63,6 +65,7 @@ TRANSFER_KEY_FILE = "tsig-transfer.key"  # the read key, when one was given
 META_DIRECTORY = "directory"
 META_TRANSFER_KEY = "transfer_key"      # "1" when TRANSFER_KEY_FILE exists
 T = TypeVar("T")
+log = logging.getLogger("meshwg.zone")
 
 
 class DirectoryError(StateError):
@@ -94,6 +97,34 @@ def parse_directory(text: str) -> list[str]:
     return servers
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
+def check_zone_name(zone: str) -> str:
+    """`zone` when it is a host-name-like DNS name (labels of letters, digits, '-' and '_',
+    at most 63 characters each, one final dot allowed); ValueError naming it otherwise.
+    Checked before any server is asked."""
+    labels = (zone or "").rstrip(".").split(".") if zone and zone != "." else []
+    if not labels or len(zone) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"--zone {zone!r}: expected a DNS name such as mesh.example.org "
+                         f"(letters, digits, '-' and '_' between dots)")
+    return zone
+
+
+def check_readers(zone_access: ZoneAccess) -> None:
+    """Ask every server after the primary for the zone's SOA, signed with the read key
+    (the rendezvous reads there when the primary is down). A server that refuses it is
+    one DirectoryError naming the server, the key and what to do (--transfer-key FILE);
+    one that does not answer now is only logged (a secondary may be down for a while)."""
+    for server in zone_access.servers[1:]:
+        try:
+            zone_access.writer(server).serial()
+        except ServerRefused as exc:
+            raise DirectoryError(describe(exc, server, zone_access.zone, zone_access.key)) from None
+        except (MeshwgError, ValueError) as exc:
+            log.warning("%s", describe(exc, server, zone_access.zone, zone_access.key))
+
+
 def format_directory(servers: list[str]) -> str:
     return ",".join(SCHEME + s for s in servers)
 
@@ -103,15 +134,30 @@ def describe(exc: Exception, server: str, zone: str, key: TsigKey | None = None)
     if isinstance(exc, (DirectoryUnavailable, ZoneUnavailable)):
         return f"cannot reach DNS server {server} for zone {zone}: {exc}"
     if isinstance(exc, ServerRefused):
-        keyname = key.name if key is not None else "the key"
-        if exc.rcode == dns.rcode.NOTAUTH:
-            return (f"DNS server {server} refuses TSIG key {keyname} for zone {zone} "
-                    f"(BADSIG/BADKEY: not the server's secret or name): {exc}")
-        if exc.rcode == dns.rcode.REFUSED:
+        keyname = exc.keyname or (key.name if key is not None else "the key")
+        if exc.rcode == dns.rcode.REFUSED and not exc.tsig_error:
             return (f"DNS server {server} refused zone {zone}: the zone is missing there or "
                     f"key {keyname} may not use it ({exc})")
+        if exc.rcode == dns.rcode.NOTAUTH or exc.tsig_error:
+            return f"{exc}; {_key_hint(exc, keyname)}"
         return f"DNS server {server}, zone {zone}: {exc}"
-    return str(exc)
+    return str(exc) or type(exc).__name__
+
+
+def _key_hint(exc: ServerRefused, keyname: str) -> str:
+    """What to do about a server that refused `keyname` (NOTAUTH or a TSIG error)."""
+    if exc.tsig_error == dns.rcode.BADSIG:
+        return f"the secret in the key file differs from the server's key {keyname}"
+    if exc.tsig_error == dns.rcode.BADTIME:
+        return "this host's clock and the server's differ"
+    if isinstance(exc, TransferRefused):
+        unknown = (f"it does not know key {keyname}: sign reads with a key every server of "
+                   f"--directory knows, --transfer-key FILE (configs/dns: meshwg-transfer.key)")
+        if exc.tsig_error == dns.rcode.BADKEY:
+            return unknown
+        return (f"{unknown}; or it does not answer this host's address (Knot's mod-queryacl: "
+                f"list the rendezvous' addresses, configs/dns/README.md)")
+    return f"the server does not let key {keyname} do this"
 
 
 @dataclass
@@ -211,7 +257,7 @@ def init_on_directory(state_dir: str | os.PathLike, endpoint: str, zone: str, di
     state_dir = Path(state_dir)
     servers = parse_directory(directory)
     try:
-        zone = normalize_zone(zone)
+        zone = normalize_zone(check_zone_name(zone))
         _, endpoint_port = parse_endpoint(endpoint)
     except ValueError as exc:
         raise StateError(str(exc)) from None
@@ -226,6 +272,7 @@ def init_on_directory(state_dir: str | os.PathLike, endpoint: str, zone: str, di
     primary = servers[0]
     store = zone_access.membership()
     settings = _settings(store, network, primary, zone, key)
+    check_readers(zone_access)
 
     existed = state_dir.exists()
     prepare_private_dir(state_dir)

@@ -59,7 +59,8 @@ def _zone_with_a_secondary(lab) -> tuple:
         lab.internet.attach(servers[label], address)
     keys = DnsKeys.generate(lab.cleanup)
     lab.dns_primary = BindPrimary(servers["zdns"], DNS_ADDRESS, mesh_lab.ZONE, keys,
-                                  secondaries=[(KNOT_ADDRESS, 53)], members=[mesh_lab.INTERNET])
+                                  secondaries=[(KNOT_ADDRESS, 53)],
+                                  members=[mesh_lab.RENDEZVOUS_ADDRESS, B_ADDRESS])
     lab.knot = KnotSecondary(servers["zknot"], KNOT_ADDRESS, lab.dns_primary)
     directory = ("--zone", mesh_lab.ZONE, "--directory", f"dns://{DNS_ADDRESS},dns://{KNOT_ADDRESS}",
                  "--tsig-key", keys.update, "--transfer-key", keys.transfer)

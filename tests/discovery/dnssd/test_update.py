@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
+import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
@@ -18,7 +19,7 @@ import dns.rrset
 import dns.tsig
 import pytest
 
-from discovery.dnssd.update import DirectoryUnavailable, UpdateRefused, ZoneWriter
+from discovery.dnssd.update import DirectoryUnavailable, ServerRefused, UpdateRefused, ZoneWriter
 
 ZONE = "mesh.test."
 SOA = dns.rrset.from_text(ZONE, 0, "IN", "SOA", "ns.mesh.test. h.mesh.test. 5 60 60 600 60")
@@ -143,3 +144,71 @@ def test_a_failed_prerequisite_names_the_rcode(server) -> None:
     with pytest.raises(UpdateRefused, match="claim of taken.*YXDOMAIN") as caught:
         writer.send(update, "claim of taken")
     assert caught.value.rcode == dns.rcode.YXDOMAIN and caught.value.rcode_text == "YXDOMAIN"
+
+
+def unsigned(query: dns.message.Message, rcode: int, *rrsets: dns.rrset.RRset) -> dns.message.Message:
+    """An answer without TSIG (what Knot sends a source address its mod-queryacl refuses)."""
+    response = dns.message.Message(id=query.id)
+    response.flags = dns.flags.QR | dns.flags.AA
+    response.question = list(query.question)
+    response.set_rcode(rcode)
+    response.answer.extend(rrsets)
+    return response
+
+
+def tsig_error(error: int) -> Callable:
+    def answer(query, conn) -> None:
+        response = dns.message.make_response(query)
+        response.set_rcode(dns.rcode.NOTAUTH)
+        response.use_tsig(query.keyring, keyname=query.keyname, tsig_error=error)
+        send(conn, response)
+    return answer
+
+
+@pytest.mark.parametrize("answer, shown", [
+    (lambda q, c: send(c, unsigned(q, dns.rcode.NOTAUTH)), r"\(NOTAUTH: it does not know this key, or"),
+    (lambda q, c: send(c, unsigned(q, dns.rcode.REFUSED)), r"\(REFUSED: "),
+    (tsig_error(dns.rcode.BADKEY), r"\(BADKEY: it does not know this key\)"),
+    (tsig_error(dns.rcode.BADSIG), r"\(BADSIG: its secret for this key differs\)"),
+])
+def test_a_refused_key_is_named_whatever_the_answer_looks_like(server, answer, shown) -> None:
+    """The user pass saw 'FormError: response requires a TSIG but does not have one' when
+    the Knot secondary refused the rendezvous's signed SOA query: now the server, the key
+    and the reason, for reads (SOA, AXFR) and updates alike."""
+    writer_calls = (lambda w: w.serial(), lambda w: w.read(),
+                    lambda w: w.send(w.new_update(), "test update"))
+    for call in writer_calls:
+        address = server(answer)
+        writer = ZoneWriter(address, ZONE, FixedKey(), timeout=5)
+        with pytest.raises(ServerRefused, match=f"DNS server {address} refused key k {shown}") as caught:
+            call(writer)
+        assert caught.value.keyname == "k"
+
+
+def test_an_unsigned_success_is_never_taken(server) -> None:
+    """An answer to a signed query that is not signed is a failure, whatever it says."""
+    address = server(lambda q, c: send(c, unsigned(q, dns.rcode.NOERROR, SOA)))
+    with pytest.raises(DirectoryUnavailable, match="TSIG"):
+        ZoneWriter(address, ZONE, FixedKey(), timeout=5).serial()
+
+
+def test_a_read_key_refusal_names_the_read_key(server) -> None:
+    class ReadKey:
+        def key(self) -> dns.tsig.Key:
+            return dns.tsig.Key("k.", bytes(range(32)), "hmac-sha256")     # the server's "k."
+
+    class UpdateKey:
+        def key(self) -> dns.tsig.Key:
+            return dns.tsig.Key("update.", bytes(32), "hmac-sha256")
+
+    address = server(lambda q, c: send(c, unsigned(q, dns.rcode.NOTAUTH)))
+    with pytest.raises(ServerRefused, match="refused key k ") as caught:
+        ZoneWriter(address, ZONE, UpdateKey(), timeout=5, read_key=ReadKey()).serial()
+    assert caught.value.keyname == "k"
+
+
+def test_a_host_that_does_not_resolve_is_named() -> None:
+    writer = ZoneWriter("no-such-host.invalid:53", ZONE, FixedKey(), timeout=5)
+    for call in (writer.read, writer.serial):
+        with pytest.raises(DirectoryUnavailable, match="'no-such-host.invalid' does not resolve"):
+            call()

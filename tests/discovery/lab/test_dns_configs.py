@@ -40,7 +40,7 @@ def values(tmp_path):
             "UPDATE_KEY_SECRET": keys["update"].read_text().split('"')[3],
             "SECONDARY_REMOTES": knot_secondary_remotes([("192.0.2.2", 53), ("192.0.2.3", 53)])[0],
             "SECONDARY_IDS": "secondary1, secondary2",
-            "MEMBER_NETWORKS": "100.64.0.0/10; 127.0.0.1;",
+            "RENDEZVOUS_ADDRESSES": "192.0.2.10; 192.0.2.11; 127.0.0.1;",
             "PRIMARY_NAME": "ns1.example.org", "PRIMARY_ADDRESS": "192.0.2.1",
             "PRIMARY_PORT": "53",
             "SECONDARIES": "192.0.2.2 port 53 key meshwg-transfer; 192.0.2.3 port 53 key meshwg-transfer;"}
@@ -72,7 +72,7 @@ def test_bind_accepts_the_primary_and_secondary_configs_and_the_zone(values, tmp
 def test_knot_accepts_the_secondary_and_primary_configs(values, tmp_path, name) -> None:
     knotc = tool("knotc")
     config = tmp_path / "knot.conf"
-    knot_networks = {**values, "MEMBER_NETWORKS": "100.64.0.0/10, 127.0.0.1"}
+    knot_networks = {**values, "RENDEZVOUS_ADDRESSES": "192.0.2.10, 192.0.2.11, 127.0.0.1"}
     config.write_text(render_template(name, knot_networks))
     check = subprocess.run([knotc, "-c", str(config), "conf-check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr

@@ -73,9 +73,28 @@ def test_cli_options_of_init_on_a_directory(tmp_path) -> None:
          "expected dns://HOST[:PORT]"),
         (["--directory", f"dns://127.0.0.1:{free_tcp_port()}", "--zone", "mesh.test",
           "--tsig-key", str(key), "--network", "100.64.0.0/24"], "cannot reach DNS server"),
+        (["--directory", "dns://no-such-host.invalid", "--zone", "mesh.test",
+          "--tsig-key", str(key), "--network", "100.64.0.0/24"],
+         "'no-such-host.invalid' does not resolve"),
+        (["--directory", f"dns://127.0.0.1:{free_tcp_port()}", "--zone", "bad zone!",
+          "--tsig-key", str(key), "--network", "100.64.0.0/24"],
+         "--zone 'bad zone!': expected a DNS name"),
     ]
     for extra, expected in cases:
         err = one_line_error(run(*base, *extra))
         assert expected in err and err.startswith("meshwg: rendezvous init:"), err
         assert not (tmp_path / "rdv").exists()
 
+
+
+def test_a_bad_zone_is_refused_before_any_server_is_asked(tmp_path, monkeypatch) -> None:
+    key = tmp_path / "update.key"
+    key.write_text(KEY)
+    asked = []
+    monkeypatch.setattr("discovery.stores.zone_rendezvous.ZoneAccess.membership",
+                        lambda *a, **k: asked.append(a) or pytest.fail("a server was asked"))
+    for zone in ("bad zone!", "a..b", ".", "-x.test", "x" * 64 + ".test"):
+        with pytest.raises(StateError, match="--zone .*expected a DNS name"):
+            init_on_directory(tmp_path / "rdv", "192.0.2.1:51820", zone, "dns://127.0.0.1",
+                              str(key), network="100.64.0.0/24")
+    assert not asked and not (tmp_path / "rdv").exists()

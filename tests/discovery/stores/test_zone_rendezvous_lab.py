@@ -161,8 +161,15 @@ def test_bad_inputs_are_one_line_and_leave_nothing(lab, tmp_path) -> None:
     cases = [
         ({}, ("--network", "10.9.0.0/24"), "differs from the mesh 100.81.0.0/24"),
         ({"--tsig-key": str(wrong), "--transfer-key": ""}, (),
-         f"DNS server {PRIMARY}:53 refuses TSIG key meshwg-update"),
+         f"DNS server {PRIMARY}:53 refused key meshwg-update (BADSIG"),
         ({"--zone": "other.test"}, (), f"DNS server {PRIMARY}:53 refused zone other.test"),
+        # README's example had no --transfer-key: the Knot secondary does not know the
+        # update key, so the rendezvous could not read there with the primary down
+        ({"--transfer-key": ""}, (), f"DNS server {KNOT}:53 refused key meshwg-update (BADKEY: "
+                                     f"it does not know this key) to SOA query for {ZONE}.; it "
+                                     f"does not know key meshwg-update: sign reads with a key "
+                                     f"every server of --directory knows, --transfer-key FILE"),
+        ({"--transfer-key": str(lab.keys.read)}, (), "key meshwg-read may not use it"),
         ({"--directory": f"dns://{PRIMARY}:5353"}, (), f"cannot reach DNS server {PRIMARY}:5353"),
     ]
     for options, extra, expected in cases:
