@@ -152,7 +152,9 @@ def _key_hint(exc: ServerRefused, keyname: str) -> str:
         return "this host's clock and the server's differ"
     if isinstance(exc, TransferRefused):
         unknown = (f"it does not know key {keyname}: sign reads with a key every server of "
-                   f"--directory knows, --transfer-key FILE (configs/dns: meshwg-transfer.key)")
+                   f"--directory knows, --transfer-key FILE (configs/dns: meshwg-transfer.key; "
+                   f"a rendezvous made without it: copy FILE to {TRANSFER_KEY_FILE} in its "
+                   f"state directory, mode 0600, and restart it)")
         if exc.tsig_error == dns.rcode.BADKEY:
             return unknown
         return (f"{unknown}; or it does not answer this host's address (Knot's mod-queryacl: "
@@ -202,7 +204,9 @@ def access(state: RendezvousState, timeout: float = 10.0) -> ZoneAccess:
         raise DirectoryError(f"{state.state_dir}: this rendezvous keeps its membership "
                              f"itself (no --directory at init)")
     folder = Path(state.state_dir)
-    transfer = folder / TRANSFER_KEY_FILE if state.setting(META_TRANSFER_KEY) == "1" else None
+    # a read key copied in after init (the hint of _key_hint) counts as one given at init
+    transfer = folder / TRANSFER_KEY_FILE if state.setting(META_TRANSFER_KEY) == "1" or \
+        (folder / TRANSFER_KEY_FILE).exists() else None
     key, read_key = _read_keys(str(folder / KEY_FILE), str(transfer) if transfer else None)
     return ZoneAccess(parse_directory(state.directory), state.zone, key, read_key, timeout)
 

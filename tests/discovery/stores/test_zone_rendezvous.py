@@ -98,3 +98,20 @@ def test_a_bad_zone_is_refused_before_any_server_is_asked(tmp_path, monkeypatch)
             init_on_directory(tmp_path / "rdv", "192.0.2.1:51820", zone, "dns://127.0.0.1",
                               str(key), network="100.64.0.0/24")
     assert not asked and not (tmp_path / "rdv").exists()
+
+
+def test_a_read_key_copied_in_after_init_is_used(tmp_path) -> None:
+    """The hint for a server that does not know the update key: a rendezvous made without
+    --transfer-key takes tsig-transfer.key copied into its state directory."""
+    from discovery.stores.rendezvous import RendezvousState
+    from discovery.stores.zone_rendezvous import (KEY_FILE, META_DIRECTORY, META_TRANSFER_KEY,
+                                                  TRANSFER_KEY_FILE, access)
+    state = tmp_path / "rdv"
+    RendezvousState.init(state, "100.80.0.0/24", "192.0.2.1:51820", "mesh.test.",
+                         address="100.80.0.1",
+                         extra_meta={META_DIRECTORY: "dns://127.0.0.1", META_TRANSFER_KEY: "0"}).close()
+    (state / KEY_FILE).write_text(KEY)
+    with RendezvousState.open(state) as st:
+        assert access(st).read_key is None
+        (state / TRANSFER_KEY_FILE).write_text(KEY.replace("meshwg-update", "meshwg-transfer"))
+        assert access(st).read_key.name == "meshwg-transfer"
