@@ -7,10 +7,12 @@
   reads may come back to back: read_pace);
   when the directory does not answer, a handshake to the rendezvous is started at once
   (after a rendezvous restart its old session is gone) and the read retried;
-- with several rendezvous (the token's, the enrollment response's: member.json
+- with several rendezvous (the token's, the enrollment response's, and those the directory
+  lists at ``_rendezvous.ZONE``, learned and forgotten at each read and kept in member.json
   other_rendezvous) keeps a tunnel to two (discovery.traversal.rendezvous_choice), reads
   the directory at the current one and fails over to the other when a read fails (the
-  other is asked for the serial every SERIAL_POLL, so status says whether it answers),
+  current one is asked for the serial every FAILOVER_POLL then, so a dead one is found
+  within seconds; the other every SERIAL_POLL, so status says whether it answers),
   reports its host candidates to both and takes NOTIFY from either;
 - follows members of its mesh on the LAN with mDNS, also while the rendezvous is down;
 - adds, updates and removes peers on its own engine, in-process (Device.apply/status);
@@ -68,7 +70,9 @@ from discovery.daemons.hard_nat import HardNatTraversal
 from discovery.daemons.host_dns import HostDns
 from discovery.daemons.member_status import StatusFile, status_path
 from discovery.daemons.netcheck_schedule import BackgroundNetcheck, Facts
-from discovery.dnssd.client import DiscoveryError, directory_serial, resolve_member, resolve_zone
+from discovery.dnssd.client import (
+    DiscoveryError, directory_serial, rendezvous_list, resolve_member, resolve_zone,
+)
 from discovery.dnssd.notify import NotifyListener
 from discovery.dnssd.member import MemberRecord
 from discovery.lan.interfaces import lan_addresses
@@ -83,8 +87,10 @@ from discovery.dnssd.relays import relay_endpoint, relay_port as offered_relay_p
 from discovery.relay.choice import Relay
 from discovery.relay.client import RelayClient
 from discovery.relay.pool import RelayPlan, RelayPool
-from discovery.enroll.tokens import RendezvousRef
+from discovery.enroll.tokens import MAX_OTHERS, RendezvousRef
+from discovery.stores.errors import StateError
 from discovery.stores.member import MemberState
+from discovery.stores.zone_rendezvous import listed_refs
 from discovery.traversal.rendezvous_choice import RendezvousChoice
 from discovery.traversal.reconcile import MemberReconciler, lan_endpoints, rendezvous_peer
 from discovery.traversal.report import REPORT_PORT_DEFAULT, ReportError, send_report
@@ -100,6 +106,8 @@ log = logging.getLogger("meshwg.member")
 
 DEFAULT_INTERVAL = 1.0      # seconds: the directory is read at most this often (on average)
 SERIAL_POLL = 15.0          # seconds between SOA serial checks (NOTIFY or not)
+FAILOVER_POLL = 3.0         # ... at the current rendezvous when there is a spare: a dead one
+                            # is found within this (+ 1 s timeout) and the spare read at once
 RETRY_START = 1.0           # seconds before a failed directory read is retried; doubles
 RETRY_MAX = 4.0             # ... up to this: a rendezvous back from a restart is found soon
 READ_BURST = 3.0            # directory reads that may come back to back (then `interval` apart):
@@ -175,6 +183,7 @@ class MemberDaemon:
         self._rendezvous_peers: dict[bytes, Endpoint] = {self.rendezvous_key: self.rendezvous_endpoint}
         self._reported_to: dict[bytes, list[str]] = {}  # host candidates each rendezvous has
         self._others_checked_at = float("-inf")         # the other kept rendezvous asked last
+        self.rendezvous_dropped: dict[str, int] = {}    # the last rendezvous list's, by reason
         self.reconciler = MemberReconciler(self.rendezvous_key)
         # what `meshwg netcheck` last found here: the only grounds for blaming our own NAT
         self.reconciler.paths.set_own_facts(*own_facts(state_dir, time.time()))
@@ -423,7 +432,7 @@ class MemberDaemon:
             self._last_read = now
             self._resolve_not_before = now + max(wait, 3 * (done - now))
             self._retry = RETRY_START
-            self._resolve_at = done + SERIAL_POLL
+            self._resolve_at = done + (FAILOVER_POLL if len(self.rendezvous.known) > 1 else SERIAL_POLL)
             return
         self.device.apply(DeviceUpdate(peers=[PeerUpdate(
             public_key=current, update_only=True,
@@ -629,9 +638,11 @@ class MemberDaemon:
                 record = resolve_member(server, self.state.zone, key, timeout=1.0)
                 if record is not None:
                     fresh[key] = replace(record, endpoint=record.endpoint or self.directory[key].endpoint)
+            listed = rendezvous_list(server, self.state.zone, timeout=1.0)
         except (DiscoveryError, OSError) as exc:
             self.directory_error = str(exc)
             return False
+        self._learn_rendezvous(listed)
         self.directory_error = None
         self.directory_ok = time.time()
         if fresh != self.directory:
@@ -642,6 +653,27 @@ class MemberDaemon:
         self.directory = fresh
         self._update_host_names()
         return True
+
+    def _learn_rendezvous(self, records: list[tuple[bytes, ...]]) -> None:
+        """The mesh's rendezvous as the directory lists them (issue 10): learned and
+        forgotten (rendezvous_choice.listed), tunnels moved when the two kept changed,
+        kept in member.json so a restart knows them; bad entries dropped and counted."""
+        refs, self.rendezvous_dropped = listed_refs(records, self.state.network)
+        kept = self.rendezvous.kept_keys()
+        if not self.rendezvous.listed(refs, self.rendezvous_key):
+            return
+        log.info("rendezvous of the mesh now: %s", ", ".join(r.endpoint for r in self.rendezvous.known))
+        if self.notify_listener is not None:
+            self.notify_listener.allowed_sources = {r.mesh_address for r in self.rendezvous.known}
+        if self.rendezvous.kept_keys() != kept and self.device is not None:   # started
+            self._sync_rendezvous_peers()
+            self._others_checked_at = float("-inf")     # ask a new spare at the next read
+        self.state.other_rendezvous = [r for r in self.rendezvous.known
+                                       if r.public_key != self.rendezvous_key][:MAX_OTHERS]
+        try:
+            self.state.save(self.state_dir)
+        except (OSError, StateError) as exc:
+            log.warning("cannot save the rendezvous learned: %s", exc)
 
     def _update_host_names(self) -> None:
         """NAME.ZONE on this host (discovery.daemons.host_dns): ours and the directory's."""
@@ -696,6 +728,7 @@ class MemberDaemon:
             "hard_nat": self.hard_nat.status(),
             "rendezvous": [{**row, "public_key": encode_key(row["public_key"])}
                            for row in self.rendezvous.status()],
+            "rendezvous_dropped": dict(self.rendezvous_dropped),   # bad list entries, by reason
             "netcheck": self.netcheck.status() if self.netcheck is not None else None,
             "relay_server": self._relay_server_status(),
             "lan": asdict(self.lan_verifier.counters),  # LAN announcements by verdict

@@ -284,6 +284,7 @@ class RendezvousDaemon:
         else the engine's events; seconds until the next round (events wake it earlier)."""
         with self._lock:
             resync, self._resync = self._resync, False
+        self._serve_rendezvous()        # the mesh's rendezvous list, for members (issue 10)
         if resync or self.store_watch.changed() or self._zone_changed() or \
                 time.monotonic() >= self._next_sync:
             self.sync_once()
@@ -402,6 +403,18 @@ class RendezvousDaemon:
                     pass
             self.directory.set_members(good)
         self._notify_members()
+
+    def _serve_rendezvous(self) -> None:
+        """On a zone (discovery.stores.zone_rendezvous): our entry made to carry our TLS
+        relay port, and the zone's rendezvous served at ``_rendezvous.ZONE`` (no I/O
+        unless our entry needs writing), where members learn the ones their token did not
+        name; a NOTIFY when that list changed."""
+        if not self.state.directory:
+            return
+        from discovery.stores.zone_membership import served_strings
+        self.state.announce_relay(self.relay_tcp_port)
+        if self.directory.set_rendezvous(served_strings(self.state.rendezvous())):
+            self._notify_members()
 
     def _notify_members(self) -> None:
         """DNS NOTIFY to every member: re-read the directory now (inside the tunnel)."""

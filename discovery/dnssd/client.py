@@ -33,8 +33,9 @@ from discovery.dnssd.exchange import (
 from discovery.dnssd.member import MemberRecord
 from discovery.dnssd.names import bulk_name, instance_name, service_name, zone_name
 from discovery.dnssd.parse import parse_member_answers, parse_ptr_answers
+from discovery.dnssd.zone import RENDEZVOUS_LIST_LABEL
 
-__all__ = ["DiscoveryError", "Server", "resolve_member", "resolve_zone"]
+__all__ = ["DiscoveryError", "Server", "rendezvous_list", "resolve_member", "resolve_zone"]
 _T = dns.rdatatype
 
 
@@ -180,3 +181,14 @@ def directory_serial(server: Server, zone: str, timeout: float) -> int:
         if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
             return rrset[0].serial
     raise DiscoveryError(f"{zone}: the directory's answer holds no SOA record")
+
+
+def rendezvous_list(server: Server, zone: str, timeout: float) -> list[tuple[bytes, ...]]:
+    """The strings of each TXT record at ``_rendezvous.ZONE``: the mesh's rendezvous
+    (discovery.dnssd.zone; parsed by discovery.stores.zone_rendezvous.listed_refs).
+    [] when the directory lists none (an embedded directory, an older rendezvous). Raises
+    DiscoveryError or OSError when the server does not answer properly."""
+    name = dns.name.Name((RENDEZVOUS_LIST_LABEL,) + zone_name(zone).labels)
+    response = udp_exchange(server, [make_query(name, _T.TXT)], timeout)[0]
+    return [tuple(bytes(s) for s in rdata.strings) for rrset in response.answer
+            if rrset.rdtype == _T.TXT and rrset.name == name for rdata in rrset]

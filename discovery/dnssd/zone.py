@@ -14,6 +14,10 @@ Under ``ZONE`` (names: discovery.dnssd.names):
 * ``_services._dns-sd._udp.ZONE PTR _wireguard._udp.ZONE`` (RFC 6763 section 9).
 * ``ZONE SOA`` (minimum 60); NXDOMAIN and NODATA answers carry it in authority.
 * ``_directory._wireguard._udp.ZONE`` -- the bulk directory (discovery.dnssd.bulk).
+* ``_rendezvous.ZONE TXT`` -- the mesh's rendezvous, one TXT record each, with the
+  strings of its zone entry (discovery.stores.zone_membership.rendezvous_pairs; at most
+  MAX_RENDEZVOUS): members learn the mesh's other rendezvous here (issue 10). Absent on
+  an embedded (single-rendezvous) directory.
 * ``NAME.ZONE A|AAAA`` -- a member's mesh address under its member name
   (discovery.dnssd.names.host_name), and ``rendezvous.ZONE`` the rendezvous's own: what
   ``ping laptop.ZONE`` resolves (MagicDNS-like). Names are unique in the store; should two
@@ -64,6 +68,8 @@ from discovery.dnssd.wire import (
 )
 
 SOA_MINIMUM = 60
+MAX_RENDEZVOUS = 16     # TXT records in the rendezvous list (zone_membership reads as many)
+RENDEZVOUS_LIST_LABEL = b"_rendezvous"
 # A compressed PTR record to a B32 instance is 71 bytes, so about 920 fit in 64 KiB;
 # bigger PTR sets get TC without rendering (clients fall back to AXFR over TCP).
 MAX_PTR_ANSWER = 900
@@ -115,6 +121,7 @@ class _Snapshot:
     bulk_soa: dns.rrset.RRset
     # NAME.ZONE's A/AAAA by NAME's lowercase label (hashing a dns.name.Name costs ~20x)
     hosts: dict[bytes, tuple[dns.rrset.RRset, ...]] = field(default_factory=dict)
+    rendezvous: dns.rrset.RRset | None = None   # _rendezvous.ZONE TXT
 
 
 class _Truncate(Exception):
@@ -133,6 +140,8 @@ class Directory:
         self.service = service_name(self.zone)
         self.meta_service = meta_service_name(self.zone)
         self.bulk = bulk_name(self.zone)
+        self.rendezvous_list = dns.name.Name((RENDEZVOUS_LIST_LABEL,) + self.zone.labels)
+        self._rendezvous: tuple[tuple[bytes, ...], ...] = ()
         self._serial = 0
         self._snapshot = _Snapshot(0, {}, None, self._soa(0), self._soa(0, self.bulk))
         self._snapshot = self._build([])
@@ -143,6 +152,16 @@ class Directory:
         """Replace the whole member set at once. Raises ValueError (naming the member)
         for an invalid record; the previous set then stays in place."""
         self._snapshot = self._build(list(records))
+
+    def set_rendezvous(self, entries: Iterable[tuple[bytes, ...]]) -> bool:
+        """Serve `entries` (each one TXT record's strings, at most MAX_RENDEZVOUS kept) at
+        ``_rendezvous.ZONE``; True (and a new serial) when that changed the list."""
+        entries = tuple(tuple(bytes(s) for s in e) for e in entries if e)[:MAX_RENDEZVOUS]
+        if entries == self._rendezvous:
+            return False
+        self._rendezvous = entries
+        self._snapshot = self._build([entry.record for entry in self._snapshot.entries.values()])
+        return True
 
     def members(self) -> list[MemberRecord]:
         """Copies of the current member records."""
@@ -182,8 +201,11 @@ class Directory:
             if entry.host is not None:
                 hosts.setdefault(entry.host.name.labels[0].lower(), (entry.host,))
         self._serial = (self._serial + 1) % (1 << 32)
+        listed = rrset(self.rendezvous_list, _T.TXT, *(dns.rdtypes.ANY.TXT.TXT(IN, _T.TXT, e)
+                                                        for e in self._rendezvous)) \
+            if self._rendezvous else None
         return _Snapshot(self._serial, entries, ptr, self._soa(self._serial),
-                         self._soa(self._serial, self.bulk), hosts)
+                         self._soa(self._serial, self.bulk), hosts, listed)
 
     def _soa(self, serial: int, owner: dns.name.Name | None = None) -> dns.rrset.RRset:
         return rrset(
@@ -290,6 +312,8 @@ class Directory:
             return True, [], []
         if qname == self.bulk:
             return True, ([snap.bulk_soa] if qtype == _T.SOA else []), []
+        if qname == self.rendezvous_list and snap.rendezvous is not None:
+            return True, ([snap.rendezvous] if qtype == _T.TXT else []), []
         if qname == self.meta_service:
             if qtype == _T.PTR:
                 target = dns.rdtypes.ANY.PTR.PTR(IN, _T.PTR, self.service)
@@ -338,6 +362,8 @@ class Directory:
             rrsets += [r for r in (entry.srv, entry.txt, entry.address) if r is not None]
         for host in snap.hosts.values():
             rrsets += host
+        if snap.rendezvous is not None:
+            rrsets.append(snap.rendezvous)
         rrsets.append(snap.soa)
         yield from pack_messages(query, rrsets, max_size)
 

@@ -7,8 +7,10 @@ Layout under ``ZONE`` (TXT strings are ``key=value``, discovery.dnssd.txt; TTL 0
 * ``_meshwg.ZONE TXT "meshwg=1" "network=CIDR" "mesh=ID"`` -- the mesh's settings
   (the mesh network and its 32-hex-digit id), written once by :meth:`ZoneMembership.init`.
 * ``B32._rendezvous.ZONE TXT "pub=KEY" "ep=HOST:PORT" "enroll=HOST:PORT" "addr=IP"
-  ["pin=HEX"]`` -- one per rendezvous (B32: discovery.dnssd.names.instance_label of its
-  key): its WireGuard key and endpoint, enrollment service, mesh address, TLS relay pin.
+  ["pin=HEX"] ["tls=PORT"]`` -- one per rendezvous (B32: discovery.dnssd.names.instance_label
+  of its key): its WireGuard key and endpoint, enrollment service, mesh address, TLS relay
+  pin and TCP port (``tls=`` written by ``rendezvous run``; older entries lack it). At most
+  MAX_RENDEZVOUS are read; the rendezvous serve this list to members (discovery.dnssd.zone).
 * ``B32._members.ZONE TXT "name=NAME" "addr=IP" "invite=ID" "joined=UNIX"`` -- one per
   member (``invite=`` empty when added by hand).
 * ``A-B-C-D._addresses.ZONE TXT "pub=KEY"`` -- the claim on a mesh address (IPv6: the
@@ -91,7 +93,7 @@ from discovery.dnssd.update import (
     DirectoryUnavailable, UpdateRefused, ZoneContent, ZoneWriter, batches,
 )
 from discovery.dnssd.wire import IN, rrset
-from discovery.dnssd.zone import Directory
+from discovery.dnssd.zone import MAX_RENDEZVOUS, Directory   # rendezvous entries read at most
 from discovery.enroll.tokens import SECRET_SIZE
 from discovery.stores.errors import (
     DuplicateMemberError, MeshFullError, StateError, StateExistsError, StorageError,
@@ -149,6 +151,79 @@ class RendezvousEntry:
     enroll: str
     mesh_address: str
     pin: bytes = b""
+    relay_tcp_port: int = 0         # its relay over TLS on TCP (0: none, or an older entry)
+
+
+def rendezvous_pairs(entry: RendezvousEntry) -> list[tuple[str, str]]:
+    """The ``key=value`` pairs of a rendezvous's TXT record (zone entry and the list the
+    rendezvous serve to members alike)."""
+    pairs = [("pub", encode_key(entry.public_key)), ("ep", entry.endpoint),
+             ("enroll", entry.enroll), ("addr", entry.mesh_address)]
+    if entry.pin:
+        pairs.append(("pin", entry.pin.hex()))
+    if entry.relay_tcp_port:
+        pairs.append(("tls", str(entry.relay_tcp_port)))
+    return pairs
+
+
+def parse_rendezvous(fields: dict[str, str] | None, network: ipaddress._BaseNetwork | None,
+                     key: bytes | None = None) -> RendezvousEntry | str:
+    """The entry in a rendezvous's TXT fields, or why it is dropped: a pub= that is no
+    strong key (or not `key`, the owner's), an ep=/enroll= that is no IP:PORT, an addr=
+    outside `network`, a pin= that is not 32 bytes, a tls= that is no port. ``tls=`` is
+    optional (entries written before it parse, with 0)."""
+    if fields is None:
+        return "not one TXT record"
+    pub = decode_pub(fields.get("pub", ""))
+    if pub is None or (key is not None and pub != key):
+        return "not one TXT with its pub="
+    try:
+        check_strong_key(pub)
+    except ValueError:
+        return "weak pub="
+    address = Layout._address(fields.get("addr", ""), network)
+    tls = fields.get("tls", "0") or "0"
+    try:
+        pin = bytes.fromhex(fields.get("pin", ""))
+        endpoint = fields.get("ep", "")
+        enroll = fields.get("enroll", "")
+        for text in (endpoint, enroll):
+            parse_published(text, "rendezvous")
+    except ValueError:
+        return "bad ep, enroll or pin"
+    if address is None or len(pin) not in (0, 32):
+        return "bad addr or pin"
+    if not (tls.isdigit() and len(tls) <= 5 and int(tls) <= 65535):
+        return "bad tls port"
+    return RendezvousEntry(pub, endpoint, enroll, address, pin, int(tls))
+
+
+def served_strings(entries: list[RendezvousEntry]) -> list[tuple[bytes, ...]]:
+    """The rendezvous list a rendezvous serves its members (discovery.dnssd.zone's
+    ``_rendezvous.ZONE``): each entry's zone TXT strings, ordered by mesh address."""
+    return [tuple(txt_pair(k, v) for k, v in rendezvous_pairs(e))
+            for e in sorted(entries, key=lambda e: e.mesh_address)][:MAX_RENDEZVOUS]
+
+
+def served_rendezvous(records: list[tuple[bytes, ...]], network: str
+                      ) -> tuple[list[RendezvousEntry], Counter]:
+    """What a member reads in the list its rendezvous serves: (the rendezvous, records
+    dropped by reason). Each record is checked as the zone's entries are
+    (:func:`parse_rendezvous`: key, ports, address inside `network`, pin); at most
+    MAX_RENDEZVOUS records are read, a repeated key counts once."""
+    dropped: Counter = Counter()
+    entries: dict[bytes, RendezvousEntry] = {}
+    net = ipaddress.ip_network(network)
+    for index, strings in enumerate(records):
+        entry = parse_rendezvous(parse_txt(strings), net) if index < MAX_RENDEZVOUS \
+            else "too many rendezvous"
+        if not isinstance(entry, str) and entry.public_key in entries:
+            entry = "repeated key"
+        if isinstance(entry, str):
+            dropped[entry] += 1
+            continue
+        entries[entry.public_key] = entry
+    return list(entries.values()), dropped
 
 
 @dataclass
@@ -312,11 +387,7 @@ class Layout:
                     ("created", repr(float(invite.created_at))), ("uses", str(invite.uses)))
 
     def rendezvous_rrset(self, entry: RendezvousEntry) -> dns.rrset.RRset:
-        pairs = [("pub", encode_key(entry.public_key)), ("ep", entry.endpoint),
-                 ("enroll", entry.enroll), ("addr", entry.mesh_address)]
-        if entry.pin:
-            pairs.append(("pin", entry.pin.hex()))
-        return _txt(self.rendezvous_name(entry.public_key), *pairs)
+        return _txt(self.rendezvous_name(entry.public_key), *rendezvous_pairs(entry))
 
     # -- parsing
 
@@ -450,25 +521,16 @@ class Layout:
 
     def _rendezvous(self, view: ZoneView, label: str, rrsets: list[dns.rrset.RRset],
                     network: ipaddress._BaseNetwork | None) -> str:
+        if len(view.rendezvous) >= MAX_RENDEZVOUS:
+            return "too many rendezvous"
         try:
             key = public_key_from_label(label)
         except ValueError:
             return "label is not a key"
-        fields = _txt_fields(rrsets)
-        if fields is None or decode_pub(fields.get("pub", "")) != key:
-            return "not one TXT with its pub="
-        address = self._address(fields.get("addr", ""), network)
-        try:
-            pin = bytes.fromhex(fields.get("pin", ""))
-            endpoint = fields.get("ep", "")
-            enroll = fields.get("enroll", "")
-            for text in (endpoint, enroll):
-                parse_published(text, "rendezvous")
-        except ValueError:
-            return "bad ep, enroll or pin"
-        if address is None or len(pin) not in (0, 32):
-            return "bad addr or pin"
-        view.rendezvous[key] = RendezvousEntry(key, endpoint, enroll, address, pin)
+        entry = parse_rendezvous(_txt_fields(rrsets), network, key)
+        if isinstance(entry, str):
+            return entry
+        view.rendezvous[key] = entry
         return ""
 
 
@@ -487,6 +549,11 @@ class ZoneMembership:
         self._view: ZoneView | None = None
 
     # -- reading
+
+    def last_view(self) -> ZoneView | None:
+        """The view read last (no I/O; None before the first read)."""
+        with self._lock:
+            return self._view
 
     def view(self) -> ZoneView:
         """The membership as the server holds it now (re-transferred when the SOA serial
@@ -813,6 +880,22 @@ class ZoneMembership:
             return (entry,)
 
         return self._claim_loop(address, attempt)[0]
+
+    def update_rendezvous(self, entry: RendezvousEntry) -> None:
+        """Replace a listed rendezvous's TXT record with `entry` (its mesh address kept
+        as listed: the claim does not move). UnknownMemberError when it is not listed
+        (the prerequisite: its name exists), ZoneUnavailable, UpdateRefused."""
+        owner = self.layout.rendezvous_name(entry.public_key)
+        update = self.writer.new_update()
+        update.present(owner)
+        update.replace(owner, self.layout.rendezvous_rrset(entry))
+        try:
+            self._send(update, f"rendezvous {encode_key(entry.public_key)}")
+        except UpdateRefused as exc:
+            if exc.rcode == dns.rcode.NXDOMAIN:
+                raise UnknownMemberError(f"rendezvous {encode_key(entry.public_key)} is not "
+                                         f"listed in zone {self.zone}") from None
+            raise
 
     def create_invite(self, reusable: bool = False, expires_in: float | None = None,
                       now: float | None = None) -> Invite:

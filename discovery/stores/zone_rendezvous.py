@@ -54,7 +54,7 @@ from discovery.stores.private_dir import prepare_private_dir, save_private_file
 from discovery.stores.rendezvous import DB_NAME, DEFAULT_DNS_PORT, Member, RendezvousState
 from discovery.stores.validate import normalize_zone, validate_candidates
 from discovery.stores.zone_membership import (
-    MeshSettings, RendezvousEntry, ZoneMembership, ZoneUnavailable,
+    MeshSettings, RendezvousEntry, ZoneMembership, ZoneUnavailable, served_rendezvous,
 )
 
 SCHEME = "dns://"
@@ -65,6 +65,7 @@ TRANSFER_KEY_FILE = "tsig-transfer.key"  # the read key, when one was given
 META_DIRECTORY = "directory"
 META_TRANSFER_KEY = "transfer_key"      # "1" when TRANSFER_KEY_FILE exists
 T = TypeVar("T")
+ANNOUNCE_RETRY = 30.0                   # seconds between tries to write our entry's tls=
 log = logging.getLogger("meshwg.zone")
 
 
@@ -332,8 +333,18 @@ def rendezvous_refs(entries: list[RendezvousEntry], leave_out: bytes | None = No
         except ValueError:
             continue
         refs.append(RendezvousRef(entry.public_key, entry.endpoint, port,
-                                  mesh_address=entry.mesh_address, pin=entry.pin))
+                                  mesh_address=entry.mesh_address, pin=entry.pin,
+                                  relay_tcp_port=entry.relay_tcp_port))
     return refs[:MAX_OTHERS]
+
+
+def listed_refs(records: list[tuple[bytes, ...]], network: str
+                ) -> tuple[list[RendezvousRef], dict[str, int]]:
+    """The rendezvous list a member read at ``_rendezvous.ZONE`` (discovery.dnssd.client
+    .rendezvous_list) as references, and what it dropped by reason
+    (zone_membership.served_rendezvous)."""
+    entries, dropped = served_rendezvous(records, network)
+    return rendezvous_refs(entries), dict(dropped)
 
 
 def invite_token(state: RendezvousState, invite: Invite, enroll_port: int | None = None,
@@ -400,6 +411,7 @@ class ZoneState:
         self._state = state
         self._access = access(state, timeout=3.0)   # a dead server must not stall the loop long
         self._stores = [self._access.membership(s) for s in self._access.servers]
+        self._announce_at = 0.0     # when our entry's tls= may be written (announce_relay)
         self._min_interval = min_interval
         self._lock = threading.Lock()
         self._members: list[Member] = []
@@ -461,6 +473,32 @@ class ZoneState:
         if self.find_member(public_key) is None:
             raise UnknownMemberError(f"no member with public key {encode_key(public_key)}")
         self._candidates[public_key] = candidates
+
+    def rendezvous(self) -> list[RendezvousEntry]:
+        """The mesh's rendezvous as the zone listed them at the last read (no I/O)."""
+        for store in self._stores:
+            view = store.last_view()
+            if store.writer.server == self.read_from and view is not None:
+                return list(view.rendezvous.values())
+        return []
+
+    def announce_relay(self, relay_tcp_port: int) -> bool:
+        """Have our zone entry carry `relay_tcp_port` (tls=; 0: none) when the last read
+        says it does not: one update on the primary, tried at most every ANNOUNCE_RETRY
+        seconds (a primary that is down does not stall every round). True when written."""
+        now = time.monotonic()
+        ours = next((e for e in self.rendezvous() if e.public_key == self._state.public_key), None)
+        if ours is None or ours.relay_tcp_port == relay_tcp_port or now < self._announce_at:
+            return False
+        self._announce_at = now + ANNOUNCE_RETRY
+        try:
+            self._stores[0].update_rendezvous(dataclasses.replace(ours, relay_tcp_port=relay_tcp_port))
+        except (MeshwgError, ValueError) as exc:
+            log.warning("cannot write our relay port into zone %s: %s", self._access.zone,
+                        describe(exc, self._access.servers[0], self._access.zone))
+            return False
+        self._next_check = 0.0          # read our entry back at the next refresh
+        return True
 
     def close(self) -> None:
         self._state.close()

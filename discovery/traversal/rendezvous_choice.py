@@ -12,6 +12,11 @@ not, and asks which to keep and which to read from.
   kept one at once (a failover), and the daemon reads there straight away; a rendezvous
   that failed answers again by a read succeeding there (or its tunnel's handshake).
 - Only rendezvous with a mesh address can be kept: a tunnel carries exactly that /32.
+- The directory lists the mesh's rendezvous (a zone's, issue 10): :meth:`listed` learns
+  the new ones and forgets the ones no longer listed, except the one enrolled at (its
+  relay and netcheck use it) and the current one (the list was just read there, so it
+  answers; once a read fails there it is no longer current and the next list that omits
+  it forgets it). An empty list (an older or an embedded rendezvous) changes nothing.
 """
 
 from __future__ import annotations
@@ -66,6 +71,20 @@ class RendezvousChoice:
                 self.known.append(ref)
                 self.health[ref.public_key] = Health()
         return bool(before) and self.kept_keys() != before
+
+    def listed(self, refs: list[RendezvousRef], pinned: bytes) -> bool:
+        """The rendezvous the directory lists now (see the module docstring; `pinned`:
+        the one enrolled at). True when `known` changed (the daemon persists it)."""
+        if not refs:
+            return False
+        before = list(self.known)
+        wanted = {r.public_key for r in refs if r.mesh_address}
+        for ref in before:
+            if ref.public_key not in wanted and ref.public_key not in (pinned, self.current):
+                self.known.remove(ref)
+                del self.health[ref.public_key]
+        self.learn(refs)
+        return self.known != before
 
     def kept(self) -> list[RendezvousRef]:
         """The current rendezvous and the next in order (after it, wrapping) not failing;
