@@ -10,7 +10,7 @@ APT_PACKAGES := wireguard-go wireguard-tools iperf3 iputils-ping iproute2 iptabl
                 gcc libssl-dev libsodium-dev python3-dev
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt venv test test-fast demo bench bench-json fuzz clean
+.PHONY: all deps apt venv resolved-lab test test-fast demo bench bench-json fuzz clean
 
 all: test
 
@@ -31,7 +31,21 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard meshwg/accel/*.c)
 
 venv: $(VENV)/.installed
 
-deps: apt venv
+# systemd-resolved for the live test of `join --dns resolved` (discovery/lab/resolved.py):
+# unpacked, not installed (its postinst would point this host's /etc/resolv.conf at a stub
+# nothing serves here); the test skips with the reason when this fails.
+RESOLVED_ROOT ?= /var/cache/meshwg/systemd-resolved
+resolved-lab:
+	@[ -x $(RESOLVED_ROOT)/lib/systemd/systemd-resolved ] || { \
+	  d=$$(mktemp -d) && cd $$d && \
+	  { apt-get download -qq systemd-resolved 2>/dev/null || \
+	    { apt-get update -qq && apt-get download -qq systemd-resolved 2>/dev/null; }; } && \
+	  mkdir -p $(RESOLVED_ROOT) && dpkg-deb -x systemd-resolved_*.deb $(RESOLVED_ROOT); \
+	  cd / && rm -rf $$d; \
+	  [ -x $(RESOLVED_ROOT)/lib/systemd/systemd-resolved ] || \
+	    echo "systemd-resolved not unpacked: its live test will skip"; }
+
+deps: apt venv resolved-lab
 
 test: deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

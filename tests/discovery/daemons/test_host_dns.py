@@ -1,7 +1,7 @@
 """Member names on the host (discovery/daemons/host_dns.py) against real files: the managed
 block in a hosts file, and the resolvectl calls the resolved mode makes (recorded by a
-stand-in resolvectl script: systemd-resolved itself does not run here, so the resolved mode
-is tested for what it calls, not live)."""
+stand-in resolvectl script, failures included; against a live systemd-resolved:
+test_host_dns_resolved_lab.py)."""
 
 from __future__ import annotations
 
