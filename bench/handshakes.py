@@ -50,9 +50,10 @@ def build(n: int, chain=None):
     return responder, initiations
 
 
-def measure_round(n: int, chain=None) -> dict:
-    """One responder consuming n initiations: handshakes, CPU and wall seconds, rate."""
-    responder, initiations = build(n, chain)
+def measure_round(n: int, fastpath: bool | None = None) -> dict:
+    """One responder consuming n initiations: handshakes, CPU and wall seconds, rate.
+    `fastpath` chooses the chain as the device does (None: MESHWG_FASTPATH)."""
+    responder, initiations = build(n, accel_select.select_handshake(fastpath))
     receive = responder.receive_datagram
     start = time.process_time()
     wall = time.perf_counter()
@@ -67,9 +68,11 @@ def measure_round(n: int, chain=None) -> dict:
             "handshakes_per_second": responses / cpu if cpu else 0.0}
 
 
-def x25519_floor_per_second(n: int = 2000, chain=None) -> float:
+def x25519_floor_per_second(n: int = 2000, fastpath: bool | None = None) -> float:
     """Handshakes/s if a handshake cost only its four X25519 operations (CPU time), with
-    the X25519 the chain calls (`chain` None: meshwg.core.crypto's, through PyNaCl)."""
+    the X25519 the chain `fastpath` chooses calls (the Python chain: meshwg.core.crypto's,
+    through PyNaCl)."""
+    chain = accel_select.select_handshake(fastpath)
     dh, public_key = (crypto.dh, crypto.public_key) if chain is None else (chain.dh, chain.public_key)
     private, other = generate_private_key(), public_key(generate_private_key())
     start = time.process_time()
@@ -87,13 +90,13 @@ def measure_handshakes_per_second(n: int = 2000, rounds: int = 3,
     """`rounds` rounds of n handshakes: each round's rate, their median, and the X25519 floor.
     `fastpath` chooses the chain as the device does (None: MESHWG_FASTPATH)."""
     chain = accel_select.select_handshake(fastpath)
-    per_round = [measure_round(n, chain) for _ in range(rounds)]
+    per_round = [measure_round(n, fastpath) for _ in range(rounds)]
     rates = [r["handshakes_per_second"] for r in per_round]
     return {"handshakes_per_round": n, "rounds": per_round,
             "chain": "python" if chain is None else f"compiled (libsodium {chain.SODIUM_VERSION})",
             "handshakes_per_second": statistics.median(rates),
             "handshakes_per_second_range": [min(rates), max(rates)],
-            "x25519_floor_per_second": x25519_floor_per_second(n, chain)}
+            "x25519_floor_per_second": x25519_floor_per_second(n, fastpath)}
 
 
 def main() -> None:
