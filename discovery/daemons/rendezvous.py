@@ -23,6 +23,10 @@ endpoint is published and every member told by NOTIFY at once. The membership is
 when this process changed it (enrollment, candidate reports) and when another process did
 (`meshwg remove`: a look at the store's data version every `interval` seconds, a few
 microseconds), with a full sync every SAFETY_POLL seconds besides.
+
+On a DNS directory (`rendezvous init --directory dns://...`) it also writes the endpoints it
+observes into the zone, off this loop, and serves those other rendezvous wrote for members
+it has no tunnel to (discovery.daemons.zone_publish).
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class RendezvousDaemon:
                 self.state.close()
                 raise
             self._zone_changed = self.state.refresh
+        self._zone_publish = None       # writes our observations to the zone (zone_publish)
         self.relay_enabled = relay          # a members-only UDP relay on the WG port + 1
         self.relay_tcp_port = relay_tcp_port if relay else 0   # and over TLS on TCP (0: off)
         self.relay: RelayServer | None = None
@@ -113,6 +118,7 @@ class RendezvousDaemon:
         self._members: list = []                     # the membership as last read
         self._address_index: tuple = (None, frozenset())  # (_members, their mesh addresses)
         self._endpoints: dict[bytes, Endpoint | None] = {}   # the engine's view, by key
+        self._observed: set[bytes] = set()           # keys the engine has heard from
         self._lock = threading.Lock()                # guards _events and _resync
         self._events: list = []
         self._resync = False
@@ -142,6 +148,10 @@ class RendezvousDaemon:
                                          identity=identity, tcp_port=self.relay_tcp_port or None,
                                          engine_port=self.device.listen_port).start()
                 self.servers.append(self.relay)
+            if self.state.directory:   # the zone's directory: ours written, others' served
+                from discovery.daemons.zone_publish import ZonePublish
+                self._zone_publish = ZonePublish(self.state.primary(), self.state.directory_records)
+                self.servers.append(self._zone_publish.start())
             self.sync_once()
             # the directory and reports: members only, through the tunnel (meshwg.util.ingress)
             members_only = Ingress(self.interface, self._is_member_address)
@@ -308,6 +318,7 @@ class RendezvousDaemon:
             endpoint: Any = event.endpoint
             if endpoint is None or event.public_key not in members:
                 continue
+            self._observed.add(event.public_key)
             if self._endpoints.get(event.public_key) != endpoint:
                 self._endpoints[event.public_key] = endpoint
                 changed = True
@@ -327,6 +338,8 @@ class RendezvousDaemon:
             engine = {peer.public_key: peer for peer in self.device.status().peers}
         self._members = members
         self._endpoints = {key: peer.endpoint for key, peer in engine.items()}
+        self._observed = {key for key, peer in engine.items()   # heard from, not a cached endpoint
+                          if peer.rx_bytes or peer.last_handshake_sec}
         if self.relay is not None:
             self.relay.set_members(m.public_key for m in members)
             if self.relay.counters != self._relay_counters:
@@ -383,6 +396,8 @@ class RendezvousDaemon:
                 record.extra[NAT_TXT_KEY] = nat_kinds[record.public_key]
             if record.public_key in lan_keys:   # TXT lk= (discovery.lan.lankey)
                 record.extra[LAN_KEY_TXT] = lan_key_txt(lan_keys[record.public_key])
+        if self._zone_publish is not None:      # ours queued for the zone, others' merged
+            records = self._zone_publish.serve(records, self._observed)
         if records == self._published:
             return                      # nothing changed: keep the serial, tell nobody
         self._published = records

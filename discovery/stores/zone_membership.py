@@ -76,6 +76,7 @@ import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.PTR
 import dns.rdtypes.ANY.TXT
 import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
@@ -107,6 +108,7 @@ from discovery.stores.rendezvous import MIN_INVITE_PREFIX, NONCE_RETENTION, Memb
 from discovery.stores.validate import (
     check_strong_key, host_address, public_key_bytes, validate_candidates, validate_name,
 )
+from discovery.stores.zone_directory import record_key
 
 LAYOUT_VERSION = "1"
 SETTINGS_LABEL = "_meshwg"
@@ -547,6 +549,7 @@ class ZoneMembership:
         self.layout = Layout(self.zone, _seal_key(writer.tsig.secret))
         self._lock = threading.Lock()
         self._view: ZoneView | None = None
+        self.content: ZoneContent | None = None
 
     # -- reading
 
@@ -563,11 +566,13 @@ class ZoneMembership:
             with self._lock:
                 if self._view is not None and self._view.serial == serial:
                     return self._view
-            view = self.layout.parse(self.writer.read())
+            content = self.writer.read()
+            view = self.layout.parse(content)
         except DirectoryUnavailable as exc:
             raise ZoneUnavailable(str(exc)) from None
         with self._lock:
             self._view = view
+            self.content = content      # the transfer it was parsed from (directory records)
         return view
 
     def _own_update(self, view: ZoneView, change: Callable[[ZoneView], None]) -> None:
@@ -961,7 +966,12 @@ class DirectoryPublisher:
 
     :meth:`publish` renders `records` with discovery.dnssd.zone.Directory, reads the
     zone, and sends only what differs (whole RRsets replaced, the service's PTR set
-    changed record by record), at most `batch` records per update message."""
+    changed record by record), at most `batch` records per update message; a re-publish
+    while the zone's serial is still the one it left diffs member records instead (no
+    transfer, no rendering of unchanged members). :meth:`write` writes some members'
+    records and leaves the others alone: what each of several rendezvous does with the
+    members it observes (discovery.stores.zone_directory, discovery.daemons.zone_publish).
+    Not thread-safe: one thread per publisher."""
 
     def __init__(self, writer: ZoneWriter, batch: int = DIRECTORY_BATCH,
                  max_ptr_bytes: int = MAX_PTR_BYTES):
@@ -973,6 +983,10 @@ class DirectoryPublisher:
         self.meta_service = meta_service_name(self.zone)
         self.updates_sent = 0
         self.unlisted = 0           # members left out of the PTR set by the last diff
+        # what the last publish() left in the zone: (serial, {key: record_key}); None when
+        # unknown (another writer may have changed the zone since)
+        self._last: tuple[int, dict[bytes, tuple]] | None = None
+        self._ptrs: dict[bytes, int] | None = None    # PTR targets (wire -> size) as known
 
     def _managed(self, name: dns.name.Name, rdtype: int) -> bool:
         if name.is_subdomain(self.service):
@@ -1001,6 +1015,7 @@ class DirectoryPublisher:
         want = {r.to_wire(): r for r in wanted.pop(ptr_key, [])}
         listed = _bounded_ptrs(want, self.max_ptr_bytes)
         self.unlisted = len(want) - len(listed)
+        self._ptrs = {w: len(w) + 4 for w in listed}
         gone = [r for w, r in have.items() if w not in listed]
         if prune and gone:
             changes.append(("delete", rrset(self.service, _T.PTR, *gone)))
@@ -1013,14 +1028,125 @@ class DirectoryPublisher:
         return changes
 
     def publish(self, records: list[MemberRecord], prune: bool = True) -> int:
-        """Make the zone's directory that of `records`; the number of records changed.
-        Raises ValueError for an invalid record (as Directory.set_members), ZoneUnavailable
-        when the server cannot be reached, UpdateRefused when it refuses."""
+        """Make the zone's directory that of `records`; the number of records changed
+        (by a member-level re-publish: of members written or deleted). Raises ValueError
+        for an invalid record (as Directory.set_members), ZoneUnavailable when the server
+        cannot be reached, UpdateRefused when it refuses.
+
+        What a publish left is kept per member (its fields, not its rendered records):
+        when the zone's serial is still the one that publish left, a re-publish compares
+        member records and writes only the members that changed (none: one SOA query);
+        otherwise it reads the zone and diffs it whole (:meth:`diff`)."""
+        wanted = {r.public_key: record_key(r) for r in records}
+        try:
+            serial = self.writer.serial()
+        except DirectoryUnavailable as exc:
+            raise ZoneUnavailable(str(exc)) from None
+        last, self._last = self._last, None
+        if last is not None and last[0] == serial and len(wanted) == len(records):
+            changed_members = [r for r in records if last[1].get(r.public_key) != wanted[r.public_key]]
+            gone = [key for key in last[1] if key not in wanted] if prune else []
+            if not changed_members and not gone:
+                self._last = last
+                return 0
+            sent = self.updates_sent
+            changed = self.write(changed_members) + self.delete(gone)
+            self._remember(serial + self.updates_sent - sent,
+                           wanted if prune else {**last[1], **wanted})
+            return changed
         try:
             content = self.writer.read()
         except DirectoryUnavailable as exc:
             raise ZoneUnavailable(str(exc)) from None
         changes = self.diff(records, content, prune)
+        sent = self.updates_sent
+        changed = self._send_changes(changes)
+        if prune:
+            self._remember(content.serial + self.updates_sent - sent, wanted)
+        return changed
+
+    def _remember(self, expected: int | None, members: dict[bytes, tuple]) -> None:
+        """Keep `members` as the zone's directory when the server's serial is `expected`
+        (ours were the only updates since), else forget."""
+        if expected is None:
+            self._last = None
+            return
+        expected %= 1 << 32
+        try:
+            self._last = (expected, members) if self.writer.serial() == expected else None
+        except DirectoryUnavailable:
+            self._last = None
+
+    def write(self, records: list[MemberRecord],
+              require: Callable[[bytes], dns.name.Name] | None = None) -> int:
+        """Write these members' records, each replacing what the zone held at its instance
+        name (other members are left alone: several rendezvous write one directory,
+        discovery.stores.zone_directory), at most `batch` members per update; a member's
+        PTR is added while the PTR set stays within max_ptr_bytes (as last read; the
+        first write reads the zone). With `require`, each update requires the name
+        require(key) of each of its members to exist (RFC 2136 section 2.4.4: the
+        member's entry), so a member removed meanwhile makes the server refuse the update
+        with NXDOMAIN (UpdateRefused) rather than bring its records back. The number of
+        members written. Raises as :meth:`publish`."""
+        if not records:
+            return 0
+        if self._ptrs is None:
+            try:
+                current = self.writer.read().records.get((self.service, _T.PTR), [])
+            except DirectoryUnavailable as exc:
+                raise ZoneUnavailable(str(exc)) from None
+            self._ptrs = {r.to_wire(): len(r.to_wire()) + 4 for r in current}
+        ptr_bytes = sum(self._ptrs.values())
+        written = 0
+        for start in range(0, len(records), self.batch):
+            chunk = records[start:start + self.batch]
+            directory = Directory(self.zone)
+            directory.set_members(chunk)
+            update = self.writer.new_update()
+            if require is not None:
+                for record in chunk:
+                    update.present(require(record.public_key))
+            for record in chunk:
+                update.delete(dns.name.Name((instance_label(record.public_key),))
+                              .concatenate(self.service))
+            added: dict[bytes, int] = {}
+            for rr in _axfr_records(directory):
+                if rr.rdtype == _T.PTR and rr.name == self.service:
+                    wire = rr[0].to_wire()
+                    if wire in self._ptrs or ptr_bytes + len(wire) + 4 > self.max_ptr_bytes:
+                        continue
+                    ptr_bytes += len(wire) + 4
+                    added[wire] = len(wire) + 4
+                elif not self._managed(rr.name, rr.rdtype):
+                    continue
+                update.add(rr.name, rr)
+            try:
+                self.writer.send(update, f"directory ({len(chunk)} members)")
+            except DirectoryUnavailable as exc:
+                raise ZoneUnavailable(str(exc)) from None
+            except UpdateRefused:
+                self._ptrs = None           # another writer's PTRs may have filled the set
+                raise
+            self._ptrs.update(added)
+            self.updates_sent += 1
+            written += len(chunk)
+        return written
+
+    def delete(self, keys: list[bytes]) -> int:
+        """Delete these members' directory records (instance name and PTR); their number."""
+        changes = []
+        for key in keys:
+            instance = dns.name.Name((instance_label(key),)).concatenate(self.service)
+            changes.append(("delete", dns.rrset.RRset(instance, IN, _T.ANY)))
+            ptr = dns.rdtypes.ANY.PTR.PTR(IN, _T.PTR, instance)
+            if self._ptrs is not None:
+                self._ptrs.pop(ptr.to_wire(), None)
+            changes.append(("delete", rrset(self.service, _T.PTR, ptr)))
+        self._send_changes(changes)
+        return len(keys)
+
+    def _send_changes(self, changes: list[tuple[str, dns.rrset.RRset]]) -> int:
+        """Send (op, rrset) changes in bounded messages; the number of records changed."""
         changed = 0
         for batch in batches(_split(changes, self.batch), self.batch):
             update = self.writer.new_update()

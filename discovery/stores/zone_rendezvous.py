@@ -45,6 +45,7 @@ from meshwg.core.keys import encode_key
 from meshwg.util.endpoint import format_endpoint, parse_endpoint
 from meshwg.util.errors import MeshwgError
 
+from discovery.dnssd.member import MemberRecord
 from discovery.dnssd.tsig_file import TsigKey, read_tsig_key
 from discovery.dnssd.update import DirectoryUnavailable, ServerRefused, TransferRefused, ZoneWriter
 from discovery.enroll.tokens import MAX_OTHERS, RendezvousRef, Token
@@ -53,6 +54,7 @@ from discovery.stores.invites import Invite
 from discovery.stores.private_dir import prepare_private_dir, save_private_file
 from discovery.stores.rendezvous import DB_NAME, DEFAULT_DNS_PORT, Member, RendezvousState
 from discovery.stores.validate import normalize_zone, validate_candidates
+from discovery.stores.zone_directory import zone_records
 from discovery.stores.zone_membership import (
     MeshSettings, RendezvousEntry, ZoneMembership, ZoneUnavailable, served_rendezvous,
 )
@@ -418,6 +420,7 @@ class ZoneState:
         self._serial: int | None = None
         self._next_check = 0.0
         self._candidates: dict[bytes, list[str]] = {}
+        self._directory: dict[bytes, MemberRecord] = {}  # the zone's directory records
         self.read_from = ""             # the server of the last read
         self.problem = ""               # why no server answered at the last try ("" if one did)
         self.primary_problem = ""       # why the primary did not answer at the last try
@@ -442,13 +445,16 @@ class ZoneState:
                         self.problem = ""
                         return False
                     members = store.members()
+                    directory = zone_records(store.content, self._access.zone) \
+                        if store.content is not None else {}
                 except (MeshwgError, ValueError) as exc:
                     problems.append(describe(exc, store.writer.server, self._access.zone))
                     if store is self._stores[0]:
                         self.primary_problem = problems[-1]
                     continue
                 changed = [m.public_key for m in members] != [m.public_key for m in self._members]
-                self._members, self._serial = members, serial
+                changed = changed or directory != self._directory
+                self._members, self._serial, self._directory = members, serial, directory
                 self.read_from, self.problem = store.writer.server, ""
                 return changed
             self.problem = "; ".join(problems)
@@ -458,6 +464,15 @@ class ZoneState:
         self.refresh(force=True)
         return [dataclasses.replace(m, host_candidates=list(self._candidates.get(m.public_key, [])))
                 for m in self._members]
+
+    def primary(self) -> ZoneMembership:
+        """A store of its own on the primary (for a writer in another thread)."""
+        return self._access.membership()
+
+    def directory_records(self) -> dict[bytes, MemberRecord]:
+        """The member records rendezvous wrote into the zone, as last read (by key;
+        discovery.stores.zone_directory)."""
+        return self._directory
 
     def find_member(self, ref: str | bytes) -> Member | None:
         for member in self._members:
