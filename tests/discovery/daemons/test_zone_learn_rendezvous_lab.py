@@ -1,13 +1,14 @@
 """Members learn the mesh's rendezvous from the directory (issue 10): the mesh lab's
 rendezvous A on a BIND primary on the fake internet, members a1 and b joined with tokens
-that name only A; then rendezvous C is created (a second `rendezvous init` on the same
-zone, no --network) and runs with its relay over TLS.
+that name only A; then rendezvous B and C are created (more `rendezvous init` on the same
+zone, no --network), C with its relay over TLS.
 
-Covered: C's zone entry carries its TLS relay port (tls=); a1 and b learn C from the list
-A serves at ``_rendezvous.ZONE`` without a new token: their status lists C with a tunnel
-that answers, and member.json keeps it (with its relay port) for a restart. Then A is
-killed with -9: a1 reads the directory at C within seconds (printed: kill -> read at C),
-the a1<->b link stays, and both still list each other as peers.
+Covered: a1 and b learn B and C from the list A serves at ``_rendezvous.ZONE`` without a
+new token: their status lists B with a tunnel that answers and C without one (two are
+kept), member.json keeps both (C with the TLS relay port its zone entry carries, tls=) for
+a restart. Then A and B are killed with -9: a1 and b read the directory at C within
+seconds through a new tunnel (printed: kill -> read at C), the a1<->b link stays, and both
+still list each other as peers.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from tests.discovery.daemons.test_zone_two_rendezvous_lab import _rows
 pytestmark = pytest.mark.netns
 
 A_ENDPOINT = f"{mesh_lab.RENDEZVOUS_ADDRESS}:{mesh_lab.RENDEZVOUS_PORT}"
+B_ADDRESS, B_PORT = "198.18.0.11", 51830
 C_ADDRESS, C_PORT = "198.18.0.12", 51840
+B_ENDPOINT = f"{B_ADDRESS}:{B_PORT}"
 C_ENDPOINT = f"{C_ADDRESS}:{C_PORT}"
 
 
@@ -57,34 +60,50 @@ def lab():
         yield lab
 
 
-def test_members_learn_a_new_rendezvous_and_fail_over_to_it(lab) -> None:
+def _new_rendezvous(lab, label: str, address: str, port: int, *run: str):
+    """Another rendezvous of the mesh: `rendezvous init` on the lab's zone (no --network),
+    then `rendezvous run`."""
+    node = lab.add_public_node(label, address, port)
+    node.meshwg("rendezvous", "init", "--state", node.state_dir, "--endpoint", f"{address}:{port}",
+                "--listen-port", port, "--interface", node.interface, *lab.directory)
+    node.daemon = node.ns.popen(meshwg_argv("rendezvous", "run", "--state", node.state_dir,
+                                            "--interval", lab.interval, *run),
+                                f"rendezvous-{label}", log_dir=str(node.log_dir))
+    poll(lambda: "running" in node.daemon.stderr(), 30,
+         lambda: f"{label} to start\n{node.daemon.output()}")
+    return node
+
+
+def test_members_learn_new_rendezvous_and_fail_over_to_them(lab) -> None:
     a1, b = lab.members["a1"], lab.members["b"]
     poll(lambda: a1.ping(b.mesh_address, count=1) is not None, 90, "a1 to reach b through the mesh")
     assert list(_rows(a1)) == [A_ENDPOINT] and _saved(a1) == {}
 
-    c = lab.add_public_node("rz3", C_ADDRESS, C_PORT)
-    c.meshwg("rendezvous", "init", "--state", c.state_dir, "--endpoint", C_ENDPOINT,
-             "--listen-port", C_PORT, "--interface", c.interface, *lab.directory)
     started = time.monotonic()
-    c.daemon = c.ns.popen(meshwg_argv("rendezvous", "run", "--state", c.state_dir,
-                                      "--interval", lab.interval),
-                          "rendezvous-c", log_dir=str(c.log_dir))
-    poll(lambda: "running" in c.daemon.stderr(), 30, lambda: f"C to start\n{c.daemon.output()}")
-    for node in (a1, b):     # learned from the directory at A: a tunnel to C that answers
-        poll(lambda: C_ENDPOINT in _rows(node) and _rows(node)[C_ENDPOINT]["tunnel"]
-             and _rows(node)[C_ENDPOINT]["answers"], 60,
-             lambda: f"{node.label} to learn C and hold a tunnel to it: {_rows(node)}")
-    print(f"a new rendezvous learned (C started -> a1 and b hold answering tunnels to it): "
+    rz2 = _new_rendezvous(lab, "rz2", B_ADDRESS, B_PORT, "--no-relay")
+    for node in (a1, b):     # learned from the directory at A: a tunnel to B that answers
+        poll(lambda: B_ENDPOINT in _rows(node) and _rows(node)[B_ENDPOINT]["tunnel"]
+             and _rows(node)[B_ENDPOINT]["answers"], 60,
+             lambda: f"{node.label} to learn B and hold a tunnel to it: {_rows(node)}")
+    print(f"a new rendezvous learned (B init -> a1 and b hold answering tunnels to it): "
           f"{time.monotonic() - started:.1f} s")
+    _new_rendezvous(lab, "rz3", C_ADDRESS, C_PORT)       # with its relay over TLS
+    for node in (a1, b):     # known, no tunnel: two are kept (A, B)
+        poll(lambda: C_ENDPOINT in _rows(node), 60, lambda: f"{node.label} to learn C: {_rows(node)}")
+        assert not _rows(node)[C_ENDPOINT]["tunnel"], _rows(node)
     poll(lambda: _saved(a1).get(C_ENDPOINT, {}).get("relay_tcp_port") == tls.DEFAULT_PORT, 30,
          lambda: f"a1's member.json to keep C with its TLS relay port: {_saved(a1)}")
+    assert _saved(a1)[B_ENDPOINT]["relay_tcp_port"] == 0
     assert a1.status()["rendezvous_dropped"] == {}
     assert f"rendezvous {C_ENDPOINT}" in a1.meshwg("status", "--interface", a1.interface).stdout
 
     killed = time.monotonic()
-    lab.rendezvous.daemon.signal(signal.SIGKILL)
+    for daemon in (lab.rendezvous.daemon, rz2.daemon):
+        daemon.signal(signal.SIGKILL)
     _reading_at(a1, C_ENDPOINT)
-    print(f"failover (kill -9 of A -> a1 reads the directory at C): {time.monotonic() - killed:.1f} s")
+    print(f"failover (kill -9 of A and B -> a1 reads the directory at C through a new tunnel): "
+          f"{time.monotonic() - killed:.1f} s")
+    assert _rows(a1)[C_ENDPOINT]["tunnel"]
     assert a1.ping(b.mesh_address, count=3) is not None
     _reading_at(b, C_ENDPOINT)
     assert b.ping(a1.mesh_address, count=3) is not None
