@@ -7,7 +7,8 @@ tunnel and A never has b's.
 Shown: the endpoint A observes for a1 (its engine's, a1's NAT mapping) is in the zone (SRV
 at the BIND primary, asked with the read key, and at the Knot secondary) and is served by
 C's directory (dig through b's tunnel to C); b's endpoint, observed by C, reaches a1 through
-A; a1 and b, whose rendezvous differ, reach each other over a direct path.
+A; a1 and b, whose rendezvous differ, reach each other over a direct path. While A cannot
+reach the primary, its write of a1's new endpoint waits, and lands once the primary answers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from discovery.lab.netns import poll
 # the two-rendezvous lab: A and a second rendezvous running (B there, C here), no member joined
 from tests.discovery.daemons.test_zone_two_rendezvous_lab import B_ADDRESS as C_ADDRESS
 from tests.discovery.daemons.test_zone_two_rendezvous_lab import lab  # noqa: F401 (fixture)
+from tests.discovery.daemons.test_zone_rendezvous_mesh_lab import DNS_ADDRESS
 
 pytestmark = pytest.mark.netns
 
@@ -77,3 +79,35 @@ def test_an_endpoint_observed_at_a_is_served_by_c_and_members_of_both_meet(lab) 
     answer = dig(b.ns, saved["dns_address"], int(saved["dns_port"]), _instance(a1), "SRV")
     assert dig_status(answer) == "NOERROR" and _srv_port(answer) == port, answer.stdout
     assert c.wg.endpoints()[b.public_key] == a1.wg.endpoints()[b.public_key]
+
+
+def test_a_write_the_primary_missed_lands_when_it_answers_again(lab) -> None:
+    """Continues the test above. A cannot reach the primary (iptables) while a1 comes back
+    on another port: A sees a1's new endpoint, the zone keeps the old one; once the primary
+    answers again, A's pending write lands and C serves the new endpoint."""
+    a1, b, a = lab.members["a1"], lab.members["b"], lab.rendezvous
+    old = a.wg.endpoints()[a1.public_key]
+    drop = ["OUTPUT", "-d", DNS_ADDRESS, "-j", "DROP"]
+    a.ns.run(["iptables", "-A", *drop])
+    try:
+        a1.daemon.stop()
+        a1.listen_port += 100           # a new socket: a new NAT mapping
+        lab.join(a1)
+        poll(lambda: a.wg.endpoints()[a1.public_key] not in (old, "(none)"), 60,
+             lambda: f"A to see a1's new endpoint (was {old}): {a.wg.endpoints()}")
+        port = int(a.wg.endpoints()[a1.public_key].rsplit(":", 1)[1])
+        key = lab.dns_primary.keys.read
+        assert _srv_port(lab.dns_primary.dig(_instance(a1), "SRV", key_file=key)) == \
+            int(old.rsplit(":", 1)[1])
+    finally:
+        a.ns.run(["iptables", "-D", *drop])
+    back = time.monotonic()
+    poll(lambda: _srv_port(lab.dns_primary.dig(_instance(a1), "SRV", key_file=key)) == port, 90,
+         lambda: f"A's write of a1's port {port} to land at the primary: "
+                 f"{lab.dns_primary.dig(_instance(a1), 'SRV', key_file=key).stdout}")
+    print(f"primary reachable again -> A's pending write at the primary: "
+          f"{time.monotonic() - back:.1f} s")
+    saved = json.loads((b.state_dir / "member.json").read_text())
+    poll(lambda: _srv_port(dig(b.ns, saved["dns_address"], int(saved["dns_port"]),
+                                _instance(a1), "SRV")) == port, 30, "C to serve a1's new port")
+    assert b.ping(a1.mesh_address, count=3) is not None
