@@ -54,6 +54,7 @@ from discovery.stores.invites import Invite
 from discovery.stores.private_dir import prepare_private_dir, save_private_file
 from discovery.stores.rendezvous import DB_NAME, DEFAULT_DNS_PORT, Member, RendezvousState
 from discovery.stores.validate import normalize_zone, validate_candidates
+from discovery.stores.zone_cache import cache_path, load_zone, save_zone
 from discovery.stores.zone_directory import zone_records
 from discovery.stores.zone_membership import (
     MeshSettings, RendezvousEntry, ZoneMembership, ZoneUnavailable, served_rendezvous,
@@ -424,9 +425,44 @@ class ZoneState:
         self.read_from = ""             # the server of the last read
         self.problem = ""               # why no server answered at the last try ("" if one did)
         self.primary_problem = ""       # why the primary did not answer at the last try
+        self.saved_at: float | None = None  # serving the copy saved then (unix s; zone_cache)
+        self._saved_view = None
+        self._load_saved()
 
     def __getattr__(self, name: str):
         return getattr(self._state, name)
+
+    def _load_saved(self) -> None:
+        """Serve the zone saved at the last read (discovery.stores.zone_cache) until a
+        server answers: a restart during a DNS outage keeps the membership."""
+        saved = load_zone(cache_path(self._state.state_dir), self._access.zone)
+        if saved is None:
+            return
+        try:
+            view = self._stores[0].layout.parse(saved.content)
+            directory = zone_records(saved.content, self._access.zone)
+        except (MeshwgError, ValueError) as exc:
+            log.warning("ignoring the saved zone %s: %s", cache_path(self._state.state_dir), exc)
+            return
+        self._members = sorted(view.members.values(), key=lambda m: (m.joined_at, m.name))
+        self._serial, self._directory, self._saved_view = saved.content.serial, directory, view
+        self.saved_at = saved.read_at
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(saved.read_at))
+        self.read_from = f"the copy saved in the state directory (read from {saved.server} at {when})"
+        log.info("zone %s: serving %d members as read from %s at %s (serial %d) until a "
+                 "server answers", self._access.zone, len(self._members), saved.server, when,
+                 saved.content.serial)
+
+    def _save(self, store: ZoneMembership) -> None:
+        """Keep what `store` read last in the state directory (best effort)."""
+        if store.content is None:
+            return
+        try:
+            save_zone(cache_path(self._state.state_dir), self._access.zone, store.content,
+                      store.writer.server)
+        except OSError as exc:
+            log.warning("cannot save zone %s in %s: %s", self._access.zone,
+                        self._state.state_dir, exc.strerror or exc)
 
     def refresh(self, force: bool = False) -> bool:
         """Read the membership again when the serial moved; True when it changed."""
@@ -443,6 +479,8 @@ class ZoneState:
                         self.primary_problem = ""
                     if serial == self._serial:
                         self.problem = ""
+                        if self.saved_at is not None:       # the saved copy is current
+                            self.read_from, self.saved_at = store.writer.server, None
                         return False
                     members = store.members()
                     directory = zone_records(store.content, self._access.zone) \
@@ -456,6 +494,8 @@ class ZoneState:
                 changed = changed or directory != self._directory
                 self._members, self._serial, self._directory = members, serial, directory
                 self.read_from, self.problem = store.writer.server, ""
+                self.saved_at, self._saved_view = None, None
+                self._save(store)
                 return changed
             self.problem = "; ".join(problems)
             return False
@@ -495,7 +535,7 @@ class ZoneState:
             view = store.last_view()
             if store.writer.server == self.read_from and view is not None:
                 return list(view.rendezvous.values())
-        return []
+        return list(self._saved_view.rendezvous.values()) if self._saved_view is not None else []
 
     def announce_relay(self, relay_tcp_port: int) -> bool:
         """Have our zone entry carry `relay_tcp_port` (tls=; 0: none) when the last read

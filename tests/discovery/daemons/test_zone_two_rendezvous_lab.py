@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +154,31 @@ def test_without_the_primary_links_stay_and_a_removal_waits_for_it(lab) -> None:
     print(f"removal after the primary's return (primary answering -> a2's peer gone at a1 and b): "
           f"{time.monotonic() - back:.1f} s")
     assert a1.ping(b.mesh_address, count=3) is not None
+
+
+def test_a_rendezvous_restarted_while_no_dns_server_answers_serves_the_last_membership(lab) -> None:
+    """Continues the tests above (A is dead, a2 removed; a1 and b are members). B kept the
+    zone it read last in its state directory (0600); with the primary and the secondary
+    killed, B is killed and started again: it serves a1 and b from that copy (their peers
+    on its interface, a1 reads the directory at B again) instead of nobody."""
+    a1, b = lab.members["a1"], lab.members["b"]
+    saved = Path(lab.b.state_dir) / "zone-cache.json"
+    poll(lambda: saved.exists() and a1.public_key in saved.read_text()
+         and b.public_key in saved.read_text(), 30, "B to save the zone it read")
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    lab.dns_primary.kill()
+    lab.knot.kill()
+    lab.b.daemon.signal(signal.SIGKILL)
+    poll(lambda: not lab.b.daemon.alive, 30, "B to die")
+    restarted, restarted_at = time.monotonic(), time.time()
+    lab.b.daemon = lab.b.ns.popen(meshwg_argv("rendezvous", "run", "--state", lab.b.state_dir,
+                                              "--interval", lab.interval, "--no-relay"),
+                                  "rendezvous-b2", log_dir=str(lab.b.log_dir))
+    poll(lambda: all(n.public_key in lab.b.wg.show("peers") for n in (a1, b)), 60,
+         lambda: f"B to serve a1 and b from its saved zone\n{lab.b.daemon.output()}")
+    poll(lambda: _rows(a1)[B_ENDPOINT]["current"]
+         and (_rows(a1)[B_ENDPOINT]["ok_at"] or 0) > restarted_at, 90,
+         lambda: f"a1 to read the directory at the restarted B: {_rows(a1)}")
+    print(f"B restarted with no DNS server: a1 reads the directory at B after "
+          f"{time.monotonic() - restarted:.1f} s")
+    assert "a1" in b.peers_by_name() and a1.ping(b.mesh_address, count=3) is not None
