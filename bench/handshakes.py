@@ -23,9 +23,10 @@ import argparse
 import json
 import statistics
 import time
+import types
 
 from meshwg import accel as accel_select
-from meshwg.core import crypto
+from meshwg.core import crypto, messages, noise
 from meshwg.core.crypto import generate_private_key, public_key
 from meshwg.core.protocol import WireGuardProtocol
 
@@ -99,13 +100,87 @@ def measure_handshakes_per_second(n: int = 2000, rounds: int = 3,
             "x25519_floor_per_second": x25519_floor_per_second(n, fastpath)}
 
 
+def breakdown(n: int = 1000, rounds: int = 7) -> dict:
+    """Where a compiled-chain handshake's microseconds go (CPU time per handshake), each
+    part the minimum over `rounds` rounds of n (the round least disturbed by other load):
+    its four X25519 operations; the rest of the C chain (BLAKE2s, HKDF, AEAD, arguments);
+    the Python protocol around it (admission and mac1, peer lookup, replay and flood
+    checks, index, keypair, response and its macs), timed with the chain's results
+    replayed; and the whole, on both chains."""
+    chain = accel_select.select_handshake(True, warn=False)
+    if chain is None:
+        raise SystemExit("the compiled handshake chain is not built")
+
+    def best(run) -> float:
+        return min(run() for _ in range(rounds)) / n * 1e6
+
+    def x25519() -> float:
+        a, p = generate_private_key(), public_key(generate_private_key())
+        start = time.process_time()
+        for _ in range(n):
+            chain.dh(a, p), chain.dh(a, p), chain.dh(a, p), chain.public_key(a)
+        return time.process_time() - start
+
+    def read_all(responder, initiations) -> dict:
+        ck, h = noise.initial_state(responder.public_key)
+        lookup = lambda rs: responder.peers[rs].static_static      # noqa: E731
+        out = {}
+        for packet, _ in initiations:
+            m = messages.parse_initiation(packet)
+            out[m.ephemeral] = chain.read_message1(responder.private_key, ck, h, m.ephemeral,
+                                                   m.encrypted_static, m.encrypted_timestamp,
+                                                   lookup)
+        return out
+
+    def chain_only() -> float:
+        responder, initiations = build(n, chain)
+        start = time.process_time()                 # (with parsing each initiation)
+        for e, (ck, h, rs, _ts) in read_all(responder, initiations).items():
+            chain.write_message2(ck, h, e, rs, bytes(32), b"")
+        return time.process_time() - start
+
+    def python_only() -> float:
+        responder, initiations = build(n, chain)
+        recorded = read_all(responder, initiations)
+        _, _, rs, _ = next(iter(recorded.values()))
+        response = chain.write_message2(bytes(32), bytes(32), rs, rs, bytes(32), b"")
+        responder.handshake_accel = types.SimpleNamespace(
+            DecryptionError=chain.DecryptionError, WeakKeyError=chain.WeakKeyError,
+            read_message1=lambda s, ck, h, e, es, ep, lookup: (lookup(recorded[e][2]) and
+                                                               recorded[e]),
+            write_message2=lambda *args: response)
+        start = time.process_time()
+        for packet, source in initiations:
+            responder.receive_datagram(packet, source, 2.0)
+        return time.process_time() - start
+
+    def whole(fastpath: bool) -> float:
+        return n / measure_round(n, fastpath)["handshakes_per_second"]
+
+    x, c, p = best(x25519), best(chain_only), best(python_only)
+    return {"x25519_us": x, "chain_rest_us": c - x, "python_protocol_us": p,
+            "whole_compiled_us": best(lambda: whole(True)),
+            "whole_python_chain_us": best(lambda: whole(False))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=2000, help="handshakes per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-fastpath", action="store_true", help="the Python handshake chain")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="where a compiled-chain handshake's microseconds go (-n per round)")
     args = ap.parse_args()
+    if args.breakdown:
+        b = breakdown(args.n if args.n != 2000 else 1000, max(args.rounds, 7))
+        print(json.dumps(b, indent=2) if args.json else
+              f"per handshake (min of rounds): X25519 x4 {b['x25519_us']:.0f} us, rest of the C "
+              f"chain {b['chain_rest_us']:.0f} us, Python protocol {b['python_protocol_us']:.0f} us; "
+              f"whole: compiled {b['whole_compiled_us']:.0f} us "
+              f"({1e6 / b['whole_compiled_us']:.0f}/s), Python chain "
+              f"{b['whole_python_chain_us']:.0f} us ({1e6 / b['whole_python_chain_us']:.0f}/s)")
+        return
     result = measure_handshakes_per_second(args.n, args.rounds,
                                            False if args.no_fastpath else None)
     if args.json:
