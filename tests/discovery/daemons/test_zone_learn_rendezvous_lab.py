@@ -8,7 +8,8 @@ new token: their status lists B with a tunnel that answers and C without one (tw
 kept), member.json keeps both (C with the TLS relay port its zone entry carries, tls=) for
 a restart. Then A and B are killed with -9: a1 and b read the directory at C within
 seconds through a new tunnel (printed: kill -> read at C), the a1<->b link stays, and both
-still list each other as peers.
+still list each other as peers; a1 restarted then reads at C (known from member.json only)
+and reaches b again.
 """
 
 from __future__ import annotations
@@ -109,3 +110,11 @@ def test_members_learn_new_rendezvous_and_fail_over_to_them(lab) -> None:
     assert b.ping(a1.mesh_address, count=3) is not None
     assert "b" in a1.peers_by_name() and "a1" in b.peers_by_name()
     assert A_ENDPOINT in _rows(a1)          # the one enrolled at is never forgotten
+
+    a1.daemon.stop()                        # a restart knows C from member.json alone
+    restarted = time.monotonic()
+    lab.join(a1)
+    _reading_at(a1, C_ENDPOINT)
+    print(f"a1 restarted with A and B dead: reads the directory at C after "
+          f"{time.monotonic() - restarted:.1f} s")
+    poll(lambda: a1.ping(b.mesh_address, count=1) is not None, 60, "a1 to reach b after its restart")
