@@ -9,6 +9,7 @@ import logging
 import threading
 from collections import Counter
 
+from discovery.enroll import membership
 from discovery.enroll.messages import (
     EnrollmentRequest, EnrollmentResult, MalformedMessage, encode_response, verify_request,
 )
@@ -16,6 +17,7 @@ from discovery.stores.invites import (
     REFUSAL_FORGED, REFUSAL_MALFORMED, REFUSAL_UNAVAILABLE, REFUSAL_UNKNOWN_INVITE, InviteRefusal,
 )
 from discovery.stores.errors import StateError
+from meshwg.core.crypto import WeakKeyError
 from discovery.stores.rendezvous import Member, RendezvousState
 from discovery.stores.validate import screen_candidates
 
@@ -39,6 +41,7 @@ class RendezvousEnrollment:
         self.store = store if store is not None else state
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
+        self._questions = membership.QuestionLimit()
 
     def _listed_rendezvous(self) -> tuple:
         """Every rendezvous registered in the zone, for the response (none on an embedded
@@ -63,6 +66,9 @@ class RendezvousEnrollment:
         unknown) at `now` (unix seconds): (response line, the new member or None). Never
         raises for hostile input: it is refused, counted and logged in one line. Host
         candidates that are neither LAN addresses nor `peer` are left out (logged)."""
+        question = membership.parse_question(line)
+        if question is not None:
+            return self.answer_membership(question, now, peer), None
         try:
             request = EnrollmentRequest.from_wire(line)
         except MalformedMessage as exc:
@@ -113,3 +119,26 @@ class RendezvousEnrollment:
             mesh_id=st.mesh_id, dns_address=st.address, dns_port=st.dns_port,
             rendezvous=self._listed_rendezvous())
         return encode_response(request.nonce, invite.secret, None, result), member
+
+    def answer_membership(self, question: membership.Question, now: float, peer: str) -> bytes:
+        """The signed answer to "is this key a member?" (discovery.enroll.membership), or
+        b"" (the connection is closed unanswered) past the per-source rate or for a
+        low-order key; each outcome counted as membership_*."""
+        with self._stats_lock:
+            allowed = self._questions.allow(peer, now)
+        if not allowed:
+            self.count("membership_rate_limited")
+            return b""
+        try:
+            status = (membership.MEMBER if self.store.find_member(question.member_key) is not None
+                      else membership.NOT_MEMBER)
+        except StateError as exc:       # the zone cannot be read now: proves nothing
+            log.info("membership question from %s: store unreadable: %s", peer or "?", exc)
+            status = membership.UNKNOWN
+        try:
+            line = membership.answer(question, self.state.private_key, status)
+        except WeakKeyError:
+            self.count("membership_weak_key")
+            return b""
+        self.count(f"membership_{status}")
+        return line

@@ -22,6 +22,8 @@ from meshwg.util.endpoint import format_endpoint
 from meshwg.util.service import Service, StreamReader
 from meshwg.util.resolve import family_of
 
+from meshwg.core.crypto import public_key
+from discovery.enroll import membership
 from discovery.enroll.messages import (
     MAX_MESSAGE, EnrollmentError, EnrollmentRefused, EnrollmentResult, make_request, parse_response,
 )
@@ -181,3 +183,26 @@ def enroll(token: Token, public_key: bytes, name: str, host_candidates: list[str
         raise EnrollmentError(f"no complete response from the rendezvous at {where} "
                               f"within {timeout:g} s")
     return parse_response(line, request, token, where, rendezvous_key)
+
+
+def ask_membership(member_private: bytes, rendezvous_key: bytes, address: tuple[str, int],
+                   timeout: float = 3.0) -> str:
+    """Ask the rendezvous (`rendezvous_key`, enrollment service at `address`) whether this
+    member's key is enrolled: membership.MEMBER, NOT_MEMBER or UNKNOWN, verified
+    (discovery.enroll.membership). Raises EnrollmentError when it cannot be reached or
+    does not answer within `timeout` seconds, membership.BadAnswer for an answer that does
+    not verify (count it: it was not the rendezvous)."""
+    question = membership.new_question(public_key(member_private))
+    where = f"tcp {format_endpoint(address)}"
+    try:
+        with socket.create_connection(address, timeout=timeout) as sock:
+            sock.sendall(question.to_wire())
+            line = StreamReader(sock, deadline=time.monotonic() + timeout).read_line(
+                membership.MAX_LINE)
+    except OSError as exc:
+        raise EnrollmentError(f"cannot reach the rendezvous at {where}: "
+                              f"{exc.strerror or exc or type(exc).__name__}") from None
+    if line is None:
+        raise EnrollmentError(f"no membership answer from the rendezvous at {where} "
+                              f"within {timeout:g} s")
+    return membership.verify_answer(line, question, member_private, rendezvous_key)
