@@ -153,6 +153,8 @@ class RendezvousDaemon:
                 self._zone_publish = ZonePublish(self.state.primary(), self.state.directory_records)
                 self.servers.append(self._zone_publish.start())
             self.sync_once()
+            if self.state.directory:   # from now on the zone is read off the main loop
+                self.servers.append(self.state.start_reader(self._loop_service.wake))
             # the directory and reports: members only, through the tunnel (meshwg.util.ingress)
             members_only = Ingress(self.interface, self._is_member_address)
             dns = DnsServer(self.directory, st.address, st.dns_port, ingress=members_only).start()

@@ -44,6 +44,7 @@ from meshwg.core import crypto
 from meshwg.core.keys import encode_key
 from meshwg.util.endpoint import format_endpoint, parse_endpoint
 from meshwg.util.errors import MeshwgError
+from meshwg.util.service import Service
 
 from discovery.dnssd.member import MemberRecord
 from discovery.dnssd.tsig_file import TsigKey, read_tsig_key
@@ -402,13 +403,30 @@ def on_any(zone_access: ZoneAccess, action: Callable[[ZoneMembership], T]) -> tu
         raise DirectoryError(describe(exc, server, zone_access.zone, zone_access.key)) from None
 
 
+@dataclass(frozen=True)
+class ZoneRead:
+    """One finished read of the zone, parsed: what :meth:`ZoneState.refresh` swaps in."""
+
+    serial: int
+    members: list[Member]
+    directory: dict[bytes, MemberRecord]
+    rendezvous: list[RendezvousEntry]
+    server: str
+
+
 class ZoneState:
     """What `rendezvous run` reads of its state when the membership is a zone's: the
     rendezvous's own settings from its RendezvousState (attributes pass through), the
     members as last read from the first server that answers (primary first, then the
     secondaries; none answering: the last read stays). :meth:`refresh` re-reads when the
     zone's SOA serial moved, at most every `min_interval` seconds. Host candidates the
-    members report are kept in memory (the directory's, not the zone's membership)."""
+    members report are kept in memory (the directory's, not the zone's membership).
+
+    Once :meth:`start_reader` ran, the SOA checks, transfers and parsing happen in a
+    worker (a Service, "zone-reader"); :meth:`refresh`, :meth:`members` and
+    :meth:`announce_relay` then do no I/O: refresh swaps in the worker's finished
+    :class:`ZoneRead` (one reference taken under a lock held for no I/O), so the daemon's
+    main loop never waits on DNS."""
 
     def __init__(self, state: RendezvousState, min_interval: float = 2.0):
         self._state = state
@@ -422,6 +440,11 @@ class ZoneState:
         self._next_check = 0.0
         self._candidates: dict[bytes, list[str]] = {}
         self._directory: dict[bytes, MemberRecord] = {}  # the zone's directory records
+        self._rendezvous: list[RendezvousEntry] | None = None  # as the last read listed them
+        self._read_serial: int | None = None  # the serial the reader last read (worker's)
+        self._pending: ZoneRead | None = None  # read by the worker, not yet swapped in
+        self._reader: Service | None = None   # the worker (start_reader)
+        self._relay_port: int | None = None   # our entry's tls= as the daemon wants it
         self.read_from = ""             # the server of the last read
         self.problem = ""               # why no server answered at the last try ("" if one did)
         self.primary_problem = ""       # why the primary did not answer at the last try
@@ -446,6 +469,7 @@ class ZoneState:
             return
         self._members = sorted(view.members.values(), key=lambda m: (m.joined_at, m.name))
         self._serial, self._directory, self._saved_view = saved.content.serial, directory, view
+        self._read_serial = saved.content.serial
         self.saved_at = saved.read_at
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(saved.read_at))
         self.read_from = f"the copy saved in the state directory (read from {saved.server} at {when})"
@@ -465,40 +489,85 @@ class ZoneState:
                         self._state.state_dir, exc.strerror or exc)
 
     def refresh(self, force: bool = False) -> bool:
-        """Read the membership again when the serial moved; True when it changed."""
+        """Read the membership again when the serial moved; True when it changed. With a
+        reader running (:meth:`start_reader`): only swap in what it finished reading, no
+        I/O (`force` then means nothing)."""
+        if self._reader is not None:
+            with self._lock:
+                read, self._pending = self._pending, None
+            return read is not None and self._apply(read)
         now = time.monotonic()
         with self._lock:
             if not force and now < self._next_check:
                 return False
             self._next_check = now + self._min_interval
-            problems = []
-            for store in self._stores:
-                try:
-                    serial = store.writer.serial()
-                    if store is self._stores[0]:
-                        self.primary_problem = ""
-                    if serial == self._serial:
-                        self.problem = ""
-                        if self.saved_at is not None:       # the saved copy is current
-                            self.read_from, self.saved_at = store.writer.server, None
-                        return False
-                    members = store.members()
-                    directory = zone_records(store.content, self._access.zone) \
-                        if store.content is not None else {}
-                except (MeshwgError, ValueError) as exc:
-                    problems.append(describe(exc, store.writer.server, self._access.zone))
-                    if store is self._stores[0]:
-                        self.primary_problem = problems[-1]
-                    continue
-                changed = [m.public_key for m in members] != [m.public_key for m in self._members]
-                changed = changed or directory != self._directory
-                self._members, self._serial, self._directory = members, serial, directory
-                self.read_from, self.problem = store.writer.server, ""
-                self.saved_at, self._saved_view = None, None
-                self._save(store)
-                return changed
-            self.problem = "; ".join(problems)
-            return False
+        read = self._read()
+        return read is not None and self._apply(read)
+
+    def _read(self) -> ZoneRead | None:
+        """The I/O half of a refresh: the SOA serial of the first server that answers and,
+        when it moved since the last read, the zone transferred and parsed (saved in the
+        state directory too). None when it did not move or no server answered (problem
+        and primary_problem say why)."""
+        problems = []
+        for store in self._stores:
+            try:
+                serial = store.writer.serial()
+                if store is self._stores[0]:
+                    self.primary_problem = ""
+                if serial == self._read_serial:
+                    self.problem = ""
+                    if self.saved_at is not None:       # the saved copy is current
+                        self.read_from, self.saved_at = store.writer.server, None
+                    return None
+                members = store.members()
+                directory = zone_records(store.content, self._access.zone) \
+                    if store.content is not None else {}
+                view = store.last_view()
+            except (MeshwgError, ValueError) as exc:
+                problems.append(describe(exc, store.writer.server, self._access.zone))
+                if store is self._stores[0]:
+                    self.primary_problem = problems[-1]
+                continue
+            self._read_serial = view.serial if view is not None else serial
+            self.problem = ""
+            self._save(store)
+            return ZoneRead(self._read_serial, members, directory,
+                            list(view.rendezvous.values()) if view is not None else [],
+                            store.writer.server)
+        self.problem = "; ".join(problems)
+        return None
+
+    def _apply(self, read: ZoneRead) -> bool:
+        """Serve `read` (the main loop's side: no I/O); True when members or directory
+        records changed."""
+        changed = [m.public_key for m in read.members] != [m.public_key for m in self._members]
+        changed = changed or read.directory != self._directory
+        self._members, self._serial, self._directory = read.members, read.serial, read.directory
+        self._rendezvous = read.rendezvous
+        self.read_from, self.saved_at, self._saved_view = read.server, None, None
+        return changed
+
+    def start_reader(self, wake: Callable[[], None]) -> Service:
+        """Check the serial, transfer and parse in a worker from now on, every
+        `min_interval` seconds (at once when asked: :meth:`announce_relay`); `wake()`
+        (the daemon's loop) is called when a new read is ready for :meth:`refresh`.
+        The worker also writes our entry's relay port. Returns the Service (stop() it)."""
+        service = Service("zone-reader")
+
+        def step() -> float:
+            read = self._read()
+            if read is not None:
+                with self._lock:
+                    self._pending = read
+                wake()
+            if self._relay_port is not None and self._write_relay(self._relay_port):
+                return 0.0              # read our entry back now
+            return self._min_interval
+
+        self._reader = service
+        service.spawn(service.loop, step, name="zone-reader")
+        return service
 
     def members(self) -> list[Member]:
         self.refresh(force=True)
@@ -531,6 +600,8 @@ class ZoneState:
 
     def rendezvous(self) -> list[RendezvousEntry]:
         """The mesh's rendezvous as the zone listed them at the last read (no I/O)."""
+        if self._rendezvous is not None:
+            return list(self._rendezvous)
         for store in self._stores:
             view = store.last_view()
             if store.writer.server == self.read_from and view is not None:
@@ -540,7 +611,20 @@ class ZoneState:
     def announce_relay(self, relay_tcp_port: int) -> bool:
         """Have our zone entry carry `relay_tcp_port` (tls=; 0: none) when the last read
         says it does not: one update on the primary, tried at most every ANNOUNCE_RETRY
-        seconds (a primary that is down does not stall every round). True when written."""
+        seconds (a primary that is down does not stall every round). True when written.
+        With a reader running the worker writes it (False here: no I/O)."""
+        if self._reader is not None:
+            if self._relay_port != relay_tcp_port:
+                self._relay_port = relay_tcp_port
+                self._reader.wake()
+            return False
+        if self._write_relay(relay_tcp_port):
+            self._next_check = 0.0      # read our entry back at the next refresh
+            return True
+        return False
+
+    def _write_relay(self, relay_tcp_port: int) -> bool:
+        """announce_relay's I/O half: True when our entry was written."""
         now = time.monotonic()
         ours = next((e for e in self.rendezvous() if e.public_key == self._state.public_key), None)
         if ours is None or ours.relay_tcp_port == relay_tcp_port or now < self._announce_at:
@@ -552,8 +636,9 @@ class ZoneState:
             log.warning("cannot write our relay port into zone %s: %s", self._access.zone,
                         describe(exc, self._access.servers[0], self._access.zone))
             return False
-        self._next_check = 0.0          # read our entry back at the next refresh
         return True
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.stop(timeout=5)
         self._state.close()

@@ -75,10 +75,12 @@ def test_a_bad_copy_is_ignored_with_one_log_line(tmp_path, caplog, monkeypatch) 
     assert load_zone(path, ZONE) is None
 
 
-def zone_rendezvous(tmp_path) -> str:
-    """A rendezvous state on a DNS directory whose only server does not answer."""
+def zone_rendezvous(tmp_path, server: str | None = None) -> str:
+    """A rendezvous state on a DNS directory whose only server is `server` (HOST:PORT;
+    by default one that does not answer)."""
     state = tmp_path / "rdv"
-    meta = {META_DIRECTORY: f"dns://127.0.0.1:{free_tcp_port()}", META_TRANSFER_KEY: "0"}
+    server = server or f"127.0.0.1:{free_tcp_port()}"
+    meta = {META_DIRECTORY: f"dns://{server}", META_TRANSFER_KEY: "0"}
     RendezvousState.init(state, "100.80.0.0/24", "192.0.2.1:51820", ZONE, address="100.80.0.1",
                          extra_meta=meta).close()
     (state / KEY_FILE).write_text(KEY)
