@@ -1,6 +1,7 @@
 """The compiled data path (meshwg.accel._fastpath, issue 11) against the pure Python path
 on fuzzed input: Sealer.seal / seal_run, Opener.open / open_run (with and without the
-replay window), replay_run, tcp_split (TSO), coalesce (GRO) and piece_sums. Each must
+replay window, and reading the inner IP headers: meshwg.core.receive.inner_header),
+replay_run, tcp_split (TSO), coalesce (GRO) and piece_sums. Each must
 accept and refuse (ValueError) what the Python path does and give the same bytes (and the
 same replay window after); nothing may crash the process. Refusal: none -- any
 disagreement is an AssertionError, so a crash.
@@ -29,6 +30,7 @@ from fuzz.engine import MAX_LEN, default_workdir
 from meshwg import accel
 from meshwg.core.crypto import Aead, DecryptionError
 from meshwg.core.messages import transport_header
+from meshwg.core.receive import inner_header
 from meshwg.core.replay import ReplayWindow
 from meshwg.core.send import padding
 from meshwg.tun import checksum
@@ -192,8 +194,9 @@ def _open_run(receiver, counter, a, b, c, body) -> None:
             window.check(seen)
         ring, last = array("Q", window.ring), window.last
         expire = min(counter + (b >> 3) + 1, 2**64 - 1) if c & 32 else 2**64 - 1
+        inner = (True,) if c & 64 else ()       # and the inner headers read
         stop, results, last = opener.open_run(data, 0, len(data), size, receiver, out, 0,
-                                              ring, last, window.limit, expire)
+                                              ring, last, window.limit, expire, *inner)
         want_stop, wanted = _python_run(bytes(data), size, receiver, len(out), window, expire)
         assert last == window.last and ring == window.ring, "the windows differ"
     else:
@@ -201,12 +204,28 @@ def _open_run(receiver, counter, a, b, c, body) -> None:
         want_stop, wanted = _python_run(bytes(data), size, receiver, len(out))
     assert stop == want_stop and len(results) == len(wanted), (stop, want_stop, len(results), len(wanted))
     end = 0
-    for (got_counter, at, length), (want_counter, plain) in zip(results, wanted):
+    source = None          # the inner source of the last result that had one
+    for result, (want_counter, plain) in zip(results, wanted):
+        got_counter, at, length = result[:3]
         assert got_counter == want_counter
         assert length == (len(plain) if isinstance(plain, bytes) else plain)
         if isinstance(plain, bytes):
             assert at >= end and bytes(out[at:at + length]) == plain
             end = at + length
+        if len(result) > 3:
+            source = _check_inner(result, plain, source)
+
+
+def _check_inner(result: tuple, plain, source: bytes | None) -> bytes | None:
+    """open_run(inner=True)'s inner length and source of one result as the Python path's
+    inner_header reads them ((-1, None) for refused and empty plaintexts), consecutive
+    equal sources one object; returns the source to compare the next one with."""
+    want = inner_header(plain, 0, len(plain)) if isinstance(plain, bytes) and plain else (-1, None)
+    assert result[3:] == want, (result, want)
+    if want[1] is None:
+        return source
+    assert (result[4] is source) == (want[1] == source), "equal sources not shared"
+    return result[4]
 
 
 def _tcp_split(receiver, counter, a, b, c, body) -> None:
@@ -282,6 +301,7 @@ def seeds() -> dict[str, bytes]:
     from tests.meshwg.tun.reference import tcp_packet      # an independent packet builder
 
     ping = bytes.fromhex("4500001c0001000040017cde0a0000010a000002") + bytes(8)
+    ping6 = bytes.fromhex("6000000000083a40") + bytes(15) + b"\x01" + bytes(15) + b"\x02" + bytes(8)
     segments = [tcp_packet(bytes([i]) * 100, seq=1000 + 100 * i, flags=0x10) for i in range(4)]
     segments6 = [tcp_packet(bytes([i]) * 64, seq=5 + 64 * i, flags=0x10, v6=True) for i in range(3)]
     return {
@@ -302,6 +322,11 @@ def seeds() -> dict[str, bytes]:
         "coalesce": encode("coalesce", SEPARATOR.join(segments + [ping] + segments6), c=1),
         "open-run-window": encode("open_run", SEPARATOR.join([ping] * 6), counter=50, b=(4 << 3) | 1,
                                   c=8 | 16 | 32),
+        "open-run-inner": encode("open_run", SEPARATOR.join(
+            [x.ljust(48, b"\x00") for x in (  # all 48 bytes (one size) but the last, 16
+                ping, ping, ping6, ping6, b"\x75" + ping[1:], ping[:3] + b"\xff" + ping[4:],
+                ping[:12] + b"\x0a\x00\x00\x09" + ping[16:], ping)] + [ping[:16]]),
+            counter=7, b=(2 << 3) | 1, c=8 | 64),
         "replay-run": encode("replay_run", b"".join(_U64.pack(x) for x in (1, 0, 2, 2, 70, 8200, 5, 9000)),
                              counter=10, a=0),
         "piece-sums": encode("piece_sums", ping * 4, receiver=0x00140000, counter=0x0050003C0028,

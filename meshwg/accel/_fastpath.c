@@ -541,9 +541,45 @@ PyDoc_STRVAR(opener_open_run_doc,
 "caller's replay window (replay_run's ring, last and limit, the state passed in and\n"
 "handed back) to each authentic message's counter: length -2 when the window refused\n"
 "it (its plaintext not kept); a message whose counter is >= expire is not opened and\n"
-"gets length -3. Without them, replay and expiry checks are the caller's.");
+"gets length -3. Without them, replay and expiry checks are the caller's.\n\n"
+"open_run(..., ring, last, limit, expire, inner=True) -> (stop, results, last) also reads\n"
+"each kept plaintext's inner IP header: every result is (counter, plaintext offset,\n"
+"plaintext length, inner length, inner source). Inner length is the header's total length\n"
+"(IPv4: bytes 2-3; IPv6: payload length + 40) and inner source its source address\n"
+"(IPv4: 4 bytes; IPv6: 16), or -1 and None when the plaintext is not at least an IPv4\n"
+"(20 bytes, version 4) or IPv6 (40 bytes, version 6) header, or was not kept. Consecutive\n"
+"packets with the same source share one bytes object. The header is only read: whether\n"
+"a length is valid or a source allowed is the caller's decision.");
 
-typedef struct { uint64_t counter; Py_ssize_t at; Py_ssize_t plen; } OpenResult;
+typedef struct {
+    uint64_t counter; Py_ssize_t at; Py_ssize_t plen;
+    Py_ssize_t length;     /* inner length read from the header, -1: no IPv4/IPv6 header */
+    int src_len;           /* inner source: 4, 16, or 0 (none) */
+    int src_new;           /* its source differs from the previous kept packet's */
+} OpenResult;
+
+/* Read the inner IP header of a kept plaintext (plen > 0) into r; r->src_new compares its
+   source with prev's (the previous result with a source, or NULL). */
+static void inner_header(OpenResult *r, const unsigned char *o, const OpenResult *prev) {
+    const unsigned char *p = o + r->at;
+    int version = p[0] >> 4;
+    const unsigned char *src;
+    if (version == 4 && r->plen >= 20) {
+        r->length = ((Py_ssize_t)p[2] << 8) | p[3];
+        r->src_len = 4;
+        src = p + 12;
+    } else if (version == 6 && r->plen >= 40) {
+        r->length = (((Py_ssize_t)p[4] << 8) | p[5]) + 40;
+        r->src_len = 16;
+        src = p + 8;
+    } else {
+        r->length = -1;
+        r->src_len = 0;
+        return;
+    }
+    r->src_new = prev == NULL || prev->src_len != r->src_len
+        || memcmp(src, o + prev->at + (prev->src_len == 4 ? 12 : 8), r->src_len) != 0;
+}
 
 static PyObject *opener_open_run(Cipher *self, PyObject *args) {
     Py_buffer data, out, ring_buf = {0};
@@ -555,8 +591,9 @@ static PyObject *opener_open_run(Cipher *self, PyObject *args) {
     Py_ssize_t count = 0, stop;
     ReplayState window;
     uint64_t expire = UINT64_MAX;
-    if (!PyArg_ParseTuple(args, "y*nnnOw*n|w*OOO", &data, &offset, &end, &size, &receiver_obj, &out,
-                          &out_offset, &ring_buf, &last_obj, &limit_obj, &expire_obj))
+    int inner = 0;
+    if (!PyArg_ParseTuple(args, "y*nnnOw*n|w*OOOp", &data, &offset, &end, &size, &receiver_obj, &out,
+                          &out_offset, &ring_buf, &last_obj, &limit_obj, &expire_obj, &inner))
         return NULL;
     int windowed = ring_buf.obj != NULL;
     if (parse_u32(receiver_obj, &receiver) < 0) goto done;
@@ -589,6 +626,7 @@ static PyObject *opener_open_run(Cipher *self, PyObject *args) {
     const unsigned char *d = data.buf;
     unsigned char *o = out.buf;
     Py_ssize_t po = out_offset;
+    const OpenResult *prev = NULL;   /* the last kept result with an inner source (inner) */
     while (stop < end && count < MAX_RUN) {
         Py_ssize_t dlen = end - stop < size ? end - stop : size;
         const unsigned char *msg = d + stop;
@@ -611,6 +649,10 @@ static PyObject *opener_open_run(Cipher *self, PyObject *args) {
             continue;
         }
         res[count].plen = ok ? plen : -1;
+        if (inner && ok && plen > 0) {
+            inner_header(&res[count], o, prev);
+            if (res[count].src_len) prev = &res[count];
+        }
         count++;
         if (ok) {
             Py_ssize_t step = (plen + 15) & ~(Py_ssize_t)15;
@@ -622,11 +664,36 @@ static PyObject *opener_open_run(Cipher *self, PyObject *args) {
     self->busy = 0;
     results = PyList_New(count);
     if (results == NULL) goto done;
+    PyObject *src = NULL;   /* the current inner source, shared by consecutive packets */
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *t = Py_BuildValue("(Knn)", (unsigned long long)res[i].counter, res[i].at, res[i].plen);
-        if (t == NULL) goto done;
+        OpenResult *r = &res[i];
+        PyObject *t = PyTuple_New(inner ? 5 : 3);
+        if (t == NULL) { Py_XDECREF(src); goto done; }
         PyList_SET_ITEM(results, i, t);
+        PyObject *item[5] = {PyLong_FromUnsignedLongLong(r->counter), PyLong_FromSsize_t(r->at),
+                             PyLong_FromSsize_t(r->plen), NULL, NULL};
+        if (inner) {
+            if (r->plen <= 0 || !r->src_len) {
+                item[3] = PyLong_FromLong(-1);
+                item[4] = Py_NewRef(Py_None);
+            } else {
+                if (r->src_new || src == NULL) {
+                    Py_XDECREF(src);
+                    src = PyBytes_FromStringAndSize(
+                        (const char *)out.buf + r->at + (r->src_len == 4 ? 12 : 8), r->src_len);
+                }
+                item[3] = PyLong_FromSsize_t(r->length);
+                item[4] = Py_XNewRef(src);
+            }
+        }
+        int failed = 0;
+        for (int k = 0; k < (inner ? 5 : 3); k++) {
+            if (item[k] == NULL) failed = 1;
+            else PyTuple_SET_ITEM(t, k, item[k]);
+        }
+        if (failed) { Py_XDECREF(src); goto done; }
     }
+    Py_XDECREF(src);
     if (windowed) {
         replay_store(&window, &ring_buf);
         result = Py_BuildValue("(nOK)", stop, results, (unsigned long long)window.last);

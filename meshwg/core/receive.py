@@ -29,6 +29,20 @@ ReceivedRun = tuple[Any, int, Any]   # (datagrams of one source back to back, si
 _REFUSED = ("expired_keypair", "replayed", "decrypt_failed")
 
 
+def inner_header(plaintext: Any, at: int, plen: int) -> tuple[int, bytes | None]:
+    """(inner length, inner source) of the plaintext at plaintext[at:at + plen] (plen > 0)
+    as its IP header says, as the compiled open_run(..., inner=True) reports it: IPv4
+    (version 4, at least 20 bytes) total length and 4-byte source, IPv6 (version 6, at
+    least 40 bytes) payload length + 40 and 16-byte source, else (-1, None). Only read:
+    whether the length is valid and the source allowed is receive_batch's decision."""
+    version = plaintext[at] >> 4
+    if version == 4 and plen >= 20:
+        return (plaintext[at + 2] << 8) | plaintext[at + 3], bytes(plaintext[at + 12:at + 16])
+    if version == 6 and plen >= 40:
+        return ((plaintext[at + 4] << 8) | plaintext[at + 5]) + 40, bytes(plaintext[at + 8:at + 24])
+    return -1, None
+
+
 class ReceivePath:
     """receive_batch (the device's call) and receive_datagram (one datagram, any type)."""
 
@@ -63,8 +77,10 @@ class ReceivePath:
         With the compiled path (self.fastpath) the datagrams of a run to one keypair are
         opened by the keypair's Opener in one call (open_run), which also applies the
         keypair's replay window to their counters (the window's state passed in and
-        back); else each by the AEAD's decrypt_into and ReplayWindow.check. Both count
-        and decide the same per datagram.
+        back) and reads each inner IP header (length and source, consecutive equal
+        sources as one object); else each by the AEAD's decrypt_into,
+        ReplayWindow.check and inner_header. Both count and decide the same per
+        datagram; the allowed-IPs lookup is done once per change of inner source.
 
         Bookkeeping is per run of consecutive datagrams to one keypair from one source,
         with the same effect as per datagram: one keypair lookup and expiry check, then
@@ -158,7 +174,7 @@ class ReceivePath:
                     # opened and replay-checked in one call
                     stop, results, window.last = fast_run(
                         data, o, total, size, receiver, out, po,
-                        window.ring, window.last, window.limit, reject_messages)
+                        window.ring, window.last, window.limit, reject_messages, True)
                     end = stop if results else end
                 if not results:   # pure Python, or no room left in out: this datagram
                     if open_ is False or counter >= reject_messages:
@@ -178,8 +194,9 @@ class ReceivePath:
                     if not replay(counter):
                         stats["replayed"] += 1
                         continue
-                    results = ((counter, po, plen),)
-                for counter, at, plen in results:
+                    results = ((counter, po, plen, *inner_header(out, po, plen)),) if plen \
+                        else ((counter, po, 0, -1, None),)
+                for counter, at, plen, length, src in results:
                     if plen < 0:
                         stats[refused[plen]] += 1
                         continue
@@ -188,28 +205,20 @@ class ReceivePath:
                     if not plen:
                         stats["keepalives_received"] += 1
                         continue
-                    po = at + ((plen + 15) & ~15)
-                    version = out[at] >> 4
-                    if version == 4 and plen >= 20:
-                        length = (out[at + 2] << 8) | out[at + 3]
-                        src = out[at + 12:at + 16]
-                    elif version == 6 and plen >= 40:
-                        length = ((out[at + 4] << 8) | out[at + 5]) + 40
-                        src = out[at + 8:at + 24]
-                    else:
-                        stats["inner_malformed"] += 1
-                        continue
-                    if length > plen or length < 20:
+                    if length > plen or length < 20:    # -1: no IPv4/IPv6 header
                         stats["inner_malformed"] += 1
                         continue
                     if src != last_src:
-                        last_src = bytes(src)
-                        src_ok = lookup(last_src) is peer
+                        last_src = src
+                        src_ok = lookup(src) is peer
                     if not src_ok:
                         stats["inner_source_not_allowed"] += 1
                         continue
                     run_data = True
                     packets.append(omv[at:at + length])
+                # the next plaintext's place: after the last one kept (a refused one's
+                # offset is where it would have gone)
+                po = at + ((plen + 15) & ~15) if plen > 0 else at
                 if po > cap:
                     po = cap
         if kp is not None and run_authenticated:

@@ -45,6 +45,23 @@ def _state(window: ReplayWindow) -> tuple[int, list[int]]:
     return window.last, list(window.ring)
 
 
+def receive_on_both_paths(net, a, b, batch) -> list[tuple]:
+    """b's receive_batch of the same `batch` (from a) on the compiled, then the pure Python
+    path, each from a reset replay window and a's endpoint: per path the drops counted,
+    the packets delivered, the replay window and a's endpoint afterwards."""
+    outcomes = []
+    for path in (fast, None):
+        b.protocol.fastpath = path
+        kp = b.peer(a).current
+        kp.replay.reset()
+        b.peer(a).endpoint = a.address
+        before = Counter(b.protocol.stats)
+        packets, _h = b.protocol.receive_batch(batch, net.now)
+        outcomes.append((Counter(b.protocol.stats) - before, [bytes(p) for p in packets],
+                         _state(kp.replay), b.peer(a).endpoint))
+    return outcomes
+
+
 def test_the_kernel_table_in_one_run_and_one_by_one() -> None:
     expected = [accept for _step, _counter, accept in TABLE]
     run = [counter for _step, counter, _accept in TABLE]
@@ -156,17 +173,9 @@ def test_receive_batch_hostile_gro_run_alike_on_both_paths() -> None:
     run = b"".join(order)
     size = len(order[0])
     assert all(len(d) == size for d in order)
-    results = []
-    for path in (fast, None):
-        b.protocol.fastpath = path
-        kp = b.peer(a).current
-        kp.replay.reset()
-        before = Counter(b.protocol.stats)
-        packets, _h = b.protocol.receive_batch([(run, size, a.address)], net.now)
-        results.append((Counter(b.protocol.stats) - before, [bytes(p) for p in packets],
-                        _state(kp.replay)))
+    results = receive_on_both_paths(net, a, b, [(run, size, a.address)])
     assert results[0] == results[1]
-    drops, delivered, _window = results[0]
+    drops, delivered, _window, _endpoint = results[0]
     assert delivered == [packet] * 7                       # 1, 0, 2, 200, 3, 9000, R - 1
     # replayed: 1, 2, 0 again and 200 (now far behind R - 1); R is past the limit
     assert drops["replayed"] == 4 and drops["expired_keypair"] == 1

@@ -170,3 +170,31 @@ def test_runs_keep_to_udp_gso_limits() -> None:
     assert all(len(view) <= UDP_GSO_MAX_BYTES for view, _, _ in runs)
     opened = [b.protocol.receive_datagram(d, a.address, net.now) for d, _ in _datagrams(runs)]
     assert opened == full
+
+
+def test_hostile_inner_packets_in_one_run_dropped_and_counted() -> None:
+    """One GRO run of equal-size transport messages whose inner packets are good IPv4 and
+    IPv6, a spoofed source mid-run (both families), a truncated header, a bad version and
+    a length past the data: the good ones are delivered in order, the rest counted (run
+    here on the pure Python path, in tests/meshwg/accel on the compiled one)."""
+    net, a, b = established()
+    pb = b.protocol
+    size = 80
+
+    def v4(src: str, claim: int | None = None) -> bytes:
+        packet = bytearray(h.ipv4_packet(src, b.ip4, b"4" * (size - 20)))
+        if claim is not None:
+            packet[2:4] = claim.to_bytes(2, "big")
+        return bytes(packet)
+
+    good4, good6 = v4(a.ip4), h.ipv6_packet(a.ip6, b.ip6, b"6" * (size - 40))
+    spoofed6 = h.ipv6_packet("fd00::99", b.ip6, b"6" * 40)
+    inner = [good4, good4, v4("10.9.9.9"), good4, good6, spoofed6, good6, bytes([0x75]) + good4[1:], v4(a.ip4, claim=size + 1), v4(a.ip4, claim=19),
+             good4, good4]
+    inner.append(good4[:19])          # the last of a run may be shorter: a truncated header
+    datagrams = [seal_raw(a, b, p, 1000 + i) for i, p in enumerate(inner)]
+    before = dict(pb.stats)
+    got, _ = pb.receive_batch([(b"".join(datagrams), len(datagrams[0]), a.address)], net.now)
+    assert [bytes(g) for g in got] == [good4, good4, good4, good6, good6, good4, good4]
+    delta = {k: pb.stats[k] - before.get(k, 0) for k in pb.stats if pb.stats[k] != before.get(k, 0)}
+    assert delta == {"inner_source_not_allowed": 2, "inner_malformed": 4}
