@@ -2,15 +2,16 @@
  *
  * Only library primitives are called: X25519 and ChaCha20-Poly1305 (IETF) from libsodium
  * (no key object to build per call: it measured faster than OpenSSL's EVP_PKEY X25519 on
- * this kind of machine), BLAKE2s-256 from OpenSSL's libcrypto (EVP_MD "BLAKE2S-256");
- * HMAC is RFC 2104's composition over it and HKDF WireGuard's Kdf_n, exactly as
- * meshwg.core.crypto composes them in Python.
+ * this kind of machine), BLAKE2s-256 and HMAC-BLAKE2s from OpenSSL's libcrypto (EVP_MD
+ * "BLAKE2S-256"; EVP_MAC "HMAC" with that digest, one context re-keyed per HMAC). HKDF is
+ * WireGuard's Kdf_n over that HMAC, as meshwg.core.crypto.kdf builds it over the standard
+ * library's hmac (OpenSSL's HMAC too).
  *
  * Every function mirrors one step of meshwg.core.noise and takes and returns bytes;
  * Python keeps every decision (peer lookup by the decrypted static key, the cached
  * static-static secret, the timestamp replay and flood checks, cookies, indexes, keypairs).
  * The GIL is released around each X25519 operation (as PyNaCl releases it), held for the
- * rest (one shared digest context; a few microseconds).
+ * rest (one shared digest context and one shared MAC context; a few microseconds).
  * Secrets on the stack are wiped before returning.
  */
 
@@ -18,16 +19,18 @@
 #include <Python.h>
 #include <sodium.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 #include <openssl/opensslv.h>
 #include <string.h>
 
 #define KEY 32
 #define TAG 16
-#define BLOCK 64
 #define MAX_PAYLOAD 65535
 
 static EVP_MD *blake2s;
 static EVP_MD_CTX *mdctx;
+static EVP_MAC_CTX *macctx;    /* OpenSSL's HMAC over BLAKE2S-256, keyed per call */
 static PyObject *DecryptionError;
 static PyObject *WeakKeyError;
 static const unsigned char zero_nonce[12];
@@ -48,34 +51,24 @@ static int hash2(unsigned char out[KEY], const unsigned char *a, size_t alen,
     return 0;
 }
 
-/* HMAC-BLAKE2s (RFC 2104) with a 32-byte key, over a || b */
-static int hmac(unsigned char out[KEY], const unsigned char key[KEY],
+/* OpenSSL's HMAC-BLAKE2s over a || b: keyed with the 32-byte key, or with key NULL the
+ * context's current key again (EVP_MAC_init re-initialises HMAC from its saved pads) */
+static int hmac(unsigned char out[KEY], const unsigned char *key,
                 const unsigned char *a, size_t alen, const unsigned char *b, size_t blen)
 {
-    unsigned char pad[BLOCK], inner[KEY];
-    unsigned int len = 0;
-    int ok;
-    memset(pad, 0x36, BLOCK);
-    for (int i = 0; i < KEY; i++)
-        pad[i] ^= key[i];
-    ok = EVP_DigestInit_ex(mdctx, blake2s, NULL) && EVP_DigestUpdate(mdctx, pad, BLOCK)
-        && (!alen || EVP_DigestUpdate(mdctx, a, alen))
-        && (!blen || EVP_DigestUpdate(mdctx, b, blen))
-        && EVP_DigestFinal_ex(mdctx, inner, &len);
-    for (int i = 0; i < BLOCK; i++)
-        pad[i] ^= 0x36 ^ 0x5c;
-    ok = ok && EVP_DigestInit_ex(mdctx, blake2s, NULL) && EVP_DigestUpdate(mdctx, pad, BLOCK)
-        && EVP_DigestUpdate(mdctx, inner, KEY) && EVP_DigestFinal_ex(mdctx, out, &len);
-    sodium_memzero(pad, sizeof pad);
-    sodium_memzero(inner, sizeof inner);
-    if (!ok) {
-        PyErr_SetString(PyExc_RuntimeError, "OpenSSL BLAKE2s failed");
+    size_t len = 0;
+    if (!EVP_MAC_init(macctx, key, key ? KEY : 0, NULL)
+            || (alen && !EVP_MAC_update(macctx, a, alen))
+            || (blen && !EVP_MAC_update(macctx, b, blen))
+            || !EVP_MAC_final(macctx, out, &len, KEY) || len != KEY) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL HMAC-BLAKE2s failed");
         return -1;
     }
     return 0;
 }
 
-/* WireGuard's Kdf_n (HKDF with HMAC-BLAKE2s): n outputs of 32 bytes into out1..out3 */
+/* WireGuard's Kdf_n (HKDF with HMAC-BLAKE2s): n outputs of 32 bytes into out1..out3; the
+ * pseudo-random key keys the MAC context once for all n outputs */
 static int kdf(const unsigned char key[KEY], const unsigned char *input, size_t len, int n,
                unsigned char *out1, unsigned char *out2, unsigned char *out3)
 {
@@ -84,7 +77,7 @@ static int kdf(const unsigned char key[KEY], const unsigned char *input, size_t 
     unsigned char *outs[3] = {out1, out2, out3};
     int rc = hmac(prk, key, input, len, NULL, 0);
     for (int k = 0; rc == 0 && k < n; k++, i++) {
-        rc = hmac(prev, prk, prev, k ? KEY : 0, &i, 1);
+        rc = hmac(prev, k ? NULL : prk, prev, k ? KEY : 0, &i, 1);
         if (rc == 0)
             memcpy(outs[k], prev, KEY);
     }
@@ -499,6 +492,21 @@ PyMODINIT_FUNC PyInit__noise(void)
     if (blake2s == NULL || mdctx == NULL) {
         PyErr_SetString(PyExc_ImportError, "OpenSSL has no BLAKE2S-256");
         return NULL;
+    }
+    if (macctx == NULL) {
+        EVP_MAC *hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "BLAKE2S-256", 0),
+            OSSL_PARAM_construct_end(),
+        };
+        macctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
+        EVP_MAC_free(hmac_alg);     /* the context holds its own reference */
+        if (macctx == NULL || !EVP_MAC_CTX_set_params(macctx, params)) {
+            EVP_MAC_CTX_free(macctx);
+            macctx = NULL;
+            PyErr_SetString(PyExc_ImportError, "OpenSSL has no HMAC over BLAKE2S-256");
+            return NULL;
+        }
     }
     m = PyModule_Create(&module);
     if (m == NULL)

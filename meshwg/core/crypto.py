@@ -1,13 +1,14 @@
 """Thin wrappers over well-kept libraries for the primitives WireGuard uses.
 
-No primitive is implemented here: BLAKE2s comes from hashlib (HMAC is RFC 2104's
-composition over it), ChaCha20-Poly1305 from `cryptography`, X25519 and
+No primitive is implemented here: BLAKE2s comes from hashlib, HMAC-BLAKE2s from the
+standard library's hmac (OpenSSL's HMAC), ChaCha20-Poly1305 from `cryptography`, X25519 and
 XChaCha20-Poly1305 from libsodium (PyNaCl).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import struct
 
@@ -22,10 +23,8 @@ from meshwg.util.errors import MeshwgError
 KEY_SIZE = 32
 XNONCE_SIZE = 24
 _ZERO32 = bytes(32)
-_BLAKE2S_BLOCK = 64
-_IPAD = bytes(x ^ 0x36 for x in range(256))     # RFC 2104's ipad/opad as translate tables
-_OPAD = bytes(x ^ 0x5C for x in range(256))
 _blake2s = hashlib.blake2s
+_hmac_digest = hmac.digest
 _pack_nonce = COUNTER_NONCE.pack
 
 
@@ -47,32 +46,20 @@ def mac(key: bytes, data: bytes) -> bytes:
 
 
 def hmac_blake2s(key: bytes, data: bytes) -> bytes:
-    """HMAC-BLAKE2s (RFC 2104 over hashlib's BLAKE2s, 64-byte blocks), as the standard
-    library's hmac composes it, without its per-call object set-up (tests check it
-    against hmac.new)."""
-    if len(key) > _BLAKE2S_BLOCK:
-        key = _blake2s(key).digest()
-    padded = key.ljust(_BLAKE2S_BLOCK, b"\x00")
-    inner = _blake2s(padded.translate(_IPAD) + data).digest()
-    return _blake2s(padded.translate(_OPAD) + inner).digest()
+    """HMAC-BLAKE2s (RFC 2104), computed by the standard library's one-shot hmac.digest
+    (OpenSSL's HMAC over BLAKE2s-256)."""
+    return _hmac_digest(key, data, "blake2s")
 
 
 def kdf(key: bytes, data: bytes, n: int) -> tuple[bytes, ...]:
     """HKDF with HMAC-BLAKE2s (WireGuard whitepaper section 5.4: Kdf_n), returning n (1..3)
-    32-byte outputs. The pseudo-random key's padded blocks are hashed once for all n."""
-    prk = hmac_blake2s(key, data)
-    if n == 1:
-        return (hmac_blake2s(prk, b"\x01"),)
-    padded = prk.ljust(_BLAKE2S_BLOCK, b"\x00")
-    inner, outer = _blake2s(padded.translate(_IPAD)), _blake2s(padded.translate(_OPAD))
+    32-byte outputs: T0 = HMAC(key, data), Ti = HMAC(T0, T(i-1) || i). Each HMAC is the
+    standard library's hmac.digest (OpenSSL's HMAC)."""
+    prk = _hmac_digest(key, data, "blake2s")
     out = []
     prev = b""
     for i in range(1, n + 1):
-        h = inner.copy()
-        h.update(prev + bytes((i,)))
-        o = outer.copy()
-        o.update(h.digest())
-        prev = o.digest()
+        prev = _hmac_digest(prk, prev + bytes((i,)), "blake2s")
         out.append(prev)
     return tuple(out)
 

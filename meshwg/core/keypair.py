@@ -1,8 +1,9 @@
 """A transport keypair: one direction's AEAD each way, a send counter and a replay window.
 
-The AEADs are cryptography's objects (the pure Python path); with the compiled data path
-(meshwg.accel) the send and receive paths take its Sealer and Opener for the same keys,
-made on first use (`sealer`, `opener`)."""
+The AEADs are cryptography's objects (the pure Python path), made on first use
+(`send_aead`, `receive_aead`); with the compiled data path (meshwg.accel) the send and
+receive paths take its Sealer and Opener for the same keys, made on first use (`sealer`,
+`opener`). A handshake makes none of them."""
 
 from __future__ import annotations
 
@@ -22,13 +23,13 @@ class Keypair:
     transport messages we receive, `remote_index` in those we send; `created` is the
     protocol time (seconds) of the handshake."""
 
-    __slots__ = ("send_aead", "receive_aead", "local_index", "remote_index", "created",
+    __slots__ = ("_send_aead", "_receive_aead", "local_index", "remote_index", "created",
                  "is_initiator", "replay", "peer", "send_next", "_keys", "_sealer", "_opener")
 
     def __init__(self, keys: "TransportKeys", local_index: int, remote_index: int,
                  is_initiator: bool, now: float, peer: "Peer"):
-        self.send_aead: ChaCha20Poly1305 | None = ChaCha20Poly1305(keys.send)
-        self.receive_aead: ChaCha20Poly1305 | None = ChaCha20Poly1305(keys.receive)
+        self._send_aead: ChaCha20Poly1305 | None = None
+        self._receive_aead: ChaCha20Poly1305 | None = None
         self.local_index = local_index
         self.remote_index = remote_index
         self.created = now
@@ -39,6 +40,20 @@ class Keypair:
         self._keys: TransportKeys | None = keys
         self._sealer: Any = None
         self._opener: Any = None
+
+    @property
+    def send_aead(self) -> ChaCha20Poly1305 | None:
+        """cryptography's AEAD for the send key (made on first use); None once zeroed."""
+        if self._send_aead is None and self._keys is not None:
+            self._send_aead = ChaCha20Poly1305(self._keys.send)
+        return self._send_aead
+
+    @property
+    def receive_aead(self) -> ChaCha20Poly1305 | None:
+        """cryptography's AEAD for the receive key (made on first use); None once zeroed."""
+        if self._receive_aead is None and self._keys is not None:
+            self._receive_aead = ChaCha20Poly1305(self._keys.receive)
+        return self._receive_aead
 
     def sealer(self, fast: Any) -> Any:
         """The compiled module `fast`'s Sealer for the send key (made on first use)."""
@@ -67,6 +82,6 @@ class Keypair:
     def zero(self) -> None:
         """Drop the key material (key zeroing timer or removal); the protocol forgets the
         keypair in the same step, so nothing seals or opens with it afterwards."""
-        self.send_aead = None
-        self.receive_aead = None
+        self._send_aead = None
+        self._receive_aead = None
         self._keys = self._sealer = self._opener = None
