@@ -14,7 +14,9 @@ dnspython's public API (dns.update, dns.query). The I/O side of the directory on
 * :meth:`ZoneWriter.read` transfers the whole zone (AXFR, RFC 5936) signed with the same
   key, bounded in messages, records and time; :meth:`ZoneWriter.serial` asks only the
   SOA, so a reader re-transfers only when the serial moved (RFC 1995 section 2: the serial
-  names the zone's version).
+  names the zone's version); :meth:`ZoneWriter.read_since` then asks only the changes
+  since the content it read before (IXFR, RFC 1995) and applies them to a copy of it,
+  falling back to AXFR when the server refuses or answers oddly.
 * Network failures (refused connection, timeout, a reset, a malformed answer) raise
   :class:`DirectoryUnavailable`; the caller may try again later or elsewhere.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import queue
 import socket
 import struct
@@ -187,6 +190,8 @@ class ZoneWriter:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.max_transfer_time = max_transfer_time
+        self.ixfr_applied = self.ixfr_full = self.ixfr_fallbacks = 0   # read_since's outcomes
+        self.ixfr_problem = ""
 
     # -- updates
 
@@ -282,14 +287,133 @@ class ZoneWriter:
         `max_bytes` bytes and `max_records` records within `max_transfer_time` seconds,
         else DirectoryUnavailable. Records outside the zone or of another class are
         dropped."""
-        what = f"transfer of {self.zone}"
-        keyname = self.read_tsig.name.to_text(omit_final_dot=True)
         query = dns.message.make_query(self.zone, dns.rdatatype.AXFR)
+        with contextlib.closing(self._stream(query, f"transfer of {self.zone}")) as rrs:
+            first = next(rrs)
+            if not self._is_soa(first):
+                raise DirectoryUnavailable(f"{self.server}: transfer of {self.zone}: the "
+                                           f"answer does not start with the SOA")
+            return self._full(int(first[0].serial), rrs, [])
+
+    def read_since(self, since: ZoneContent | None) -> ZoneContent:
+        """The zone as the server holds it now, given `since` (a content read before,
+        not changed by the caller): an incremental transfer (IXFR, RFC 1995) from its
+        serial applied to a copy of it; the whole zone (:meth:`read`) when there is no
+        `since`, or when the IXFR is refused or its answer is odd (a serial going
+        backwards, a delta that does not apply, a truncated stream). A server may answer
+        an IXFR with the whole zone (RFC 1995 section 4): taken as it is. `ixfr_applied`,
+        `ixfr_full` and `ixfr_fallbacks` count the outcomes (`ixfr_problem`: the last
+        fallback's reason)."""
+        if since is None:
+            return self.read()
+        try:
+            return self._ixfr(since)
+        except (ServerRefused, DirectoryUnavailable) as exc:
+            self.ixfr_fallbacks += 1
+            self.ixfr_problem = str(exc)
+            return self.read()
+
+    def _ixfr(self, since: ZoneContent) -> ZoneContent:
+        what = f"incremental transfer of {self.zone} from serial {since.serial}"
+        query = dns.message.make_query(self.zone, dns.rdatatype.IXFR)
+        query.authority.append(dns.rrset.from_text(self.zone, 0, "IN", "SOA",
+                                                   f". . {since.serial} 0 0 0 0"))
+        with contextlib.closing(self._stream(query, what)) as rrs:
+            first = next(rrs)
+            if not self._is_soa(first):
+                raise DirectoryUnavailable(f"{self.server}: {what}: the answer does not "
+                                           f"start with the SOA")
+            final = int(first[0].serial)
+            if final == since.serial:
+                return since                # up to date (a single SOA)
+            if _serial_before(final, since.serial):
+                raise DirectoryUnavailable(f"{self.server}: {what}: the serial went "
+                                           f"backwards (to {final})")
+            second = next(rrs)
+            if not self._is_soa(second):      # the whole zone instead (RFC 1995 section 4)
+                self.ixfr_full += 1
+                return self._full(final, rrs, [second])
+            content = self._apply_deltas(since, final, second, rrs, what)
+            self.ixfr_applied += 1
+            return content
+
+    def _apply_deltas(self, since: ZoneContent, final: int, first: dns.rrset.RRset,
+                      rrs: Iterator[dns.rrset.RRset], what: str) -> ZoneContent:
+        """RFC 1995 section 4's sequences (old SOA, deleted records, new SOA, added
+        records), the first one's old SOA being `first`, applied to a copy of `since`
+        up to the closing SOA of serial `final`."""
+        records = {key: list(rdatas) for key, rdatas in since.records.items()}
+        total = sum(len(rdatas) for rdatas in records.values())
+        current, new, adding = since.serial, None, False
+        rr: dns.rrset.RRset | None = first
+        while True:
+            if rr is None:
+                rr = next(rrs)
+            if self._is_soa(rr):
+                serial = int(rr[0].serial)
+                if not adding and new is None:             # a sequence's old SOA
+                    if serial != current:
+                        raise DirectoryUnavailable(f"{self.server}: {what}: a change from "
+                                                   f"serial {serial}, expected {current}")
+                    new = -1
+                elif not adding:                            # its new SOA: additions follow
+                    new, adding = serial, True
+                else:                                       # the end of a sequence
+                    current, new, adding = new, None, False
+                    if serial == final and current == final:
+                        break
+                    if serial != current:
+                        raise DirectoryUnavailable(f"{self.server}: {what}: a change from "
+                                                   f"serial {serial}, expected {current}")
+                    new = -1
+                rr = None
+                continue
+            if rr.rdclass == dns.rdataclass.IN and rr.name.is_subdomain(self.zone):
+                key, rdata = (rr.name, rr.rdtype), rr[0]
+                kept = records.get(key, [])
+                if adding:
+                    if rdata not in kept:
+                        records.setdefault(key, kept).append(rdata)
+                        total += 1
+                elif rdata in kept:
+                    kept.remove(rdata)
+                    total -= 1
+                    if not kept:
+                        del records[key]
+                else:
+                    raise DirectoryUnavailable(f"{self.server}: {what}: deletes a record "
+                                               f"the zone read before does not hold")
+                if total > self.max_records:
+                    raise DirectoryUnavailable(f"{self.server}: {what}: over "
+                                               f"{self.max_records} records")
+            rr = None
+        return ZoneContent(final, records)
+
+    def _is_soa(self, rrset: dns.rrset.RRset) -> bool:
+        return rrset.rdtype == dns.rdatatype.SOA and rrset.name == self.zone
+
+    def _full(self, serial: int, rrs: Iterator[dns.rrset.RRset],
+              first: list[dns.rrset.RRset]) -> ZoneContent:
+        """A whole zone's records after its opening SOA (`first`, then `rrs`) up to the
+        closing SOA; records outside the zone or of another class dropped."""
+        records: dict[tuple[dns.name.Name, int], list[dns.rdata.Rdata]] = {}
+        for rrset in itertools.chain(first, rrs):
+            if self._is_soa(rrset):
+                return ZoneContent(serial, records)
+            if rrset.rdclass == dns.rdataclass.IN and rrset.name.is_subdomain(self.zone):
+                records.setdefault((rrset.name, rrset.rdtype), []).extend(rrset)
+        raise DirectoryUnavailable(f"{self.server}: transfer of {self.zone}: ended early")
+
+    def _stream(self, query: dns.message.Message, what: str) -> Iterator[dns.rrset.RRset]:
+        """The answer records of a signed transfer `query` over TCP, one per RRset, message
+        after message (RFC 8945 section 5.3.1: TSIG over the stream), until the caller
+        stops (closing it closes the connection). At most `max_bytes` bytes and
+        `max_records` records within `max_transfer_time` seconds, else
+        DirectoryUnavailable; a refusal is TransferRefused naming the key."""
+        keyname = self.read_tsig.name.to_text(omit_final_dot=True)
         query.use_tsig(self.read_keyring, keyname=self.read_tsig.name,
                        algorithm=self.read_tsig.algorithm)
         deadline = time.monotonic() + self.max_transfer_time
-        records: dict[tuple[dns.name.Name, int], list[dns.rdata.Rdata]] = {}
-        serial: int | None = None
         count = 0
         try:
             with socket.create_connection((resolve_host(self.host), self.port),
@@ -300,8 +424,7 @@ class ZoneWriter:
                 frames = _FramePump(sock, deadline, self.timeout, self.max_bytes,
                                     f"{self.server}: {what}")
                 tsig_ctx = None
-                done = False
-                while not done:
+                while True:
                     data = frames.next()
                     message = dns.message.from_wire(
                         data, keyring=self.read_keyring, request_mac=query.mac, xfr=True,
@@ -313,26 +436,13 @@ class ZoneWriter:
                             message.tsig_error if message.had_tsig else None) + f" to {what}",
                             keyname=keyname,
                             tsig_error=message.tsig_error if message.had_tsig else None)
-                    for rrset in message.answer:
-                        if rrset.rdtype == dns.rdatatype.SOA and rrset.name == self.zone:
-                            if serial is None:
-                                serial = int(rrset[0].serial)
-                                continue
-                            done = True         # the closing SOA
-                            break
-                        if serial is None:
-                            raise DirectoryUnavailable(f"{self.server}: {what}: the answer "
-                                                       f"does not start with the SOA")
-                        if rrset.rdclass != dns.rdataclass.IN or \
-                                not rrset.name.is_subdomain(self.zone):
-                            continue
-                        count += len(rrset)
-                        if count > self.max_records:
-                            raise DirectoryUnavailable(f"{self.server}: {what}: over "
-                                                       f"{self.max_records} records")
-                        records.setdefault((rrset.name, rrset.rdtype), []).extend(rrset)
                     if not message.answer:
                         raise DirectoryUnavailable(f"{self.server}: {what}: an empty message")
+                    count += len(message.answer)
+                    if count > self.max_records + 2:
+                        raise DirectoryUnavailable(f"{self.server}: {what}: over "
+                                                   f"{self.max_records} records")
+                    yield from message.answer
         except (dns.tsig.PeerError, dns.message.UnknownTSIGKey) as exc:
             tsig_error = {dns.tsig.PeerBadKey: dns.rcode.BADKEY,
                           dns.tsig.PeerBadSignature: dns.rcode.BADSIG,
@@ -344,8 +454,11 @@ class ZoneWriter:
                 _NETWORK_ERRORS as exc:
             raise DirectoryUnavailable(f"{self.server}: {what}: {type(exc).__name__}: "
                                        f"{exc or 'no answer'}") from None
-        assert serial is not None
-        return ZoneContent(serial, records)
+
+
+def _serial_before(a: int, b: int) -> bool:
+    """RFC 1982 serial number arithmetic: `a` comes before `b`."""
+    return a != b and ((a < b and b - a < 1 << 31) or (a > b and a - b > 1 << 31))
 
 
 class _FramePump:

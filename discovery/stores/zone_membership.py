@@ -560,13 +560,15 @@ class ZoneMembership:
 
     def view(self) -> ZoneView:
         """The membership as the server holds it now (re-transferred when the SOA serial
-        changed since the last read). ZoneUnavailable when the server cannot be read."""
+        changed since the last read: the changes since then by IXFR where the server has
+        them, ZoneWriter.read_since). ZoneUnavailable when the server cannot be read."""
         try:
             serial = self.writer.serial()
             with self._lock:
                 if self._view is not None and self._view.serial == serial:
                     return self._view
-            content = self.writer.read()
+                since = self.content
+            content = self.writer.read_since(since)    # IXFR from the last read, else AXFR
             view = self.layout.parse(content)
         except DirectoryUnavailable as exc:
             raise ZoneUnavailable(str(exc)) from None

@@ -7,7 +7,8 @@ Two writer processes enrolling 2 x 50 members at once (10 names wanted by both) 
 share an address or a name; ten single-use invites raced by both are each redeemed once;
 revocation removes every name of a member in one update; a single writer keeps its view
 across its own updates (one transfer for ten enrollments); an update signed with a wrong
-secret is a clean UpdateRefused; the directory diff writer converges (a second publish
+secret is a clean UpdateRefused; an incremental transfer (IXFR) from the primary and
+from the secondary, applied to the zone read before, equals a full one; the directory diff writer converges (a second publish
 changes nothing) and the secondary serves exactly its records. One lab per primary kind.
 """
 
@@ -102,6 +103,25 @@ elif op == "sequential":
                     == {i: v[0] for i, v in fresh.invites.items()}]}
 elif op == "remove":
     out = store.remove_member(arg).mesh_address
+elif op == "ixfr":
+    # read the zone at SERVER, change it on the primary, then read it again by IXFR and AXFR
+    primary, names = arg
+    since = writer.read()
+    changer = ZoneMembership(ZoneWriter(primary, zone, update_key, timeout=20, read_key=transfer_key))
+    for name in names:
+        changer.add_member(name, key())
+    changer.remove_member(names[0])
+    target, deadline = changer.writer.serial(), time.monotonic() + 120
+    while writer.serial() != target and time.monotonic() < deadline:
+        time.sleep(0.2)                 # a secondary catching up (NOTIFY, IXFR)
+    got = writer.read_since(since)
+    full = writer.read()
+    def lines(c):
+        return sorted(f"{n} {t} {r.to_text()}" for (n, t), rs in c.records.items() for r in rs)
+    out = {"same": lines(got) == lines(full), "changed": lines(got) != lines(since),
+           "serials": [since.serial, got.serial, full.serial, target],
+           "applied": writer.ixfr_applied, "full": writer.ixfr_full,
+           "fallbacks": writer.ixfr_fallbacks, "problem": writer.ixfr_problem}
 elif op == "wrong":
     bad = TsigKey(update_key.name, update_key.algorithm, bytes(32))
     try:
@@ -226,6 +246,16 @@ def test_one_writer_keeps_its_view_after_its_own_updates(zone_lab) -> None:
     assert result["same"] == [True] * 6
     # BIND increments the serial by one per update (its default serial-update-method)
     assert result["reads"] == 1         # one transfer for 10 enrollments and a removal
+
+
+@pytest.mark.parametrize("where", [PRIMARY, SECONDARY])
+def test_an_incremental_transfer_applied_equals_the_full_transfer(zone_lab, where) -> None:
+    out = zone_lab.run("ixfr", [f"{PRIMARY}:53", [f"ix{where[-1]}{i}" for i in range(3)]],
+                       server=f"{where}:53")
+    assert out["same"] and out["changed"], out
+    assert out["serials"][1:] == [out["serials"][3]] * 3, out
+    # both servers answer from their journals: a delta, not the whole zone
+    assert (out["applied"], out["full"], out["fallbacks"]) == (1, 0, 0), out
 
 
 def test_update_with_a_wrong_secret_is_a_clean_refusal(zone_lab) -> None:

@@ -33,10 +33,14 @@ KEYRING = {dns.name.from_text("meshwg-update."):
 class FakeServer:
     """A loopback DNS-over-TCP server for one zone: `zone` (a ZoneContent) answered to
     signed SOA and AXFR queries, or, while `hold` is set, every connection accepted and
-    held unanswered until `release` is set. `accepted` counts connections."""
+    held unanswered until `release` is set. `accepted` counts connections. `answers`
+    overrides a query type's answer: the RRsets sent in one signed message (a None
+    among them: the connection is closed after it), or an rcode."""
 
-    def __init__(self, zone, hold: bool = False) -> None:
+    def __init__(self, zone, hold: bool = False, answers: dict | None = None) -> None:
         self.zone, self.accepted = zone, 0
+        self.answers = answers or {}    # {rdtype: RRsets answered, or an rcode} instead
+        self.asked: list[int] = []      # the query types, in order
         self.hold, self.release = hold, threading.Event()
         self.changed = threading.Condition()
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -75,6 +79,19 @@ class FakeServer:
                         data += conn.recv(size - len(data))
                     query = dns.message.from_wire(data, keyring=KEYRING)
                     response = dns.message.make_response(query)
+                    rdtype = query.question[0].rdtype
+                    self.asked.append(rdtype)
+                    if rdtype in self.answers:
+                        answer = self.answers[rdtype]
+                        if isinstance(answer, int):
+                            response.set_rcode(answer)
+                        else:
+                            response.answer.extend(rr for rr in answer if rr is not None)
+                        wire = response.to_wire()
+                        conn.sendall(struct.pack("!H", len(wire)) + wire)
+                        if not isinstance(answer, int) and None in answer:
+                            return          # then the connection closes (truncated)
+                        continue
                     response.answer.append(self._soa())
                     if query.question[0].rdtype == dns.rdatatype.AXFR:
                         for (name, rdtype), rdatas in self.zone.records.items():
