@@ -17,6 +17,10 @@ member and the zone's serial is the one it left: one SOA query), one member move
 member written), and nothing changed by a new publisher (the zone read and diffed whole).
 With --dnsperf S, dnsperf then queries the Knot secondary for S seconds from a member's
 address (SRV of random members' instances): queries per second a secondary answers.
+Then one member moves and a rendezvous reading at Knot sees it: the zone read again by IXFR
+from its last read (ZoneWriter.read_since) and by AXFR, both parsed (membership and
+directory records), and the rendezvous's ZoneState with its reader worker: when it saw the
+move, and the longest gap of a main-loop stand-in calling refresh() and members() meanwhile.
 
 Run as root:  .venv/bin/python bench/dns_directory.py [--members 10000] [--runs 3]
               [--enroll 20] [--dnsperf 10] [--json]
@@ -45,15 +49,17 @@ from discovery.dnssd.update import ZoneWriter
 from discovery.stores.zone_membership import DirectoryPublisher, ZoneMembership
 op, update_file, transfer_file, server, zone, count = sys.argv[1:]
 count = int(count)
+server, _, primary = server.partition(",")      # reread: "READ_SERVER,PRIMARY"
+def member(i):
+    return MemberRecord(bytes([i % 256, i // 256 % 256]) + bytes(30),
+                        (f"198.51.{i // 250 % 250}.{i % 250 + 1}", 40000 + i % 20000),
+                        [f"100.96.{i // 250}.{i % 250 + 1}/32"], name=f"m{i}",
+                        mesh_address=f"100.96.{i // 250}.{i % 250 + 1}")
 writer = ZoneWriter(server, zone, read_tsig_key(update_file), timeout=60,
                     read_key=read_tsig_key(transfer_file), max_transfer_time=600)
 out = {}
 if op == "publish":
-    records = [MemberRecord(bytes([i % 256, i // 256 % 256]) + bytes(30),
-                            (f"198.51.{i // 250 % 250}.{i % 250 + 1}", 40000 + i % 20000),
-                            [f"100.96.{i // 250}.{i % 250 + 1}/32"], name=f"m{i}",
-                            mesh_address=f"100.96.{i // 250}.{i % 250 + 1}")
-               for i in range(count)]
+    records = [member(i) for i in range(count)]
     publisher = DirectoryPublisher(writer)
     started = time.monotonic()
     changed = publisher.publish(records)
@@ -75,6 +81,71 @@ elif op == "fetch":
     content = writer.read()
     out = {"seconds": time.monotonic() - started, "serial": content.serial,
            "records": sum(len(v) for v in content.records.values())}
+elif op == "reread":
+    # a rendezvous reading at SERVER sees one member move (written at PRIMARY): the zone
+    # read again incrementally (IXFR from the last read) and whole (AXFR), and parsed
+    from discovery.stores.zone_directory import zone_records
+    layout = ZoneMembership(writer).layout
+    def timed(action):
+        started = time.monotonic()
+        result = action()
+        return result, time.monotonic() - started
+    since, out["axfr_first"] = timed(writer.read)
+    _, out["parse"] = timed(lambda: layout.parse(since))
+    _, out["parse_records"] = timed(lambda: zone_records(since, zone))
+    moved = member(count // 3)
+    moved.endpoint = ("203.0.113.2", 2)
+    changer = ZoneWriter(primary, zone, read_tsig_key(update_file), timeout=60,
+                         read_key=read_tsig_key(transfer_file), max_transfer_time=600)
+    DirectoryPublisher(changer).write([moved])
+    target, deadline = changer.serial(), time.monotonic() + 300
+    while writer.serial() != target and time.monotonic() < deadline:
+        time.sleep(0.05)
+    got, out["ixfr"] = timed(lambda: writer.read_since(since))
+    full, out["axfr"] = timed(writer.read)
+    _, out["parse_after"] = timed(lambda: (layout.parse(got), zone_records(got, zone)))
+    sets = lambda c: {k: set(v) for k, v in c.records.items()}
+    out.update(same=sets(got) == sets(full), applied=writer.ixfr_applied,
+               fallbacks=writer.ixfr_fallbacks, serials=[since.serial, got.serial, target])
+elif op == "stall":
+    # the rendezvous's ZoneState with its reader (discovery.stores.zone_rendezvous) at
+    # SERVER while one member moves (written at PRIMARY): a main-loop stand-in calls
+    # refresh() and members() every millisecond; its longest gap, and when it saw the move
+    import os, shutil, tempfile, threading
+    from discovery.stores.rendezvous import RendezvousState
+    from discovery.stores import zone_rendezvous as zr
+    folder = tempfile.mkdtemp() + "/rdv"
+    RendezvousState.init(folder, "100.96.0.0/16", "192.0.2.1:51820", zone,
+                         address="100.96.255.254",
+                         extra_meta={zr.META_DIRECTORY: f"dns://{server}",
+                                     zr.META_TRANSFER_KEY: "1"}).close()
+    for source, name in ((update_file, zr.KEY_FILE), (transfer_file, zr.TRANSFER_KEY_FILE)):
+        shutil.copy(source, f"{folder}/{name}")
+        os.chmod(f"{folder}/{name}", 0o600)
+    zone_state = zr.ZoneState(RendezvousState.open(folder), min_interval=0.2)
+    zone_state.refresh(force=True)                  # the first read, as start() does it
+    woken = threading.Event()
+    zone_state.start_reader(woken.set)
+    moved = member(count // 5)
+    moved.endpoint = ("203.0.113.3", 3)
+    changer = ZoneWriter(primary, zone, read_tsig_key(update_file), timeout=60,
+                         read_key=read_tsig_key(transfer_file), max_transfer_time=600)
+    DirectoryPublisher(changer).write([moved])
+    written = last = time.monotonic()
+    gap = 0.0
+    while time.monotonic() < written + 300:
+        seen = zone_state.refresh()
+        zone_state.members()
+        now = time.monotonic()
+        gap, last = max(gap, now - last), now
+        record = zone_state.directory_records().get(moved.public_key)
+        if seen and record is not None and record.endpoint == moved.endpoint:
+            break
+        time.sleep(0.001)
+    out = {"seen": time.monotonic() - written, "stall_max": gap,
+           "applied": zone_state._stores[0].writer.ixfr_applied}
+    zone_state.close()
+    shutil.rmtree(os.path.dirname(folder))
 elif op == "serial":
     out = {"serial": writer.serial()}
 elif op == "enroll":
@@ -130,9 +201,12 @@ def one_run(members: int, enroll: int, perf_seconds: int = 0) -> dict:
         poll(lambda: run("serial", KNOT, 0)["serial"] >= published["serial"], 600,
              "Knot to serve the primary's serial")
         fetched = run("fetch", KNOT, 0)
+        reread = run("reread", f"{KNOT}:53,{PRIMARY}", members)
+        reread.update(run("stall", f"{KNOT}:53,{PRIMARY}", members))
         enrolled = run("enroll", PRIMARY, enroll) if enroll else None
         qps = dnsperf(ns["writer"], KNOT, members, perf_seconds) if perf_seconds else None
-        return {"publish": published, "fetch": fetched, "enroll": enrolled, "dnsperf_qps": qps}
+        return {"publish": published, "fetch": fetched, "enroll": enrolled, "dnsperf_qps": qps,
+                "reread": reread}
 
 
 def main() -> int:
@@ -179,6 +253,17 @@ def main() -> int:
     print(f"full-zone fetch (AXFR) from the Knot secondary: "
           f"{summary([r['fetch']['seconds'] for r in runs], 's')}, "
           f"{runs[0]['fetch']['records']} records")
+    re = [r["reread"] for r in runs]
+    assert all(r["same"] and r["applied"] == 1 for r in re), re
+    print(f"a rendezvous reading at Knot sees one member move: IXFR {summary([r['ixfr'] for r in re], 's')}, "
+          f"AXFR {summary([r['axfr'] for r in re], 's')}; parsing the zone (membership + directory "
+          f"records) {summary([r['parse_after'] for r in re], 's')} (membership "
+          f"{summary([r['parse'] for r in re], 's')}, directory records "
+          f"{summary([r['parse_records'] for r in re], 's')}); IXFR applied == AXFR content")
+    print(f"a rendezvous's ZoneState (reader in a worker) sees the move "
+          f"{summary([r['seen'] for r in re], 's')} after the write; the longest gap of a "
+          f"main-loop stand-in calling refresh()/members() every ms meanwhile: "
+          f"{summary([r['stall_max'] * 1000 for r in re], 'ms')}")
     if args.enroll:
         print(f"{args.enroll} enrollments (add_member) into that zone: "
               f"{summary([r['enroll']['seconds'] / args.enroll for r in runs], 's each')}")
