@@ -13,6 +13,8 @@ import logging
 import os
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -219,9 +221,21 @@ def test_kdf_and_hash_match_python(key: bytes, data: bytes, n: int) -> None:
     assert fast.hash(key, data) == crypto.hash_(key, data)
 
 
+def test_kdf_matches_hkdf_and_a_new_key_every_call() -> None:
+    """Kdf_n (OpenSSL's HMAC, its context re-keyed per call and kept for all n outputs)
+    against cryptography's HKDF with BLAKE2s, alternating keys and n so that no output
+    comes from the previous call's key."""
+    for round_ in range(30):
+        key, data, n = os.urandom(32), os.urandom(round_ * 7 % 100), 1 + round_ % 3
+        expected = HKDF(algorithm=hashes.BLAKE2s(32), length=32 * n, salt=key,
+                        info=None).derive(data)
+        assert b"".join(fast.kdf(key, data, n)) == expected
+
+
 def test_hmac_vector_of_the_kernel_selftest() -> None:
-    """HMAC-BLAKE2s as composed in C, through kdf's first output of a 32-byte key:
-    kdf(key, data, 1)[0] = HMAC(HMAC(key, data), 0x01)."""
+    """HMAC-BLAKE2s of the C chain (OpenSSL's HMAC), through kdf's first output of a 32-byte
+    key, against the standard library's hmac over hashlib.blake2s (its RFC 2104 composition
+    in Python): kdf(key, data, 1)[0] = HMAC(HMAC(key, data), 0x01)."""
     key = bytes(32)
     data = bytes(range(256))
     prk = hmac.new(key, data, hashlib.blake2s).digest()
