@@ -305,6 +305,13 @@ def cmd_join(args) -> int:
             raise CliError(f"join: {exc}") from None
     elif not os.path.exists(state_file):
         raise CliError(f"join: no membership in {args.state}: give the token from `meshwg invite`")
+    else:
+        from discovery.daemons.removal import load_removed, removed_line
+        removed = load_removed(args.state)
+        if removed is not None:
+            raise CliError(f"join: this machine was {removed_line(removed)}; to join again, get a "
+                           f"new token from `meshwg invite` and run `meshwg join TOKEN --state "
+                           f"NEW_DIR` with a fresh state directory")
     try:
         daemon = MemberDaemon(args.state, interface=args.interface, listen_port=args.listen_port,
                               interval=args.interval, mdns=not args.no_mdns,
@@ -430,6 +437,10 @@ def cmd_status(args) -> int:
         me = doc["self"]
         print(f"{doc['interface']}: {me['name']} {me['mesh_address']} (port {me['listen_port']}, "
               f"mesh {me['network']})")
+        if doc.get("removed"):
+            from discovery.daemons.removal import removed_line
+            print(f"  REMOVED: {removed_line(doc['removed'])}; nothing more is attempted. "
+                  f"`meshwg down {doc['interface']}`, then join again with a new token and a fresh --state")
         if doc.get("dns"):
             print(f"  names: {_dns_note(doc['dns'])}")
         if not doc["running"]:

@@ -69,6 +69,7 @@ from discovery.daemons.engine_events import EngineEvents
 from discovery.daemons.hard_nat import HardNatTraversal
 from discovery.daemons.host_dns import HostDns
 from discovery.daemons.member_status import StatusFile, status_path
+from discovery.daemons.removal import AskSchedule, load_removed, removed_line, save_removed
 from discovery.daemons.netcheck_schedule import BackgroundNetcheck, Facts
 from discovery.dnssd.client import (
     DiscoveryError, directory_serial, rendezvous_list, resolve_member, resolve_zone,
@@ -218,6 +219,10 @@ class MemberDaemon:
         self._read_tokens, self._last_read = READ_BURST, float("-inf")   # read_pace's bucket
         self._retry = RETRY_START
         self._engine_view: dict[bytes, Any] = {}
+        # removed by the rendezvous? asked over the enrollment port (discovery.daemons.removal)
+        self.removal = AskSchedule()
+        self.removed: dict[str, Any] | None = load_removed(state_dir)
+        self._membership_answer: tuple[str, str | None] | None = None   # thread -> loop
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -369,6 +374,10 @@ class MemberDaemon:
     def _step(self, now: float) -> float | None:
         """One round: own address changes, the directory if due, reconcile. Returns when
         the next round is due at the latest (events come earlier)."""
+        if self._membership_answer is not None:
+            self._take_membership_answer(now)
+        if self.removed is not None:        # proven: no more tunnel attempts, sleep
+            return None
         if self._addresses_changed:
             self._addresses_changed = False
             self._handle_own_address_change(now)
@@ -424,6 +433,7 @@ class MemberDaemon:
                     self._update_host_names()
         done = time.time()
         if self.directory_error is None:
+            self.removal.directory_answers()
             self.rendezvous.answered(current, done)
             if done >= self._others_checked_at + SERIAL_POLL:
                 self._check_other_rendezvous(done)
@@ -444,9 +454,57 @@ class MemberDaemon:
             self._resolve_wanted = True         # the other rendezvous, at once, in full
             self._resolve_not_before = self._resolve_at = done
             return
+        if self.removal.due(done):
+            self._ask_membership(current, done)
         self._resolve_not_before = done + min(self.interval, self._retry)
         self._resolve_at = done + self._retry
         self._retry = min(RETRY_MAX, self._retry * 2)
+
+    def _ask_membership(self, key: bytes, now: float) -> None:
+        """Ask rendezvous `key` over its enrollment port whether we are still enrolled, in
+        a thread (a TCP exchange, 3 s at most); the loop takes the verified answer."""
+        from discovery.enroll.membership import BadAnswer
+        from discovery.enroll.transport import ask_membership
+        ref = self.rendezvous.ref(key)
+        endpoint = ref.endpoint
+        host, port = parse_endpoint(endpoint)
+        address = (host, ref.enroll_port or port)     # the default enroll port: the WG port's number
+        self.removal.started(now)
+
+        def ask() -> None:
+            try:
+                status = ask_membership(self.state.private_key, key, address)
+            except BadAnswer as exc:
+                status, endpoint_or_error = "bad", str(exc)
+            except Exception as exc:        # unreachable: proves nothing
+                status, endpoint_or_error = "error", str(exc)
+            else:
+                endpoint_or_error = endpoint
+            self._membership_answer = (status, endpoint_or_error)
+            self._loop_service.wake()
+        self._loop_service.spawn(ask, name="member-membership")
+
+    def _take_membership_answer(self, now: float) -> None:
+        from discovery.enroll.membership import NOT_MEMBER
+        (status, detail), self._membership_answer = self._membership_answer, None
+        self.removal.in_flight = False
+        if status == "bad":
+            self.removal.bad_answers += 1
+            log.warning("membership answer that does not verify, ignored: %s", detail)
+        elif status == "error":
+            log.info("cannot ask the rendezvous whether we are a member: %s", detail)
+        elif self.removal.answered(status == NOT_MEMBER):
+            try:
+                self.removed = save_removed(self.state_dir, detail, now)
+            except OSError as exc:
+                log.warning("cannot record the removal in %s: %s", self.state_dir, exc)
+                self.removed = {"by": detail, "at": now}
+            log.warning("%s: %s", self.state.name, removed_line(self.removed))
+            self.device.apply(DeviceUpdate(replace_peers=True, peers=[]))   # no more attempts
+            try:
+                self.status_file.write(self.status(now))
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.status_file.path, exc)
 
     def _check_other_rendezvous(self, now: float) -> None:
         """Ask the other kept rendezvous for the serial (one small query each, every
@@ -733,6 +791,8 @@ class MemberDaemon:
             "relay_server": self._relay_server_status(),
             "lan": asdict(self.lan_verifier.counters),  # LAN announcements by verdict
             "peers": peers,
+            "removed": self.removed,        # {"by": ENDPOINT, "at": SECONDS}: proven removal
+            "membership_checks": {"asked": self.removal.asked, "bad_answers": self.removal.bad_answers},
         }
 
     def _relay_server_status(self) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ the machine's.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -122,11 +123,26 @@ def test_join_keeps_the_names_in_the_hosts_file_and_ping_works(lab) -> None:
 def test_a_removed_member_leaves_the_hosts_file_and_stop_removes_the_block(lab) -> None:
     a1, a2 = lab.members["a1"], lab.members["a2"]
     lab.remove_member("a2")
+    removed_at = time.monotonic()
     poll(lambda: f"a2.{ZONE}" not in hosts_file(a1).read_text(), 30,
          "A1's hosts file drops a2 after its removal")
     assert f"a1.{ZONE}" in hosts_file(a1).read_text()
+    # a2 is told (issue 10): it asks over the enrollment port, the rendezvous's MAC'd answer
+    removed = poll(lambda: a2.status().get("removed"), 90, "a2's status to say it was removed",
+                   interval=1.0)
+    print(f"a2 told it was removed {time.monotonic() - removed_at:.1f} s after `meshwg remove`")
+    assert removed["by"] == json.loads((a2.state_dir / "member.json").read_text())["rendezvous_endpoint"]
+    text = a2.meshwg("status", "--interface", a2.interface).stdout
+    assert f"REMOVED: removed from the mesh by the rendezvous at {removed['by']} (at " in text, text
+    assert a2.status()["membership_checks"]["bad_answers"] == 0
     assert a1.daemon is not None and a1.daemon.stop() == 0
     assert hosts_file(a1).read_text() == HOSTS_OF["a1"]
     assert a2.daemon is not None
     a2.daemon.stop()
     assert hosts_file(a2).read_text() == HOSTS_OF["a2"]
+    resumed = a2.meshwg("join", "--state", str(a2.state_dir), "--interface", a2.interface,
+                        check=False)
+    err = resumed.stderr.strip()
+    assert resumed.returncode != 0 and len(err.splitlines()) == 1, err
+    assert f"was removed from the mesh by the rendezvous at {removed['by']} (at " in err, err
+    assert "new token" in err, err

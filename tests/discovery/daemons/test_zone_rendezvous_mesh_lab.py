@@ -88,6 +88,12 @@ def test_a_removal_in_the_zone_reaches_the_other_members(lab) -> None:
     poll(lambda: "b" in a1.peers_by_name(), 60, "a1 to know b")
     lab.remove_member("b")
     poll(lambda: "b" not in a1.peers_by_name(), 60, "a1 to drop b after its removal")
+    # b is told: the rendezvous finds it absent from the zone and MACs its answer (issue 10)
+    b = lab.members["b"]
+    removed = poll(lambda: b.status().get("removed"), 90, "b's status to say it was removed",
+                   interval=1.0)
+    assert removed["by"] == json.loads((b.state_dir / "member.json").read_text())[
+        "rendezvous_endpoint"], removed
 
 
 def test_without_the_primary_links_stay_and_removal_waits_for_it(lab) -> None:

@@ -115,12 +115,8 @@ def test_question_limit_per_source_and_bounded_table():
 @pytest.fixture
 def server(tmp_path):
     state = RendezvousState.init(tmp_path / "rdv", "100.64.0.0/24", "127.0.0.1:51820")
-    srv = EnrollmentServer(state, "127.0.0.1", 0).start()
-    try:
+    with state, EnrollmentServer(state, "127.0.0.1", 0) as srv:
         yield state, srv
-    finally:
-        srv.stop()
-        state.close()
 
 
 def test_the_enrollment_server_answers_member_then_not_member(server):
