@@ -291,6 +291,11 @@ def cmd_join(args) -> int:
     args.token = _join_token(args, resuming=os.path.exists(state_file))
     if args.token:
         if os.path.exists(state_file):
+            from discovery.daemons.removal import load_removed, removed_line
+            removed = load_removed(args.state)
+            if removed is not None:
+                raise CliError(f"join: the membership in {args.state} was {removed_line(removed)}; "
+                               f"join with this token and a fresh --state directory")
             raise CliError(f"join: {args.state} already holds a membership; run `meshwg join --state "
                            f"{args.state}` without a token to resume, or use another --state")
         try:

@@ -60,3 +60,15 @@ def test_resume_of_a_removed_membership_exits_non_zero_with_one_line(tmp_path):
     assert out.returncode != 0 and len(err.splitlines()) == 1, err
     assert ("this machine was removed from the mesh by the rendezvous at 198.51.100.1:51820 "
             "(at 2027-01-15 08:00:00 UTC); to join again, get a new token") in err, err
+
+
+def test_a_new_token_on_a_removed_state_says_removed_and_asks_for_a_fresh_state(tmp_path):
+    (tmp_path / "member.json").write_text("{}")
+    save_removed(str(tmp_path), "198.51.100.1:51820", 1_800_000_000.0)
+    out = subprocess.run([sys.executable, "-m", "meshwg", "join", "mwg1.anything", "--state",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60)
+    err = out.stderr.strip()
+    assert out.returncode != 0 and len(err.splitlines()) == 1, err
+    assert (f"the membership in {tmp_path} was removed from the mesh by the rendezvous at "
+            "198.51.100.1:51820 (at 2027-01-15 08:00:00 UTC); join with this token and a fresh "
+            "--state directory") in err, err
