@@ -8,6 +8,7 @@ Semantics follow wireguard-go's device/cookie.go; times are seconds from any one
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 
@@ -30,12 +31,16 @@ def mac1_offset(message: bytes | bytearray | memoryview) -> int | None:
 class CookieChecker:
     """Responder side: verifies mac1/mac2 of incoming handshakes and builds cookie replies."""
 
-    __slots__ = ("_mac1_key", "_cookie_key", "_secret", "_secret_set", "cookie_refresh_time")
+    __slots__ = ("_mac1_key", "_mac1_keyed", "_cookie_key", "_secret", "_secret_set",
+                 "cookie_refresh_time")
 
     def __init__(self, local_static_public: bytes, *,
                  cookie_refresh_time: float = COOKIE_REFRESH_TIME) -> None:
         self.cookie_refresh_time = cookie_refresh_time   # secret lifetime (seconds)
         self._mac1_key = hash_(LABEL_MAC1, local_static_public)
+        # mac()'s keyed BLAKE2s with the key already absorbed: each mac1 check copies it
+        # (a copy costs less than keying a new one; same digest)
+        self._mac1_keyed = hashlib.blake2s(key=self._mac1_key, digest_size=MAC_SIZE)
         self._cookie_key = hash_(LABEL_COOKIE, local_static_public)
         self._secret = bytes(COOKIE_SECRET_SIZE)
         self._secret_set: float | None = None      # None: no secret yet, mac2 never valid
@@ -44,8 +49,9 @@ class CookieChecker:
         offset = mac1_offset(message)
         if offset is None:
             return False
-        expected = mac(self._mac1_key, bytes(message[:offset]))
-        return hmac.compare_digest(expected, bytes(message[offset:offset + MAC_SIZE]))
+        keyed = self._mac1_keyed.copy()
+        keyed.update(bytes(message[:offset]))
+        return hmac.compare_digest(keyed.digest(), bytes(message[offset:offset + MAC_SIZE]))
 
     def verify_mac2(self, message: bytes, source: bytes, now: float) -> bool:
         """True if mac2 carries a cookie we handed to `source` with the current secret."""
@@ -83,14 +89,16 @@ class CookieChecker:
 class CookieGenerator:
     """Initiator side: fills mac1/mac2 of outgoing handshakes and takes in cookie replies."""
 
-    __slots__ = ("_mac1_key", "_cookie_key", "_cookie", "_cookie_set", "_last_mac1",
+    __slots__ = ("_mac1_keyed", "_remote", "_cookie_key", "_cookie", "_cookie_set", "_last_mac1",
                  "cookie_refresh_time")
 
     def __init__(self, remote_static_public: bytes, *,
                  cookie_refresh_time: float = COOKIE_REFRESH_TIME) -> None:
         self.cookie_refresh_time = cookie_refresh_time   # how long a received cookie is used
-        self._mac1_key = hash_(LABEL_MAC1, remote_static_public)
-        self._cookie_key = hash_(LABEL_COOKIE, remote_static_public)
+        self._mac1_keyed = hashlib.blake2s(key=hash_(LABEL_MAC1, remote_static_public),
+                                           digest_size=MAC_SIZE)   # as CookieChecker's
+        self._remote = remote_static_public
+        self._cookie_key: bytes | None = None      # made with the first cookie reply
         self._cookie = bytes(MAC_SIZE)
         self._cookie_set: float | None = None      # None: no cookie received
         self._last_mac1: bytes | None = None       # mac1 of the last handshake we sent
@@ -114,11 +122,15 @@ class CookieGenerator:
                              f"expected {INITIATION_SIZE} or {RESPONSE_SIZE}")
         if isinstance(message, bytes):         # no copy to update: one join (a handshake each)
             head = message[:offset]
-            self._last_mac1 = mac1 = mac(self._mac1_key, head)
+            keyed = self._mac1_keyed.copy()
+            keyed.update(head)
+            self._last_mac1 = mac1 = keyed.digest()
             head += mac1
             return head + (mac(self._cookie, head) if self.has_cookie(now) else _NO_MAC)
         out = message if isinstance(message, bytearray) else bytearray(message)
-        mac1 = mac(self._mac1_key, bytes(out[:offset]))
+        keyed = self._mac1_keyed.copy()
+        keyed.update(bytes(out[:offset]))
+        mac1 = keyed.digest()
         out[offset:offset + MAC_SIZE] = mac1
         self._last_mac1 = mac1
         mac2_at = offset + MAC_SIZE
@@ -132,6 +144,8 @@ class CookieGenerator:
         """Decrypt and keep the cookie of `reply`; False if it does not answer our last mac1."""
         if self._last_mac1 is None:
             return False
+        if self._cookie_key is None:
+            self._cookie_key = hash_(LABEL_COOKIE, self._remote)
         try:
             cookie = xaead_open(self._cookie_key, reply.nonce, reply.encrypted_cookie,
                                 self._last_mac1)

@@ -27,6 +27,7 @@ Endpoints are opaque hashable addresses chosen by the I/O layer ((host, port) tu
 from __future__ import annotations
 
 import os
+import struct
 from collections import Counter, deque
 from typing import Any, Callable, Iterable
 
@@ -46,6 +47,7 @@ from meshwg.core.timers import Timers
 from meshwg.util.endpoint import address_bytes as endpoint_address_bytes
 
 MAX_PENDING_EVENTS = 4096      # events kept until take_events(); older ones are dropped
+_INDEX_BATCH = struct.Struct("<64I")   # random indexes read from os.urandom at once
 
 
 class WireGuardProtocol(SendPath, ReceivePath, Handshakes, TimerEvents):
@@ -66,6 +68,7 @@ class WireGuardProtocol(SendPath, ReceivePath, Handshakes, TimerEvents):
         self.allowed_ips = AllowedIPs()
         self.keypairs_by_index: dict[int, Keypair] = {}
         self.handshakes_by_index: dict[int, Peer] = {}
+        self._index_pool: list[int] = []       # random indexes not yet handed out
         self.rate_limiter = RateLimiter()
         self._under_load_until = 0.0
         self._initiations_window_start = 0.0
@@ -197,9 +200,13 @@ class WireGuardProtocol(SendPath, ReceivePath, Handshakes, TimerEvents):
         peer.handshake_state = None
 
     def _new_index(self) -> int:
-        """A random 32-bit index used by no keypair or handshake of ours."""
+        """A random 32-bit index used by no keypair or handshake of ours (from os.urandom,
+        read _INDEX_BATCH indexes at a time: one system call per batch, not per handshake)."""
+        pool = self._index_pool
         while True:
-            index = int.from_bytes(os.urandom(4), "little")
+            if not pool:
+                pool.extend(_INDEX_BATCH.unpack(os.urandom(_INDEX_BATCH.size)))
+            index = pool.pop()
             if index not in self.keypairs_by_index and index not in self.handshakes_by_index:
                 return index
 

@@ -50,8 +50,14 @@ class ReceivePath:
                          handshake_backlog: int = 0) -> bytes | None:
         """One datagram of any type, all its work done now: returns the inner IP packet
         for the TUN device, or None (keepalive, handshake message, or dropped and counted).
-        A handshake message is admitted and processed at once (receive_batch, then
-        process_handshake); replies go to the output queue."""
+        A handshake message is admitted and processed at once (admit_handshake, as
+        receive_batch would, then process_handshake); replies go to the output queue."""
+        if datagram and datagram[0] != MESSAGE_TRANSPORT:
+            # a handshake message: what receive_batch would do with it, without its setup
+            admitted = self.admit_handshake(bytes(datagram), source, now, handshake_backlog)
+            if admitted is not None:
+                self.process_handshake(admitted, now)
+            return None
         packets, handshakes = self.receive_batch(((datagram, len(datagram), source),), now,
                                                  bytearray(len(datagram)), handshake_backlog)
         for handshake in handshakes:

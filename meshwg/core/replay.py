@@ -22,6 +22,7 @@ RING_BLOCKS = 128                         # blocks in the ring (a power of two)
 WINDOW_SIZE = (RING_BLOCKS - 1) * BLOCK_BITS  # 8128
 _BLOCK_MASK = RING_BLOCKS - 1
 _BIT_MASK = BLOCK_BITS - 1
+_EMPTY_RING = array("Q", bytes(RING_BLOCKS * 8))   # copied, never changed
 
 
 class ReplayWindow:
@@ -32,7 +33,7 @@ class ReplayWindow:
     def __init__(self, limit: int = REJECT_AFTER_MESSAGES) -> None:
         self.limit = limit                  # counters at or above it are refused
         self.last = 0                       # the newest counter accepted
-        self.ring = array("Q", bytes(RING_BLOCKS * 8))
+        self.ring = _EMPTY_RING[:]         # a new array of zero blocks
 
     def reset(self) -> None:
         """Forget every counter seen (for a new keypair)."""
