@@ -1,13 +1,15 @@
 """The handshake's faster primitives give the same bytes as independent implementations:
 HMAC-BLAKE2s against the standard library's hmac, the KDF against cryptography's HKDF,
 X25519 (libsodium) against cryptography's (OpenSSL), and the responder's cached
-static-static DH against computing it."""
+static-static DH against computing it; the Python around the chain decides as before
+(mac1 from a pre-keyed BLAKE2s, receive_datagram's direct admission, batched indexes)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
+import struct
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -15,6 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from meshwg.core import crypto, noise
+from meshwg.core import protocol as protocol_module
+from meshwg.core.constants import LABEL_MAC1
+from meshwg.core.cookie import CookieChecker, CookieGenerator
+from meshwg.core.messages import INITIATION_MAC1_OFFSET, RESPONSE_MAC1_OFFSET
 from meshwg.core.crypto import generate_private_key, public_key
 from meshwg.core.protocol import WireGuardProtocol
 
@@ -102,9 +108,6 @@ def test_responder_uses_the_peers_cached_static_static():
 
 
 def test_mac1_from_the_pre_keyed_blake2s_matches_crypto_mac():
-    from meshwg.core.constants import LABEL_MAC1
-    from meshwg.core.cookie import CookieChecker, CookieGenerator
-    from meshwg.core.messages import INITIATION_MAC1_OFFSET, RESPONSE_MAC1_OFFSET
     responder_public = public_key(generate_private_key())
     key = crypto.hash_(LABEL_MAC1, responder_public)
     generator, checker = CookieGenerator(responder_public), CookieChecker(responder_public)
@@ -172,8 +175,6 @@ def test_receive_datagram_decides_handshake_messages_as_receive_batch(under_load
 
 
 def test_new_index_skips_indexes_in_use(monkeypatch):
-    import struct
-    from meshwg.core import protocol as protocol_module
     responder = WireGuardProtocol(generate_private_key())
     responder.keypairs_by_index[7] = object()
     responder.handshakes_by_index[8] = object()
