@@ -18,7 +18,9 @@
 - adds, updates and removes peers on its own engine, in-process (Device.apply/status);
 - probes candidate endpoints (discovery.traversal.paths) and prefers LAN paths;
 - binds at the rendezvous's relay (discovery.relay, UDP on its WireGuard port + 1) and
-  moves a pair onto it when no direct path works; also at the relays members offer in the
+  moves a pair onto it when no direct path works; also at the relay of the other
+  rendezvous it keeps a tunnel to (issue 10: a relayed pair survives the death of one) and
+  the relays members offer in the
   directory (discovery.relay.pool chooses one per pair), and with `relay_port` runs such
   a relay itself (discovery.relay.server) for the other members;
 - re-announces at once when its own addresses change (netlink);
@@ -362,6 +364,10 @@ class MemberDaemon:
         if self.relay is not None and any(isinstance(ev, HandshakeCompleted) and
                                           ev.public_key == self.rendezvous_key for ev in events):
             self.relay.rebind()
+        if self.relays is not None:     # the other rendezvous's relays likewise
+            for ev in events:
+                if isinstance(ev, HandshakeCompleted) and ev.public_key != self.rendezvous_key:
+                    self.relays.rebind(ev.public_key)
         self._loop_service.wake()
 
     # ------------------------------------------------------------------ main loop
@@ -559,7 +565,7 @@ class MemberDaemon:
         self._route_rendezvous(status)
         relays = RelayPlan()
         if self.relays is not None:
-            self.relays.set_relays(self._offered_relays())
+            self.relays.set_relays(self._rendezvous_relays() + self._offered_relays())
             self.relays.set_peers(self.directory)
             relays = self.relays.plan({peer.public_key: peer.endpoint for peer in status.peers}, now)
             if self.relay is not None and self.relay.transport == "tcp":    # say so in status
@@ -606,6 +612,21 @@ class MemberDaemon:
                  else f"back to UDP {format_endpoint(want)}")
         self.device.apply(DeviceUpdate(peers=[PeerUpdate(public_key=self.rendezvous_key,
                                                          update_only=True, endpoint=want)]))
+
+    def _rendezvous_relays(self) -> list[Relay]:
+        """The relays of the other rendezvous we keep tunnels to (issue 10: UDP on the
+        WireGuard port + 1, TLS where the list gave `tls=` and a pin); the one enrolled at
+        is the pool's fixed relay."""
+        relays = []
+        for key, endpoint in self._rendezvous_peers.items():
+            ref = next((r for r in self.rendezvous.known if r.public_key == key), None)
+            if key == self.rendezvous_key or ref is None:
+                continue
+            host, port = endpoint[0], endpoint[1]
+            tls_target = ((host, ref.relay_tcp_port), ref.pin) if ref.pin and ref.relay_tcp_port else None
+            relays.append(Relay(key, (host, port + 1), f"rendezvous {ref.endpoint}",
+                                rendezvous=True, tls=tls_target))
+        return relays
 
     def _offered_relays(self) -> list[Relay]:
         """The relays other members offer in the directory (discovery.dnssd.relays)."""
@@ -789,6 +810,7 @@ class MemberDaemon:
             "rendezvous_dropped": dict(self.rendezvous_dropped),   # bad list entries, by reason
             "netcheck": self.netcheck.status() if self.netcheck is not None else None,
             "relay_server": self._relay_server_status(),
+            "relays": self.relays.status() if self.relays is not None else [],   # we bind at
             "lan": asdict(self.lan_verifier.counters),  # LAN announcements by verdict
             "peers": peers,
             "removed": self.removed,        # {"by": ENDPOINT, "at": SECONDS}: proven removal

@@ -2,9 +2,11 @@
 of the relays they know, send through the best one they can reach, and reply through
 the one the other end's datagrams came through.
 
-- Relays are the rendezvous's (if it runs one) and those members offer in the directory
-  (discovery.dnssd.relays). At most MAX_RELAYS are used: the rendezvous's, then the
-  member relays with the smallest keys, so both ends of a pair consider the same set.
+- Relays are the rendezvous's (each rendezvous the member keeps a tunnel to that runs
+  one: with several, issue 10, the pool holds a relay per kept rendezvous, all in the
+  rendezvous class) and those members offer in the directory (discovery.dnssd.relays).
+  At most MAX_RELAYS are used: the rendezvous relays by key, then the member relays with
+  the smallest keys, so both ends of a pair consider the same set.
 - ranking(a, b, relays): a pair's relays, best first: relays that are neither end of the
   pair before one of the two members themselves (used only when it is the only one),
   member relays before the rendezvous's (they offered to take that load off it), then by
@@ -44,17 +46,19 @@ _RANK_LABEL = b"meshwg relay rank v1"
 @dataclass(frozen=True)
 class Relay:
     """One relay: its public key, UDP endpoint, the name status shows ("rendezvous" or
-    the member's name), and whether it is the rendezvous's."""
+    the member's name), whether it is a rendezvous's, and its TLS relay ((ip, TCP port),
+    certificate pin) when one is known (a rendezvous's: used when UDP is blocked)."""
 
     public_key: bytes
     endpoint: Endpoint
     name: str
     rendezvous: bool = False
+    tls: tuple[Endpoint, bytes] | None = None
 
 
 def usable_relays(relays: Iterable[Relay], limit: int = MAX_RELAYS) -> list[Relay]:
-    """The relays a member binds at: the rendezvous's first, then member relays by key,
-    `limit` in all (one per key)."""
+    """The relays a member binds at: the rendezvous relays first, then member relays,
+    each by key, `limit` in all (one per key)."""
     unique: dict[bytes, Relay] = {}
     for relay in relays:
         unique.setdefault(relay.public_key, relay)

@@ -1,8 +1,10 @@
 """A member's relays: one RelayClient (discovery.relay.client) per relay it knows, and
 the choice of relay per peer (discovery.relay.choice, which holds the rules).
 
-The member hands it the rendezvous's client (add_fixed) and the relays the directory
-offers (set_relays: clients started and stopped to match); each client keeps a proxy
+The member hands it the client of the rendezvous it enrolled at (add_fixed) and the other
+relays (set_relays: the relays of the other rendezvous it keeps tunnels to, issue 10, and
+those the directory offers; clients started and stopped to match, so a rendezvous dropped
+or forgotten takes its relay out of the pool); each client keeps a proxy
 socket per peer (set_peers). plan() answers, from the engine's current endpoints, which
 proxy each peer should use, the proxies of its other relays (an endpoint on one of those
 is relayed too, and moved at once), the relay names for status, and when to look again;
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from meshwg.core import crypto
-from meshwg.util.endpoint import Endpoint
+from meshwg.util.endpoint import Endpoint, format_endpoint
 
 from discovery.relay.choice import Relay, RelayHealth, choose, usable_relays
 from discovery.relay.client import RelayClient
@@ -62,7 +64,8 @@ class RelayPool:
         self.clients[relay.public_key] = client
 
     def set_relays(self, offered: Iterable[Relay]) -> None:
-        """The relays the directory offers now: clients started, moved or stopped."""
+        """The relays known now besides the fixed ones (other rendezvous's, members'):
+        clients started, moved or stopped."""
         wanted = {r.public_key: r for r in usable_relays(
             [relay for relay, _ in self._fixed.values()] + list(offered))}
         for key in [k for k in self.relays if k not in wanted or wanted[k] != self.relays[k]]:
@@ -76,7 +79,8 @@ class RelayPool:
         for key, relay in wanted.items():
             if key not in self.clients:
                 client = RelayClient(self.private_key, relay.public_key, relay.endpoint,
-                                     self.engine_port, name=relay.name, on_bound=self.on_bound)
+                                     self.engine_port, name=relay.name, on_bound=self.on_bound,
+                                     tls_target=relay.tls)
                 client.set_peers(self._peers)
                 self.clients[key] = client.start()
                 self.relays[key] = relay
@@ -125,6 +129,15 @@ class RelayPool:
                 plan.next_deadline = now + (deadline - mono)
         return plan
 
+    def status(self) -> list[dict]:
+        """One row per relay for `meshwg status`: name, endpoint, whether it is a
+        rendezvous's, bound (a bind was acknowledged), alive (RelayHealth), transport."""
+        mono, acked = time.monotonic(), self._acked()
+        return [{"name": self.relays[key].name, "endpoint": format_endpoint(self.relays[key].endpoint),
+                 "rendezvous": self.relays[key].rendezvous, "bound": client.bound,
+                 "alive": self.health.alive(key, acked[key], mono), "transport": client.transport}
+                for key, client in self.clients.items()]
+
     # ------------------------------------------------------------------ counters, lifecycle
     def peer_counters(self) -> dict[bytes, tuple[int, int]]:
         """Relayed (rx_bytes, tx_bytes) per peer key, over every relay."""
@@ -135,10 +148,13 @@ class RelayPool:
                 out[key] = (old[0] + rx, old[1] + tx)
         return out
 
-    def rebind(self) -> None:
-        """Bind again everywhere now (our addresses changed)."""
-        for client in self.clients.values():
-            client.rebind()
+    def rebind(self, key: bytes | None = None) -> None:
+        """Bind again now: everywhere (our addresses changed), or at the relay `key` only
+        (a new session with that rendezvous: it may have restarted and lost our binding;
+        from any thread)."""
+        for relay_key, client in list(self.clients.items()):
+            if key is None or relay_key == key:
+                client.rebind()
 
     def stop(self) -> None:
         """Stop the clients this pool started (not the fixed ones)."""
