@@ -17,6 +17,8 @@ from typing import Union
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
+RECENT_MAX = 256       # addresses lookup_recent remembers; the memo is emptied when full
+
 
 class _FamilyTable:
     """Prefixes of one address family (bits = 32 or 128)."""
@@ -69,6 +71,8 @@ class AllowedIPs:
         self._v6 = _FamilyTable(128)
         self._owner: dict[Network, Hashable] = {}
         self._of_peer: dict[Hashable, set[Network]] = {}
+        # lookup_recent's memo: raw address -> peer, emptied by every change of the table
+        self._recent: dict[bytes, Hashable] = {}
 
     @staticmethod
     def _normalise(network: Network) -> Network:
@@ -92,6 +96,7 @@ class AllowedIPs:
             if previous == peer:
                 return
             self._forget(previous, net)
+        self._recent.clear()
         self._owner[net] = peer
         self._of_peer.setdefault(peer, set()).add(net)
         self._table(net).set(net.prefixlen, int(net.network_address), peer)
@@ -102,6 +107,7 @@ class AllowedIPs:
         owner = self._owner.get(net)
         if owner is None or (peer is not None and owner != peer):
             return False
+        self._recent.clear()
         del self._owner[net]
         self._forget(owner, net)
         self._table(net).delete(net.prefixlen, int(net.network_address))
@@ -109,6 +115,7 @@ class AllowedIPs:
 
     def remove_peer(self, peer: Hashable) -> None:
         """Drop every network of `peer`."""
+        self._recent.clear()
         for net in self._of_peer.pop(peer, ()):
             del self._owner[net]
             self._table(net).delete(net.prefixlen, int(net.network_address))
@@ -134,6 +141,21 @@ class AllowedIPs:
             if peer is not None:
                 return peer
         return None
+
+    def lookup_recent(self, address: bytes) -> Hashable | None:
+        """lookup(address), remembered per address until the table changes (at most
+        RECENT_MAX addresses): one dict probe for the lone-packet path
+        (meshwg.core.lone), where a ping after an idle spell pays for every level it
+        walks on a cold CPU."""
+        peer = self._recent.get(address)
+        if peer is None:
+            peer = self.lookup(address)
+            if peer is not None:
+                recent = self._recent
+                if len(recent) >= RECENT_MAX:
+                    recent.clear()
+                recent[address] = peer
+        return peer
 
     def networks_of(self, peer: Hashable) -> list[Network]:
         """The networks routed to `peer`: IPv4 first, then by address and prefix length."""

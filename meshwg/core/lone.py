@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from meshwg.core.protocol import WireGuardProtocol
 
 _unpack_header = TRANSPORT_HEADER.unpack_from
+_new_tuple = tuple.__new__     # a Lone without its Python-level __new__ (a cold frame less)
 
 
 class Lone(NamedTuple):
@@ -69,7 +70,7 @@ def seal_lone(protocol: WireGuardProtocol, packet: Any, now: float,
         dst = bytes(packet[24:40])
     else:
         return None
-    peer = protocol.allowed_ips.lookup(dst)
+    peer = protocol.allowed_ips.lookup_recent(dst)
     if peer is None:
         return None
     kp = peer.current
@@ -81,7 +82,7 @@ def seal_lone(protocol: WireGuardProtocol, packet: Any, now: float,
     if counter >= timers.reject_after_messages:
         return None
     size = kp.sealer(fast).seal(buf, 0, kp.remote_index, counter, packet, protocol.mtu)
-    return Lone(True, peer, kp, size, counter, endpoint)
+    return _new_tuple(Lone, (True, peer, kp, size, counter, endpoint, None))
 
 
 def open_lone(protocol: WireGuardProtocol, datagram: Any, source: Any, now: float,
@@ -107,12 +108,18 @@ def open_lone(protocol: WireGuardProtocol, datagram: Any, source: Any, now: floa
     plen = dlen - TRANSPORT_MIN_SIZE
     if len(out) < plen or not kp.opener(fast).open(counter, datagram, 16, dlen - 16, out, 0):
         return None
-    if not kp.replay.check(counter):
+    # ReplayWindow.check's decision on the same state, in one compiled call (as open_run
+    # applies it): on a cold CPU cheaper than the Python method
+    replay = kp.replay
+    last, (fresh,) = fast.replay_run(replay.ring, replay.last, replay.limit, (counter,))
+    if not fresh:
         return None
+    replay.last = last
     # authentic and new: from here on every outcome is this path's to count
     peer = kp.peer
-    return Lone(False, peer, kp, dlen, counter, source,
-                _inner_packet(protocol, peer, out, plen) if plen else _keepalive(protocol))
+    return _new_tuple(Lone, (False, peer, kp, dlen, counter, source,
+                             _inner_packet(protocol, peer, out, plen) if plen
+                             else _keepalive(protocol)))
 
 
 def _keepalive(protocol: WireGuardProtocol) -> None:
@@ -135,7 +142,7 @@ def _inner_packet(protocol: WireGuardProtocol, peer: Peer, out: bytearray,
     if length > plen or length < 20:
         protocol.stats["inner_malformed"] += 1
         return None
-    if protocol.allowed_ips.lookup(src) is not peer:
+    if protocol.allowed_ips.lookup_recent(src) is not peer:
         protocol.stats["inner_source_not_allowed"] += 1
         return None
     return memoryview(out)[:length]

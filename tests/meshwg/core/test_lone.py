@@ -6,14 +6,17 @@ None, the batch call on the same input)."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 
 import pytest
 
 from meshwg import accel
+from meshwg.core.allowedips import RECENT_MAX, AllowedIPs
 from meshwg.core.lone import finish_lone, open_lone, seal_lone
 from meshwg.core.messages import TRANSPORT_HEADER
-from tests.meshwg.core.harness import Node, established, ipv4_packet, ipv6_packet, seal_raw
+from tests.meshwg.core.harness import (Network, Node, established, ipv4_packet, ipv6_packet,
+                                       seal_raw)
 
 fast = accel.select(True, warn=False)
 pytestmark = pytest.mark.skipif(fast is None, reason="compiled data path not built")
@@ -162,3 +165,95 @@ def test_responder_confirms_its_keypair_on_a_lone_packet() -> None:
     assert opened is not None and bytes(opened.packet) == a.packet_to(b, b"first")
     finish_lone(b.protocol, opened, net.now)
     assert b.peer(a).next is None and b.peer(a).current is opened.kp
+
+
+def test_routes_follow_every_change_of_the_table() -> None:
+    """The lone path remembers routes per address (AllowedIPs.lookup_recent): a network
+    moved to another peer, removed or re-added changes where the next lone packet goes
+    (or sends it to the batch path) at once, for the destination and the inner source."""
+    net = Network()
+    a, b, c = (net.add_node(name, i) for i, name in enumerate("abc", 1))
+    net.connect(a, b)
+    net.connect(a, c, allowed_b=[f"{c.ip4}/32"])
+    for other in (b, c):
+        a.initiate(other)
+        net.pump()
+    for node in (a, b, c):
+        node.protocol.fastpath = fast
+    p, buf = a.protocol, bytearray(400)
+    to_b = a.packet_to(b, b"x")
+
+    def route(packet: bytes):
+        sealed = seal_lone(p, packet, net.now, buf)
+        if sealed is not None:
+            finish_lone(p, sealed, net.now)
+        return None if sealed is None else sealed.peer
+
+    assert route(to_b) is a.peer(b) and route(to_b) is a.peer(b)
+    p.add_allowed_ips(a.peer(c), [ipaddress.ip_network(f"{b.ip4}/32")])    # moved to c
+    assert route(to_b) is a.peer(c)
+    p.remove_allowed_ips(a.peer(c), [ipaddress.ip_network(f"{b.ip4}/32")])
+    assert route(to_b) is None
+    p.add_allowed_ips(a.peer(b), [ipaddress.ip_network("10.0.0.0/24")])
+    p.add_allowed_ips(a.peer(c), [ipaddress.ip_network("10.0.0.0/16")])
+    assert route(to_b) is a.peer(b)                      # the longer prefix
+    p.set_allowed_ips(a.peer(b), [])
+    assert route(to_b) is a.peer(c)
+    # inner sources: b's packets are accepted from b only while b owns its address
+    q = b.protocol
+    for owner, accepted in ((a.peer(b), 1), (a.peer(c), 0)):
+        p.set_allowed_ips(owner, [ipaddress.ip_network(f"{b.ip4}/32")])
+        before = a.stats["inner_source_not_allowed"]
+        kp = b.peer(a).current
+        sealed = seal_lone(q, b.packet_to(a, b"from b"), net.now, buf)
+        finish_lone(q, sealed, net.now)
+        opened = open_lone(p, bytes(buf[:sealed.size]), b.address, net.now, bytearray(2048))
+        assert opened is not None and opened.kp.peer is a.peer(b) and kp is sealed.kp
+        finish_lone(p, opened, net.now)
+        assert (opened.packet is not None) == bool(accepted)
+        assert a.stats["inner_source_not_allowed"] - before == 1 - accepted
+
+
+def test_recent_routes_are_bounded_and_forgotten() -> None:
+    """lookup_recent gives lookup's answer for every address, keeps at most RECENT_MAX,
+    and forgets on insert, remove and remove_peer."""
+    table = AllowedIPs()
+    table.insert(ipaddress.ip_network("10.0.0.0/8"), "p")
+    table.insert(ipaddress.ip_network("10.1.0.0/16"), "q")
+    addresses = [bytes((10, i & 3, i >> 2 & 255, 1)) for i in range(3 * RECENT_MAX)]
+    for address in addresses + [bytes(4), bytes(16), b"\x01"]:
+        assert table.lookup_recent(address) == table.lookup(address)
+        assert len(table._recent) <= RECENT_MAX
+    one = bytes((10, 1, 2, 3))
+    for change, expected in ((lambda: table.insert(ipaddress.ip_network("10.1.2.0/24"), "r"), "r"),
+                             (lambda: table.remove(ipaddress.ip_network("10.1.2.0/24")), "q"),
+                             (lambda: table.remove_peer("q"), "p"),
+                             (lambda: table.insert(ipaddress.ip_network("10.1.0.0/16"), "p"), "p"),
+                             (lambda: table.remove_peer("p"), None)):
+        table.lookup_recent(one)
+        change()
+        assert table.lookup_recent(one) == table.lookup(one) == expected
+
+
+def test_no_counter_is_used_twice() -> None:
+    """Lone and batch seals interleaved, through a rekey (new keypair), a keypair change
+    mid-way and the counter limit: every (keypair, counter) pair on the wire is unique,
+    and what b opens is every packet exactly once."""
+    net, a, b = compiled_pair()
+    seen: set[tuple[int, int]] = set()
+    opened = 0
+    for step in range(60):
+        if step == 20:                                # a new handshake: a new keypair
+            net.now += 1.0
+            a.initiate(b)
+            net.pump()
+        if step == 40:                                # near the end of the counters
+            a.peer(b).current.set_counter(a.protocol.timers.reject_after_messages - 10)
+        lone = step % 3 != 0
+        for datagram in send_like_device(a, a.packet_to(b, b"n%d" % step), lone):
+            receiver, counter = TRANSPORT_HEADER.unpack_from(datagram)[1:]
+            assert (receiver, counter) not in seen
+            seen.add((receiver, counter))
+            opened += len(receive_like_device(b, datagram, a.address, lone=True))
+        net.pump()                                    # handshakes the protocol started
+    assert opened == len(seen) >= 50
