@@ -7,7 +7,7 @@ PY          := $(VENV)/bin/python
 APT_PACKAGES := wireguard-go wireguard-tools iperf3 iputils-ping iproute2 iptables \
                 conntrack bind9-dnsutils avahi-utils avahi-daemon dbus dnsperf \
                 netcat-openbsd procps kmod miniupnpd-iptables miniupnpd bind9 knot \
-                gcc libssl-dev libsodium-dev python3-dev
+                gcc libssl-dev libsodium-dev libgcrypt20-dev python3-dev
 PYTEST_ARGS ?=
 
 .PHONY: all deps apt venv resolved-lab test test-fast demo bench bench-json fuzz clean

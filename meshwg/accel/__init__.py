@@ -81,8 +81,8 @@ def select_handshake(enabled: bool | None = None, warn: bool = True) -> ModuleTy
     if _noise_compiled is None and warn and not _noise_warned:
         _noise_warned = True
         log.warning("compiled handshake chain not built (%s): using the pure Python one; "
-                    "install gcc, libssl-dev, libsodium-dev and python3-dev and reinstall "
-                    "meshwg", _noise_import_error)
+                    "install gcc, libssl-dev, libsodium-dev, libgcrypt20-dev and python3-dev "
+                    "and reinstall meshwg", _noise_import_error)
     return _noise_compiled
 
 

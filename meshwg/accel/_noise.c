@@ -2,10 +2,13 @@
  *
  * Only library primitives are called: X25519 and ChaCha20-Poly1305 (IETF) from libsodium
  * (no key object to build per call: it measured faster than OpenSSL's EVP_PKEY X25519 on
- * this kind of machine), BLAKE2s-256 and HMAC-BLAKE2s from OpenSSL's libcrypto (EVP_MD
- * "BLAKE2S-256"; EVP_MAC "HMAC" with that digest, one context re-keyed per HMAC). HKDF is
+ * this kind of machine), BLAKE2s-256 and HMAC-BLAKE2s from libgcrypt (GCRY_MD_BLAKE2S_256;
+ * GCRY_MAC_HMAC_BLAKE2S_256, one context re-keyed per HMAC). libgcrypt rather than OpenSSL's
+ * EVP_MAC HMAC: per HMAC-BLAKE2s of 32 bytes 0.76 us keyed / 0.51 us re-used key against
+ * 0.92 / 0.70 us (OpenSSL 3.0 duplicates a provider digest context per step), the chain
+ * beside X25519 21 us instead of 26 us per handshake on this kind of machine. HKDF is
  * WireGuard's Kdf_n over that HMAC, as meshwg.core.crypto.kdf builds it over the standard
- * library's hmac (OpenSSL's HMAC too).
+ * library's hmac (OpenSSL's HMAC: same outputs, tested).
  *
  * Every function mirrors one step of meshwg.core.noise and takes and returns bytes;
  * Python keeps every decision (peer lookup by the decrypted static key, the cached
@@ -18,19 +21,15 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <sodium.h>
-#include <openssl/evp.h>
-#include <openssl/core_names.h>
-#include <openssl/params.h>
-#include <openssl/opensslv.h>
+#include <gcrypt.h>
 #include <string.h>
 
 #define KEY 32
 #define TAG 16
 #define MAX_PAYLOAD 65535
 
-static EVP_MD *blake2s;
-static EVP_MD_CTX *mdctx;
-static EVP_MAC_CTX *macctx;    /* OpenSSL's HMAC over BLAKE2S-256, keyed per call */
+static gcry_md_hd_t mdctx;     /* libgcrypt's BLAKE2s-256 */
+static gcry_mac_hd_t macctx;   /* libgcrypt's HMAC over BLAKE2s-256, keyed per call */
 static PyObject *DecryptionError;
 static PyObject *WeakKeyError;
 static const unsigned char zero_nonce[12];
@@ -41,27 +40,31 @@ static const unsigned char zero_nonce[12];
 static int hash2(unsigned char out[KEY], const unsigned char *a, size_t alen,
                  const unsigned char *b, size_t blen)
 {
-    unsigned int len = 0;
-    if (!EVP_DigestInit_ex(mdctx, blake2s, NULL) || !EVP_DigestUpdate(mdctx, a, alen)
-            || (blen && !EVP_DigestUpdate(mdctx, b, blen))
-            || !EVP_DigestFinal_ex(mdctx, out, &len) || len != KEY) {
-        PyErr_SetString(PyExc_RuntimeError, "OpenSSL BLAKE2s failed");
+    const unsigned char *digest;
+    gcry_md_reset(mdctx);
+    gcry_md_write(mdctx, a, alen);
+    if (blen)
+        gcry_md_write(mdctx, b, blen);
+    digest = gcry_md_read(mdctx, GCRY_MD_BLAKE2S_256);
+    if (digest == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "libgcrypt BLAKE2s failed");
         return -1;
     }
+    memcpy(out, digest, KEY);
     return 0;
 }
 
-/* OpenSSL's HMAC-BLAKE2s over a || b: keyed with the 32-byte key, or with key NULL the
- * context's current key again (EVP_MAC_init re-initialises HMAC from its saved pads) */
+/* libgcrypt's HMAC-BLAKE2s over a || b: keyed with the 32-byte key, or with key NULL the
+ * context's current key again (gcry_mac_reset returns to the state after the last setkey) */
 static int hmac(unsigned char out[KEY], const unsigned char *key,
                 const unsigned char *a, size_t alen, const unsigned char *b, size_t blen)
 {
-    size_t len = 0;
-    if (!EVP_MAC_init(macctx, key, key ? KEY : 0, NULL)
-            || (alen && !EVP_MAC_update(macctx, a, alen))
-            || (blen && !EVP_MAC_update(macctx, b, blen))
-            || !EVP_MAC_final(macctx, out, &len, KEY) || len != KEY) {
-        PyErr_SetString(PyExc_RuntimeError, "OpenSSL HMAC-BLAKE2s failed");
+    size_t len = KEY;
+    if ((key ? gcry_mac_setkey(macctx, key, KEY) : gcry_mac_reset(macctx))
+            || (alen && gcry_mac_write(macctx, a, alen))
+            || (blen && gcry_mac_write(macctx, b, blen))
+            || gcry_mac_read(macctx, out, &len) || len != KEY) {
+        PyErr_SetString(PyExc_RuntimeError, "libgcrypt HMAC-BLAKE2s failed");
         return -1;
     }
     return 0;
@@ -476,7 +479,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "meshwg.accel._noise",
-    "WireGuard's Noise_IKpsk2 handshake chain over libsodium and OpenSSL (meshwg.accel).",
+    "WireGuard's Noise_IKpsk2 handshake chain over libsodium and libgcrypt (meshwg.accel).",
     -1, methods,
 };
 
@@ -487,24 +490,26 @@ PyMODINIT_FUNC PyInit__noise(void)
         PyErr_SetString(PyExc_ImportError, "libsodium failed to initialise");
         return NULL;
     }
-    blake2s = EVP_MD_fetch(NULL, "BLAKE2S-256", NULL);
-    mdctx = EVP_MD_CTX_new();
-    if (blake2s == NULL || mdctx == NULL) {
-        PyErr_SetString(PyExc_ImportError, "OpenSSL has no BLAKE2S-256");
-        return NULL;
-    }
-    if (macctx == NULL) {
-        EVP_MAC *hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
-        OSSL_PARAM params[] = {
-            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "BLAKE2S-256", 0),
-            OSSL_PARAM_construct_end(),
-        };
-        macctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
-        EVP_MAC_free(hmac_alg);     /* the context holds its own reference */
-        if (macctx == NULL || !EVP_MAC_CTX_set_params(macctx, params)) {
-            EVP_MAC_CTX_free(macctx);
-            macctx = NULL;
-            PyErr_SetString(PyExc_ImportError, "OpenSSL has no HMAC over BLAKE2S-256");
+    if (mdctx == NULL) {
+        /* as a library does: check the version, finish initialisation only if the
+         * application has not (no secure memory: the chain's secrets live on the stack) */
+        if (gcry_check_version(GCRYPT_VERSION) == NULL) {
+            PyErr_SetString(PyExc_ImportError, "libgcrypt older than the one built against");
+            return NULL;
+        }
+        if (!gcry_control(GCRYCTL_INITIALIZATION_FINISHED_P)) {
+            gcry_control(GCRYCTL_DISABLE_SECMEM, 0);
+            gcry_control(GCRYCTL_INITIALIZATION_FINISHED, 0);
+        }
+        if (gcry_md_open(&mdctx, GCRY_MD_BLAKE2S_256, 0)) {
+            mdctx = NULL;
+            PyErr_SetString(PyExc_ImportError, "libgcrypt has no BLAKE2s-256");
+            return NULL;
+        }
+        if (gcry_mac_open(&macctx, GCRY_MAC_HMAC_BLAKE2S_256, 0, NULL)) {
+            gcry_md_close(mdctx);
+            mdctx = NULL;
+            PyErr_SetString(PyExc_ImportError, "libgcrypt has no HMAC over BLAKE2s-256");
             return NULL;
         }
     }
@@ -516,7 +521,7 @@ PyMODINIT_FUNC PyInit__noise(void)
     if (DecryptionError == NULL || WeakKeyError == NULL
             || PyModule_AddObjectRef(m, "DecryptionError", DecryptionError) < 0
             || PyModule_AddObjectRef(m, "WeakKeyError", WeakKeyError) < 0
-            || PyModule_AddStringConstant(m, "OPENSSL_VERSION", OPENSSL_VERSION_TEXT) < 0
+            || PyModule_AddStringConstant(m, "GCRYPT_VERSION", gcry_check_version(NULL)) < 0
             || PyModule_AddStringConstant(m, "SODIUM_VERSION", sodium_version_string()) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import os
+import random
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -222,7 +223,7 @@ def test_kdf_and_hash_match_python(key: bytes, data: bytes, n: int) -> None:
 
 
 def test_kdf_matches_hkdf_and_a_new_key_every_call() -> None:
-    """Kdf_n (OpenSSL's HMAC, its context re-keyed per call and kept for all n outputs)
+    """Kdf_n (libgcrypt's HMAC, its context re-keyed per call and kept for all n outputs)
     against cryptography's HKDF with BLAKE2s, alternating keys and n so that no output
     comes from the previous call's key."""
     for round_ in range(30):
@@ -233,13 +234,31 @@ def test_kdf_matches_hkdf_and_a_new_key_every_call() -> None:
 
 
 def test_hmac_vector_of_the_kernel_selftest() -> None:
-    """HMAC-BLAKE2s of the C chain (OpenSSL's HMAC), through kdf's first output of a 32-byte
+    """HMAC-BLAKE2s of the C chain (libgcrypt's HMAC), through kdf's first output of a 32-byte
     key, against the standard library's hmac over hashlib.blake2s (its RFC 2104 composition
     in Python): kdf(key, data, 1)[0] = HMAC(HMAC(key, data), 0x01)."""
     key = bytes(32)
     data = bytes(range(256))
     prk = hmac.new(key, data, hashlib.blake2s).digest()
     assert fast.kdf(key, data, 1)[0] == hmac.new(prk, b"\x01", hashlib.blake2s).digest()
+
+
+def test_shared_contexts_carry_nothing_between_calls() -> None:
+    """The chain's one digest and one MAC context (libgcrypt) serve every call: hashes and
+    Kdf_n of every n, short and multi-block inputs, interleaved in a random order, each
+    equal to the Python primitives'."""
+    rng = random.Random(11)
+    for _ in range(300):
+        key, data = os.urandom(32), os.urandom(rng.choice((0, 1, 32, 63, 64, 65, 200, 1000)))
+        if rng.random() < 0.5:
+            assert fast.hash(key, data) == crypto.hash_(key, data)
+        else:
+            n = rng.randint(1, 3)
+            assert fast.kdf(key, data, n) == crypto.kdf(key, data, n)
+
+
+def test_names_its_libraries() -> None:
+    assert fast.SODIUM_VERSION and fast.GCRYPT_VERSION
 
 
 @settings(max_examples=50, deadline=None)
