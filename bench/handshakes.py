@@ -86,7 +86,10 @@ def measure_round(n: int, fastpath: bool | None = None) -> dict:
     leaves garbage and a large young heap behind; a full collection triggered by it inside
     the timed loop would charge the responder for the harness's allocations (one such
     collection measured 22 ms, 5 % of a round). So the garbage is collected before the clock
-    starts; the collections the responder's own allocations cause still run and are timed."""
+    starts; the collections the responder's own allocations cause still run and are timed.
+    A daemon pays those too: with 22,000 peers configured, 1.3-2.7 us per handshake over
+    10,000 handshakes, all young or generation-1 collections (no full one), the same with
+    gc.freeze() after configuration, so the device does not freeze."""
     responder, initiations = build(n, accel_select.select_handshake(fastpath))
     receive = responder.receive_datagram
     gc.collect()
