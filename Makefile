@@ -23,7 +23,7 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard meshwg/accel/*.c)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard meshwg/accel/*.c meshwg/accel/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'

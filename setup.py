@@ -10,7 +10,8 @@ FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field
 
 setup(ext_modules=[Extension(
     "meshwg.accel._fastpath",
-    sources=["meshwg/accel/_fastpath.c"],
+    sources=["meshwg/accel/_fastpath.c", "meshwg/accel/_crossing.c"],
+    depends=["meshwg/accel/_fastpath.h"],
     libraries=["crypto"],
     extra_compile_args=FLAGS,
     optional=True,

@@ -11,17 +11,10 @@
  * Every length is checked against the buffers it refers to; input from the network
  * never sizes an allocation. */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_fastpath.h"
 #include <string.h>
-#include <stdint.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
-#define HEADER_SIZE 16
-#define TAG_SIZE 16
-#define MIN_TRANSPORT (HEADER_SIZE + TAG_SIZE)
-#define MESSAGE_TRANSPORT 4
 #define PADDING_MULTIPLE 16
 #define MAX_PLAINTEXT 65535          /* an IP packet's length limit */
 #define MAX_RUN 4096                 /* packets or datagrams per run call */
@@ -39,11 +32,11 @@ static void put_le64(unsigned char *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (v >> (8 * i)) & 0xff;
 }
 
-static uint32_t get_le32(const unsigned char *p) {
+uint32_t fp_get_le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static uint64_t get_le64(const unsigned char *p) {
+uint64_t fp_get_le64(const unsigned char *p) {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
     return v;
@@ -57,7 +50,7 @@ static void counter_nonce(unsigned char nonce[12], uint64_t counter) {
 
 /* Zero bytes appended to a plaintext of n bytes: up to a multiple of 16, never past the
  * MTU (whitepaper 5.4.6; meshwg.core.send.padding). */
-static Py_ssize_t padding(Py_ssize_t n, Py_ssize_t mtu) {
+Py_ssize_t fp_padding(Py_ssize_t n, Py_ssize_t mtu) {
     Py_ssize_t pad = (PADDING_MULTIPLE - n % PADDING_MULTIPLE) % PADDING_MULTIPLE;
     if (pad && n + pad > mtu) {
         pad = mtu - n;
@@ -97,13 +90,6 @@ static int counters_fit(uint64_t counter, Py_ssize_t count) {
 }
 
 /* ------------------------------------------------------------------ the cipher object */
-
-typedef struct {
-    PyObject_HEAD
-    EVP_CIPHER_CTX *ctx;
-    int encrypt;
-    int busy;          /* a call is using ctx with the GIL released */
-} Cipher;
 
 static int cipher_take(Cipher *self) {
     if (self->ctx == NULL) {
@@ -149,7 +135,7 @@ static void cipher_dealloc(Cipher *self) {
 }
 
 /* Seal n plaintext bytes plus pad zero bytes into out (n + pad + 16 bytes). 0 on success. */
-static int seal_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const unsigned char *in, Py_ssize_t n,
+int fp_seal_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const unsigned char *in, Py_ssize_t n,
                     Py_ssize_t pad, unsigned char *out) {
     unsigned char nonce[12];
     int len;
@@ -162,7 +148,7 @@ static int seal_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const unsigned char *
 }
 
 /* Open clen bytes (ciphertext + tag) into out (clen - 16 bytes). 1 authentic, 0 not. */
-static int open_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const unsigned char *in, Py_ssize_t clen,
+int fp_open_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const unsigned char *in, Py_ssize_t clen,
                     unsigned char *out) {
     unsigned char nonce[12];
     unsigned char tag[TAG_SIZE];
@@ -176,13 +162,13 @@ static int open_one(EVP_CIPHER_CTX *ctx, uint64_t counter, const unsigned char *
     return EVP_CipherFinal_ex(ctx, out + plen, &len) == 1;
 }
 
-static void write_header(unsigned char *p, uint32_t receiver, uint64_t counter) {
+void fp_write_header(unsigned char *p, uint32_t receiver, uint64_t counter) {
     put_le32(p, MESSAGE_TRANSPORT);
     put_le32(p + 4, receiver);
     put_le64(p + 8, counter);
 }
 
-static int parse_u64(PyObject *obj, uint64_t *value) {
+int fp_parse_u64(PyObject *obj, uint64_t *value) {
     unsigned long long v = PyLong_AsUnsignedLongLong(obj);
     if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
     *value = v;
@@ -232,17 +218,17 @@ static PyObject *sealer_seal(Cipher *self, PyObject *args) {
     PyObject *result = NULL;
     if (!PyArg_ParseTuple(args, "w*nOOy*n", &out, &offset, &receiver_obj, &counter_obj, &packet, &mtu))
         return NULL;
-    if (parse_u32(receiver_obj, &receiver) < 0 || parse_u64(counter_obj, &counter) < 0) goto done;
+    if (parse_u32(receiver_obj, &receiver) < 0 || fp_parse_u64(counter_obj, &counter) < 0) goto done;
     Py_ssize_t n = packet.len;
     if (n > MAX_PLAINTEXT) {
         PyErr_SetString(PyExc_ValueError, "packet longer than 65535 bytes");
         goto done;
     }
-    Py_ssize_t size = n + padding(n, mtu) + MIN_TRANSPORT;
+    Py_ssize_t size = n + fp_padding(n, mtu) + MIN_TRANSPORT;
     unsigned char *dst = output_at(&out, offset, size, packet.buf, n);
     if (dst == NULL || cipher_take(self) < 0) goto done;
-    write_header(dst, receiver, counter);
-    int rc = seal_one(self->ctx, counter, packet.buf, n, size - n - MIN_TRANSPORT, dst + HEADER_SIZE);
+    fp_write_header(dst, receiver, counter);
+    int rc = fp_seal_one(self->ctx, counter, packet.buf, n, size - n - MIN_TRANSPORT, dst + HEADER_SIZE);
     self->busy = 0;
     if (rc < 0) {
         PyErr_SetString(PyExc_RuntimeError, "ChaCha20-Poly1305 seal failed");
@@ -274,7 +260,7 @@ static PyObject *sealer_seal_run(Cipher *self, PyObject *args) {
     Py_ssize_t count = 0, got = 0;
     if (!PyArg_ParseTuple(args, "w*nOOOn", &out, &offset, &receiver_obj, &counter_obj, &packets_obj, &mtu))
         return NULL;
-    if (parse_u32(receiver_obj, &receiver) < 0 || parse_u64(counter_obj, &counter) < 0) goto done;
+    if (parse_u32(receiver_obj, &receiver) < 0 || fp_parse_u64(counter_obj, &counter) < 0) goto done;
     seq = bounded_sequence(packets_obj, MAX_RUN, "packets in one run", &count);
     if (seq == NULL || counters_fit(counter, count) < 0) goto done;
     bufs = PyMem_Calloc(count ? count : 1, sizeof(Py_buffer));
@@ -293,7 +279,7 @@ static PyObject *sealer_seal_run(Cipher *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "packet longer than 65535 bytes");
             goto done;
         }
-        sizes[got] = n + padding(n, mtu) + MIN_TRANSPORT;
+        sizes[got] = n + fp_padding(n, mtu) + MIN_TRANSPORT;
         total += sizes[got];
         if (total > room) {
             got++;
@@ -314,8 +300,8 @@ static PyObject *sealer_seal_run(Cipher *self, PyObject *args) {
     unsigned char *dst = base;
     for (Py_ssize_t i = 0; i < count && !failed; i++) {
         Py_ssize_t n = bufs[i].len;
-        write_header(dst, receiver, counter + i);
-        failed = seal_one(self->ctx, counter + i, bufs[i].buf, n, sizes[i] - n - MIN_TRANSPORT,
+        fp_write_header(dst, receiver, counter + i);
+        failed = fp_seal_one(self->ctx, counter + i, bufs[i].buf, n, sizes[i] - n - MIN_TRANSPORT,
                           dst + HEADER_SIZE) < 0;
         dst += sizes[i];
     }
@@ -360,7 +346,7 @@ static PyObject *sealer_seal_segments(Cipher *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "w*nOOy*nn", &out, &offset, &receiver_obj, &counter_obj, &data,
                           &segment, &mtu))
         return NULL;
-    if (parse_u32(receiver_obj, &receiver) < 0 || parse_u64(counter_obj, &counter) < 0) goto done;
+    if (parse_u32(receiver_obj, &receiver) < 0 || fp_parse_u64(counter_obj, &counter) < 0) goto done;
     Py_ssize_t len = data.len;
     if (segment > len) segment = len;        /* one packet: the whole of data */
     if (segment < (len ? 1 : 0) || segment > MAX_PLAINTEXT) {
@@ -374,8 +360,8 @@ static PyObject *sealer_seal_segments(Cipher *self, PyObject *args) {
     }
     if (counters_fit(counter, count) < 0) goto done;
     Py_ssize_t tail = count ? len - (count - 1) * segment : 0;
-    Py_ssize_t full = segment + padding(segment, mtu) + MIN_TRANSPORT;
-    Py_ssize_t total = count ? (count - 1) * full + tail + padding(tail, mtu) + MIN_TRANSPORT : 0;
+    Py_ssize_t full = segment + fp_padding(segment, mtu) + MIN_TRANSPORT;
+    Py_ssize_t total = count ? (count - 1) * full + tail + fp_padding(tail, mtu) + MIN_TRANSPORT : 0;
     unsigned char *base = output_at(&out, offset, total, data.buf, len);
     if (base == NULL || cipher_take(self) < 0) goto done;
     int failed = 0;
@@ -384,9 +370,9 @@ static PyObject *sealer_seal_segments(Cipher *self, PyObject *args) {
     const unsigned char *src = data.buf;
     for (Py_ssize_t i = 0; i < count && !failed; i++) {
         Py_ssize_t n = i == count - 1 ? tail : segment;
-        Py_ssize_t pad = padding(n, mtu);
-        write_header(dst, receiver, counter + i);
-        failed = seal_one(self->ctx, counter + i, src, n, pad, dst + HEADER_SIZE) < 0;
+        Py_ssize_t pad = fp_padding(n, mtu);
+        fp_write_header(dst, receiver, counter + i);
+        failed = fp_seal_one(self->ctx, counter + i, src, n, pad, dst + HEADER_SIZE) < 0;
         dst += n + pad + MIN_TRANSPORT;
         src += n;
     }
@@ -409,19 +395,15 @@ done:
  * wireguard-go): a ring of 128 blocks of 64 bits, the newest counter `last`. Python owns
  * the state (its ring is an array('Q') of 128 blocks); a call copies it in, applies the
  * run's counters in order and copies it back, so the C and Python checks are one window. */
-#define RING_BLOCKS 128
 #define BLOCK_BITS_LOG 6
 #define WINDOW_SIZE ((RING_BLOCKS - 1) * 64)
-#define RING_BYTES (RING_BLOCKS * 8)
-
-typedef struct { uint64_t ring[RING_BLOCKS]; uint64_t last; uint64_t limit; } ReplayState;
 
 static int replay_load(ReplayState *w, Py_buffer *ring, PyObject *last_obj, PyObject *limit_obj) {
     if (ring->len != RING_BYTES) {
         PyErr_SetString(PyExc_ValueError, "replay ring is not 128 blocks of 8 bytes");
         return -1;
     }
-    if (parse_u64(last_obj, &w->last) < 0 || parse_u64(limit_obj, &w->limit) < 0) return -1;
+    if (fp_parse_u64(last_obj, &w->last) < 0 || fp_parse_u64(limit_obj, &w->limit) < 0) return -1;
     memcpy(w->ring, ring->buf, RING_BYTES);
     return 0;
 }
@@ -431,7 +413,7 @@ static void replay_store(const ReplayState *w, Py_buffer *ring) {
 }
 
 /* ReplayWindow.check: 1 when counter is fresh (and now recorded), 0 when not. */
-static int replay_apply(ReplayState *w, uint64_t counter) {
+int fp_replay_apply(ReplayState *w, uint64_t counter) {
     if (counter >= w->limit) return 0;
     uint64_t block = counter >> BLOCK_BITS_LOG;
     if (counter > w->last) {
@@ -471,8 +453,8 @@ static PyObject *replay_run(PyObject *module, PyObject *args) {
     if (fresh == NULL) goto done;
     for (Py_ssize_t i = 0; i < count; i++) {
         uint64_t counter;
-        if (parse_u64(PySequence_Fast_GET_ITEM(seq, i), &counter) < 0) goto done;
-        PyObject *b = replay_apply(&w, counter) ? Py_True : Py_False;
+        if (fp_parse_u64(PySequence_Fast_GET_ITEM(seq, i), &counter) < 0) goto done;
+        PyObject *b = fp_replay_apply(&w, counter) ? Py_True : Py_False;
         Py_INCREF(b);
         PyList_SET_ITEM(fresh, i, b);
     }
@@ -502,7 +484,7 @@ static PyObject *opener_open(Cipher *self, PyObject *args) {
     PyObject *result = NULL;
     if (!PyArg_ParseTuple(args, "Oy*nnw*n", &counter_obj, &data, &offset, &length, &out, &out_offset))
         return NULL;
-    if (parse_u64(counter_obj, &counter) < 0) goto done;
+    if (fp_parse_u64(counter_obj, &counter) < 0) goto done;
     if (offset < 0 || length < TAG_SIZE || offset > data.len || data.len - offset < length
             || length - TAG_SIZE > MAX_PLAINTEXT) {
         PyErr_SetString(PyExc_ValueError, "ciphertext outside the buffer or shorter than a tag");
@@ -519,7 +501,7 @@ static PyObject *opener_open(Cipher *self, PyObject *args) {
         goto done;
     }
     if (cipher_take(self) < 0) goto done;
-    int ok = open_one(self->ctx, counter, src, length, dst);
+    int ok = fp_open_one(self->ctx, counter, src, length, dst);
     self->busy = 0;
     result = PyBool_FromLong(ok);
 done:
@@ -602,7 +584,7 @@ static PyObject *opener_open_run(Cipher *self, PyObject *args) {
             PyErr_SetString(PyExc_TypeError, "ring needs last, limit and expire");
             goto done;
         }
-        if (replay_load(&window, &ring_buf, last_obj, limit_obj) < 0 || parse_u64(expire_obj, &expire) < 0)
+        if (replay_load(&window, &ring_buf, last_obj, limit_obj) < 0 || fp_parse_u64(expire_obj, &expire) < 0)
             goto done;
     }
     if (offset < 0 || end < offset || end > data.len || size <= 0) {
@@ -630,11 +612,11 @@ static PyObject *opener_open_run(Cipher *self, PyObject *args) {
     while (stop < end && count < MAX_RUN) {
         Py_ssize_t dlen = end - stop < size ? end - stop : size;
         const unsigned char *msg = d + stop;
-        if (dlen < MIN_TRANSPORT || get_le32(msg) != MESSAGE_TRANSPORT || get_le32(msg + 4) != receiver)
+        if (dlen < MIN_TRANSPORT || fp_get_le32(msg) != MESSAGE_TRANSPORT || fp_get_le32(msg + 4) != receiver)
             break;
         Py_ssize_t plen = dlen - MIN_TRANSPORT;
         if (plen > MAX_PLAINTEXT || out.len - po < plen) break;
-        uint64_t counter = get_le64(msg + 8);
+        uint64_t counter = fp_get_le64(msg + 8);
         res[count].counter = counter;
         res[count].at = po;
         if (counter >= expire) {
@@ -642,8 +624,8 @@ static PyObject *opener_open_run(Cipher *self, PyObject *args) {
             stop += dlen;
             continue;
         }
-        int ok = open_one(self->ctx, counter, msg + HEADER_SIZE, dlen - HEADER_SIZE, o + po);
-        if (ok && windowed && !replay_apply(&window, counter)) {
+        int ok = fp_open_one(self->ctx, counter, msg + HEADER_SIZE, dlen - HEADER_SIZE, o + po);
+        if (ok && windowed && !fp_replay_apply(&window, counter)) {
             res[count++].plen = -2;
             stop += dlen;
             continue;
@@ -740,12 +722,12 @@ static PyMethodDef opener_methods[] = {
     .tp_methods = METHODS,                                              \
 }
 
-static PyTypeObject SealerType = CIPHER_TYPE(
+PyTypeObject SealerType = CIPHER_TYPE(
     "Sealer", "Sealer(key): WireGuard transport messages sealed under one 32-byte key "
     "(one EVP_CIPHER_CTX, key schedule set up once). Not for two threads at once.",
     sealer_init, sealer_methods);
 
-static PyTypeObject OpenerType = CIPHER_TYPE(
+PyTypeObject OpenerType = CIPHER_TYPE(
     "Opener", "Opener(key): WireGuard transport messages opened under one 32-byte key "
     "(one EVP_CIPHER_CTX). Not for two threads at once.",
     opener_init, opener_methods);
@@ -1183,13 +1165,16 @@ static struct PyModuleDef fastpath_module = {
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    if (PyType_Ready(&SealerType) < 0 || PyType_Ready(&OpenerType) < 0) return NULL;
+    if (PyType_Ready(&SealerType) < 0 || PyType_Ready(&OpenerType) < 0 || crossing_ready() < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL) return NULL;
     Py_INCREF(&SealerType);
     if (PyModule_AddObject(m, "Sealer", (PyObject *)&SealerType) < 0) goto fail;
     Py_INCREF(&OpenerType);
     if (PyModule_AddObject(m, "Opener", (PyObject *)&OpenerType) < 0) goto fail;
+    Py_INCREF(&CrossingType);
+    if (PyModule_AddObject(m, "Crossing", (PyObject *)&CrossingType) < 0) goto fail;
     if (PyModule_AddStringConstant(m, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "MAX_RUN", MAX_RUN) < 0) goto fail;
     return m;

@@ -72,7 +72,8 @@ class AllowedIPs:
         self._owner: dict[Network, Hashable] = {}
         self._of_peer: dict[Hashable, set[Network]] = {}
         # lookup_recent's memo: raw address -> peer, emptied by every change of the table
-        self._recent: dict[bytes, Hashable] = {}
+        # (read, never written, by the compiled lone crossing: meshwg/accel/_crossing.c)
+        self.recent: dict[bytes, Hashable] = {}
 
     @staticmethod
     def _normalise(network: Network) -> Network:
@@ -96,7 +97,7 @@ class AllowedIPs:
             if previous == peer:
                 return
             self._forget(previous, net)
-        self._recent.clear()
+        self.recent.clear()
         self._owner[net] = peer
         self._of_peer.setdefault(peer, set()).add(net)
         self._table(net).set(net.prefixlen, int(net.network_address), peer)
@@ -107,7 +108,7 @@ class AllowedIPs:
         owner = self._owner.get(net)
         if owner is None or (peer is not None and owner != peer):
             return False
-        self._recent.clear()
+        self.recent.clear()
         del self._owner[net]
         self._forget(owner, net)
         self._table(net).delete(net.prefixlen, int(net.network_address))
@@ -115,7 +116,7 @@ class AllowedIPs:
 
     def remove_peer(self, peer: Hashable) -> None:
         """Drop every network of `peer`."""
-        self._recent.clear()
+        self.recent.clear()
         for net in self._of_peer.pop(peer, ()):
             del self._owner[net]
             self._table(net).delete(net.prefixlen, int(net.network_address))
@@ -147,11 +148,11 @@ class AllowedIPs:
         RECENT_MAX addresses): one dict probe for the lone-packet path
         (meshwg.core.lone), where a ping after an idle spell pays for every level it
         walks on a cold CPU."""
-        peer = self._recent.get(address)
+        peer = self.recent.get(address)
         if peer is None:
             peer = self.lookup(address)
             if peer is not None:
-                recent = self._recent
+                recent = self.recent
                 if len(recent) >= RECENT_MAX:
                     recent.clear()
                 recent[address] = peer

@@ -16,6 +16,11 @@ packet is on its way, so the wire sees it sooner:
     ... write opened.packet to the TUN device when it is not None ...
     finish_lone(protocol, opened, now)
 
+With the compiled crossing (meshwg.accel's Crossing: the read, these decisions, the
+seal and the send, or the receive, open, write and the answer's crossing, in one call
+that runs no Python) the device calls finish_sealed / finish_opened with what it returns
+instead; these functions remain the path for what the crossing hands back.
+
 Only the compiled data path (protocol.fastpath) takes it; whatever the batch path would
 do differently from the plain case (no route, no usable keypair, staging, an expired
 keypair, a refused or forged datagram) is left to the batch path, before any state
@@ -157,3 +162,25 @@ def finish_lone(protocol: WireGuardProtocol, lone: Lone, now: float) -> None:
     else:
         protocol._received(lone.peer, lone.kp, lone.endpoint, lone.size,
                            lone.packet is not None, now)
+
+
+# the counter an opened lone packet's outcome adds to (Crossing.udp: 0 written,
+# 1 keepalive, 2 malformed inner packet, 3 inner source not routed to the peer)
+OUTCOME_STATS = (None, "keepalives_received", "inner_malformed", "inner_source_not_allowed")
+
+
+def finish_sealed(protocol: WireGuardProtocol, sealed: tuple, now: float) -> None:
+    """finish_lone for a packet the compiled crossing sealed and sent: `sealed` is
+    Crossing.tun's (peer, keypair, size, counter, endpoint)."""
+    peer, kp, size, counter, _endpoint = sealed
+    protocol._sent_data(peer, kp, size, True, counter, now)
+
+
+def finish_opened(protocol: WireGuardProtocol, peer: Peer, kp: Keypair, size: int,
+                  source: Any, outcome: int, now: float) -> None:
+    """finish_lone for a datagram the compiled crossing opened (Crossing.udp's fields),
+    with the counting open_lone does for a keepalive or a refused inner packet."""
+    stat = OUTCOME_STATS[outcome]
+    if stat is not None:
+        protocol.stats[stat] += 1
+    protocol._received(peer, kp, source, size, outcome == 0, now)

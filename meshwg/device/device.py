@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import select
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -47,7 +48,7 @@ from meshwg.core.constants import DEFAULT_MTU, MESSAGE_TRANSPORT, TRANSPORT_MIN_
 from meshwg.core.events import EndpointChanged, Event, HandshakeCompleted
 from meshwg.core.handshake import AdmittedHandshake
 from meshwg.core.keys import encode_key
-from meshwg.core.lone import finish_lone, open_lone, seal_lone
+from meshwg.core.lone import finish_lone, finish_opened, finish_sealed, open_lone, seal_lone
 from meshwg.core.peer import ZERO_KEY
 from meshwg.core.protocol import WireGuardProtocol
 from meshwg.core.timers import Timers
@@ -81,6 +82,7 @@ LONE_PACKET = 256          # bytes: a packet this short (a ping, an ACK) ends it
                            # one costs no read ending in EAGAIN); the UDP datagram carrying
                            # it is TRANSPORT_MIN_SIZE longer
 LONE_DATAGRAM = LONE_PACKET + TRANSPORT_MIN_SIZE   # bytes: the UDP datagram of a lone packet
+READY_TUN, READY_UDP, READY_WAKE = 1, 2, 4  # Crossing.poll's readiness bits
 LONE_TYPE = bytes([MESSAGE_TRANSPORT])   # only transport data ends a UDP batch (a handshake
                                          # flood is still read in batches)
 
@@ -143,6 +145,9 @@ class Device:
         # the lone-packet path (meshwg.core.lone; compiled path only); MESHWG_LONE=0 turns
         # it off, to compare it with the batch path alone (bench, tests)
         self.lone_path = os.environ.get("MESHWG_LONE", "").strip().lower() not in accel.OFF_VALUES
+        # the compiled lone crossing (meshwg.accel Crossing: the lone path without Python
+        # before the packet is on its way); MESHWG_CROSSING=0 leaves the lone path to Python
+        self.crossing = os.environ.get("MESHWG_CROSSING", "").strip().lower() not in accel.OFF_VALUES
 
     def use_fastpath(self, enabled: bool | None) -> None:
         """Seal and open with the compiled data path (meshwg.accel) when `enabled` (the
@@ -343,42 +348,89 @@ class Device:
         lone_buffer = bytearray(LONE_PACKET + TRANSPORT_MIN_SIZE + 16)   # one sealed lone packet
         lone_view = memoryview(lone_buffer)
         open_buffer = bytearray(OPEN_BUFFER)
+        buffers = (seal_buffer, lone_buffer)
         stopping = self._stopping.is_set
         handshakes = self._handshakes
         udp = None
         udp_fd = -1
         poll = None
+        crossing = None
         while not stopping():
             if udp is not self.udp:
                 udp = self.udp
                 if udp is None:
                     return
                 udp_fd = udp.fileno()
+                crossing = self._crossing(udp) if lone_path and self.crossing else None
                 poller = select.poll()
                 poller.register(tun_fd, select.POLLIN)
                 poller.register(udp_fd, select.POLLIN)
                 poller.register(wake_fd, select.POLLIN)
                 poll = poller.poll
-            tun_ready = tun.pending            # a frame read_lone kept: no waiting
+            tun_ready = tun.pending            # a frame kept for the batch path: no waiting
             udp_ready = False
-            for fd, _events in poll(0 if tun_ready else None):
-                if fd == tun_fd:
-                    tun_ready = True
-                elif fd == udp_fd:
+            first = None                       # a datagram the crossing left to the batch path
+            lone = None
+            packets = None
+            if crossing is not None and not tun_ready:
+                # wait, and cross a lone packet or datagram in the same compiled call
+                # (which takes the lock for it): no Python runs before it is on its way
+                try:
+                    ready, locked, crossed, at = crossing.poll(lock, wake_fd)
+                except OSError:
+                    if udp is self.udp:
+                        raise
+                    continue
+                if locked:
+                    try:
+                        if ready == READY_TUN:
+                            runs, datagrams, events = self._crossed_tun(crossed, at, udp, buffers)
+                        else:
+                            runs, datagrams, events, first = self._crossed_udp(crossed, at, udp,
+                                                                               buffers)
+                    finally:
+                        lock.release()
+                    if runs:
+                        udp.send_runs(runs)
+                    if datagrams or events:
+                        deliver(datagrams, events)
+                    if first is None:
+                        continue
                     udp_ready = True
-                elif fd == wake_fd:
-                    os.read(wake_fd, 512)
+                else:
+                    tun_ready = bool(ready & READY_TUN)
+                    udp_ready = bool(ready & READY_UDP)
+                    if ready & READY_WAKE:
+                        os.read(wake_fd, 512)
+            else:
+                for fd, _events in poll(0 if tun_ready else None):
+                    if fd == tun_fd:
+                        tun_ready = True
+                    elif fd == udp_fd:
+                        udp_ready = True
+                    elif fd == wake_fd:
+                        os.read(wake_fd, 512)
             if tun_ready:
                 # with the compiled path a lone packet (a ping after an idle spell) takes
-                # the lone path (meshwg.core.lone): one read, sealed and sent before the
-                # bookkeeping; anything else, or what it leaves, the batch path
-                lone = None
-                if protocol.fastpath is None or not lone_path or tun.pending:
+                # the compiled crossing (read, sealed and sent in one call) or else the
+                # lone path (meshwg.core.lone): sent before the bookkeeping; anything
+                # else, or what they leave, the batch path
+                if crossing is not None and not tun.pending:
+                    with lock:
+                        at = now()
+                        runs, datagrams, events = self._crossed_tun(crossing.tun(at), at, udp,
+                                                                    buffers)
+                    if runs:
+                        udp.send_runs(runs)
+                    if datagrams or events:
+                        deliver(datagrams, events)
+                elif protocol.fastpath is None or not lone_path or tun.pending:
                     packets = tun.iter_packets(batch, LONE_PACKET)
                 else:
                     lone = tun.read_lone(LONE_PACKET)
                     packets = ((lone,) if lone is not None else
                                tun.iter_packets(batch, LONE_PACKET) if tun.pending else ())
+            if tun_ready and packets is not None:
                 with lock:
                     at = now()
                     sealed = None if lone is None else seal_lone(protocol, lone, at, lone_buffer)
@@ -397,23 +449,38 @@ class Device:
             if udp_ready:
                 limit = GRO_BATCH if udp.gro else BATCH
                 lone = None
-                try:
-                    if protocol.fastpath is None or not lone_path:
-                        received = udp.recv_runs(limit, LONE_DATAGRAM, LONE_TYPE)
-                    else:                 # one receive first: a lone datagram?
-                        first = udp.recv_one()
-                        received = [] if first is None else [first]
-                        if first is not None:
-                            data = first[0]
-                            if (first[1] >= len(data) and len(data) <= LONE_DATAGRAM
-                                    and data[:1] == LONE_TYPE):
-                                lone = first
-                            else:
-                                received += udp.recv_runs(limit - 1, LONE_DATAGRAM, LONE_TYPE)
-                except OSError:
-                    if udp is self.udp:
-                        raise
-                    continue
+                if crossing is not None:
+                    got = first if first is not None else self._cross_udp(crossing, udp, buffers)
+                    if got is None:                 # crossed (or nothing was ready)
+                        continue
+                    received = [got]                # the batch path's (recv_one's form)
+                    data = got[0]
+                    if not (got[1] >= len(data) and len(data) <= LONE_DATAGRAM
+                            and data[:1] == LONE_TYPE):
+                        try:
+                            received += udp.recv_runs(limit - 1, LONE_DATAGRAM, LONE_TYPE)
+                        except OSError:
+                            if udp is self.udp:
+                                raise
+                            continue
+                else:
+                    try:
+                        if protocol.fastpath is None or not lone_path:
+                            received = udp.recv_runs(limit, LONE_DATAGRAM, LONE_TYPE)
+                        else:                 # one receive first: a lone datagram?
+                            first = udp.recv_one()
+                            received = [] if first is None else [first]
+                            if first is not None:
+                                data = first[0]
+                                if (first[1] >= len(data) and len(data) <= LONE_DATAGRAM
+                                        and data[:1] == LONE_TYPE):
+                                    lone = first
+                                else:
+                                    received += udp.recv_runs(limit - 1, LONE_DATAGRAM, LONE_TYPE)
+                    except OSError:
+                        if udp is self.udp:
+                            raise
+                        continue
                 if lone is not None:
                     runs = ()
                     with lock:
@@ -467,6 +534,97 @@ class Device:
                     tun.write_batch(packets)
                 if datagrams or events:
                     deliver(datagrams, events)
+
+    def _crossing(self, udp: UdpSocket) -> Any:
+        """The compiled lone crossing between the TUN device and `udp` (meshwg.accel's
+        Crossing), or None without the compiled path or in a build without it."""
+        fast = self.protocol.fastpath
+        make = getattr(fast, "Crossing", None)
+        if make is None:
+            return None
+        tun = self.tun
+        return make(self.protocol, tun.fileno(), tun.vnet_hdr, tun.frame_buffer(), udp.fileno(),
+                    udp.family == socket.AF_INET6, udp.gro, LONE_PACKET, LONE_DATAGRAM)
+
+    def _cross_udp(self, crossing: Any, udp: UdpSocket, buffers: tuple) -> tuple | None:
+        """One receive through the compiled crossing (Crossing.udp) under the lock, then
+        what _crossed_udp does. Returns a datagram it did not take, as recv_one gives
+        it, for the batch path; else None."""
+        with self._lock:
+            at = self._now()
+            try:
+                got = crossing.udp(at)
+            except OSError:
+                if udp is self.udp:
+                    raise
+                return None
+            runs, datagrams, events, first = self._crossed_udp(got, at, udp, buffers)
+        if runs:
+            udp.send_runs(runs)
+        if datagrams or events:
+            self._deliver(datagrams, events)
+        return first
+
+    def _crossed_tun(self, crossed: Any, at: float, udp: UdpSocket,
+                     buffers: tuple) -> tuple[Any, list, list]:
+        """With the lock held, after Crossing.tun(at) returned `crossed`: the bookkeeping
+        of a packet it sealed and sent; a frame it did not take kept for the batch path;
+        a lone packet it declined through Python's lone path (or the batch path). Returns
+        (runs to send, datagrams, events) for after the lock."""
+        protocol = self.protocol
+        runs: Any = ()
+        if crossed is None:
+            return runs, [], []
+        protocol.set_wall_clock(time.time(), at)
+        if crossed.__class__ is tuple:                  # sealed and sent
+            finish_sealed(protocol, crossed, at)
+        elif crossed.__class__ is int:                  # not lone: the next batch's first
+            self.tun.keep(crossed)
+        else:                                           # declined: Python's lone path
+            seal_buffer, lone_buffer = buffers
+            sealed = seal_lone(protocol, crossed, at, lone_buffer)
+            if sealed is not None:
+                udp.send(memoryview(lone_buffer)[:sealed.size], sealed.endpoint)
+                finish_lone(protocol, sealed, at)
+            else:
+                runs = protocol.encrypt_batch((crossed,), at, seal_buffer,
+                                              UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS)
+        datagrams, events = self._collect()
+        return runs, datagrams, events
+
+    def _crossed_udp(self, got: Any, at: float, udp: UdpSocket,
+                     buffers: tuple) -> tuple[Any, list, list, tuple | None]:
+        """With the lock held, after Crossing.udp(at) returned `got`: the bookkeeping of
+        a datagram it opened and of the answer it sealed (or the Python lone or batch
+        path for an answer it handed back). Returns (runs to send, datagrams, events)
+        for after the lock, and a datagram it did not take (recv_one's form) or None."""
+        if got is None:
+            return (), [], [], None
+        if len(got) == 3:
+            return (), [], [], got
+        protocol = self.protocol
+        protocol.set_wall_clock(time.time(), at)
+        peer, kp, size, _counter, source, outcome, reply = got
+        runs: Any = ()
+        sealed = None
+        if reply is not None and reply.__class__ is not tuple:
+            if reply.__class__ is int:                  # not lone: the next batch's first
+                self.tun.keep(reply)
+            else:                                       # declined: Python's lone path
+                seal_buffer, lone_buffer = buffers
+                sealed = seal_lone(protocol, reply, at, lone_buffer)
+                if sealed is not None:
+                    udp.send(memoryview(lone_buffer)[:sealed.size], sealed.endpoint)
+                else:
+                    runs = protocol.encrypt_batch((reply,), at, seal_buffer,
+                                                  UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS)
+        finish_opened(protocol, peer, kp, size, source, outcome, at)
+        if reply.__class__ is tuple:
+            finish_sealed(protocol, reply, at)
+        elif sealed is not None:
+            finish_lone(protocol, sealed, at)
+        datagrams, events = self._collect()
+        return runs, datagrams, events, None
 
     # ------------------------------------------------------------------ side channel
     def set_side_channel(self, prefix: bytes, handler: SideHandler | None) -> None:

@@ -170,6 +170,22 @@ class TunDevice:
         self._pending = n
         return None
 
+    def frame_buffer(self) -> bytearray:
+        """The buffer frames are read into (READ_SIZE bytes: virtio header and packet),
+        made on first use: the compiled lone crossing (meshwg.accel Crossing) reads into
+        it too, and hands a frame it does not take back with keep()."""
+        buf = self._frame_buffer
+        if buf is None:
+            buf = self._frame_buffer = bytearray(READ_SIZE)
+        return buf
+
+    def keep(self, n: int) -> None:
+        """A frame of n bytes (with its virtio header when vnet_hdr) was read into
+        frame_buffer() by someone else: iter_packets yields it first."""
+        if not 0 < n <= READ_SIZE:
+            raise ValueError(f"frame of {n} bytes")
+        self._pending = n if self.vnet_hdr else bytes(self.frame_buffer()[:n])
+
     @property
     def pending(self) -> bool:
         """Did read_lone keep a packet for the next iter_packets?"""

@@ -223,7 +223,7 @@ def test_recent_routes_are_bounded_and_forgotten() -> None:
     addresses = [bytes((10, i & 3, i >> 2 & 255, 1)) for i in range(3 * RECENT_MAX)]
     for address in addresses + [bytes(4), bytes(16), b"\x01"]:
         assert table.lookup_recent(address) == table.lookup(address)
-        assert len(table._recent) <= RECENT_MAX
+        assert len(table.recent) <= RECENT_MAX
     one = bytes((10, 1, 2, 3))
     for change, expected in ((lambda: table.insert(ipaddress.ip_network("10.1.2.0/24"), "r"), "r"),
                              (lambda: table.remove(ipaddress.ip_network("10.1.2.0/24")), "q"),

@@ -1,6 +1,7 @@
-"""The device's lone-packet path (meshwg.core.lone in Device._data_loop) end to end: two
-meshwg pairs on the compiled path, one with the lone path (the default) and one without
-(MESHWG_LONE=0, the batch path alone), answer pings of every size around the lone
+"""The device's lone-packet path end to end: three meshwg pairs on the compiled path, one
+with the compiled lone crossing (meshwg.accel Crossing, the default), one with the lone
+path in Python (meshwg.core.lone; MESHWG_CROSSING=0) and one with neither (MESHWG_LONE=0,
+the batch path alone), answer pings of every size around the lone
 limit, in IPv4 and IPv6, one at a time and in bursts that queue several packets behind
 each other (a lone read then leaves a frame for the batch path, a lone datagram's
 answer may not be lone). Both pairs share one lab."""
@@ -31,8 +32,10 @@ def pairs() -> Iterator[dict[str, TunnelPair]]:
     with pytest.MonkeyPatch.context() as mp, Cleanup() as lab:
         made = {}
         mp.setenv("MESHWG_FASTPATH", "1")
-        for name, lone in (("lone", "1"), ("batch", "0")):
+        for name, lone, crossing in (("crossing", "1", "1"), ("lone", "1", "0"),
+                                     ("batch", "0", "0")):
             mp.setenv("MESHWG_LONE", lone)
+            mp.setenv("MESHWG_CROSSING", crossing)
             made[name] = tunnel_pair(lab, "meshwg", "meshwg", port_a=51820, port_b=51821)
             made[name].ns_a.wait_ping(made[name].tunnel_b, timeout=20)
         yield made
@@ -44,7 +47,7 @@ def _received(output: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-@pytest.mark.parametrize("path", ["lone", "batch"])
+@pytest.mark.parametrize("path", ["crossing", "lone", "batch"])
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_pings_around_the_lone_limit(pairs: dict[str, TunnelPair], path: str, v6: bool) -> None:
     pair = pairs[path]
@@ -54,7 +57,7 @@ def test_pings_around_the_lone_limit(pairs: dict[str, TunnelPair], path: str, v6
         assert _received(done.stdout) == (5, 5), (size, done.stdout)
 
 
-@pytest.mark.parametrize("path", ["lone", "batch"])
+@pytest.mark.parametrize("path", ["crossing", "lone", "batch"])
 def test_bursts_queue_behind_each_other(pairs: dict[str, TunnelPair], path: str) -> None:
     """ping -l 8 keeps 8 requests in flight: reads and receives find more than one
     packet queued, of both sizes (lone and not), in both directions."""
