@@ -285,6 +285,7 @@ static PyObject *cross_tun(Crossing *self, double now, const Limits *l) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     Py_ssize_t n = got;
+    if (n == 0) Py_RETURN_NONE;               /* no frame (a hang-up): nothing read */
     if (n <= self->hdr || n > self->tun_stop + self->hdr || (self->hdr && (frame[0] || frame[1])))
         return PyLong_FromSsize_t(n);         /* not lone: the batch path's, read */
     const unsigned char *packet = frame + self->hdr;
@@ -592,24 +593,25 @@ static PyObject *crossing_udp(Crossing *self, PyObject *args) {
 enum { READY_TUN = 1, READY_UDP = 2, READY_WAKE = 4 };
 
 PyDoc_STRVAR(crossing_poll_doc,
-"poll(lock, wake_fd) -> (ready, locked, result, now)\n\n"
-"Wait (GIL released, no timeout) until the TUN device, the UDP socket or wake_fd is\n"
-"readable; ready is their bitmask (1 TUN, 2 UDP, 4 wake_fd; an error or hang-up counts as\n"
-"readable). When exactly one of TUN and UDP is ready, and wake_fd is not, the lone crossing\n"
-"runs at once: `lock` (the device lock) is acquired, now read (time.monotonic's clock,\n"
-"seconds) and tun(now) or udp(now) called; locked is True, result what it returned, and\n"
-"the caller must release the lock (held also when that call raised: then released here\n"
-"and the exception propagates). Otherwise locked is False, result None, now 0.0, and the\n"
-"caller reads what is ready. An interrupted wait returns ready 0.");
+"poll(lock, wake_fd, timeout=-1) -> (ready, locked, result, now)\n\n"
+"Wait (GIL released) until the TUN device, the UDP socket or wake_fd is readable, or\n"
+"for at most timeout milliseconds when timeout >= 0. ready is their bitmask (1 TUN,\n"
+"2 UDP, 4 wake_fd; an error or hang-up counts as readable; 0 after the timeout or an\n"
+"interrupted wait). When exactly one of TUN and UDP is ready, and wake_fd is not, the\n"
+"lone crossing runs at once: `lock` (the device lock) is acquired, now read\n"
+"(time.monotonic's clock, seconds) and tun(now) or udp(now) called; locked is True,\n"
+"result what it returned, and the caller must release the lock (when that call raises,\n"
+"the lock is released here and the exception propagates). Otherwise locked is False,\n"
+"result None, now 0.0, and the caller reads what is ready.");
 
 static PyObject *crossing_poll(Crossing *self, PyObject *args) {
     PyObject *lock;
-    int wake_fd;
-    if (!PyArg_ParseTuple(args, "Oi", &lock, &wake_fd)) return NULL;
+    int wake_fd, timeout = -1;
+    if (!PyArg_ParseTuple(args, "Oi|i", &lock, &wake_fd, &timeout)) return NULL;
     struct pollfd fds[3] = {{self->tun_fd, POLLIN, 0}, {self->udp_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
     int rc, err;
     Py_BEGIN_ALLOW_THREADS
-    rc = poll(fds, 3, -1);
+    rc = poll(fds, 3, timeout < 0 ? -1 : timeout);
     err = errno;
     Py_END_ALLOW_THREADS
     if (rc < 0) {

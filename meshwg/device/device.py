@@ -83,10 +83,26 @@ LONE_PACKET = 256          # bytes: a packet this short (a ping, an ACK) ends it
                            # it is TRANSPORT_MIN_SIZE longer
 LONE_DATAGRAM = LONE_PACKET + TRANSPORT_MIN_SIZE   # bytes: the UDP datagram of a lone packet
 READY_TUN, READY_UDP, READY_WAKE = 1, 2, 4  # Crossing.poll's readiness bits
+DEFER_MS = 1               # ms of idle after which a crossing's bookkeeping is done (the
+                           # exchange it belongs to, a ping and its echo, is over by then)
+DEFER_MAX = 32             # crossings whose bookkeeping may wait at most
 LONE_TYPE = bytes([MESSAGE_TRANSPORT])   # only transport data ends a UDP batch (a handshake
                                          # flood is still read in batches)
 
 SideHandler = Callable[[bytes, tuple[str, int]], None]
+
+
+def _deferrable(ready: int, crossed: Any) -> bool:
+    """Can the bookkeeping of Crossing.poll's result wait? Only a packet it sealed and
+    sent, or a datagram it opened (with an answer sealed and sent, or none) under the
+    peer's current keypair: a next keypair's confirmation, and anything handed back to
+    Python, is done at once."""
+    if crossed.__class__ is not tuple:
+        return False
+    if ready == READY_TUN:
+        return True
+    return (len(crossed) == 7 and crossed[1] is crossed[0].current
+            and (crossed[6] is None or crossed[6].__class__ is tuple))
 
 
 class Device:
@@ -355,6 +371,7 @@ class Device:
         udp_fd = -1
         poll = None
         crossing = None
+        deferred: list[tuple[int, Any, float]] = []    # crossings whose bookkeeping waits
         while not stopping():
             if udp is not self.udp:
                 udp = self.udp
@@ -374,13 +391,32 @@ class Device:
             packets = None
             if crossing is not None and not tun_ready:
                 # wait, and cross a lone packet or datagram in the same compiled call
-                # (which takes the lock for it): no Python runs before it is on its way
+                # (which takes the lock for it): no Python runs before it is on its way.
+                # Its bookkeeping waits until the device is idle for DEFER_MS (or what
+                # comes next is not a plain crossing): off the path of the answer
                 try:
-                    ready, locked, crossed, at = crossing.poll(lock, wake_fd)
+                    ready, locked, crossed, at = crossing.poll(
+                        lock, wake_fd, DEFER_MS if deferred else -1)
                 except OSError:
                     if udp is self.udp:
                         raise
                     continue
+                if locked and len(deferred) < DEFER_MAX and _deferrable(ready, crossed):
+                    deferred.append((ready, crossed, at))
+                    lock.release()
+                    continue
+                if deferred:
+                    if not locked:
+                        lock.acquire()
+                    try:
+                        self._finish_deferred(deferred)
+                        if not locked:
+                            datagrams, events = collect()
+                    finally:
+                        if not locked:
+                            lock.release()
+                    if not locked and (datagrams or events):
+                        deliver(datagrams, events)
                 if locked:
                     try:
                         if ready == READY_TUN:
@@ -403,6 +439,12 @@ class Device:
                     if ready & READY_WAKE:
                         os.read(wake_fd, 512)
             else:
+                if deferred:
+                    with lock:
+                        self._finish_deferred(deferred)
+                        datagrams, events = collect()
+                    if datagrams or events:
+                        deliver(datagrams, events)
                 for fd, _events in poll(0 if tun_ready else None):
                     if fd == tun_fd:
                         tun_ready = True
@@ -564,6 +606,28 @@ class Device:
         if datagrams or events:
             self._deliver(datagrams, events)
         return first
+
+    def _finish_deferred(self, deferred: list[tuple[int, Any, float]]) -> None:
+        """With the lock held: the bookkeeping of crossings that waited (Crossing.poll's
+        (ready, result, now), oldest first), as _crossed_tun / _crossed_udp do it at
+        once, and empties `deferred`. Another thread may have taken the lock meanwhile:
+        a peer removed since is skipped (its state is gone); anything else reads as if
+        the packets had crossed a moment later (timers, counters, roaming)."""
+        protocol = self.protocol
+        peers = protocol.peers
+        protocol.set_wall_clock(time.time(), time.monotonic())
+        for ready, crossed, at in deferred:
+            peer = crossed[0]
+            if peers.get(peer.public_key) is not peer:
+                continue
+            if ready == READY_TUN:
+                finish_sealed(protocol, crossed, at)
+            else:
+                _peer, kp, size, _counter, source, outcome, reply = crossed
+                finish_opened(protocol, peer, kp, size, source, outcome, at)
+                if reply is not None:
+                    finish_sealed(protocol, reply, at)
+        deferred.clear()
 
     def _crossed_tun(self, crossed: Any, at: float, udp: UdpSocket,
                      buffers: tuple) -> tuple[Any, list, list]:

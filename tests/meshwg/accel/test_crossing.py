@@ -770,3 +770,27 @@ def test_hostile_frames_never_change_state_unless_sealed() -> None:
         rig.quiet()
     finally:
         rig.close()
+
+
+def test_poll_timeout_returns_nothing_ready_unlocked() -> None:
+    """poll's timeout (the device waits DEFER_MS with bookkeeping pending): with nothing
+    ready it returns ready 0 without the lock, after 0 ms or a short wait alike; what
+    arrives during the wait is crossed as without a timeout."""
+    rig = make_rig("v4", False)
+    wake_r, wake_w = os.pipe()
+    lock = threading.Lock()
+    try:
+        a, b = rig.a, rig.b
+        a.peer(b).current.created = time.monotonic()
+        assert rig.crossing.poll(lock, wake_r, 0) == (0, False, None, 0.0)
+        assert rig.crossing.poll(lock, wake_r, 20) == (0, False, None, 0.0)
+        assert not lock.locked()
+        rig.to_tun(a.packet_to(b, b"in time"))
+        ready, locked, result, _now = rig.crossing.poll(lock, wake_r, 10_000)
+        assert (ready, locked) == (1, True) and lock.locked()
+        lock.release()
+        assert isinstance(result, tuple) and result[1] is a.peer(b).current
+    finally:
+        os.close(wake_r)
+        os.close(wake_w)
+        rig.close()

@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 from discovery.lab.engines import TunnelPair, tunnel_pair
-from discovery.lab.netns import Cleanup
+from discovery.lab.netns import Cleanup, poll
 from meshwg import accel
 from meshwg.device.device import LONE_PACKET
 from tests.conftest import require_netns
@@ -66,3 +66,21 @@ def test_bursts_queue_behind_each_other(pairs: dict[str, TunnelPair], path: str)
         done = pair.ns_a.run(["ping", "-n", "-q", "-c", "200", "-l", "8", "-i", "0.002",
                               "-W", "5", "-s", str(size), pair.tunnel_b], check=False, timeout=60)
         assert _received(done.stdout) == (200, 200), (size, done.stdout)
+
+
+def test_crossed_packets_are_counted_once_idle(pairs: dict[str, TunnelPair]) -> None:
+    """The compiled crossing leaves a packet's bookkeeping (transfer counters, timers)
+    until the device has been idle a moment: one ping later both ends count its request
+    and echo (128-byte datagrams each way: 84 bytes padded to 96, plus 32) without any
+    further traffic."""
+    pair = pairs["crossing"]
+    before_a, before_b = pair.a.transfer()[pair.b.public_key], pair.b.transfer()[pair.a.public_key]
+    done = pair.ns_a.ping(pair.tunnel_b, count=1, wait=5)
+    assert _received(done.stdout) == (1, 1), done.stdout
+
+    def counted() -> bool:
+        (rx_a, tx_a), = [pair.a.transfer()[pair.b.public_key]]
+        (rx_b, tx_b), = [pair.b.transfer()[pair.a.public_key]]
+        return (rx_a - before_a[0] >= 128 and tx_a - before_a[1] >= 128
+                and rx_b - before_b[0] >= 128 and tx_b - before_b[1] >= 128)
+    poll(counted, 10, "transfer counters of one ping on both ends")
