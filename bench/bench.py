@@ -9,8 +9,10 @@ machine's load touches every configuration alike. Each round, through each tunne
 iperf3 TCP with one stream and with four (-P 4), the CPU seconds both daemons spent per GB
 moved (utime + stime from /proc/PID/stat) and how many cores each kept busy (CPU seconds
 per wall second: where more than 2 cores exist, a direction per thread should exceed 1),
-the median ping RTT idle and with one iperf3 stream running; then the handshakes one
-meshwg responder completes per second on one core (bench/handshakes.py).
+the median ping RTT idle and with one iperf3 stream running; then, once the machine is
+quiet again (fewer than 0.2 cores busy, waited for at most 10 s: the round's streams
+drained), the handshakes one meshwg responder completes per second on one core
+(bench/handshakes.py).
 
 Figures are the median and range over the rounds; ratios to wireguard-go are taken round
 by round (each pairs figures measured moments apart) and summarised the same way.
@@ -197,6 +199,33 @@ def available_configs(wanted: list[str] | None) -> tuple[list[str], list[str]]:
     return configs, notes
 
 
+def busy_cores(window: float = 0.25) -> float:
+    """Cores the whole machine kept busy over `window` seconds (/proc/stat: everything
+    but idle and iowait, in clock ticks, over the ticks of one core)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields) - idle, sum(fields)
+    busy0, total0 = sample()
+    time.sleep(window)
+    busy1, total1 = sample()
+    cores = os.cpu_count() or 1
+    return (busy1 - busy0) / max(1, total1 - total0) * cores
+
+
+def settle(quiet: float = 0.2, timeout: float = 10.0) -> float:
+    """Wait (at most `timeout` seconds) until the machine keeps fewer than `quiet` cores
+    busy: a round's iperf3 streams, ping and the daemons' queues have drained before the
+    handshakes are timed, which a core busy beside the timed one would slow (a VM's two
+    vCPUs may share one physical core). Returns the busy cores seen last (reported)."""
+    deadline = time.monotonic() + timeout
+    busy = busy_cores()
+    while busy >= quiet and time.monotonic() < deadline:
+        busy = busy_cores()
+    return busy
+
+
 def run(configs: list[str], rounds: int, seconds: float, pings: int,
         handshakes_n: int) -> dict[str, Any]:
     result: dict[str, Any] = {"machine": machine(), "rounds": rounds, "iperf_seconds": seconds,
@@ -204,6 +233,7 @@ def run(configs: list[str], rounds: int, seconds: float, pings: int,
     per_round: dict[str, dict[str, list[float | None]]] = {
         c: {m.key: [] for m in METRICS} for c in configs}
     handshakes: list[float] = []
+    settled: list[float] = []     # cores busy machine-wide just before each handshake round
     order: list[list[str]] = []
     with Cleanup() as lab:
         pairs = {c: start_pair(lab, c) for c in configs}
@@ -215,10 +245,12 @@ def run(configs: list[str], rounds: int, seconds: float, pings: int,
                 for key, value in figures.items():
                     per_round[cfg][key].append(value)
             if any(CONFIGS[c][0] == "meshwg" for c in configs):
+                settled.append(settle())
                 handshakes.append(measure_round(handshakes_n)["handshakes_per_second"])
     result["round_order"] = order
     result["per_round"] = per_round
     result["handshakes_per_round"] = handshakes
+    result["busy_cores_before_handshakes"] = settled
     result["x25519_floor_per_second"] = x25519_floor_per_second(handshakes_n) if handshakes else None
     result.update(summarise(per_round, handshakes))
     result["machine"]["load_average_at_end"] = os.getloadavg()[0]

@@ -95,14 +95,18 @@ SideHandler = Callable[[bytes, tuple[str, int]], None]
 def _deferrable(ready: int, crossed: Any) -> bool:
     """Can the bookkeeping of Crossing.poll's result wait? Only a packet it sealed and
     sent, or a datagram it opened (with an answer sealed and sent, or none) under the
-    peer's current keypair: a next keypair's confirmation, and anything handed back to
-    Python, is done at once."""
+    peer's current keypair from the peer's endpoint: what changes what the next
+    crossing does (a next keypair's confirmation, roaming to a new endpoint), and
+    anything handed back to Python, is done at once."""
     if crossed.__class__ is not tuple:
         return False
     if ready == READY_TUN:
         return True
-    return (len(crossed) == 7 and crossed[1] is crossed[0].current
-            and (crossed[6] is None or crossed[6].__class__ is tuple))
+    if len(crossed) != 7:
+        return False
+    peer, kp, _size, _counter, source, _outcome, reply = crossed
+    return (kp is peer.current and source == peer.endpoint
+            and (reply is None or reply.__class__ is tuple))
 
 
 class Device:
