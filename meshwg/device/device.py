@@ -649,16 +649,24 @@ class Device:
         elif crossed.__class__ is int:                  # not lone: the next batch's first
             self.tun.keep(crossed)
         else:                                           # declined: Python's lone path
-            seal_buffer, lone_buffer = buffers
-            sealed = seal_lone(protocol, crossed, at, lone_buffer)
+            sealed, runs = self._seal_declined(crossed, at, udp, buffers)
             if sealed is not None:
-                udp.send(memoryview(lone_buffer)[:sealed.size], sealed.endpoint)
                 finish_lone(protocol, sealed, at)
-            else:
-                runs = protocol.encrypt_batch((crossed,), at, seal_buffer,
-                                              UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS)
         datagrams, events = self._collect()
         return runs, datagrams, events
+
+    def _seal_declined(self, packet: Any, at: float, udp: UdpSocket,
+                       buffers: tuple) -> tuple[Any, Any]:
+        """A lone packet the crossing handed back (with the lock held): Python's lone
+        path seals and sends it, giving its Lone for finish_lone, or else the batch path
+        takes it, giving the runs to send after the lock. (Lone or None, runs)."""
+        seal_buffer, lone_buffer = buffers
+        sealed = seal_lone(self.protocol, packet, at, lone_buffer)
+        if sealed is not None:
+            udp.send(memoryview(lone_buffer)[:sealed.size], sealed.endpoint)
+            return sealed, ()
+        return None, self.protocol.encrypt_batch((packet,), at, seal_buffer,
+                                                 UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS)
 
     def _crossed_udp(self, got: Any, at: float, udp: UdpSocket,
                      buffers: tuple) -> tuple[Any, list, list, tuple | None]:
@@ -679,13 +687,7 @@ class Device:
             if reply.__class__ is int:                  # not lone: the next batch's first
                 self.tun.keep(reply)
             else:                                       # declined: Python's lone path
-                seal_buffer, lone_buffer = buffers
-                sealed = seal_lone(protocol, reply, at, lone_buffer)
-                if sealed is not None:
-                    udp.send(memoryview(lone_buffer)[:sealed.size], sealed.endpoint)
-                else:
-                    runs = protocol.encrypt_batch((reply,), at, seal_buffer,
-                                                  UDP_GSO_MAX_BYTES, UDP_MAX_SEGMENTS)
+                sealed, runs = self._seal_declined(reply, at, udp, buffers)
         finish_opened(protocol, peer, kp, size, source, outcome, at)
         if reply.__class__ is tuple:
             finish_sealed(protocol, reply, at)
