@@ -468,7 +468,8 @@ done:
 }
 
 PyDoc_STRVAR(crossing_udp_doc,
-"udp(now) -> None | (data, size, source) | (peer, keypair, size, counter, source, outcome, reply)\n\n"
+"udp(now, answer=True) -> None | (data, size, source)\n"
+"    | (peer, keypair, size, counter, source, outcome, reply)\n\n"
 "Receive one datagram (now: the protocol's time, seconds). None: nothing was ready, or\n"
 "the call reported an earlier send's ICMP error. (data, size, source), as\n"
 "UdpSocket.recv_one gives them: a datagram this path does not take (not a lone transport\n"
@@ -480,9 +481,10 @@ PyDoc_STRVAR(crossing_udp_doc,
 "to the peer (2 and 3 dropped: the caller counts them). After a write, when the keypair\n"
 "is the peer's current one and the datagram came from its endpoint, the TUN device is\n"
 "read once more (the kernel's answer is often queued by then): reply is what tun(now)\n"
-"returns for that read, else None.");
+"returns for that read, else None. answer=False skips that read (the caller keeps a\n"
+"frame in the frame buffer the read would overwrite: TunDevice.pending).");
 
-static PyObject *do_udp(Crossing *self, double now) {
+static PyObject *do_udp(Crossing *self, double now, int answer) {
     struct sockaddr_storage sa;
     union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
     struct iovec iov = {self->rbuf, RECV_SIZE};
@@ -562,7 +564,7 @@ static PyObject *do_udp(Crossing *self, double now) {
         if ((endpoint = PyObject_GetAttr(peer, S_endpoint)) == NULL) goto done;
         int same = current == kp ? PyObject_RichCompareBool(source, endpoint, Py_EQ) : 0;
         if (same < 0) goto done;
-        if (same && (reply = cross_tun(self, now, &l)) == NULL) goto done;
+        if (same && answer && (reply = cross_tun(self, now, &l)) == NULL) goto done;
     }
     result = Py_BuildValue("(OOnKOiO)", peer, kp, n, (unsigned long long)counter, source, outcome,
                            reply ? reply : Py_None);
@@ -585,9 +587,10 @@ static PyObject *crossing_tun(Crossing *self, PyObject *args) {
 }
 
 static PyObject *crossing_udp(Crossing *self, PyObject *args) {
-    double now = parse_now(args);
-    if (now == -1.0 && PyErr_Occurred()) return NULL;
-    return do_udp(self, now);
+    double now;
+    int answer = 1;
+    if (!PyArg_ParseTuple(args, "d|p", &now, &answer)) return NULL;
+    return do_udp(self, now, answer);
 }
 
 enum { READY_TUN = 1, READY_UDP = 2, READY_WAKE = 4 };
@@ -602,7 +605,9 @@ PyDoc_STRVAR(crossing_poll_doc,
 "(time.monotonic's clock, seconds) and tun(now) or udp(now) called; locked is True,\n"
 "result what it returned, and the caller must release the lock (when that call raises,\n"
 "the lock is released here and the exception propagates). Otherwise locked is False,\n"
-"result None, now 0.0, and the caller reads what is ready.");
+"result None, now 0.0, and the caller reads what is ready. Call it only when no frame\n"
+"is kept in the frame buffer (TunDevice.pending false): udp(now)'s answer read, like\n"
+"tun(now), reads into it.");
 
 static PyObject *crossing_poll(Crossing *self, PyObject *args) {
     PyObject *lock;
@@ -629,8 +634,10 @@ static PyObject *crossing_poll(Crossing *self, PyObject *args) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     double now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-    PyObject *result = ready == READY_TUN ? do_tun(self, now) : do_udp(self, now);
-    if (result == NULL) {
+    PyObject *result = ready == READY_TUN ? do_tun(self, now) : do_udp(self, now, 1);
+    PyObject *out = result == NULL ? NULL : Py_BuildValue("(iOOd)", ready, Py_True, result, now);
+    Py_XDECREF(result);
+    if (out == NULL) {
         PyObject *type, *value, *traceback;
         PyErr_Fetch(&type, &value, &traceback);
         PyObject *released = PyObject_CallMethodNoArgs(lock, S_release);
@@ -639,8 +646,6 @@ static PyObject *crossing_poll(Crossing *self, PyObject *args) {
         PyErr_Restore(type, value, traceback);
         return NULL;
     }
-    PyObject *out = Py_BuildValue("(iOOd)", ready, Py_True, result, now);
-    Py_DECREF(result);
     return out;
 }
 

@@ -95,9 +95,10 @@ SideHandler = Callable[[bytes, tuple[str, int]], None]
 def _deferrable(ready: int, crossed: Any) -> bool:
     """Can the bookkeeping of Crossing.poll's result wait? Only a packet it sealed and
     sent, or a datagram it opened (with an answer sealed and sent, or none) under the
-    peer's current keypair from the peer's endpoint: what changes what the next
-    crossing does (a next keypair's confirmation, roaming to a new endpoint), and
-    anything handed back to Python, is done at once."""
+    peer's current keypair from the peer's endpoint, its answer (if any) to the same
+    peer: what changes what the next crossing does (a next keypair's confirmation,
+    roaming to a new endpoint), an answer to another peer (which may be removed
+    meanwhile), and anything handed back to Python, is done at once."""
     if crossed.__class__ is not tuple:
         return False
     if ready == READY_TUN:
@@ -106,7 +107,7 @@ def _deferrable(ready: int, crossed: Any) -> bool:
         return False
     peer, kp, _size, _counter, source, _outcome, reply = crossed
     return (kp is peer.current and source == peer.endpoint
-            and (reply is None or reply.__class__ is tuple))
+            and (reply is None or (reply.__class__ is tuple and reply[0] is peer)))
 
 
 class Device:
@@ -599,7 +600,8 @@ class Device:
         with self._lock:
             at = self._now()
             try:
-                got = crossing.udp(at)
+                # the answer read would overwrite a frame kept for the batch path
+                got = crossing.udp(at, not self.tun.pending)
             except OSError:
                 if udp is self.udp:
                     raise
@@ -627,8 +629,9 @@ class Device:
             if ready == READY_TUN:
                 finish_sealed(protocol, crossed, at)
             else:
-                _peer, kp, size, _counter, source, outcome, reply = crossed
-                finish_opened(protocol, peer, kp, size, source, outcome, at)
+                _peer, kp, size, _counter, _source, outcome, reply = crossed
+                # from the endpoint it had (_deferrable): an endpoint set since stays
+                finish_opened(protocol, peer, kp, size, peer.endpoint, outcome, at)
                 if reply is not None:
                     finish_sealed(protocol, reply, at)
         deferred.clear()

@@ -181,9 +181,13 @@ class TunDevice:
 
     def keep(self, n: int) -> None:
         """A frame of n bytes (with its virtio header when vnet_hdr) was read into
-        frame_buffer() by someone else: iter_packets yields it first."""
+        frame_buffer() by someone else: iter_packets yields it first. ValueError for a
+        size outside 1..READ_SIZE; RuntimeError when a frame is kept already (it would
+        be lost: nothing may read into the buffer while `pending`)."""
         if not 0 < n <= READ_SIZE:
             raise ValueError(f"frame of {n} bytes")
+        if self._pending:
+            raise RuntimeError("a frame is kept already: it would be lost")
         self._pending = n if self.vnet_hdr else bytes(self.frame_buffer()[:n])
 
     @property
