@@ -354,7 +354,15 @@ class Device:
         follows under the same lock; after writing a lone inner packet the TUN device is
         read once more at once, as the kernel's answer to it (a ping's echo) is usually
         queued by then. On a cold CPU every line of Python costs: this path runs a
-        fraction of the batch path's."""
+        fraction of the batch path's.
+
+        With the compiled lone crossing (meshwg.accel Crossing; off with
+        MESHWG_CROSSING=0) the wait itself is compiled: Crossing.poll waits, takes the
+        lock and crosses a lone packet or datagram (and its answer) before any Python
+        runs; what it does not take comes back to the lone or batch path above. Its
+        bookkeeping waits in `deferred` until the device has been idle DEFER_MS, or until
+        anything else runs here (_finish_deferred), off the path of the answer. Nothing
+        reads into the TUN frame buffer while a frame is kept there (tun.pending)."""
         protocol = self.protocol
         lock = self._lock
         collect = self._collect
