@@ -91,6 +91,7 @@ class RelayClient:
         self._peers: dict[bytes, RelayedPeer] = {}          # by member id
         self._lock = threading.Lock()
         self._pending: dict[int, str] = {}      # bind timestamps sent -> "udp" / "tcp"
+        self._last_acked = 0                    # the newest acknowledged bind's timestamp
         self._next_bind = 0.0
         self._next_udp_bind = 0.0
         self._unanswered_udp = 0
@@ -297,6 +298,13 @@ class RelayClient:
             with self._lock:
                 transport = self._pending.pop(datagram.timestamp, None) \
                     if datagram.first_id == self.own_id else None
+                # binds over UDP and TCP go out together and their acks come back on
+                # different paths: one older than an ack already taken (a TCP ack read
+                # after the UDP ack that moved the client back to UDP) changes nothing
+                if transport is not None and datagram.timestamp < self._last_acked:
+                    transport = None
+                if transport is not None:
+                    self._last_acked = datagram.timestamp
             if transport is not None:
                 self._acked(transport)
             return
